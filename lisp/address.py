@@ -99,7 +99,19 @@ def address_bits(address: Address) -> int:
     return 255
 
 
-def encode_address(address: Address) -> bytes:
+def encode_text(text: str, what: str) -> bytes:
+    """Text as wire bytes; EncodeError unless the bytes decode back to exactly `text`."""
+    try:
+        raw = text.encode(*_DN_CODEC)
+    except UnicodeEncodeError as exc:
+        raise EncodeError(f"{what} {text!r} cannot be encoded: {exc.reason}") from None
+    if raw.decode(*_DN_CODEC) != text:
+        raise EncodeError(f"{what} {text!r} would not decode back unchanged")
+    return raw
+
+
+def encode_address(address: Address, depth: int = 0) -> bytes:
+    """`AFI || address`; `depth` counts the LCAFs around it, bounded as in `decode_address`."""
     if isinstance(address, IPv4Address):
         return b"\x00\x01" + address.packed
     if isinstance(address, IPv6Address):
@@ -111,13 +123,15 @@ def encode_address(address: Address) -> bytes:
             raise EncodeError(f"MAC address must be 6 bytes, got {len(address.octets)}")
         return u16(AFI_MAC) + address.octets
     if isinstance(address, DistinguishedName):
-        raw = address.name.encode(*_DN_CODEC)
+        raw = encode_text(address.name, "distinguished name")
         if b"\x00" in raw:
             raise EncodeError("distinguished name contains a NUL byte")
         return u16(AFI_DN) + raw + b"\x00"
+    if depth >= MAX_ADDRESS_DEPTH:
+        raise EncodeError(f"LCAFs nested deeper than {MAX_ADDRESS_DEPTH}")
     from lisp.lcaf import encode_lcaf
 
-    return encode_lcaf(address)
+    return encode_lcaf(address, depth + 1)
 
 
 def decode_address(reader: Reader, depth: int = 0) -> Address:

@@ -48,8 +48,10 @@ class DataHeader:
         if self.echo_nonce_request:
             word0 |= E_BIT
         if versioned:
-            src = check_uint(self.source_map_version or 0, 12, "source map-version")
-            dst = check_uint(self.dest_map_version or 0, 12, "dest map-version")
+            if self.source_map_version is None or self.dest_map_version is None:
+                raise EncodeError("V bit: give both source and dest map-versions, or neither")
+            src = check_uint(self.source_map_version, 12, "source map-version")
+            dst = check_uint(self.dest_map_version, 12, "dest map-version")
             word0 |= V_BIT | (src << 12) | dst
         if self.reserved_r:
             word0 |= R_BIT

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from lisp.address import (
     AFI_LCAF,
-    Address,
     NO_ADDRESS,
+    Address,
     NoAddress,
     address_bits,
     decode_address,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from lisp.address import Address, address_bits, decode_address, encode_address
+from lisp.address import Address, address_bits, decode_address, encode_address, encode_text
 from lisp.errors import DecodeError, EncodeError
 from lisp.wire import Reader, check_uint, u8, u16, u32
 
@@ -30,6 +30,7 @@ LCAF_SECURITY_KEY = 11
 LCAF_SOURCE_DEST = 12
 LCAF_JSON = 14
 LCAF_KEY_VALUE = 15
+_MODELLED_TYPES = frozenset({1, 2, 3, 5, 7, 10, 11, 12, 14, 15})  # decoded to their own classes
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,25 +173,29 @@ def _geo_half(positive: bool, degrees: int, minutes: int, seconds: int, limit: i
     return u16((0x8000 if positive else 0) | degrees) + bytes((minutes, seconds))
 
 
-def _lcaf_parts(value: Lcaf) -> tuple[int, int, bytes]:
-    """(type, rsvd2, body) for an LCAF value."""
+def _lcaf_parts(value: Lcaf, depth: int) -> tuple[int, int, bytes]:
+    """(type, rsvd2, body) for an LCAF value that sits `depth` LCAFs deep."""
+
+    def enc(address: Address) -> bytes:
+        return encode_address(address, depth)
+
     if isinstance(value, AfiList):
-        return LCAF_AFI_LIST, 0, b"".join(encode_address(a) for a in value.items)
+        return LCAF_AFI_LIST, 0, b"".join(enc(a) for a in value.items)
     if isinstance(value, InstanceId):
         check_uint(value.mask_len, 8, "instance-id mask-len")
         return (
             LCAF_INSTANCE_ID,
             value.mask_len,
-            u32(value.iid, "instance-id") + encode_address(value.address),
+            u32(value.iid, "instance-id") + enc(value.address),
         )
     if isinstance(value, AsNumber):
-        return LCAF_AS_NUMBER, 0, u32(value.asn, "AS number") + encode_address(value.address)
+        return LCAF_AS_NUMBER, 0, u32(value.asn, "AS number") + enc(value.address)
     if isinstance(value, GeoCoordinates):
         body = (
             _geo_half(value.north, value.lat_degrees, value.lat_minutes, value.lat_seconds, 90)
             + _geo_half(value.east, value.lon_degrees, value.lon_minutes, value.lon_seconds, 180)
             + u32(value.altitude & 0xFFFFFFFF)
-            + encode_address(value.address)
+            + enc(value.address)
         )
         if not -(1 << 31) <= value.altitude < (1 << 31):
             raise EncodeError(f"geo altitude {value.altitude} does not fit 32 signed bits")
@@ -199,17 +204,17 @@ def _lcaf_parts(value: Lcaf) -> tuple[int, int, bytes]:
         body = (
             u16(value.ms_port, "MS UDP port")
             + u16(value.etr_port, "ETR UDP port")
-            + encode_address(value.global_etr)
-            + encode_address(value.ms_rloc)
-            + encode_address(value.private_etr)
-            + b"".join(encode_address(r) for r in value.rtrs)
+            + enc(value.global_etr)
+            + enc(value.ms_rloc)
+            + enc(value.private_etr)
+            + b"".join(enc(r) for r in value.rtrs)
         )
         return LCAF_NAT, 0, body
     if isinstance(value, ExplicitLocatorPath):
         parts = []
         for hop in value.hops:
             flags = (4 if hop.lookup else 0) | (2 if hop.probe else 0) | (1 if hop.strict else 0)
-            parts.append(u16(flags) + encode_address(hop.address))
+            parts.append(u16(flags) + enc(hop.address))
         return LCAF_ELP, 0, b"".join(parts)
     if isinstance(value, SecurityKey):
         check_uint(len(value.keys), 8, "security key count")
@@ -221,26 +226,28 @@ def _lcaf_parts(value: Lcaf) -> tuple[int, int, bytes]:
         )
         for key in value.keys:
             body += u16(len(key), "key length") + key
-        return LCAF_SECURITY_KEY, 0, body + encode_address(value.address)
+        return LCAF_SECURITY_KEY, 0, body + enc(value.address)
     if isinstance(value, SourceDestKey):
         _check_mask(value.source_mask, value.source, "source")
         _check_mask(value.dest_mask, value.dest, "dest")
         body = (
             b"\x00\x00"
             + bytes((value.source_mask, value.dest_mask))
-            + encode_address(value.source)
-            + encode_address(value.dest)
+            + enc(value.source)
+            + enc(value.dest)
         )
         return LCAF_SOURCE_DEST, 0, body
     if isinstance(value, JsonLcaf):
-        raw = value.text.encode("utf-8", "surrogateescape")
-        body = u16(len(raw), "JSON length") + raw + encode_address(value.address)
+        raw = encode_text(value.text, "JSON text")
+        body = u16(len(raw), "JSON length") + raw + enc(value.address)
         return LCAF_JSON, _JSON_BINARY if value.binary else 0, body
     if isinstance(value, KeyValue):
-        return LCAF_KEY_VALUE, 0, encode_address(value.key) + encode_address(value.value)
+        return LCAF_KEY_VALUE, 0, enc(value.key) + enc(value.value)
     if isinstance(value, UnknownLcaf):
         check_uint(value.lcaf_type, 8, "LCAF type")
         check_uint(value.rsvd2, 8, "LCAF rsvd2")
+        if value.lcaf_type in _MODELLED_TYPES:
+            raise EncodeError(f"UnknownLcaf cannot carry modelled LCAF type {value.lcaf_type}")
         return value.lcaf_type, value.rsvd2, value.body
     raise EncodeError(f"not an address: {value!r}")
 
@@ -251,8 +258,8 @@ def _check_mask(mask: int, address: Address, what: str) -> None:
         raise EncodeError(f"{what} mask-len {mask} too long for {address}")
 
 
-def encode_lcaf(value: Lcaf) -> bytes:
-    lcaf_type, rsvd2, body = _lcaf_parts(value)
+def encode_lcaf(value: Lcaf, depth: int = 1) -> bytes:
+    lcaf_type, rsvd2, body = _lcaf_parts(value, depth)
     return b"\x40\x03\x00\x00" + bytes((lcaf_type, rsvd2)) + u16(len(body), "LCAF length") + body
 
 

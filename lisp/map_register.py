@@ -60,6 +60,8 @@ def _auth_block(key_id: int, alg_id: int, auth_data: bytes) -> bytes:
 
 def _xtr_block(xtr_id: int | None, site_id: int) -> bytes:
     if xtr_id is None:
+        if site_id:
+            raise EncodeError(f"site-id {site_id} needs an xTR-ID (the I bit)")
         return b""
     check_uint(xtr_id, 128, "xTR-ID")
     return xtr_id.to_bytes(16, "big") + u64(site_id, "site-id")

@@ -100,6 +100,8 @@ class MapRequest:
         if self.xtr_id is not None:
             check_uint(self.xtr_id, 128, "xTR-ID")
             parts.append(self.xtr_id.to_bytes(16, "big") + u64(self.site_id, "site-id"))
+        elif self.site_id:
+            raise EncodeError(f"site-id {self.site_id} needs an xTR-ID (the I bit)")
         return b"".join(parts)
 
     @classmethod

@@ -96,11 +96,12 @@ class Topology:
     nodes: dict[str, Node]
     links: list[Link]
     warnings: list[str] = field(default_factory=list)
+    workdir: Path | None = None  # where clab-<name>/ goes; default: beside the topology file
 
     @property
     def labdir(self) -> Path:
         """`clab-<name>/` next to the topology file, as containerlab does."""
-        return self.path.parent / f"clab-{self.name}"
+        return (self.workdir or self.path.parent) / f"clab-{self.name}"
 
     @property
     def mgmt_ns(self) -> str:
@@ -130,6 +131,7 @@ class Topology:
         data = asdict(self)
         data["path"] = str(self.path)
         data.pop("warnings")
+        data.pop("workdir")
         return data
 
     def digest(self) -> str:

@@ -58,7 +58,9 @@ def expand_env(text: str, env: Mapping[str, str], file: str, line: int, field: s
         if value is None:
             if op is None:
                 raise TopologyError(
-                    file, line, field,
+                    file,
+                    line,
+                    field,
                     f"environment variable '{name}' is not set and has no default "
                     f"(write ${{{name}:-default}})",
                 )
@@ -104,7 +106,9 @@ def _build(node: yaml.Node, loader: _Loader, file: str, path: str) -> Any:
             key = str(key)
             if key in out:
                 raise TopologyError(
-                    file, knode.start_mark.line + 1, _field(path, key),
+                    file,
+                    knode.start_mark.line + 1,
+                    _field(path, key),
                     f"duplicate key (first written on line {out.key_lines[key]})",
                 )
             out.key_lines[key] = knode.start_mark.line + 1

@@ -1,0 +1,11 @@
+"""RFC 8061 cipher-suite numbers this project speaks, and their names in config files."""
+
+from __future__ import annotations
+
+CS_AES128_GCM = 5
+CS_CHACHA20_POLY1305 = 6
+
+CIPHER_SUITE_NAMES: dict[int, str] = {
+    CS_AES128_GCM: "aes128-gcm",
+    CS_CHACHA20_POLY1305: "chacha20-poly1305",
+}

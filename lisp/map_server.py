@@ -1,0 +1,843 @@
+"""Map-server and map-resolver (RFC 9301 §8.2-8.4), co-located, sans-IO.
+
+Bytes and `now` (monotonic seconds, passed in; nothing here reads a clock) go in, `SendTo` and
+`Log` actions come out. The map-server side authenticates Map-Registers against the site that owns
+their EID-prefixes and keeps the registrations; the map-resolver side answers Map-Requests (in an
+ECM, or direct) from them:
+
+- registered EID, proxy reply wanted (Map-Register P bit or `Site.proxy_reply`): a Map-Reply
+  from here (A=0, RLOC flags L and p cleared);
+- registered EID otherwise (the default): the Map-Request is forwarded in an ECM to one ETR RLOC
+  of the registration, inner source address and UDP port kept, so the ETR answers the ITR itself
+  and sees the ITR's RFC 8061 Security-Key LCAF (a proxy reply cannot do the key exchange);
+- unknown EID: a negative Map-Reply for the least-specific prefix around the EID that holds no
+  more-specific configured or registered prefix (`least_specific_hole`).
+
+Lookups are longest-prefix matches over one dict per (instance-id, family, mask-len), mask-lens
+present sorted longest first: at most 33 (IPv4) or 129 (IPv6) dict probes, usually a handful.
+Registrations are slotted objects holding the decoded EID-record (a few hundred bytes each).
+Every refused or malformed message is counted in `counters` by reason and explained by a `Log`
+action; no key material ever appears in a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import types
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import Any, Generic, TypeAlias, TypeVar
+
+from lisp import auth
+from lisp.address import Address, IpAddress
+from lisp.ecm import CONTROL_PORT, EncapsulatedControl
+from lisp.errors import DecodeError, EncodeError
+from lisp.lcaf import AfiList, InstanceId, SecurityKey
+from lisp.map_register import MapNotify, MapRegister
+from lisp.map_reply import MapReply
+from lisp.map_request import MapRequest
+from lisp.records import TTL_UNLIMITED, Action, EidRecord, RlocRecord
+
+Prefix: TypeAlias = IPv4Network | IPv6Network
+
+_WIDTH = {4: 32, 6: 128}
+_MASKS = {w: tuple(((1 << n) - 1) << (w - n) for n in range(w + 1)) for w in (32, 128)}
+_MAX_ADDRESS_DEPTH = 4  # how deep to look into LCAFs for an IP (AFI-List, Security-Key)
+NONCE_SWEEP_INTERVAL = 10.0  # seconds between sweeps of forgotten Map-Register nonces
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and actions
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A registering site: the EID-prefixes it may register and its shared keys (by key-id).
+
+    Several keys allow a rollover: the Map-Register's key-id picks the key. `keys` is left out of
+    repr, so logging a Site never leaks a secret.
+    """
+
+    name: str
+    keys: Mapping[int, bytes] = field(repr=False, hash=False)
+    allowed: tuple[tuple[int, Prefix], ...] = ()
+    accept_more_specifics: bool = True
+    proxy_reply: bool = False
+
+    def __post_init__(self) -> None:
+        keys: dict[int, bytes] = {}
+        for key_id, key in self.keys.items():
+            if not isinstance(key_id, int) or not 0 <= key_id <= 255:
+                raise ValueError(f"site {self.name}: key-id {key_id!r} is not 0..255")
+            raw = key.encode() if isinstance(key, str) else key
+            if not isinstance(raw, bytes) or not raw:
+                raise ValueError(f"site {self.name}: key-id {key_id} has an empty or non-bytes key")
+            keys[key_id] = raw
+        if not keys:
+            raise ValueError(f"site {self.name}: no authentication key")
+        allowed: list[tuple[int, Prefix]] = []
+        for iid, prefix in self.allowed:
+            if not isinstance(iid, int) or not 0 <= iid < 1 << 32:
+                raise ValueError(f"site {self.name}: instance-id {iid!r} is not 0..2^32-1")
+            net = ip_network(prefix) if isinstance(prefix, str) else prefix
+            if not isinstance(net, IPv4Network | IPv6Network):
+                raise ValueError(f"site {self.name}: {prefix!r} is not an IP prefix")
+            allowed.append((iid, net))
+        object.__setattr__(self, "keys", types.MappingProxyType(keys))
+        object.__setattr__(self, "allowed", tuple(allowed))
+
+
+@dataclass(frozen=True, slots=True)
+class SendTo:
+    """Send `data` from the control socket (UDP 4342) to `address` (ip, port)."""
+
+    data: bytes
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """One line for the operator. `reason` is the counter it went with (for rate limiting)."""
+
+    level: int
+    message: str
+    reason: str = ""
+
+
+MsAction: TypeAlias = SendTo | Log
+
+
+NO_EID = IPv4Address(0)
+
+
+def _network(version: int, net: int, length: int) -> Prefix:
+    if version == 4:
+        return IPv4Network((net, length))
+    return IPv6Network((net, length))
+
+
+class Registration:
+    """One registered EID-prefix: the site's record (RLOC-set), who sent it and until when."""
+
+    __slots__ = (
+        "expires",
+        "first_registered",
+        "iid",
+        "last_registered",
+        "length",
+        "net",
+        "proxy_reply",
+        "record",
+        "site",
+        "site_id",
+        "source",
+        "version",
+        "xtr_id",
+    )
+
+    def __init__(
+        self, site: Site, iid: int, version: int, net: int, length: int, now: float
+    ) -> None:
+        self.site = site
+        self.iid = iid
+        self.version = version
+        self.net = net
+        self.length = length
+        self.first_registered = now
+        self.last_registered = now
+        self.expires = now
+        self.record: EidRecord = EidRecord(NO_EID, 0)
+        self.xtr_id: int | None = None
+        self.site_id = 0
+        self.source: tuple[str, int] = ("", 0)
+        self.proxy_reply = False
+
+    @property
+    def prefix(self) -> Prefix:
+        return _network(self.version, self.net, self.length)
+
+    @property
+    def rlocs(self) -> tuple[RlocRecord, ...]:
+        return self.record.rlocs
+
+    def status(self, now: float) -> dict[str, Any]:
+        """JSON-ready view (times relative to `now`, so they mean something to a person)."""
+        return {
+            "site": self.site.name,
+            "iid": self.iid,
+            "eid_prefix": str(self.prefix),
+            "rlocs": [
+                {
+                    "address": str(r.address),
+                    "priority": r.priority,
+                    "weight": r.weight,
+                    "reachable": r.reachable,
+                }
+                for r in self.record.rlocs
+            ],
+            "xtr_id": None if self.xtr_id is None else f"{self.xtr_id:032x}",
+            "site_id": self.site_id,
+            "registered_from": _show(self.source),
+            "proxy_reply": self.proxy_reply or self.site.proxy_reply,
+            "last_registered_ago": round(now - self.last_registered, 3),
+            "expires_in": round(self.expires - now, 3),
+        }
+
+    def __repr__(self) -> str:
+        return f"Registration({self.site.name!r}, [{self.iid}]{self.prefix})"
+
+    def __lt__(self, other: Registration) -> bool:  # tie-break in the expiry heap only
+        return id(self) < id(other)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefix structures
+
+V = TypeVar("V")
+
+
+class _PrefixTable(Generic[V]):
+    """Exact and longest-prefix lookups for one (instance-id, family): one dict per mask-len."""
+
+    __slots__ = ("by_len", "lengths")
+
+    def __init__(self) -> None:
+        self.by_len: dict[int, dict[int, V]] = {}
+        self.lengths: list[int] = []  # the mask-lens present, longest first
+
+    def get(self, net: int, length: int) -> V | None:
+        bucket = self.by_len.get(length)
+        return None if bucket is None else bucket.get(net)
+
+    def put(self, net: int, length: int, value: V) -> None:
+        bucket = self.by_len.get(length)
+        if bucket is None:
+            bucket = self.by_len[length] = {}
+            self.lengths = sorted(self.by_len, reverse=True)
+        bucket[net] = value
+
+    def remove(self, net: int, length: int) -> None:
+        bucket = self.by_len.get(length)
+        if bucket is not None and bucket.pop(net, None) is not None and not bucket:
+            del self.by_len[length]
+            self.lengths = sorted(self.by_len, reverse=True)
+
+    def covering(self, address: int, max_len: int, masks: tuple[int, ...]) -> Iterator[V]:
+        """The values of the prefixes of length <= max_len that cover `address`, longest first."""
+        for length in self.lengths:
+            if length <= max_len:
+                value = self.by_len[length].get(address & masks[length])
+                if value is not None:
+                    yield value
+
+    def longest(self, address: int, max_len: int, masks: tuple[int, ...]) -> V | None:
+        for length in self.lengths:
+            if length <= max_len:
+                value = self.by_len[length].get(address & masks[length])
+                if value is not None:
+                    return value
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(bucket) for bucket in self.by_len.values())
+
+
+class _PrefixSet:
+    """A set of prefixes of one family, for negative-reply holes.
+
+    Kept as a sorted list of `net << 8 | length` (one int per prefix), so "is some member
+    strictly inside prefix P" is one bisect: members that start inside P and are longer than P
+    are exactly those inside it (aligned prefixes are nested or disjoint).
+    """
+
+    __slots__ = ("keys", "width")
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.keys: list[int] = []
+
+    def add(self, net: int, length: int) -> None:
+        key = (net << 8) | length
+        i = bisect_left(self.keys, key)
+        if i == len(self.keys) or self.keys[i] != key:
+            self.keys.insert(i, key)
+
+    def discard(self, net: int, length: int) -> None:
+        key = (net << 8) | length
+        i = bisect_left(self.keys, key)
+        if i < len(self.keys) and self.keys[i] == key:
+            del self.keys[i]
+
+    def has_strict_subprefix(self, net: int, length: int) -> bool:
+        if length >= self.width:
+            return False
+        last = net | ((1 << (self.width - length)) - 1)
+        i = bisect_left(self.keys, (net << 8) | (length + 1))
+        return i < len(self.keys) and (self.keys[i] >> 8) <= last
+
+    def hole(self, address: int) -> int:
+        """The shortest mask-len L such that prefix(address, L) holds no member strictly inside.
+
+        The predicate is monotone in L (a prefix inside one without strict members has none
+        either), so binary search: about log2(width) bisects.
+        """
+        masks = _MASKS[self.width]
+        lo, hi = 0, self.width  # hi always satisfies the predicate (a host prefix)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.has_strict_subprefix(address & masks[mid], mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+
+def least_specific_hole(address: IpAddress, prefixes: Iterable[Prefix]) -> Prefix:
+    """The least-specific prefix containing `address` that strictly contains none of `prefixes`.
+
+    Used for negative Map-Replies (with `prefixes` = configured plus registered EID-prefixes of
+    the same instance-id and family): outside the EID space the answer overlaps no EID-prefix at
+    all; inside an allowed but unregistered prefix A it lies within A and clear of every
+    registered or configured more-specific (A itself, and its ancestors, may contain it).
+    """
+    width = _WIDTH[address.version]
+    members = _PrefixSet(width)
+    for prefix in prefixes:
+        if prefix.version == address.version:
+            members.add(int(prefix.network_address), prefix.prefixlen)
+    length = members.hole(int(address))
+    return _network(address.version, int(address) & _MASKS[width][length], length)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _show(address: tuple[str, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def ip_of(address: Address, depth: int = 0) -> IpAddress | None:
+    """The IP an address stands for: itself, or the one inside an AFI-List / Security-Key LCAF."""
+    if isinstance(address, IPv4Address | IPv6Address):
+        return address
+    if depth >= _MAX_ADDRESS_DEPTH:
+        return None
+    if isinstance(address, SecurityKey):
+        return ip_of(address.address, depth + 1)
+    if isinstance(address, AfiList):
+        for item in address.items:
+            found = ip_of(item, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _split_eid(eid: Address) -> tuple[int, IpAddress] | None:
+    """(instance-id, IP) of an EID, plain or in an Instance-ID LCAF; None if not IP."""
+    iid = 0
+    if isinstance(eid, InstanceId):
+        iid, eid = eid.iid, eid.address
+    if isinstance(eid, IPv4Address | IPv6Address):
+        return iid, eid
+    return None
+
+
+def _make_eid(iid: int, version: int, net: int, as_lcaf: bool) -> Address:
+    address: IpAddress = IPv4Address(net) if version == 4 else IPv6Address(net)
+    return InstanceId(iid, address) if as_lcaf or iid else address
+
+
+def _parse_host(host: str) -> IpAddress | None:
+    try:
+        return ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+class _Refused(Exception):
+    """Internal: a message refused for `reason`, explained by `message`."""
+
+    def __init__(self, reason: str, message: str, level: int = logging.WARNING) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.level = level
+
+
+# ---------------------------------------------------------------------------------------------
+# The map-server / map-resolver
+
+
+@dataclass(frozen=True, slots=True)
+class _Allowance:
+    site: Site
+    length: int
+
+
+class MapServer:
+    """Registrations in, Map-Notifies, Map-Replies and forwarded Map-Requests out.
+
+    Negative replies (see the module docstring):
+    - EID inside a site's allowed space but not registered: `unregistered_action`, default
+      SEND_MAP_REQUEST with a 1-minute TTL. The ITR holds no locators for it, so it drops the
+      packet and asks again (rate-limited) once traffic continues: the EID is expected to show up
+      soon (a node booting or moving). It must never be NATIVELY_FORWARD (what lispers.net
+      answers): traffic meant for the encrypted overlay would leave it in plaintext. The
+      alternative DROP_NO_REASON black-holes for the whole TTL after the EID registers.
+    - EID outside every allowed prefix: `outside_action`, default NATIVELY_FORWARD with a
+      15-minute TTL (RFC 9301's answer: the destination is not in the overlay).
+    """
+
+    def __init__(
+        self,
+        sites: Iterable[Site],
+        *,
+        registration_timeout: float = 180.0,
+        max_lifetime: float = 86400.0,
+        max_replay_window: float = 3600.0,
+        accept_zero_nonce: bool = False,
+        unregistered_action: Action = Action.SEND_MAP_REQUEST,
+        unregistered_ttl: int = 1,
+        outside_action: Action = Action.NATIVELY_FORWARD,
+        outside_ttl: int = 15,
+        proxy_default_ttl: int = 1440,
+        etr_port: int = CONTROL_PORT,
+    ) -> None:
+        self.sites: tuple[Site, ...] = tuple(sites)
+        self.registration_timeout = registration_timeout
+        self.max_lifetime = max_lifetime
+        self.max_replay_window = max_replay_window
+        self.accept_zero_nonce = accept_zero_nonce
+        self.unregistered_action = unregistered_action
+        self.unregistered_ttl = unregistered_ttl
+        self.outside_action = outside_action
+        self.outside_ttl = outside_ttl
+        self.proxy_default_ttl = proxy_default_ttl
+        self.etr_port = etr_port
+        self.counters: Counter[str] = Counter()
+        self._allowed: dict[tuple[int, int], _PrefixTable[_Allowance]] = {}
+        self._registered: dict[tuple[int, int], _PrefixTable[Registration]] = {}
+        self._bounds: dict[tuple[int, int], _PrefixSet] = {}
+        self._expiry: list[tuple[float, Registration]] = []  # lazily updated on refresh
+        # Per site: Map-Register nonce -> until when it counts as a replay.
+        self._nonces: dict[str, dict[int, float]] = {}
+        self._next_nonce_sweep = 0.0
+        names: set[str] = set()
+        for site in self.sites:
+            if site.name in names:
+                raise ValueError(f"two sites are named {site.name!r}")
+            names.add(site.name)
+            for iid, prefix in site.allowed:
+                key = (iid, prefix.version)
+                table = self._allowed.setdefault(key, _PrefixTable())
+                net, length = int(prefix.network_address), prefix.prefixlen
+                other = table.get(net, length)
+                if other is not None:
+                    raise ValueError(
+                        f"EID-prefix [{iid}]{prefix} is allowed for both site "
+                        f"{other.site.name!r} and site {site.name!r}"
+                    )
+                table.put(net, length, _Allowance(site, length))
+                self._bound_set(key).add(net, length)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def handle(self, raw: bytes, source: tuple[str, int], now: float) -> list[MsAction]:
+        """Any control message received on UDP 4342; those not for a map-server are counted."""
+        if not raw:
+            return self._refuse("malformed", source, "empty message", logging.INFO)
+        msg_type = raw[0] >> 4
+        if msg_type == 3:
+            return self.handle_register(raw, source, now)
+        if msg_type in (1, 8):
+            return self.handle_map_request(raw, source, now)
+        return self._refuse(
+            "unsupported-type", source, f"message type {msg_type} is not for a map-server",
+            logging.INFO,
+        )  # fmt: skip
+
+    def _refuse(
+        self, reason: str, source: tuple[str, int], why: str, level: int = logging.WARNING
+    ) -> list[MsAction]:
+        self.counters[reason] += 1
+        return [Log(level, f"dropped message from {_show(source)}: {why}", reason)]
+
+    # -- Map-Register -----------------------------------------------------------------------
+
+    def handle_register(self, raw: bytes, source: tuple[str, int], now: float) -> list[MsAction]:
+        self.counters["map-register"] += 1
+        try:
+            return self._register(raw, source, now)
+        except _Refused as refused:
+            self.counters[refused.reason] += 1
+            line = f"refused Map-Register from {_show(source)}: {refused.message}"
+            return [Log(refused.level, line, refused.reason)]
+
+    def _register(self, raw: bytes, source: tuple[str, int], now: float) -> list[MsAction]:
+        try:
+            msg = MapRegister.decode(raw)
+        except DecodeError as exc:
+            raise _Refused("malformed", f"malformed: {exc}", logging.INFO) from None
+        if not msg.records:
+            raise _Refused("malformed", "no EID-records", logging.INFO)
+        site: Site | None = None
+        placed: list[tuple[EidRecord, int, int, int, int]] = []
+        for record in msg.records:
+            iid, version, net, length = self._record_key(record)
+            allowance = self._allowance(iid, version, net, length)
+            shown = f"[{iid}]{_network(version, net, length)}"
+            if allowance is None:
+                raise _Refused(
+                    "prefix-not-allowed", f"EID-prefix {shown} is in no site's allowance"
+                )
+            if site is not None and allowance.site is not site:
+                raise _Refused(
+                    "mixed-sites",
+                    f"EID-prefix {shown} belongs to site {allowance.site.name}, "
+                    f"the others to site {site.name}",
+                )
+            site = allowance.site
+            placed.append((record, iid, version, net, length))
+        assert site is not None
+        key = site.keys.get(msg.key_id)
+        if key is None:
+            raise _Refused("bad-auth", f"site {site.name}: unknown key-id {msg.key_id}")
+        if not auth.verify(raw, key):
+            raise _Refused(
+                "bad-auth",
+                f"site {site.name}: authentication failed (key-id {msg.key_id}, "
+                f"algorithm {msg.alg_id}; wrong shared key or algorithm?)",
+            )
+        lifetimes = [self._lifetime(msg, record) for record, *_ in placed]
+        self._check_nonce(site, msg.nonce, min(max(lifetimes), self.max_replay_window), now)
+        actions: list[MsAction] = []
+        for (record, iid, version, net, length), lifetime in zip(placed, lifetimes, strict=True):
+            if lifetime <= 0:
+                self._deregister(iid, version, net, length)
+                continue
+            moved = self._store(
+                site, msg, record, (iid, version, net, length), lifetime, source, now
+            )
+            if moved is not None:
+                actions.append(moved)
+        self.counters["registered"] += 1
+        if msg.want_map_notify:
+            notify = MapNotify(
+                nonce=msg.nonce,
+                records=msg.records,
+                key_id=msg.key_id,
+                alg_id=msg.alg_id,
+                xtr_id=msg.xtr_id,
+                site_id=msg.site_id,
+            )
+            try:
+                data = auth.sign(notify.encode(), key)
+            except EncodeError as exc:  # decodable but not re-encodable: odd, not fatal
+                self.counters["notify-error"] += 1
+                actions.append(Log(logging.WARNING, f"no Map-Notify for site {site.name}: {exc}"))
+            else:
+                actions.append(SendTo(data, source))
+                self.counters["map-notify"] += 1
+        return actions
+
+    def _record_key(self, record: EidRecord) -> tuple[int, int, int, int]:
+        split = _split_eid(record.eid)
+        if split is None:
+            raise _Refused("prefix-not-allowed", f"EID {record.eid} is not an IP prefix")
+        iid, address = split
+        width = _WIDTH[address.version]
+        if record.mask_len > width:
+            raise _Refused(
+                "malformed", f"EID mask-len {record.mask_len} for {address}", logging.INFO
+            )
+        return iid, address.version, int(address) & _MASKS[width][record.mask_len], record.mask_len
+
+    def _allowance(self, iid: int, version: int, net: int, length: int) -> _Allowance | None:
+        table = self._allowed.get((iid, version))
+        if table is None:
+            return None
+        for allowance in table.covering(net, length, _MASKS[_WIDTH[version]]):
+            if allowance.length == length or allowance.site.accept_more_specifics:
+                return allowance
+        return None
+
+    def _lifetime(self, msg: MapRegister, record: EidRecord) -> float:
+        """Seconds the registration lives; 0 (a Record TTL of 0) deregisters."""
+        if record.ttl == 0:
+            return 0.0
+        if not msg.ttl_timeout:
+            return self.registration_timeout
+        if record.ttl == TTL_UNLIMITED:
+            return self.max_lifetime
+        return min(record.ttl * 60.0, self.max_lifetime)
+
+    def _check_nonce(self, site: Site, nonce: int, window: float, now: float) -> None:
+        """Refuse a nonce this site used within its replay window, then remember this one.
+
+        Only authenticated messages get here, so an attacker cannot fill the table; a nonce is
+        kept for the lifetime of what it registered (capped at max_replay_window) and swept by
+        `expire`. A replay after that window is accepted: LISP has no timestamp to catch it.
+        """
+        if nonce == 0 and not self.accept_zero_nonce:
+            raise _Refused(
+                "zero-nonce",
+                f"site {site.name}: nonce 0 cannot be checked for replay "
+                "(make the xTR send random nonces, or set accept_zero_nonce)",
+            )
+        seen = self._nonces.setdefault(site.name, {})
+        if nonce:
+            until = seen.get(nonce)
+            if until is not None and until > now:
+                raise _Refused("replayed-nonce", f"site {site.name}: replayed nonce {nonce:#018x}")
+            seen[nonce] = now + window
+
+    def _store(
+        self,
+        site: Site,
+        msg: MapRegister,
+        record: EidRecord,
+        key: tuple[int, int, int, int],
+        lifetime: float,
+        source: tuple[str, int],
+        now: float,
+    ) -> Log | None:
+        iid, version, net, length = key
+        table = self._registered.get((iid, version))
+        if table is None:
+            table = self._registered[(iid, version)] = _PrefixTable()
+        reg = table.get(net, length)
+        moved: Log | None = None
+        if reg is None:
+            reg = Registration(site, iid, version, net, length, now)
+            table.put(net, length, reg)
+            self._bound_set((iid, version)).add(net, length)
+            heapq.heappush(self._expiry, (now + lifetime, reg))
+            self.counters["new-registration"] += 1
+        elif reg.record.rlocs != record.rlocs:
+            # Mobility. RFC 9301 has the map-server send the old RLOC-set an unsolicited
+            # Map-Notify (acked by Map-Notify-Ack, retransmitted); not done here (yet).
+            self.counters["rloc-set-changed"] += 1
+            old = ", ".join(str(r.address) for r in reg.record.rlocs) or "none"
+            new = ", ".join(str(r.address) for r in record.rlocs) or "none"
+            moved = Log(
+                logging.INFO,
+                f"site {site.name}: [{iid}]{reg.prefix} moved from RLOCs {old} to {new}",
+                "rloc-set-changed",
+            )
+        reg.record = record
+        reg.xtr_id = msg.xtr_id
+        reg.site_id = msg.site_id
+        reg.source = source
+        reg.proxy_reply = msg.proxy_reply
+        reg.last_registered = now
+        reg.expires = now + lifetime
+        return moved
+
+    def _deregister(self, iid: int, version: int, net: int, length: int) -> None:
+        table = self._registered.get((iid, version))
+        if table is not None and table.get(net, length) is not None:
+            table.remove(net, length)
+            self._unbound(iid, version, net, length)
+            self.counters["deregistered"] += 1
+
+    def _unbound(self, iid: int, version: int, net: int, length: int) -> None:
+        """A registered prefix is gone: drop it from the hole bounds unless also configured."""
+        allowed = self._allowed.get((iid, version))
+        if allowed is None or allowed.get(net, length) is None:
+            self._bound_set((iid, version)).discard(net, length)
+
+    def _bound_set(self, key: tuple[int, int]) -> _PrefixSet:
+        bounds = self._bounds.get(key)
+        if bounds is None:
+            bounds = self._bounds[key] = _PrefixSet(_WIDTH[key[1]])
+        return bounds
+
+    # -- expiry and status ------------------------------------------------------------------
+
+    def expire(self, now: float) -> list[Registration]:
+        """Remove and return the registrations whose lifetime is over; forget old nonces."""
+        expired: list[Registration] = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            _, reg = heapq.heappop(heap)
+            table = self._registered.get((reg.iid, reg.version))
+            if table is None or table.get(reg.net, reg.length) is not reg:
+                continue  # deregistered (or replaced) meanwhile
+            if reg.expires > now:  # refreshed since this entry was pushed
+                heapq.heappush(heap, (reg.expires, reg))
+                continue
+            table.remove(reg.net, reg.length)
+            self._unbound(reg.iid, reg.version, reg.net, reg.length)
+            expired.append(reg)
+        self.counters["expired"] += len(expired)
+        if now >= self._next_nonce_sweep:
+            self._next_nonce_sweep = now + NONCE_SWEEP_INTERVAL
+            for seen in self._nonces.values():
+                for nonce in [n for n, until in seen.items() if until <= now]:
+                    del seen[nonce]
+        return expired
+
+    def registrations(self) -> list[Registration]:
+        """Every registration (expired ones not yet swept included), in a stable order."""
+        regs = [
+            reg
+            for table in self._registered.values()
+            for bucket in table.by_len.values()
+            for reg in bucket.values()
+        ]
+        regs.sort(key=lambda r: (r.site.name, r.iid, r.version, r.net, r.length))
+        return regs
+
+    def registration_count(self) -> int:
+        return sum(len(table) for table in self._registered.values())
+
+    def lookup(self, eid: IpAddress, iid: int = 0, now: float | None = None) -> Registration | None:
+        """The registration whose prefix is the longest match for `eid` (live at `now`)."""
+        table = self._registered.get((iid, eid.version))
+        if table is None:
+            return None
+        width = _WIDTH[eid.version]
+        reg = table.longest(int(eid), width, _MASKS[width])
+        if reg is not None and now is not None and reg.expires <= now:
+            return None
+        return reg
+
+    # -- Map-Request ------------------------------------------------------------------------
+
+    def handle_map_request(self, raw: bytes, source: tuple[str, int], now: float) -> list[MsAction]:
+        """A Map-Request in an ECM (from an ITR, via us as map-resolver) or direct (type 1)."""
+        self.counters["map-request"] += 1
+        try:
+            return self._map_request(raw, source, now)
+        except _Refused as refused:
+            self.counters[refused.reason] += 1
+            line = f"dropped Map-Request from {_show(source)}: {refused.message}"
+            return [Log(refused.level, line, refused.reason)]
+
+    def _map_request(self, raw: bytes, source: tuple[str, int], now: float) -> list[MsAction]:
+        ecm: EncapsulatedControl | None = None
+        try:
+            if raw and raw[0] >> 4 == 8:
+                ecm = EncapsulatedControl.decode(raw)
+                inner_type = ecm.message[0] >> 4 if ecm.message else -1
+                if inner_type != 1:
+                    raise _Refused(
+                        "unsupported-type", f"ECM carries type {inner_type}, not a Map-Request",
+                        logging.INFO,
+                    )  # fmt: skip
+                request = MapRequest.decode(ecm.message)
+                reply_port = ecm.source_port
+            else:
+                request = MapRequest.decode(raw)
+                reply_port = source[1]
+        except DecodeError as exc:
+            raise _Refused("malformed", f"malformed: {exc}", logging.INFO) from None
+        if request.probe:
+            raise _Refused("probe-not-for-ms", "RLOC-probe sent to the map-server", logging.INFO)
+        if not request.records:
+            raise _Refused("malformed", "no EID-records", logging.INFO)
+        if not 0 < reply_port < 65536:
+            raise _Refused("malformed", f"reply port {reply_port}", logging.INFO)
+        # Record Count is "normally 1" (RFC 9301); like other implementations answer the first.
+        asked = request.records[0]
+        split = _split_eid(asked.eid)
+        if split is None:
+            raise _Refused("unsupported-eid", f"EID {asked.eid} is not an IP address", logging.INFO)
+        iid, eid = split
+        as_lcaf = isinstance(asked.eid, InstanceId)
+        width = _WIDTH[eid.version]
+        masks = _MASKS[width]
+        itr = self._reply_address(request, source, ecm)
+        if itr is None:
+            raise _Refused("no-itr-rloc", "no ITR-RLOC with an IP address to answer", logging.INFO)
+        reply_to = (str(itr), reply_port)
+
+        table = self._registered.get((iid, eid.version))
+        reg = None
+        if table is not None:
+            reg = table.longest(int(eid), min(asked.mask_len, width), masks)
+            if reg is not None and reg.expires <= now:
+                reg = None  # expired, not swept yet
+        if reg is None:
+            return [self._negative(request.nonce, iid, eid, as_lcaf, reply_to)]
+        etr = None if (reg.proxy_reply or reg.site.proxy_reply) else self._pick_etr(reg, source)
+        if etr is None:
+            self.counters["proxy-reply"] += 1
+            record = reg.record
+            eid_out = _make_eid(iid, reg.version, reg.net, as_lcaf)
+            ttl = record.ttl or self.proxy_default_ttl
+            rlocs = tuple(replace(r, local=False, probed=False) for r in record.rlocs)
+            reply = EidRecord(eid_out, reg.length, rlocs, ttl, Action.NO_ACTION, False,
+                              record.map_version)  # fmt: skip
+            return [SendTo(MapReply(request.nonce, (reply,)).encode(), reply_to)]
+        if ecm is not None:
+            inner_src, inner_dst, message, security = (
+                ecm.inner_source, ecm.inner_dest, ecm.message, ecm.security,
+            )  # fmt: skip
+        else:
+            parsed = _parse_host(source[0])
+            if parsed is None:
+                raise _Refused("malformed", f"source {source[0]!r} is not an IP", logging.INFO)
+            inner_src, message, security = parsed, raw, False
+            inner_dst = eid if eid.version == parsed.version else type(parsed)(0)
+        forwarded = EncapsulatedControl(
+            inner_src, inner_dst, message, source_port=reply_port, security=security
+        )
+        self.counters["forwarded"] += 1
+        return [SendTo(forwarded.encode(), (str(etr), self.etr_port))]
+
+    def _negative(
+        self, nonce: int, iid: int, eid: IpAddress, as_lcaf: bool, reply_to: tuple[str, int]
+    ) -> SendTo:
+        key = (iid, eid.version)
+        width = _WIDTH[eid.version]
+        bounds = self._bounds.get(key)
+        length = bounds.hole(int(eid)) if bounds is not None else 0
+        allowed = self._allowed.get(key)
+        inside = allowed is not None and allowed.longest(int(eid), width, _MASKS[width]) is not None
+        if inside:
+            action, ttl = self.unregistered_action, self.unregistered_ttl
+        else:
+            action, ttl = self.outside_action, self.outside_ttl
+        net = int(eid) & _MASKS[width][length]
+        record = EidRecord(_make_eid(iid, eid.version, net, as_lcaf), length, (), ttl, action)
+        self.counters["negative-reply"] += 1
+        return SendTo(MapReply(nonce, (record,)).encode(), reply_to)
+
+    @staticmethod
+    def _reply_address(
+        request: MapRequest, source: tuple[str, int], ecm: EncapsulatedControl | None
+    ) -> IpAddress | None:
+        """The first ITR-RLOC of the family we heard from (outer, then inner source), else any."""
+        ips = [ip for ip in (ip_of(a) for a in request.itr_rlocs) if ip is not None]
+        outer = _parse_host(source[0])
+        for family in (
+            outer.version if outer is not None else 0,
+            ecm.inner_source.version if ecm is not None else 0,
+        ):
+            for ip in ips:
+                if ip.version == family:
+                    return ip
+        return ips[0] if ips else None
+
+    @staticmethod
+    def _pick_etr(reg: Registration, source: tuple[str, int]) -> IpAddress | None:
+        """The ETR RLOC to forward to: reachable, priority < 255; same family as the socket the
+        request came in on first (so we can send to it), then best priority, then weight."""
+        outer = _parse_host(source[0])
+        family = outer.version if outer is not None else 4
+        best: tuple[int, int, int, int] | None = None
+        chosen: IpAddress | None = None
+        for index, rloc in enumerate(reg.record.rlocs):
+            ip = ip_of(rloc.address)
+            if ip is None or not rloc.reachable or rloc.priority == 255:
+                continue
+            rank = (ip.version != family, rloc.priority, -rloc.weight, index)
+            if best is None or rank < best:
+                best, chosen = rank, ip
+        return chosen

@@ -1,0 +1,220 @@
+"""The node's side of the RFC 8061 key exchange, bound to node identities.
+
+Two X25519 key pairs per node, so each direction of a pair of nodes gets its own data key:
+- the *ITR epoch* (key-id 1..3, rotated for rekeying) goes in our Map-Requests and RLOC-probes;
+- the *ETR pair* goes in our Map-Replies.
+A→B traffic is sealed with KDF(A.itr_epoch, B.etr_pair) and B→A with KDF(B.itr_epoch, A.etr_pair).
+
+Encap state is per remote ETR key (one ETR key covers all of that ETR's RLOCs, so moving to another
+RLOC keeps the key and its counter). Decap state is per (remote ITR RLOC, key-id): an ITR lists
+all its RLOCs in the Map-Request, and each gets the same slot object, so the ITR can move uplinks
+without a new exchange and the replay window follows it.
+
+Every key exchange carries a signed proof (mesh.identity) unless the explicit interop mode is on:
+a rewritten key in a Map-Request or Map-Reply fails verification and installs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from lisp.crypto import (
+    CryptoError,
+    EcdhKeyPair,
+    PacketCipher,
+    ReplayWindow,
+    derive_data_key,
+)
+from lisp.data_header import DataHeader
+
+IpAddress = IPv4Address | IPv6Address
+IpNetwork = IPv4Network | IPv6Network
+INTEROP_KEY_ID = 1  # lispers.net always uses key-id 1; so does our unauthenticated interop mode
+
+
+@dataclass(slots=True)
+class ItrEpoch:
+    key_id: int
+    pair: EcdhKeyPair
+    created_at: float
+
+
+@dataclass(slots=True)
+class EncapState:
+    """How we seal packets for one remote ETR key."""
+
+    cipher: PacketCipher
+    key_id: int
+    remote_public: bytes
+    header: bytes  # the precomputed 8-byte LISP header (I bit + instance-id, KK = key-id)
+    created_at: float
+    peer_name: str
+    counter: int = 0
+
+    def seal(self, inner: bytes) -> bytes:
+        self.counter += 1
+        return self.cipher.seal(self.header, inner, self.counter)
+
+
+@dataclass(slots=True)
+class DecapSlot:
+    """How we open packets from one remote ITR key (shared by all of that ITR's RLOCs)."""
+
+    cipher: PacketCipher
+    window: ReplayWindow
+    peer_name: str
+    peer_eids: tuple[tuple[int, IpNetwork], ...]
+    installed_at: float
+    itr_public: bytes = b""
+    last_used: float = 0.0
+    packets: int = 0
+    # Source-address check, precomputed: (version, network int, mask int) per certified EID.
+    allowed: tuple[tuple[int, int, int], ...] = ()
+
+
+def _allowed_sources(eids: tuple[tuple[int, IpNetwork], ...]) -> tuple[tuple[int, int, int], ...]:
+    return tuple(
+        (net.version, int(net.network_address), int(net.netmask)) for _iid, net in eids
+    )
+
+
+def data_header(instance_id: int, key_id: int) -> bytes:
+    return DataHeader(instance_id=instance_id or None, key_id=key_id).encode()
+
+
+@dataclass
+class KeyStore:
+    cipher_suite: int
+    instance_id: int
+    rekey_after_seconds: float
+    rekey_after_packets: int
+    interop: bool = False
+    epoch: ItrEpoch = field(init=False)
+    etr_pair: EcdhKeyPair = field(init=False)
+    previous_epochs: dict[int, ItrEpoch] = field(default_factory=dict)
+    encap: dict[bytes, EncapState] = field(default_factory=dict)
+    decap: dict[tuple[str, int], DecapSlot] = field(default_factory=dict)
+    rekeys: int = 0
+
+    def __post_init__(self) -> None:
+        self.epoch = ItrEpoch(INTEROP_KEY_ID, EcdhKeyPair.generate(), 0.0)
+        self.etr_pair = EcdhKeyPair.generate()
+
+    def start(self, now: float) -> None:
+        self.epoch.created_at = now
+
+    # ----- ITR side
+
+    def epoch_for(self, key_id: int) -> ItrEpoch | None:
+        if key_id == self.epoch.key_id:
+            return self.epoch
+        return self.previous_epochs.get(key_id)
+
+    def rekey_due(self, now: float) -> bool:
+        if now - self.epoch.created_at >= self.rekey_after_seconds:
+            return True
+        return any(s.counter >= self.rekey_after_packets for s in self.encap.values())
+
+    def rotate(self, now: float) -> ItrEpoch:
+        """Start a new ITR epoch (make-before-break: the old one keeps sealing until each peer
+        has answered with the new key)."""
+        old = self.epoch
+        if self.interop:
+            next_id = INTEROP_KEY_ID
+        else:
+            next_id = old.key_id % 3 + 1
+        self.previous_epochs = {old.key_id: old}
+        self.epoch = ItrEpoch(next_id, EcdhKeyPair.generate(), now)
+        self.rekeys += 1
+        return self.epoch
+
+    def install_encap(
+        self, key_id: int, remote_public: bytes, peer_name: str, now: float
+    ) -> EncapState | None:
+        """The peer ETR answered our key-id `key_id` with `remote_public`. Returns the state to
+        seal with, reusing it when nothing changed (a second EID of the same peer)."""
+        epoch = self.epoch_for(key_id)
+        if epoch is None:
+            return None
+        existing = self.encap.get(remote_public)
+        if existing is not None and existing.key_id == key_id:
+            return existing
+        key = derive_data_key(epoch.pair, remote_public, self.cipher_suite)
+        state = EncapState(
+            cipher=PacketCipher(self.cipher_suite, key, key_id),
+            key_id=key_id,
+            remote_public=remote_public,
+            header=data_header(self.instance_id, key_id),
+            created_at=now,
+            peer_name=peer_name,
+        )
+        self.encap[remote_public] = state
+        return state
+
+    def forget_encap(self, remote_public: bytes) -> None:
+        self.encap.pop(remote_public, None)
+
+    # ----- ETR side
+
+    def install_decap(
+        self,
+        itr_rlocs: list[str],
+        key_id: int,
+        itr_public: bytes,
+        peer_name: str,
+        peer_eids: tuple[tuple[int, IpNetwork], ...],
+        now: float,
+    ) -> DecapSlot:
+        """An ITR offered `itr_public` under `key_id`: install (or keep) the slot for each of its
+        RLOCs. Other key-ids stay installed, so packets sealed with the previous key still
+        open until the ITR has moved over (make-before-break)."""
+        current = next(
+            (self.decap.get((rloc, key_id)) for rloc in itr_rlocs if (rloc, key_id) in self.decap),
+            None,
+        )
+        if current is not None and current.itr_public == itr_public:
+            slot = current
+        else:
+            key = derive_data_key(self.etr_pair, itr_public, self.cipher_suite)
+            slot = DecapSlot(
+                cipher=PacketCipher(self.cipher_suite, key, key_id),
+                window=ReplayWindow(),
+                peer_name=peer_name,
+                peer_eids=peer_eids,
+                installed_at=now,
+                itr_public=itr_public,
+                allowed=_allowed_sources(peer_eids),
+            )
+        for rloc in itr_rlocs:
+            self.decap[(rloc, key_id)] = slot
+        return slot
+
+    def expire_decap(self, now: float, idle_after: float) -> int:
+        """Drop slots unused for `idle_after` seconds whose peer has a newer slot in use."""
+        removed = 0
+        for key, slot in list(self.decap.items()):
+            rloc, key_id = key
+            newer = [
+                s
+                for (r, k), s in self.decap.items()
+                if r == rloc and k != key_id and s.installed_at > slot.installed_at
+            ]
+            idle = now - max(slot.last_used, slot.installed_at)
+            if newer and idle > idle_after:
+                del self.decap[key]
+                removed += 1
+        return removed
+
+
+def random_nonce() -> int:
+    return int.from_bytes(os.urandom(8), "big")
+
+
+def random_u24() -> int:
+    return struct.unpack("!I", b"\x00" + os.urandom(3))[0]
+
+
+__all__ = ["CryptoError", "DecapSlot", "EncapState", "KeyStore", "random_nonce"]

@@ -1,0 +1,85 @@
+"""Addresses, routes and link state through netlink (pyroute2), never by shelling out to `ip`.
+
+pyroute2's synchronous API runs its own event loop: call `configure_tun` from a worker thread
+when an asyncio loop is running in this one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
+
+IpAddress = IPv4Address | IPv6Address
+IpNetwork = IPv4Network | IPv6Network
+
+
+def configure_tun(
+    name: str,
+    mtu: int,
+    addresses: Iterable[IpAddress],
+    routes: Iterable[IpNetwork],
+) -> None:
+    """Bring the TUN up with the EIDs as host addresses and the overlay prefixes routed into it.
+
+    Routes carry the EID of the same family as preferred source, so the kernel never picks an
+    underlay address as the source of overlay traffic.
+    """
+    addresses = list(addresses)
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)[0]
+        ipr.link("set", index=index, mtu=mtu, state="up")
+        for address in addresses:
+            plen = 32 if address.version == 4 else 128
+            # NODAD: a TUN has no neighbours; DAD would only hold the address tentative.
+            flags = IFA_F_NODAD if address.version == 6 else 0
+            ipr.addr("replace", index=index, address=str(address), prefixlen=plen, flags=flags)
+        for route in routes:
+            source = next((a for a in addresses if a.version == route.version), None)
+            spec: dict[str, object] = {
+                "dst": str(route.network_address),
+                "dst_len": route.prefixlen,
+                "oif": index,
+            }
+            if source is not None:
+                spec["prefsrc"] = str(source)
+            if route.version == 6:
+                spec["family"] = 10
+            ipr.route("replace", **spec)
+
+
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
+IFF_RUNNING = 0x40  # RFC 2863 operational state: up and with carrier
+
+
+def link_is_up(name: str) -> bool:
+    """True when the interface exists, is up and has carrier.
+
+    One ioctl on a socket of the process's own network namespace: cheap enough for every timer
+    tick, and safe inside the asyncio loop (pyroute2's sync API is not).
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            reply = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, struct.pack("16s16x", name.encode()))
+    except OSError:
+        return False
+    flags = struct.unpack_from("16xH", reply)[0]
+    return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
+
+
+def interface_of(address: IpAddress) -> str | None:
+    """The interface that holds `address`, if any."""
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr():
+            if msg.get("address") == str(address) or msg.get("local") == str(address):
+                index = msg["index"]
+                links = ipr.get_links(index)
+                for link in links:
+                    return str(link.get("ifname"))
+    return None

@@ -1,0 +1,365 @@
+"""One lispmesh node process: the roles of its config, their sockets, TUN and timers.
+
+Owns every file descriptor (TUN, UDP 4341/4342 per uplink, the map-server's listen sockets, the
+control socket) and feeds the sans-IO-style role objects from the asyncio loop. A malformed or
+hostile packet is counted and dropped where it is handled; an unexpected exception while
+handling one packet is logged and counted here, and never stops the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from lisp import DecodeError, EncapsulatedControl, decode_control
+from lisp.ecm import TO_ETR_BIT
+from lisp.map_server import MapServer, Site
+from mesh.config import IpAddress, NodeConfig
+from mesh.control import ControlServer
+from mesh.kx import KxAuthority
+from mesh.map_server import MapServerService
+from mesh.netlink import configure_tun, link_is_up
+from mesh.tun import TunDevice
+from mesh.xtr import CONTROL_PORT, DATA_PORT, LocalRloc, Xtr
+
+log = logging.getLogger("lispmesh.node")
+
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IP_FREEBIND = 15
+IPV6_FREEBIND = 78
+SOCKET_BUFFER = 4 * 1024 * 1024  # several MB, or datagrams drop under load (platform.md)
+TICK_SECONDS = 0.1
+READ_BATCH = 256  # packets drained per readiness event, so one busy fd cannot starve the rest
+
+
+class NodeSetupError(Exception):
+    """The node could not start (one line for the operator)."""
+
+
+def udp_socket(address: IpAddress, port: int, device: str | None) -> socket.socket:
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # FREEBIND: an uplink that is down at start (no address yet) must not stop the node.
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if device:
+            # Pin the socket to its uplink: the RLOC picks the interface, not the routing table.
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock.bind((str(address), port))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        where = f"{address}:{port}" + (f" on {device}" if device else "")
+        raise NodeSetupError(f"cannot open UDP socket {where}: {exc.strerror}") from None
+    return sock
+
+
+class NodeRuntime:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event = asyncio.Event()
+        self.tun: TunDevice | None = None
+        self.xtr: Xtr | None = None
+        self.map_server: MapServerService | None = None
+        self.data_socks: dict[str, socket.socket] = {}
+        self.control_socks: dict[str, socket.socket] = {}
+        self.ms_socks: list[socket.socket] = []
+        self.errors: Counter[str] = Counter()
+        self.control_server: ControlServer | None = None
+        self._readers: list[int] = []
+
+    # ---------------------------------------------------------------- set-up and tear-down
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        try:
+            await self._setup()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self.stop_event.set)
+            log.info("node %s running (%s)", self.config.name, ", ".join(self.roles()))
+            tick = asyncio.create_task(self._ticker())
+            await self.stop_event.wait()
+            tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tick
+        finally:
+            await self._teardown()
+        log.info("node %s stopped", self.config.name)
+
+    def roles(self) -> list[str]:
+        roles = []
+        if self.config.xtr is not None:
+            roles.append("xtr")
+        if self.config.map_server is not None:
+            roles += ["map-server", "map-resolver"]
+        return roles
+
+    async def _setup(self) -> None:
+        assert self.loop is not None
+        config = self.config
+        now = time.monotonic()
+        if config.xtr is not None:
+            kx = self._load_identity()
+            xcfg = config.xtr
+            try:
+                self.tun = TunDevice(xcfg.tun)
+                await self.loop.run_in_executor(
+                    None,
+                    configure_tun,
+                    xcfg.tun,
+                    xcfg.mtu,
+                    xcfg.eid_addresses,
+                    xcfg.overlay_routes,
+                )
+            except OSError as exc:
+                raise NodeSetupError(f"TUN {xcfg.tun}: {exc.strerror or exc}") from None
+            self.xtr = Xtr(config, self, kx, now, link_state=link_is_up)
+            for local in self.xtr.locals:
+                self.data_socks[local.key] = udp_socket(local.address, DATA_PORT, local.interface)
+                self.control_socks[local.key] = udp_socket(
+                    local.address, CONTROL_PORT, local.interface
+                )
+            self._add_reader(self.tun.fd, self._tun_readable)
+            for local in self.xtr.locals:
+                data_sock = self.data_socks[local.key]
+                control_sock = self.control_socks[local.key]
+                self._add_reader(data_sock.fileno(), self._data_readable, data_sock)
+                self._add_reader(
+                    control_sock.fileno(), self._control_readable, control_sock, local
+                )
+        if config.map_server is not None:
+            msc = config.map_server
+            sites = [
+                Site(
+                    name=s.name,
+                    keys=s.keys,
+                    allowed=s.allowed,
+                    accept_more_specifics=s.accept_more_specifics,
+                    proxy_reply=s.proxy_reply,
+                )
+                for s in msc.sites
+            ]
+            core = MapServer(sites)
+            self.map_server = MapServerService(core, self._ms_send)
+            for address in msc.listen:
+                if str(address) in self.control_socks and msc.port == CONTROL_PORT:
+                    self.ms_socks.append(self.control_socks[str(address)])
+                    continue
+                sock = udp_socket(address, msc.port, None)
+                self.ms_socks.append(sock)
+                self._add_reader(sock.fileno(), self._control_readable, sock, None)
+            await self.map_server.start()
+        self.control_server = ControlServer(config.control_socket, self._control_command)
+        await self.control_server.start()
+
+    def _load_identity(self) -> KxAuthority | None:
+        config = self.config
+        if not config.security.encryption:
+            log.warning("encryption is OFF (security.encryption: false): traffic is plaintext")
+            return None
+        if not config.security.authenticate_key_exchange:
+            log.warning(
+                "key exchange is NOT authenticated (interop mode): an on-path attacker can "
+                "intercept traffic"
+            )
+            return None
+        identity = config.identity
+        assert identity is not None
+        try:
+            return KxAuthority.from_files(
+                config.name, str(identity.key), str(identity.cert), str(identity.ca)
+            )
+        except OSError as exc:
+            raise NodeSetupError(f"identity: cannot read {exc.filename}: {exc.strerror}") from None
+        except Exception as exc:
+            raise NodeSetupError(f"identity: {exc}") from None
+
+    def _add_reader(self, fd: int, callback: Callable[..., None], *args: Any) -> None:
+        assert self.loop is not None
+        self.loop.add_reader(fd, callback, *args)
+        self._readers.append(fd)
+
+    async def _teardown(self) -> None:
+        if self.loop is not None:
+            for fd in self._readers:
+                self.loop.remove_reader(fd)
+        self._readers.clear()
+        if self.map_server is not None:
+            await self.map_server.stop()
+        for sock in {id(s): s for s in [*self.data_socks.values(), *self.control_socks.values(), *self.ms_socks]}.values():
+            sock.close()
+        if self.tun is not None:
+            self.tun.close()  # the kernel removes the device and its routes with it
+        if self.control_server is not None:
+            await self.control_server.stop()
+
+    # ---------------------------------------------------------------- transport (for Xtr)
+
+    def send_data(self, local: LocalRloc, packet: bytes, dest: tuple[str, int]) -> None:
+        try:
+            self.data_socks[local.key].sendto(packet, dest)
+        except OSError:
+            self.errors["send-data"] += 1
+
+    def send_control(self, local: LocalRloc, packet: bytes, dest: tuple[str, int]) -> None:
+        try:
+            self.control_socks[local.key].sendto(packet, dest)
+        except OSError as exc:
+            self.errors["send-control"] += 1
+            log.debug("control send to %s failed: %s", dest, exc)
+
+    def write_inside(self, packet: bytes) -> None:
+        assert self.tun is not None
+        try:
+            os.write(self.tun.fd, packet)
+        except OSError:
+            self.errors["tun-write"] += 1
+
+    def _ms_send(self, packet: bytes, dest: tuple[str, int]) -> None:
+        version = 6 if ":" in dest[0] else 4
+        for sock in self.ms_socks:
+            if (sock.family == socket.AF_INET6) == (version == 6):
+                try:
+                    sock.sendto(packet, dest)
+                except OSError:
+                    self.errors["send-map-server"] += 1
+                return
+        self.errors["map-server-no-socket"] += 1
+
+    # ---------------------------------------------------------------- readiness callbacks
+
+    def _tun_readable(self) -> None:
+        assert self.tun is not None and self.xtr is not None
+        xtr = self.xtr
+        xtr.now = time.monotonic()
+        fd = self.tun.fd
+        for _ in range(READ_BATCH):
+            try:
+                packet = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.errors["tun-read"] += 1
+                return
+            try:
+                xtr.inside_packet(packet)
+            except Exception:
+                self._internal_error("inside packet")
+
+    def _data_readable(self, sock: socket.socket) -> None:
+        assert self.xtr is not None
+        xtr = self.xtr
+        xtr.now = time.monotonic()
+        for _ in range(READ_BATCH):
+            try:
+                packet, source = sock.recvfrom(65535)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.errors["data-read"] += 1
+                return
+            try:
+                xtr.outside_data(packet, source)
+            except Exception:
+                self._internal_error("outside packet")
+
+    def _control_readable(self, sock: socket.socket, local: LocalRloc | None) -> None:
+        for _ in range(64):
+            try:
+                data, source = sock.recvfrom(65535)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.errors["control-read"] += 1
+                return
+            try:
+                self._dispatch_control(data, (source[0], source[1]), local)
+            except Exception:
+                self._internal_error("control packet")
+
+    def _dispatch_control(self, data: bytes, source: tuple[str, int], local: LocalRloc | None) -> None:
+        msg_type = data[0] >> 4 if data else 0
+        for_etr = msg_type == 8 and len(data) > 0 and bool(data[0] & TO_ETR_BIT)
+        if self.map_server is not None and (
+            msg_type == 3 or (msg_type == 8 and not for_etr) or (msg_type == 1 and self.xtr is None)
+        ):
+            self.map_server.handle(data, source)
+            return
+        xtr = self.xtr
+        if xtr is None or local is None:
+            self.errors["control-unexpected"] += 1
+            return
+        xtr.now = time.monotonic()
+        try:
+            message = decode_control(data)
+            ecm = None
+            raw = data
+            if isinstance(message, EncapsulatedControl):
+                ecm = message
+                raw = ecm.message
+                message = decode_control(raw)
+        except DecodeError as exc:
+            xtr.drops["malformed-control"] += 1
+            log.debug("malformed control packet from %s: %s", source, exc)
+            return
+        xtr.control(message, raw, source, local, ecm)
+
+    def _internal_error(self, what: str) -> None:
+        self.errors[f"internal-{what.replace(' ', '-')}"] += 1
+        log.exception("internal error while handling one %s (dropped)", what)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = time.monotonic()
+            if self.xtr is not None:
+                try:
+                    self.xtr.tick(now)
+                except Exception:
+                    self._internal_error("timer tick")
+
+    # ---------------------------------------------------------------- local control socket
+
+    def _control_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request["command"]
+        if command == "status":
+            return self.status()
+        if command == "map-cache":
+            return {"map_cache": self.xtr.status()["map_cache"] if self.xtr else []}
+        if command == "stop":
+            self.stop_event.set()
+            return {"stopping": True}
+        return {"error": f"unknown command {command!r} (known: status, map-cache, stop)"}
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "name": self.config.name,
+            "pid": os.getpid(),
+            "roles": self.roles(),
+            "uptime": round(time.monotonic() - self.started, 1),
+            "encryption": self.config.security.encryption,
+            "authenticated_key_exchange": self.config.security.authenticate_key_exchange,
+            "runtime_errors": dict(self.errors),
+        }
+        if self.xtr is not None:
+            status["xtr"] = self.xtr.status()
+        if self.map_server is not None:
+            status["map_server"] = self.map_server.status()
+        return status

@@ -1,0 +1,251 @@
+"""Builds overlay labs for tests: a map-server and xTR nodes on an underlay bridge (netlab).
+
+Each xTR `nI` gets EIDs 10.1.I.0/24 and fd00:1:I::/64 (its address .1 / ::1 on the TUN), and one
+underlay address 10.77.0.(10+I) per uplink on the bridge `ul` (a second uplink gets
+10.77.0.(20+I)). The map-server is `ms` at 10.77.0.1. Identities come from a lab CA made per test.
+Real processes (`lispmesh node run`) run in the namespaces; netlab stops them on destroy.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mesh.control import ControlError, query
+from mesh.identity import provision_lab_identities
+from netlab import Lab
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MS_ADDRESS = "10.77.0.1"
+SITE_KEY = "lab-site-key-0123"
+EID_SUPERNET4 = "10.1.0.0/16"
+EID_SUPERNET6 = "fd00:1::/32"
+
+
+def eid4(index: int, host: int = 1) -> str:
+    return f"10.1.{index}.{host}"
+
+
+def eid6(index: int, host: int = 1) -> str:
+    return f"fd00:1:{index}::{host}"
+
+
+def rloc(index: int, uplink: int = 0) -> str:
+    return f"10.77.0.{10 * (uplink + 1) + index}"
+
+
+@dataclass
+class XtrSpec:
+    index: int
+    uplinks: int = 1
+    site_key: str = SITE_KEY
+    eid_prefixes: list[str] | None = None  # default: 10.1.I.0/24 and fd00:1:I::/64
+    security: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"n{self.index}"
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2
+) -> Any:
+    """Poll `condition` until it returns something truthy; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+class OverlayLab:
+    def __init__(self, workdir: Path, xtrs: list[XtrSpec], name_prefix: str = "ov") -> None:
+        self.workdir = workdir
+        self.xtrs = {spec.name: spec for spec in xtrs}
+        self.name = f"{name_prefix}{secrets.token_hex(3)}"
+        self.run_dir = workdir / "run"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lab: Lab | None = None
+        self._write_files()
+
+    # ------------------------------------------------------------------ files
+
+    def _xtr_prefixes(self, spec: XtrSpec) -> list[str]:
+        if spec.eid_prefixes is not None:
+            return spec.eid_prefixes
+        return [f"10.1.{spec.index}.0/24", f"fd00:1:{spec.index}::/64"]
+
+    def _write_files(self) -> None:
+        identities = provision_lab_identities(
+            self.workdir / "pki",
+            "lab-ca",
+            {
+                name: [(0, p) for p in self._xtr_prefixes(spec)]
+                for name, spec in self.xtrs.items()
+            },
+        )
+        configs = self.workdir / "configs"
+        configs.mkdir(exist_ok=True)
+        ms_config = {
+            "name": "ms",
+            "run_dir": str(self.run_dir),
+            "state_dir": str(self.workdir / "state" / "ms"),
+            "map_server": {
+                "listen": [MS_ADDRESS],
+                "sites": [
+                    {"name": "lab", "keys": {0: SITE_KEY}, "allowed": [EID_SUPERNET4, EID_SUPERNET6]}
+                ],
+            },
+        }
+        (configs / "ms.yml").write_text(yaml.safe_dump(ms_config))
+        for name, spec in self.xtrs.items():
+            ident = identities[name]
+            prefixes = self._xtr_prefixes(spec)
+            config = {
+                "name": name,
+                "run_dir": str(self.run_dir),
+                "state_dir": str(self.workdir / "state" / name),
+                "identity": {
+                    "key": str(ident / "node.key"),
+                    "cert": str(ident / "node.crt"),
+                    "ca": str(ident / "ca.crt"),
+                },
+                "security": spec.security,
+                "xtr": {
+                    "tun": "lm0",
+                    "eid_prefixes": prefixes,
+                    "eid_addresses": [str(ip_network(p)[1]) for p in prefixes],
+                    "overlay_routes": [EID_SUPERNET4, EID_SUPERNET6],
+                    "rlocs": [
+                        {"address": rloc(spec.index, u), "interface": f"eth{u + 1}",
+                         "priority": u + 1, "weight": 100}
+                        for u in range(spec.uplinks)
+                    ],  # fmt: skip
+                    "map_servers": [{"address": MS_ADDRESS, "key": spec.site_key}],
+                    "timers": {
+                        "register_interval": 5,
+                        "probe_interval": 0.3,
+                        "probe_dead_after": 1.5,
+                        "map_request_retry": 0.5,
+                    },
+                },
+            }
+            if not spec.security:
+                del config["security"]
+            (configs / f"{name}.yml").write_text(yaml.safe_dump(config))
+        run = f"{sys.executable} -m lispmesh.cli node run --config"
+        # The node processes import this checkout, whether or not it is installed.
+        env = {"PYTHONPATH": str(REPO_ROOT)}
+        nodes: dict[str, Any] = {
+            "ul": {"kind": "bridge"},
+            "ms": {
+                "kind": "lispmesh-node",
+                "cmd": f"{run} {configs / 'ms.yml'}",
+                "env": env,
+                "addresses": {"eth1": [f"{MS_ADDRESS}/24"]},
+            },
+        }
+        links = [{"endpoints": ["ms:eth1", "ul:ms"]}]
+        for name, spec in self.xtrs.items():
+            addresses = {f"eth{u + 1}": [f"{rloc(spec.index, u)}/24"] for u in range(spec.uplinks)}
+            nodes[name] = {
+                "kind": "lispmesh-node",
+                "cmd": f"{run} {configs / f'{name}.yml'}",
+                "env": env,
+                "addresses": addresses,
+                # Two uplinks in one subnet: each interface answers ARP only for its own address.
+                "exec": [
+                    "sysctl -qw net.ipv4.conf.all.arp_ignore=1",
+                    "sysctl -qw net.ipv4.conf.all.arp_announce=2",
+                ],
+            }
+            for u in range(spec.uplinks):
+                links.append({"endpoints": [f"{name}:eth{u + 1}", f"ul:{name}u{u}"]})
+        topo = {"name": self.name, "topology": {"nodes": nodes, "links": links}}
+        self.topology_file = self.workdir / "overlay.clab.yml"
+        self.topology_file.write_text(yaml.safe_dump(topo, sort_keys=False))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> OverlayLab:
+        self.lab = Lab.from_file(self.topology_file)
+        try:
+            self.lab.deploy()
+        except BaseException:
+            self.lab.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.lab is not None:
+            self.lab.destroy()
+
+    def logs(self, node: str) -> str:
+        assert self.lab is not None
+        path = self.lab.labdir / node / "stderr.log"
+        return path.read_text() if path.exists() else ""
+
+    # ------------------------------------------------------------------ observing
+
+    def status(self, node: str) -> dict[str, Any]:
+        return query(self.run_dir / f"{node}.sock", "status")
+
+    def try_status(self, node: str) -> dict[str, Any] | None:
+        try:
+            return self.status(node)
+        except ControlError:
+            return None
+
+    def wait_registered(self, nodes: list[str] | None = None, timeout: float = 20.0) -> None:
+        for node in nodes or list(self.xtrs):
+
+            def registered(node: str = node) -> bool:
+                status = self.try_status(node)
+                return bool(status and all(m["registered"] for m in status["xtr"]["map_servers"]))
+
+            try:
+                wait_until(registered, timeout, f"{node} to register")
+            except AssertionError:
+                raise AssertionError(f"{node} did not register; log:\n{self.logs(node)[-3000:]}")
+
+    def exec(self, node: str, argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        assert self.lab is not None
+        return subprocess.run(
+            ["ip", "netns", "exec", self.lab.netns_name(node), *argv],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def ping(self, node: str, address: str, count: int = 3, timeout: float = 2.0) -> bool:
+        result = self.exec(
+            node, ["ping", "-c", str(count), "-i", "0.2", "-W", str(timeout), address],
+            timeout=count * timeout + 10,
+        )  # fmt: skip
+        return result.returncode == 0
+
+    def wait_ping(self, node: str, address: str, timeout: float = 15.0) -> None:
+        wait_until(lambda: self.ping(node, address, count=1, timeout=1), timeout,
+                   f"{node} to reach {address}", interval=0.1)  # fmt: skip
+
+    def drops(self, node: str) -> dict[str, int]:
+        return dict(self.status(node)["xtr"]["drops"])
+
+    def dump(self) -> str:
+        """Everything useful when a test fails."""
+        parts = []
+        for node in ["ms", *self.xtrs]:
+            parts.append(f"--- {node} status: {json.dumps(self.try_status(node))[:3000]}")
+            parts.append(f"--- {node} log:\n{self.logs(node)[-3000:]}")
+        return "\n".join(parts)
