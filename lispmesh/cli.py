@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from lispmesh.errors import CliError
+
 # Modules that contribute commands: each has `register(subparsers) -> None`. A module that is
 # missing (a layer not built yet) is skipped so the rest of the CLI keeps working.
 COMMAND_MODULES = (
@@ -21,14 +23,6 @@ COMMAND_MODULES = (
     "node.cli",
     "controller_api.cli",
 )
-
-
-class CliError(Exception):
-    """An error the user can act on: printed as one line, exit code 1 (or `code`)."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,3 +59,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+__all__ = ["CliError", "main"]

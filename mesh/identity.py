@@ -83,7 +83,7 @@ class IdentityError(Exception):
 def _write_file(path: Path, data: bytes, mode: int) -> None:
     """Write atomically with exactly `mode` (a temp file created with it, then renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)
@@ -110,13 +110,17 @@ def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    mode = path.stat().st_mode & 0o777
+    try:
+        mode = path.stat().st_mode & 0o777
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise IdentityError(f"private key {path} cannot be read: {exc.strerror}") from None
     if mode & 0o077:
         raise IdentityError(
             f"private key {path} is readable by group or others (mode {mode:04o}): chmod 600 it"
         )
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise IdentityError(f"private key {path} cannot be read: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
@@ -131,8 +135,10 @@ def write_certificate(path: Path, cert: x509.Certificate) -> None:
 def read_certificate(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise IdentityError(f"certificate {path} cannot be read: {exc.strerror}") from None
     except ValueError as exc:
-        raise IdentityError(f"certificate {path} cannot be read: {exc}") from None
+        raise IdentityError(f"certificate {path} is not a PEM X.509 certificate: {exc}") from None
 
 
 def check_name(name: str) -> str:
@@ -209,6 +215,13 @@ class NodeClaims:
     rlocs: tuple[IpNetwork, ...] | None
 
 
+def _raw_extension(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bytes:
+    value = cert.extensions.get_extension_for_oid(oid).value
+    if not isinstance(value, x509.UnrecognizedExtension):
+        raise ValueError(f"extension {oid.dotted_string} has an unexpected type")
+    return value.value
+
+
 def certificate_claims(cert: x509.Certificate) -> NodeClaims:
     """Name, EIDs and RLOCs of a node certificate; IdentityError if it is not one."""
     try:
@@ -218,16 +231,12 @@ def certificate_claims(cert: x509.Certificate) -> NodeClaims:
         if len(names) != 1:
             raise IdentityError(f"certificate has no single {SAN_URI_PREFIX}<name> URI")
         name = check_name(names[0])
-        ext = cert.extensions.get_extension_for_oid(EID_EXTENSION_OID).value
-        assert isinstance(ext, x509.UnrecognizedExtension)
-        eids = parse_eids(_parse_der_utf8(ext.value))
+        eids = parse_eids(_parse_der_utf8(_raw_extension(cert, EID_EXTENSION_OID)))
         try:
-            rext = cert.extensions.get_extension_for_oid(RLOC_EXTENSION_OID).value
+            text = _parse_der_utf8(_raw_extension(cert, RLOC_EXTENSION_OID))
         except x509.ExtensionNotFound:
             rlocs = None
         else:
-            assert isinstance(rext, x509.UnrecognizedExtension)
-            text = _parse_der_utf8(rext.value)
             rlocs = tuple(ip_network(t) for t in filter(None, text.split(",")))
     except x509.ExtensionNotFound as exc:
         missing = exc.oid.dotted_string
@@ -402,6 +411,8 @@ class NodeIdentity:
             write_private_key(key_path, key)
         cert_path = directory / NODE_CERT_FILE
         cert = read_certificate(cert_path) if cert_path.exists() else None
+        if cert is not None and cert.public_key() != key.public_key():
+            raise IdentityError(f"{cert_path} is not the certificate of {key_path}")
         return cls(name, key, cert, directory)
 
     @property
@@ -451,6 +462,7 @@ def provision_lab_identities(
     for name, eid_specs in nodes.items():
         node_dir = out / check_name(name)
         eids = [(int(iid), ip_network(prefix)) for iid, prefix in eid_specs]
+        (node_dir / NODE_CERT_FILE).unlink(missing_ok=True)  # reissued below, for this key
         node = NodeIdentity.load_or_create(node_dir, name)
         node.install_certificate(ca.issue(name, node.public_key, eids, valid_days=valid_days))
         write_certificate(node_dir / CA_CERT_FILE, ca.certificate)
@@ -479,6 +491,12 @@ class KxTranscript:
         """Canonical bytes: domain tag, then fixed-width fields and sorted, deduplicated sets."""
         if self.role not in ("request", "reply"):
             raise IdentityError(f"transcript role {self.role!r} is not request/reply")
+        try:
+            return self._encode()
+        except (struct.error, AttributeError, TypeError) as exc:
+            raise IdentityError(f"transcript cannot be encoded: {exc}") from None
+
+    def _encode(self) -> bytes:
         parts = [
             KX_DOMAIN,
             struct.pack(

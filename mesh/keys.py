@@ -95,7 +95,9 @@ class KeyStore:
     epoch: ItrEpoch = field(init=False)
     etr_pair: EcdhKeyPair = field(init=False)
     previous_epochs: dict[int, ItrEpoch] = field(default_factory=dict)
-    encap: dict[bytes, EncapState] = field(default_factory=dict)
+    # Keyed by (our epoch public key, the ETR's public key): the pair determines the AEAD key,
+    # so one state (and one never-reset counter) per pair means a nonce is never reused.
+    encap: dict[tuple[bytes, bytes], EncapState] = field(default_factory=dict)
     decap: dict[tuple[str, int], DecapSlot] = field(default_factory=dict)
     rekeys: int = 0
 
@@ -139,8 +141,8 @@ class KeyStore:
         epoch = self.epoch_for(key_id)
         if epoch is None:
             return None
-        existing = self.encap.get(remote_public)
-        if existing is not None and existing.key_id == key_id:
+        existing = self.encap.get((epoch.pair.public, remote_public))
+        if existing is not None:
             return existing
         key = derive_data_key(epoch.pair, remote_public, self.cipher_suite)
         state = EncapState(
@@ -151,11 +153,8 @@ class KeyStore:
             created_at=now,
             peer_name=peer_name,
         )
-        self.encap[remote_public] = state
+        self.encap[(epoch.pair.public, remote_public)] = state
         return state
-
-    def forget_encap(self, remote_public: bytes) -> None:
-        self.encap.pop(remote_public, None)
 
     # ----- ETR side
 

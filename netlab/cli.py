@@ -1,7 +1,7 @@
 """`lispmesh lab ...`: containerlab's verbs, flags and output shapes over netlab.
 
 deploy, destroy, inspect, graph, exec, tools link {show,set}, tools netem {set,show}.
-Errors a person can act on become `lispmesh.cli.CliError` (one line, no traceback).
+Errors a person can act on become `lispmesh.errors.CliError` (one line, no traceback).
 """
 
 from __future__ import annotations
@@ -19,14 +19,8 @@ from netlab.model import Topology
 
 
 def _cli_error(message: str, code: int = 1) -> Exception:
-    from lispmesh.cli import CliError  # lazily: lispmesh.cli imports this module
+    from lispmesh.errors import CliError
 
-    # Under `python -m lispmesh.cli` the running entry point is `__main__`, whose CliError is a
-    # different class from lispmesh.cli.CliError: raise the one it catches.
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "lispmesh.cli":
-        return getattr(main, "CliError", CliError)(message, code)
     return CliError(message, code)
 
 
