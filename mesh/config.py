@@ -243,9 +243,7 @@ def _timers(fields: _Fields | None) -> Timers:
         ),
         probe_interval=fields.number("probe_interval", defaults.probe_interval, 0.05, 60),
         probe_dead_after=fields.number("probe_dead_after", defaults.probe_dead_after, 0.1, 600),
-        map_request_retry=fields.number(
-            "map_request_retry", defaults.map_request_retry, 0.05, 60
-        ),
+        map_request_retry=fields.number("map_request_retry", defaults.map_request_retry, 0.05, 60),
         queue_limit=fields.integer("queue_limit", defaults.queue_limit, 0, 1024),
     )
     fields.finish()

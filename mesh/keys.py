@@ -17,7 +17,6 @@ a rewritten key in a Map-Request or Map-Reply fails verification and installs no
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
@@ -76,9 +75,7 @@ class DecapSlot:
 
 
 def _allowed_sources(eids: tuple[tuple[int, IpNetwork], ...]) -> tuple[tuple[int, int, int], ...]:
-    return tuple(
-        (net.version, int(net.network_address), int(net.netmask)) for _iid, net in eids
-    )
+    return tuple((net.version, int(net.network_address), int(net.netmask)) for _iid, net in eids)
 
 
 def data_header(instance_id: int, key_id: int) -> bytes:
@@ -124,10 +121,7 @@ class KeyStore:
         """Start a new ITR epoch (make-before-break: the old one keeps sealing until each peer
         has answered with the new key)."""
         old = self.epoch
-        if self.interop:
-            next_id = INTEROP_KEY_ID
-        else:
-            next_id = old.key_id % 3 + 1
+        next_id = INTEROP_KEY_ID if self.interop else old.key_id % 3 + 1
         self.previous_epochs = {old.key_id: old}
         self.epoch = ItrEpoch(next_id, EcdhKeyPair.generate(), now)
         self.rekeys += 1
@@ -210,10 +204,6 @@ class KeyStore:
 
 def random_nonce() -> int:
     return int.from_bytes(os.urandom(8), "big")
-
-
-def random_u24() -> int:
-    return struct.unpack("!I", b"\x00" + os.urandom(3))[0]
 
 
 __all__ = ["CryptoError", "DecapSlot", "EncapState", "KeyStore", "random_nonce"]

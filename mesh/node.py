@@ -141,9 +141,7 @@ class NodeRuntime:
                 data_sock = self.data_socks[local.key]
                 control_sock = self.control_socks[local.key]
                 self._add_reader(data_sock.fileno(), self._data_readable, data_sock)
-                self._add_reader(
-                    control_sock.fileno(), self._control_readable, control_sock, local
-                )
+                self._add_reader(control_sock.fileno(), self._control_readable, control_sock, local)
         if config.map_server is not None:
             msc = config.map_server
             sites = [
@@ -203,7 +201,10 @@ class NodeRuntime:
         self._readers.clear()
         if self.map_server is not None:
             await self.map_server.stop()
-        for sock in {id(s): s for s in [*self.data_socks.values(), *self.control_socks.values(), *self.ms_socks]}.values():
+        for sock in {
+            id(s): s
+            for s in [*self.data_socks.values(), *self.control_socks.values(), *self.ms_socks]
+        }.values():
             sock.close()
         if self.tun is not None:
             self.tun.close()  # the kernel removes the device and its routes with it
@@ -294,7 +295,9 @@ class NodeRuntime:
             except Exception:
                 self._internal_error("control packet")
 
-    def _dispatch_control(self, data: bytes, source: tuple[str, int], local: LocalRloc | None) -> None:
+    def _dispatch_control(
+        self, data: bytes, source: tuple[str, int], local: LocalRloc | None
+    ) -> None:
         msg_type = data[0] >> 4 if data else 0
         for_etr = msg_type == 8 and len(data) > 0 and bool(data[0] & TO_ETR_BIT)
         if self.map_server is not None and (

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Protocol
@@ -116,7 +116,6 @@ class PeerInfo:
     name: str
     eids: set[str] = field(default_factory=set)
     last_key_exchange: float | None = None
-    last_error: str | None = None
 
 
 class Xtr:
@@ -356,7 +355,9 @@ class Xtr:
             source_eid=self._eid_address(self._our_eid(address.version)),
         )
         prefix = eid_prefix(address, mask_len)
-        self.pending[nonce] = Pending("resolve", self.keys.epoch.key_id, self.now, eid=(self.iid, prefix))
+        self.pending[nonce] = Pending(
+            "resolve", self.keys.epoch.key_id, self.now, eid=(self.iid, prefix)
+        )
         ecm = EncapsulatedControl(
             inner_source=self._our_eid(address.version),
             inner_dest=address,
@@ -463,7 +464,7 @@ class Xtr:
                     pending.key_id,
                     public,
                     ((self.iid, prefix),),
-                    tuple(r.address for r in plain),
+                    _ip_addresses(r.address for r in plain),
                     self.now,
                 )
             except IdentityError as exc:
@@ -478,7 +479,6 @@ class Xtr:
         info = self.peers.setdefault(peer_name, PeerInfo(peer_name))
         info.eids.add(str(prefix))
         info.last_key_exchange = self.now
-        info.last_error = None
         return encap
 
     def _block_prefix(self, record: EidRecord, prefix: IpNetwork) -> None:
@@ -524,19 +524,21 @@ class Xtr:
                 break
             if best is not None and encap is not None:
                 rloc, local = best
-                paths[(entry.iid, entry.prefix)] = Path(encap, (str(rloc.address), DATA_PORT), local)
+                paths[(entry.iid, entry.prefix)] = Path(
+                    encap, (str(rloc.address), DATA_PORT), local
+                )
         self.paths = paths
         self.flow.clear()
         # Packets that waited for a mapping now have a path.
         for key, miss in list(self.misses.items()):
-            entry = self.map_cache.lookup_int(self.iid, miss.version, miss.address, self.now)
-            if entry is None:
+            found = self.map_cache.lookup_int(self.iid, miss.version, miss.address, self.now)
+            if found is None:
                 continue
             del self.misses[key]
-            if (entry.iid, entry.prefix) in paths:
+            if (found.iid, found.prefix) in paths:
                 for packet in miss.queue:
                     self.inside_packet(packet)
-            elif not entry.negative:
+            elif not found.negative:
                 self.drops["no-path"] += len(miss.queue)
 
     # ETR: answering -------------------------------------------------------
@@ -706,7 +708,9 @@ class Xtr:
         )
         registration.sent(nonce, self.now)
         self.stats["map-registers"] += 1
-        self.transport.send_control(local, sign(message.encode(), ms.key), (str(ms.address), ms.port))
+        self.transport.send_control(
+            local, sign(message.encode(), ms.key), (str(ms.address), ms.port)
+        )
 
     def _on_map_notify(self, notify: MapNotify, raw: bytes, source: tuple[str, int]) -> None:
         entry = self.registrations.get(source[0])
@@ -758,7 +762,9 @@ class Xtr:
             if up != local.up:
                 local.up = up
                 changed = True
-                log.info("uplink %s (%s) is %s", local.interface, local.address, "up" if up else "DOWN")
+                log.info(
+                    "uplink %s (%s) is %s", local.interface, local.address, "up" if up else "DOWN"
+                )
         if changed:
             for _, registration in self.registrations.values():
                 registration.refresh_now(self.now)
@@ -784,23 +790,22 @@ class Xtr:
         for entry in self.map_cache:
             if entry.negative:
                 continue
-            for rloc in entry.rlocs:
-                targets.setdefault(str(rloc.address), entry)
-        for rloc in due:
-            entry = targets.get(rloc)
-            if entry is None:
-                self.prober.untrack(rloc)
+            for record in entry.rlocs:
+                targets.setdefault(str(record.address), entry)
+        for target in due:
+            found = targets.get(target)
+            if found is None:
+                self.prober.untrack(target)
                 continue
+            entry = found
+            rloc = target
             address = ip_address(rloc)
             local = self._local_for(address.version)
             if local is None:
                 continue
             nonce = random_nonce()
             itr_rlocs: tuple[Address, ...]
-            if with_key:
-                itr_rlocs = self._itr_rlocs(nonce, local)
-            else:
-                itr_rlocs = (local.address,)
+            itr_rlocs = self._itr_rlocs(nonce, local) if with_key else (local.address,)
             request = MapRequest(
                 nonce=nonce,
                 itr_rlocs=itr_rlocs,
@@ -931,6 +936,10 @@ class Xtr:
 
 _ANY4 = eid_prefix(IPv4Address(0), 0)
 _ANY6 = eid_prefix(IPv6Address(0), 0)
+
+
+def _ip_addresses(addresses: Iterable[Address]) -> tuple[IpAddress, ...]:
+    return tuple(a for a in addresses if isinstance(a, IPv4Address | IPv6Address))
 
 
 def _not_overlay(version: int, dst: bytes) -> bool:

@@ -14,7 +14,7 @@ DEFAULT_RUN_DIR = Path("/run/lispmesh")
 
 
 def _fail(message: str) -> Exception:
-    from lispmesh.cli import CliError
+    from lispmesh.errors import CliError
 
     return CliError(message)
 
@@ -96,4 +96,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status = sub.add_parser("status", help="state and drop counters of a running node")
     add_target_options(status)
     status.set_defaults(handler=_status)
-    node.set_defaults(handler=lambda args: node.print_help() or 2)
+    node.set_defaults(handler=lambda args: _usage(node))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2

@@ -4,6 +4,11 @@ Each xTR `nI` gets EIDs 10.1.I.0/24 and fd00:1:I::/64 (its address .1 / ::1 on t
 underlay address 10.77.0.(10+I) per uplink on the bridge `ul` (a second uplink gets
 10.77.0.(20+I)). The map-server is `ms` at 10.77.0.1. Identities come from a lab CA made per test.
 Real processes (`lispmesh node run`) run in the namespaces; netlab stops them on destroy.
+
+Extra netlab nodes (`extra_nodes`, e.g. a `linux` node running a test tool as its `cmd`) can be
+added, and an xTR with `via="x"` reaches `ul` through node `x` instead of directly: its uplink U
+links to `x:in-nIuU`, and `x:out-nIuU` links to the bridge (see `via_ifnames`). Nothing forwards
+between the two unless the tool running in `x` does.
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ def rloc(index: int, uplink: int = 0) -> str:
     return f"10.77.0.{10 * (uplink + 1) + index}"
 
 
+def via_ifnames(xtr: str, uplink: int = 0) -> tuple[str, str]:
+    """(towards the xTR, towards `ul`): the interfaces of the `via` node for one xTR uplink."""
+    return f"in-{xtr}u{uplink}", f"out-{xtr}u{uplink}"
+
+
 @dataclass
 class XtrSpec:
     index: int
@@ -51,6 +61,7 @@ class XtrSpec:
     site_key: str = SITE_KEY
     eid_prefixes: list[str] | None = None  # default: 10.1.I.0/24 and fd00:1:I::/64
     security: dict[str, Any] = field(default_factory=dict)
+    via: str | None = None  # an extra node standing between this xTR's uplinks and `ul`
 
     @property
     def name(self) -> str:
@@ -72,9 +83,20 @@ def wait_until(
 
 
 class OverlayLab:
-    def __init__(self, workdir: Path, xtrs: list[XtrSpec], name_prefix: str = "ov") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        xtrs: list[XtrSpec],
+        name_prefix: str = "ov",
+        extra_nodes: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.xtrs = {spec.name: spec for spec in xtrs}
+        # netlab node definitions added as given (`env` defaults to the one the xTRs get).
+        self.extra_nodes = dict(extra_nodes or {})
+        for spec in xtrs:
+            if spec.via is not None and spec.via not in self.extra_nodes:
+                raise ValueError(f"{spec.name}: via node {spec.via!r} is not in extra_nodes")
         self.name = f"{name_prefix}{secrets.token_hex(3)}"
         self.run_dir = workdir / "run"
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -92,10 +114,7 @@ class OverlayLab:
         identities = provision_lab_identities(
             self.workdir / "pki",
             "lab-ca",
-            {
-                name: [(0, p) for p in self._xtr_prefixes(spec)]
-                for name, spec in self.xtrs.items()
-            },
+            {name: [(0, p) for p in self._xtr_prefixes(spec)] for name, spec in self.xtrs.items()},
         )
         configs = self.workdir / "configs"
         configs.mkdir(exist_ok=True)
@@ -106,7 +125,11 @@ class OverlayLab:
             "map_server": {
                 "listen": [MS_ADDRESS],
                 "sites": [
-                    {"name": "lab", "keys": {0: SITE_KEY}, "allowed": [EID_SUPERNET4, EID_SUPERNET6]}
+                    {
+                        "name": "lab",
+                        "keys": {0: SITE_KEY},
+                        "allowed": [EID_SUPERNET4, EID_SUPERNET6],
+                    }
                 ],
             },
         }
@@ -130,10 +153,14 @@ class OverlayLab:
                     "eid_addresses": [str(ip_network(p)[1]) for p in prefixes],
                     "overlay_routes": [EID_SUPERNET4, EID_SUPERNET6],
                     "rlocs": [
-                        {"address": rloc(spec.index, u), "interface": f"eth{u + 1}",
-                         "priority": u + 1, "weight": 100}
+                        {
+                            "address": rloc(spec.index, u),
+                            "interface": f"eth{u + 1}",
+                            "priority": u + 1,
+                            "weight": 100,
+                        }
                         for u in range(spec.uplinks)
-                    ],  # fmt: skip
+                    ],
                     "map_servers": [{"address": MS_ADDRESS, "key": spec.site_key}],
                     "timers": {
                         "register_interval": 5,
@@ -146,7 +173,7 @@ class OverlayLab:
             if not spec.security:
                 del config["security"]
             (configs / f"{name}.yml").write_text(yaml.safe_dump(config))
-        run = f"{sys.executable} -m lispmesh.cli node run --config"
+        run = f"{sys.executable} -m lispmesh node run --config"
         # The node processes import this checkout, whether or not it is installed.
         env = {"PYTHONPATH": str(REPO_ROOT)}
         nodes: dict[str, Any] = {
@@ -158,6 +185,8 @@ class OverlayLab:
                 "addresses": {"eth1": [f"{MS_ADDRESS}/24"]},
             },
         }
+        for name, node in self.extra_nodes.items():
+            nodes[name] = {"env": env, **node}
         links = [{"endpoints": ["ms:eth1", "ul:ms"]}]
         for name, spec in self.xtrs.items():
             addresses = {f"eth{u + 1}": [f"{rloc(spec.index, u)}/24"] for u in range(spec.uplinks)}
@@ -173,7 +202,12 @@ class OverlayLab:
                 ],
             }
             for u in range(spec.uplinks):
-                links.append({"endpoints": [f"{name}:eth{u + 1}", f"ul:{name}u{u}"]})
+                if spec.via is None:
+                    links.append({"endpoints": [f"{name}:eth{u + 1}", f"ul:{name}u{u}"]})
+                    continue
+                inside, outside = via_ifnames(name, u)
+                links.append({"endpoints": [f"{name}:eth{u + 1}", f"{spec.via}:{inside}"]})
+                links.append({"endpoints": [f"{spec.via}:{outside}", f"ul:{name}u{u}"]})
         topo = {"name": self.name, "topology": {"nodes": nodes, "links": links}}
         self.topology_file = self.workdir / "overlay.clab.yml"
         self.topology_file.write_text(yaml.safe_dump(topo, sort_keys=False))
@@ -193,9 +227,9 @@ class OverlayLab:
         if self.lab is not None:
             self.lab.destroy()
 
-    def logs(self, node: str) -> str:
+    def logs(self, node: str, stream: str = "stderr") -> str:
         assert self.lab is not None
-        path = self.lab.labdir / node / "stderr.log"
+        path = self.lab.labdir / node / f"{stream}.log"
         return path.read_text() if path.exists() else ""
 
     # ------------------------------------------------------------------ observing
@@ -219,9 +253,12 @@ class OverlayLab:
             try:
                 wait_until(registered, timeout, f"{node} to register")
             except AssertionError:
-                raise AssertionError(f"{node} did not register; log:\n{self.logs(node)[-3000:]}")
+                log = self.logs(node)[-3000:]
+                raise AssertionError(f"{node} did not register; log:\n{log}") from None
 
-    def exec(self, node: str, argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self, node: str, argv: list[str], timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
         assert self.lab is not None
         return subprocess.run(
             ["ip", "netns", "exec", self.lab.netns_name(node), *argv],
@@ -248,4 +285,7 @@ class OverlayLab:
         for node in ["ms", *self.xtrs]:
             parts.append(f"--- {node} status: {json.dumps(self.try_status(node))[:3000]}")
             parts.append(f"--- {node} log:\n{self.logs(node)[-3000:]}")
+        for node in self.extra_nodes:
+            for stream in ("stdout", "stderr"):
+                parts.append(f"--- {node} {stream}:\n{self.logs(node, stream)[-2000:]}")
         return "\n".join(parts)

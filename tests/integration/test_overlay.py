@@ -64,7 +64,9 @@ def tcp_transfer(lab: OverlayLab, src: str, dst: str, address: str, size: int) -
         assert server.stdout is not None
         assert server.stdout.readline().strip() == "ready"
         client = _python(
-            lab, src, [str(TOOLS / "tcp_transfer.py"), "send", address, str(port), str(size), MARKER]
+            lab,
+            src,
+            [str(TOOLS / "tcp_transfer.py"), "send", address, str(port), str(size), MARKER],
         )
         sent, client_err = client.communicate(timeout=60)
         received, server_err = server.communicate(timeout=30)
@@ -102,8 +104,11 @@ def _capture(
 ) -> subprocess.Popen[str]:
     assert lab.lab is not None
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.lab.netns_name(node), "tcpdump", "-Z", "root", "--immediate-mode", "-B", "16384", "-i", interface, "-U",
-         "-s", "0", "-w", str(path), bpf],
+        # -Z root: the file is in a root-only temp dir; a large buffer and immediate mode so
+        # that no packet is lost or held back in the kernel ring.
+        ["ip", "netns", "exec", lab.lab.netns_name(node), "tcpdump", "-Z", "root",
+         "--immediate-mode", "-B", "16384", "-i", interface, "-U", "-s", "0", "-w", str(path),
+         bpf],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stderr is not None
@@ -247,6 +252,7 @@ def test_failover_when_an_uplink_is_cut(dual_uplink_lab: OverlayLab) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
+
         def primary_carries_pings() -> bool:
             decap = lab.status("n1")["xtr"]["keys"]["decap"]
             return sum(d["packets"] for d in decap) >= 20
@@ -270,9 +276,7 @@ def test_failover_when_an_uplink_is_cut(dual_uplink_lab: OverlayLab) -> None:
     outage = after[0] - before[-1]
     assert outage < 3.0, f"loss lasted {outage:.2f} s\n{lab.dump()}"
     # Traffic now flows through the second uplink.
-    entry = next(
-        e for e in lab.status("n2")["xtr"]["map_cache"] if e["prefix"] == "10.1.1.0/24"
-    )
+    entry = next(e for e in lab.status("n2")["xtr"]["map_cache"] if e["prefix"] == "10.1.1.0/24")
     assert entry["in_use"] == rloc(1, 1)
     uplinks = {u["address"]: u["up"] for u in lab.status("n1")["xtr"]["uplinks"]}
     assert uplinks == {rloc(1, 0): False, rloc(1, 1): True}

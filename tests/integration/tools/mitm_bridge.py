@@ -164,6 +164,7 @@ class Bridge:
                     status = AUXDATA.unpack_from(value.ljust(AUXDATA.size, b"\0"))[0]
                     if status & TP_STATUS_CSUMNOTREADY:
                         complete_checksum(frame)
+                        self.counts["checksums-completed"] += 1
             out = self.peer[ifname]
             if self.armed and out == self.inside:
                 self._maybe_rewrite(frame)

@@ -1,13 +1,13 @@
 """Capture LISP data packets leaving an xTR, and send them again: a replay attacker for lab tests.
 
-    replay.py capture --iface eth1 --dst 10.77.0.12 --count 5 --out pkts.json [--timeout 10]
-        Sniffs (AF_PACKET) the IPv4/UDP frames leaving `--iface` towards `--dst` port 4341 and
-        writes the UDP payloads of the first `--count` as hex to `--out` (JSON list). Prints
-        "ready" once the socket listens, so a caller can start the traffic after that.
-    replay.py send --src 10.77.0.11 --dst 10.77.0.12 --in pkts.json [--times 3] [--flip N]
-        Sends every payload `--times` times from a UDP socket bound to `--src` (any port; the ETR
-        keys by source address) to `--dst`:4341. `--flip N` XORs byte N of each payload with 0x01
-        first (tampering). Prints the number of datagrams sent.
+replay.py capture --iface eth1 --dst 10.77.0.12 --count 5 --out pkts.json [--timeout 10]
+    Sniffs (AF_PACKET) the IPv4/UDP frames leaving `--iface` towards `--dst` port 4341 and
+    writes the UDP payloads of the first `--count` as hex to `--out` (JSON list). Prints
+    "ready" once the socket listens, so a caller can start the traffic after that.
+replay.py send --src 10.77.0.11 --dst 10.77.0.12 --in pkts.json [--times 3] [--flip N]
+    Sends every payload `--times` times from a UDP socket bound to `--src` (any port; the ETR
+    keys by source address) to `--dst`:4341. `--flip N` XORs byte N of each payload with 0x01
+    first (tampering). Prints the number of datagrams sent.
 """
 
 from __future__ import annotations
