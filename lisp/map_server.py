@@ -13,6 +13,14 @@ ECM, or direct) from them:
 - unknown EID: a negative Map-Reply for the least-specific prefix around the EID that holds no
   more-specific configured or registered prefix (`least_specific_hole`).
 
+Map-Registers: the longest allowed prefix covering each record names the site (all records of
+one message must name the same site; more-specifics only if the site accepts them), then the HMAC
+is checked with that site's key for the message's key-id, then the nonce: a nonce the site used
+within the lifetime of what it registered (capped at `max_replay_window`) is a replay; nonce 0 is
+refused unless `accept_zero_nonce` (it cannot be replay-checked). A Record TTL of 0 deregisters.
+Forwarded ECMs carry the E (to-ETR) bit and a decremented inner TTL; ECMs arriving with E set or
+TTL <= 1 are dropped, so an RLOC pointing back at the map-server cannot make a loop.
+
 Lookups are longest-prefix matches over one dict per (instance-id, family, mask-len), mask-lens
 present sorted longest first: at most 33 (IPv4) or 129 (IPv6) dict probes, usually a handful.
 Registrations are slotted objects holding the decoded EID-record (a few hundred bytes each).
@@ -27,7 +35,7 @@ import logging
 import types
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -225,14 +233,6 @@ class _PrefixTable(Generic[V]):
             del self.by_len[length]
             self.lengths = sorted(self.by_len, reverse=True)
 
-    def covering(self, address: int, max_len: int, masks: tuple[int, ...]) -> Iterator[V]:
-        """The values of the prefixes of length <= max_len that cover `address`, longest first."""
-        for length in self.lengths:
-            if length <= max_len:
-                value = self.by_len[length].get(address & masks[length])
-                if value is not None:
-                    yield value
-
     def longest(self, address: int, max_len: int, masks: tuple[int, ...]) -> V | None:
         for length in self.lengths:
             if length <= max_len:
@@ -314,6 +314,13 @@ def least_specific_hole(address: IpAddress, prefixes: Iterable[Prefix]) -> Prefi
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _clean(text: str, limit: int = 300) -> str:
+    """Log-safe: control characters escaped (no forged log lines from packet bytes), bounded."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(address: tuple[str, int]) -> str:
@@ -407,6 +414,7 @@ class MapServer:
         outside_ttl: int = 15,
         proxy_default_ttl: int = 1440,
         etr_port: int = CONTROL_PORT,
+        mark_to_etr: bool = True,
     ) -> None:
         self.sites: tuple[Site, ...] = tuple(sites)
         self.registration_timeout = registration_timeout
@@ -419,6 +427,7 @@ class MapServer:
         self.outside_ttl = outside_ttl
         self.proxy_default_ttl = proxy_default_ttl
         self.etr_port = etr_port
+        self.mark_to_etr = mark_to_etr
         self.counters: Counter[str] = Counter()
         self._allowed: dict[tuple[int, int], _PrefixTable[_Allowance]] = {}
         self._registered: dict[tuple[int, int], _PrefixTable[Registration]] = {}
@@ -465,7 +474,7 @@ class MapServer:
         self, reason: str, source: tuple[str, int], why: str, level: int = logging.WARNING
     ) -> list[MsAction]:
         self.counters[reason] += 1
-        return [Log(level, f"dropped message from {_show(source)}: {why}", reason)]
+        return [Log(level, _clean(f"dropped message from {_show(source)}: {why}"), reason)]
 
     # -- Map-Register -----------------------------------------------------------------------
 
@@ -475,7 +484,7 @@ class MapServer:
             return self._register(raw, source, now)
         except _Refused as refused:
             self.counters[refused.reason] += 1
-            line = f"refused Map-Register from {_show(source)}: {refused.message}"
+            line = _clean(f"refused Map-Register from {_show(source)}: {refused.message}")
             return [Log(refused.level, line, refused.reason)]
 
     def _register(self, raw: bytes, source: tuple[str, int], now: float) -> list[MsAction]:
@@ -561,9 +570,13 @@ class MapServer:
         table = self._allowed.get((iid, version))
         if table is None:
             return None
-        for allowance in table.covering(net, length, _MASKS[_WIDTH[version]]):
-            if allowance.length == length or allowance.site.accept_more_specifics:
-                return allowance
+        # The longest allowed prefix owns its space, even when nested in another site's
+        # allowance: a site that takes no more-specifics does not leave a gap for the outer one.
+        allowance = table.longest(net, length, _MASKS[_WIDTH[version]])
+        if allowance is None:
+            return None
+        if allowance.length == length or allowance.site.accept_more_specifics:
+            return allowance
         return None
 
     def _lifetime(self, msg: MapRegister, record: EidRecord) -> float:
@@ -626,7 +639,7 @@ class MapServer:
             new = ", ".join(str(r.address) for r in record.rlocs) or "none"
             moved = Log(
                 logging.INFO,
-                f"site {site.name}: [{iid}]{reg.prefix} moved from RLOCs {old} to {new}",
+                _clean(f"site {site.name}: [{iid}]{reg.prefix} moved from RLOCs {old} to {new}"),
                 "rloc-set-changed",
             )
         reg.record = record
@@ -716,7 +729,7 @@ class MapServer:
             return self._map_request(raw, source, now)
         except _Refused as refused:
             self.counters[refused.reason] += 1
-            line = f"dropped Map-Request from {_show(source)}: {refused.message}"
+            line = _clean(f"dropped Map-Request from {_show(source)}: {refused.message}")
             return [Log(refused.level, line, refused.reason)]
 
     def _map_request(self, raw: bytes, source: tuple[str, int], now: float) -> list[MsAction]:
@@ -724,6 +737,10 @@ class MapServer:
         try:
             if raw and raw[0] >> 4 == 8:
                 ecm = EncapsulatedControl.decode(raw)
+                if ecm.to_etr:  # what we (or an RTR) send to an ETR: never back in a loop
+                    raise _Refused("ecm-for-etr", "ECM marked for an ETR", logging.INFO)
+                if ecm.ttl <= 1:
+                    raise _Refused("ttl-exceeded", "ECM inner TTL exhausted", logging.INFO)
                 inner_type = ecm.message[0] >> 4 if ecm.message else -1
                 if inner_type != 1:
                     raise _Refused(
@@ -760,7 +777,9 @@ class MapServer:
         table = self._registered.get((iid, eid.version))
         reg = None
         if table is not None:
-            reg = table.longest(int(eid), min(asked.mask_len, width), masks)
+            # By address, whatever the requested mask-len: a negative answer must never cover a
+            # registered more-specific of a short requested prefix.
+            reg = table.longest(int(eid), width, masks)
             if reg is not None and reg.expires <= now:
                 reg = None  # expired, not swept yet
         if reg is None:
@@ -775,19 +794,24 @@ class MapServer:
             reply = EidRecord(eid_out, reg.length, rlocs, ttl, Action.NO_ACTION, False,
                               record.map_version)  # fmt: skip
             return [SendTo(MapReply(request.nonce, (reply,)).encode(), reply_to)]
+        ttl = 64
         if ecm is not None:
             inner_src, inner_dst, message, security = (
                 ecm.inner_source, ecm.inner_dest, ecm.message, ecm.security,
             )  # fmt: skip
+            ttl = ecm.ttl - 1  # a forwarding loop (an RLOC that is us) dies out
         else:
             parsed = _parse_host(source[0])
             if parsed is None:
                 raise _Refused("malformed", f"source {source[0]!r} is not an IP", logging.INFO)
             inner_src, message, security = parsed, raw, False
             inner_dst = eid if eid.version == parsed.version else type(parsed)(0)
+        # The E (to-ETR) bit tells a node that is both map-server and ETR which role the ECM
+        # is for (mesh/node.py dispatches on it); `mark_to_etr=False` leaves it clear.
         forwarded = EncapsulatedControl(
-            inner_src, inner_dst, message, source_port=reply_port, security=security
-        )
+            inner_src, inner_dst, message, source_port=reply_port, security=security,
+            to_etr=self.mark_to_etr, ttl=ttl,
+        )  # fmt: skip
         self.counters["forwarded"] += 1
         return [SendTo(forwarded.encode(), (str(etr), self.etr_port))]
 

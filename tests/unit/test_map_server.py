@@ -87,9 +87,7 @@ def register(
     **flags: Any,
 ) -> bytes:
     flags.setdefault("want_map_notify", True)
-    msg = MapRegister(
-        next(_nonces) if nonce is None else nonce, records, key_id=key_id, **flags
-    )
+    msg = MapRegister(next(_nonces) if nonce is None else nonce, records, key_id=key_id, **flags)
     return auth.sign(msg.encode(), key)
 
 
@@ -113,7 +111,7 @@ def ecm_request(
     """(ECM bytes, inner Map-Request bytes)."""
     request = MapRequest(nonce, itr_rlocs, (RequestRecord(eid, mask_len),))
     inner = request.encode()
-    plain = eid.address if isinstance(eid, InstanceId) else eid
+    plain: Any = eid.address if isinstance(eid, InstanceId) else eid
     dest = plain if plain.version == inner_source.version else type(inner_source)(0)
     return EncapsulatedControl(inner_source, dest, inner, source_port=sport).encode(), inner
 
@@ -160,6 +158,27 @@ def test_good_registration_gets_a_verifiable_map_notify() -> None:
     assert regs[0].xtr_id == 0xAB and regs[0].source == XTR
     assert regs[0].rlocs == records[0].rlocs
     assert regs[0].expires == 180.0  # no T bit: the default registration timeout
+
+
+LISPERS_REGISTER = bytes.fromhex(  # lisp-wire.md golden vector A (I+T+M, alg 2, TTL 3)
+    "3200090101dfdfdfddccbbaa000200200265b15f307c040c5b165694d63f1188b60bcf29d3c9d8e888634e8438e739f7"
+    "0000000301181000000000010a6302000164ff00000500010a4d00020000000000000000c52f47dc05db9bf30000000000000000"
+)
+
+
+def test_lispers_net_registration_is_accepted() -> None:
+    site = Site("lp", {0: b"interop-secret"}, ((0, ip_network("10.99.0.0/16")),))
+    ms = MapServer([site])
+    [notify] = sends(ms.handle(LISPERS_REGISTER, ("10.77.0.2", 4342), 0.0))  # M bit set
+    assert auth.verify(notify.data, b"interop-secret")
+    assert MapNotify.decode(notify.data).nonce == MapRegister.decode(LISPERS_REGISTER).nonce
+    [reg] = ms.registrations()
+    assert str(reg.prefix) == "10.99.2.0/24" and reg.expires == 180.0  # T bit, TTL 3 min
+    assert [str(r.address) for r in reg.rlocs] == ["10.77.0.2"]
+    assert reg.xtr_id == 0xC52F47DC05DB9BF3
+    wrong = MapServer([Site("lp", {0: b"other"}, ((0, ip_network("10.99.0.0/16")),))])
+    wrong.handle(LISPERS_REGISTER, ("10.77.0.2", 4342), 0.0)
+    assert wrong.counters["bad-auth"] == 1
 
 
 def test_sha1_registration_is_answered_with_sha1_and_no_notify_without_m_bit() -> None:
@@ -260,10 +279,21 @@ def test_prefix_outside_allowance_refused(records: tuple[EidRecord, ...], reason
     assert "refused Map-Register from 192.0.2.10:40000" in logs(actions)[0].message
 
 
-def test_non_ip_eid_refused() -> None:
+def test_non_ip_eid_refused_and_the_log_line_stays_one_line() -> None:
     ms = make_ms()
-    record = EidRecord(DistinguishedName("host"), 0, (), 3)
-    assert sends(ms.handle(register(record), XTR, 0.0)) == []
+    record = EidRecord(DistinguishedName("host\nFAKE: registered everything"), 0, (), 3)
+    [line] = ms.handle(register(record), XTR, 0.0)
+    assert ms.counters["prefix-not-allowed"] == 1
+    assert isinstance(line, Log) and "\n" not in line.message and "\\n" in line.message
+
+
+def test_the_longest_allowed_prefix_owns_its_space() -> None:
+    outer = Site("outer", {0: b"o"}, ((0, ip_network("10.0.0.0/8")),))
+    inner = Site("inner", {0: b"i"}, ((0, ip_network("10.7.0.0/16")),), accept_more_specifics=False)
+    ms = MapServer([outer, inner])
+    assert sends(ms.handle(register(rec("10.8.1.0/24"), key=b"o"), XTR, 0.0))
+    assert sends(ms.handle(register(rec("10.7.1.0/24"), key=b"o"), XTR, 0.0)) == []
+    assert sends(ms.handle(register(rec("10.7.0.0/16"), key=b"i"), XTR, 0.0))
     assert ms.counters["prefix-not-allowed"] == 1
 
 
@@ -344,7 +374,22 @@ def test_map_request_forwarded_to_the_best_etr_keeping_inner_source_and_port() -
     assert ecm.inner_source == ITR and ecm.source_port == 61000
     assert ecm.inner_dest == IPv4Address("10.1.5.20")
     assert ecm.message == inner  # untouched: the ETR sees the ITR's key
+    assert ecm.to_etr and ecm.ttl == 63
     assert ms.counters["forwarded"] == 1 and ms.counters["map-request"] == 1
+    # What the MS sends to an ETR is never taken in again (an RLOC that is the MS itself).
+    assert sends(ms.handle(out.data, ("198.51.100.8", 4342), 1.0)) == []
+    assert ms.counters["ecm-for-etr"] == 1
+    # Without the E bit, the inner TTL still ends a loop.
+    looped = EncapsulatedControl.decode(raw)
+    for _ in range(70):
+        [action] = ms.handle(looped.encode(), ("198.51.100.8", 4342), 1.0)
+        if not isinstance(action, SendTo):
+            break
+        looped = EncapsulatedControl.decode(action.data)
+        looped = EncapsulatedControl(looped.inner_source, looped.inner_dest, looped.message,
+                                     looped.source_port, ttl=looped.ttl)  # fmt: skip
+    assert ms.counters["ttl-exceeded"] == 1
+    assert ms.counters["forwarded"] == 1 + 63  # TTL 64 -> 1, then dropped
 
 
 def test_forward_port_is_configurable_and_v6_iid_lookup() -> None:
@@ -442,6 +487,15 @@ def test_negative_reply_inside_allowed_space_never_forwards_natively() -> None:
     [out] = ms.handle(raw, ("198.18.0.5", 4342), 500.0)
     [record] = MapReply.decode(out.data).records  # type: ignore[union-attr]
     assert record.prefix == ip_network("10.1.5.0/24") and record.action == Action.SEND_MAP_REQUEST
+
+
+def test_short_requested_prefix_finds_the_registered_more_specific() -> None:
+    ms = make_ms()
+    ms.handle(register(rec("10.3.0.0/24", ETR_RLOCS[:1]), key=KEY_C, key_id=3), XTR, 0.0)
+    raw, _ = ecm_request(IPv4Address("10.3.0.0"), 16)
+    [out] = ms.handle(raw, ("198.18.0.5", 4342), 0.0)
+    [record] = MapReply.decode(out.data).records  # type: ignore[union-attr]
+    assert record.prefix == ip_network("10.3.0.0/24") and record.rlocs
 
 
 def test_negative_reply_keeps_the_instance_id() -> None:
@@ -645,7 +699,7 @@ def test_service_sends_logs_and_never_raises(caplog: pytest.LogCaptureFixture) -
     def broken(*_: Any) -> list[MsAction]:
         raise RuntimeError("boom")
 
-    service.core.handle = broken  # type: ignore[method-assign]
+    service.core.handle = broken  # type: ignore[method-assign, assignment]
     service.handle(b"\x30", XTR)
     assert service.counters["internal-error"] == 1
     assert "boom" in caplog.text
