@@ -6,6 +6,7 @@ when an asyncio loop is running in this one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import socket
 import struct
@@ -51,6 +52,26 @@ def configure_tun(
             if route.version == 6:
                 spec["family"] = 10
             ipr.route("replace", **spec)
+
+
+def remove_from_tun(name: str, addresses: Iterable[IpAddress], routes: Iterable[IpNetwork]) -> None:
+    """Take EIDs and overlay routes that the config no longer has off the TUN."""
+    with IPRoute() as ipr:
+        indexes = ipr.link_lookup(ifname=name)
+        if not indexes:
+            return
+        index = indexes[0]
+        for route in routes:
+            family = 10 if route.version == 6 else 2
+            with contextlib.suppress(Exception):  # already gone: nothing to do
+                ipr.route(
+                    "del", dst=str(route.network_address), dst_len=route.prefixlen,
+                    oif=index, family=family,
+                )  # fmt: skip
+        for address in addresses:
+            plen = 32 if address.version == 4 else 128
+            with contextlib.suppress(Exception):  # already gone: nothing to do
+                ipr.addr("del", index=index, address=str(address), prefixlen=plen)
 
 
 SIOCGIFFLAGS = 0x8913

@@ -22,11 +22,11 @@ from typing import Any
 from lisp import DecodeError, EncapsulatedControl, decode_control
 from lisp.ecm import TO_ETR_BIT
 from lisp.map_server import MapServer, Site
-from mesh.config import IpAddress, NodeConfig
+from mesh.config import IpAddress, NodeConfig, XtrConfig
 from mesh.control import ControlServer
 from mesh.kx import KxAuthority
 from mesh.map_server import MapServerService
-from mesh.netlink import configure_tun, link_is_up
+from mesh.netlink import configure_tun, link_is_up, remove_from_tun
 from mesh.tun import TunDevice
 from mesh.xtr import CONTROL_PORT, DATA_PORT, LocalRloc, Xtr
 
@@ -38,6 +38,20 @@ IPV6_FREEBIND = 78
 SOCKET_BUFFER = 4 * 1024 * 1024  # several MB, or datagrams drop under load (platform.md)
 TICK_SECONDS = 0.1
 READ_BATCH = 256  # packets drained per readiness event, so one busy fd cannot starve the rest
+
+
+def _sites(config: NodeConfig) -> list[Site]:
+    assert config.map_server is not None
+    return [
+        Site(
+            name=s.name,
+            keys=s.keys,
+            allowed=s.allowed,
+            accept_more_specifics=s.accept_more_specifics,
+            proxy_reply=s.proxy_reply,
+        )
+        for s in config.map_server.sites
+    ]
 
 
 class NodeSetupError(Exception):
@@ -144,17 +158,7 @@ class NodeRuntime:
                 self._add_reader(control_sock.fileno(), self._control_readable, control_sock, local)
         if config.map_server is not None:
             msc = config.map_server
-            sites = [
-                Site(
-                    name=s.name,
-                    keys=s.keys,
-                    allowed=s.allowed,
-                    accept_more_specifics=s.accept_more_specifics,
-                    proxy_reply=s.proxy_reply,
-                )
-                for s in msc.sites
-            ]
-            core = MapServer(sites)
+            core = MapServer(_sites(config))
             self.map_server = MapServerService(core, self._ms_send)
             for address in msc.listen:
                 if str(address) in self.control_socks and msc.port == CONTROL_PORT:
@@ -210,6 +214,58 @@ class NodeRuntime:
             self.tun.close()  # the kernel removes the device and its routes with it
         if self.control_server is not None:
             await self.control_server.stop()
+
+    # ---------------------------------------------------------------- live reconfiguration
+
+    def reconfigure(self, config: NodeConfig) -> None:
+        """Apply a new config to the running node without a restart (map-servers, keys, timers,
+        EIDs, overlay routes, sites, rekey limits). Changes that need new sockets or a new TUN
+        (roles, uplinks, TUN name, cipher suite) raise NodeSetupError: restart the node."""
+        old = self.config
+        if (old.xtr is None) != (config.xtr is None) or (old.map_server is None) != (
+            config.map_server is None
+        ):
+            raise NodeSetupError("the node's roles changed: restart it to apply")
+        if old.xtr is not None and config.xtr is not None:
+            if old.xtr.rlocs != config.xtr.rlocs or old.xtr.tun != config.xtr.tun:
+                raise NodeSetupError("uplinks or TUN changed: restart the node to apply")
+            if old.security.cipher_suite != config.security.cipher_suite:
+                raise NodeSetupError("the cipher suite changed: restart the node to apply")
+        old_ms, new_ms = old.map_server, config.map_server
+        if old_ms is not None and new_ms is not None and old_ms.listen != new_ms.listen:
+            raise NodeSetupError("map-server listen addresses changed: restart to apply")
+        kx = self._load_identity() if config.identity != old.identity else None
+        self.config = config
+        if self.xtr is not None and config.xtr is not None and old.xtr is not None:
+            self.xtr.reconfigure(config, kx if config.identity != old.identity else self.xtr.kx)
+            self._update_tun(old.xtr, config.xtr)
+        if self.map_server is not None and config.map_server is not None:
+            self.map_server.core.replace_sites(_sites(config), time.monotonic())
+        log.info("node %s reconfigured", config.name)
+
+    def _update_tun(self, old: XtrConfig, new: XtrConfig) -> None:
+        if (old.eid_addresses, old.overlay_routes, old.mtu) == (
+            new.eid_addresses,
+            new.overlay_routes,
+            new.mtu,
+        ):
+            return
+        gone_addresses = [a for a in old.eid_addresses if a not in new.eid_addresses]
+        gone_routes = [r for r in old.overlay_routes if r not in new.overlay_routes]
+
+        def apply() -> None:
+            remove_from_tun(new.tun, gone_addresses, gone_routes)
+            configure_tun(new.tun, new.mtu, new.eid_addresses, new.overlay_routes)
+
+        assert self.loop is not None
+        future = self.loop.run_in_executor(None, apply)
+        future.add_done_callback(self._tun_updated)
+
+    def _tun_updated(self, future: asyncio.Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            self.errors["tun-reconfigure"] += 1
+            log.error("could not update the TUN device: %s", error)
 
     # ---------------------------------------------------------------- transport (for Xtr)
 

@@ -851,6 +851,45 @@ class Xtr:
         log.warning("%s", message)
         self.errors.append(message)
 
+    # ------------------------------------------------------------------ reconfiguration
+
+    def reconfigure(self, config: NodeConfig, kx: KxAuthority | None) -> None:
+        """Take a new config in place (same uplinks, TUN and cipher suite; the runtime checks)."""
+        assert config.xtr is not None
+        old = self.xcfg
+        new = config.xtr
+        self.config = config
+        self.xcfg = new
+        self.timers = new.timers
+        self.kx = kx
+        self.keys.rekey_after_seconds = config.security.rekey_after_seconds
+        self.keys.rekey_after_packets = config.security.rekey_after_packets
+        self.prober.interval = new.timers.probe_interval
+        self.prober.dead_after = new.timers.probe_dead_after
+        if new.instance_id != old.instance_id:
+            # Another virtual network: nothing learnt in the old one applies.
+            self.iid = new.instance_id
+            self.keys.instance_id = new.instance_id
+            self.map_cache = MapCache()
+            self.entry_encap.clear()
+            self.keys.encap.clear()
+            self.misses.clear()
+            self._recompute_paths()
+        registrations = {}
+        for ms in new.map_servers:
+            key = str(ms.address)
+            kept = self.registrations.get(key)
+            if kept is not None and kept[0] == ms:
+                registrations[key] = kept
+            else:
+                registrations[key] = (ms, Registration(new.timers.register_interval))
+        self.registrations = registrations
+        if (old.eid_prefixes, old.instance_id) != (new.eid_prefixes, new.instance_id):
+            for _, registration in self.registrations.values():
+                registration.refresh_now(self.now)
+        for _, registration in self.registrations.values():
+            registration.interval = new.timers.register_interval
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:

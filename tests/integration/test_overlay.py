@@ -280,3 +280,72 @@ def test_failover_when_an_uplink_is_cut(dual_uplink_lab: OverlayLab) -> None:
     assert entry["in_use"] == rloc(1, 1)
     uplinks = {u["address"]: u["up"] for u in lab.status("n1")["xtr"]["uplinks"]}
     assert uplinks == {rloc(1, 0): False, rloc(1, 1): True}
+
+
+def test_rekeying_is_make_before_break_with_chacha20(tmp_path: Path) -> None:
+    security = {"cipher_suite": "chacha20-poly1305", "rekey_after_seconds": 2}
+    specs = [XtrSpec(1, security=security), XtrSpec(2, security=security)]
+    with OverlayLab(tmp_path, specs, name_prefix="rk") as lab:
+        lab.wait_registered()
+        lab.wait_ping("n1", eid4(2))
+        # 8 s of pings at 10/s spans at least three rekeys of each side.
+        result = lab.exec("n1", ["ping", "-q", "-i", "0.1", "-c", "80", "-W", "1", eid4(2)],
+                          timeout=40)  # fmt: skip
+        summary = next(line for line in result.stdout.splitlines() if "transmitted" in line)
+        sent, received = (int(summary.split()[i]) for i in (0, 3))
+        status = lab.status("n1")["xtr"]["keys"]
+        assert status["cipher_suite"] == 6
+        assert status["rekeys"] >= 3, status
+        used = {d["key_id"] for d in lab.status("n2")["xtr"]["keys"]["decap"]}
+        assert len(used) >= 2, used  # the ETR saw several key-ids: keys really rotated
+        assert sent == 80
+        assert received == sent, f"{sent - received} pings lost across rekeys\n{lab.dump()}"
+        assert lab.drops("n2").get("decrypt-failure", 0) == 0
+        assert lab.drops("n2").get("no-key", 0) == 0
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its parent to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_xtrs_register_again_after_a_map_server_restart(tmp_path: Path) -> None:
+    with OverlayLab(tmp_path, [XtrSpec(1), XtrSpec(2)], name_prefix="ms") as lab:
+        lab.wait_registered()
+        assert lab.lab is not None
+        stopped = lab.status("ms")["pid"]
+        assert lab.try_status("ms") is not None
+        from mesh.control import query
+
+        query(lab.run_dir / "ms.sock", "stop")
+        wait_until(lambda: _gone(stopped), 10, "the map-server to exit")
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        restarted = lab.lab.popen(
+            "ms",
+            [sys.executable, "-m", "lispmesh", "node", "run", "--config",
+             str(lab.workdir / "configs" / "ms.yml")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+
+            def both_registered() -> bool:
+                status = lab.try_status("ms")
+                if status is None:
+                    return False
+                prefixes = {r["eid_prefix"] for r in status["map_server"]["registrations"]}
+                return {"10.1.1.0/24", "10.1.2.0/24"} <= prefixes
+
+            # The xTRs refresh every 5 s (the lab's register_interval): they come back by then.
+            wait_until(both_registered, 15, "both xTRs to register with the new map-server")
+            lab.wait_ping("n2", eid6(1))
+        finally:
+            restarted.terminate()
+            try:
+                restarted.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                restarted.kill()
+                restarted.wait(timeout=5)
