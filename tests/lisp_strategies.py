@@ -62,7 +62,7 @@ ip_addresses = st.one_of(ipv4s, ipv6s)
 macs = st.builds(MacAddress, st.binary(min_size=6, max_size=6))
 # Names: ordinary text, or any NUL-free bytes read back the way the decoder reads them
 # (surrogateescape), so names that are not valid UTF-8 are covered too.
-_nul_free_text = st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=20)
+_nul_free_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
 nul_free_bytes = st.binary(max_size=20).map(lambda b: b.replace(b"\x00", b"\x01"))
 _escaped = st.binary(max_size=30).map(lambda b: b.decode("utf-8", "surrogateescape"))
 json_texts = st.one_of(st.text(max_size=30), _escaped, st.just('{"a": [1, 2]}'))
