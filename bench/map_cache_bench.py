@@ -8,10 +8,10 @@ noisy, so every figure is printed next to reference implementations measured in 
 * present-lengths: the same, probing only the lengths that hold prefixes (good when few lengths);
 * call floor: a function with the same signature that does nothing; no lookup can beat it.
 
-Each rate is the best of several timed passes over a fixed list of (iid, version, address-int)
-queries, loop overhead included. Distributions: "realistic" (mostly /32 and /128 hosts, /24 /16
-/64 /48 site prefixes, a few /8, IPv4 and IPv6, two instance-ids; 90% of queries hit a prefix) and
-"adversarial" (prefix lengths uniform over /8../32, or /16../128 for IPv6).
+Each rate is the best of four interleaved timed passes over a fixed list of (iid, version,
+address-int) queries, loop overhead included. Distributions: "realistic" (mostly /32 and /128
+hosts, /24 /16 /64 /48 site prefixes, a few /8, IPv4 and IPv6, two instance-ids; 90% of queries
+hit a prefix) and "adversarial" (prefix lengths uniform over /8../32, or /16../128 for IPv6).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lisp.map_cache import MapCache, MapCacheEntry  # noqa: E402
-from lisp.records import Action, RlocRecord  # noqa: E402
+from lisp.map_cache import MapCache, MapCacheEntry
+from lisp.records import Action, RlocRecord
 
 Query = tuple[int, int, int]
 Lookup = Callable[[int, int, int, float], object]
@@ -125,19 +125,21 @@ def queries(entries: list[MapCacheEntry], count: int, rng: random.Random) -> lis
     return out
 
 
-def rate(lookup: Lookup, qs: list[Query], passes: int = 5, min_time: float = 0.15) -> float:
-    """Best lookups/s over `passes` timed runs, each repeating the query list >= min_time s."""
-    best = 0.0
+def rates(lookups: list[Lookup], qs: list[Query], passes: int = 4) -> list[float]:
+    """Best lookups/s of each function over `passes` rounds. Each round times every function in
+    turn (repeating the query list for >= 0.12 s), so a noisy spell hits them all alike."""
+    best = [0.0] * len(lookups)
     for _ in range(passes):
-        done, start = 0, time.perf_counter()
-        while True:
-            for iid, version, address in qs:
-                lookup(iid, version, address, 0.0)
-            done += len(qs)
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-        best = max(best, done / elapsed)
+        for i, lookup in enumerate(lookups):
+            done, start = 0, time.perf_counter()
+            while True:
+                for iid, version, address in qs:
+                    lookup(iid, version, address, 0.0)
+                done += len(qs)
+                elapsed = time.perf_counter() - start
+                if elapsed >= 0.12:
+                    break
+            best[i] = max(best[i], done / elapsed)
     return best
 
 
@@ -154,8 +156,9 @@ def row(name: str, entries: list[MapCacheEntry], rng: random.Random) -> None:
     naive, present = NaiveLpm(entries), NaiveLpm(entries, only_present=True)
     qs = queries(entries, 20_000, rng)
     check_same(cache, naive, qs)
-    figures = [rate(f, qs) for f in (cache.lookup_int, naive.lookup_int, present.lookup_int)]
-    floor = rate(call_floor, qs, passes=3)
+    *figures, floor = rates(
+        [cache.lookup_int, naive.lookup_int, present.lookup_int, call_floor], qs
+    )
     lengths = sorted({(e.prefix.version, e.prefix.prefixlen) for e in entries})
     cells = "".join(f"{f / 1000:>12,.0f}k" for f in figures)
     print(f"{name:<26}{len(entries):>9,}{len(lengths):>8}{cells}{floor / 1000:>12,.0f}k")
@@ -164,7 +167,7 @@ def row(name: str, entries: list[MapCacheEntry], rng: random.Random) -> None:
 def insert_and_memory(entries: list[MapCacheEntry], label: str) -> None:
     gc.collect()
     best = 0.0
-    for _ in range(3):
+    for _ in range(2):
         cache = MapCache()
         start = time.perf_counter()
         for e in entries:
@@ -208,7 +211,7 @@ def main() -> None:
         "adversarial IPv4 /8../32": adversarial(100_000, rng, 4),
         "adversarial IPv6 /16../128": adversarial(100_000, rng, 6),
     }
-    print(f"Python {sys.version.split()[0]}; lookups/s, best of 5 passes, loop overhead included")
+    print(f"Python {sys.version.split()[0]}; lookups/s, best of 4 passes, loop overhead included")
     head = "".join(f"{h:>13}" for h in ("map_cache", "naive-33/129", "present-len", "call floor"))
     print(f"{'distribution':<26}{'prefixes':>9}{'lengths':>8}{head}")
     for name, entries in sets.items():
@@ -218,7 +221,9 @@ def main() -> None:
     print()
     for name, entries in sets.items():
         insert_and_memory(entries, name)
-    print(f"{'(entry objects, realistic)':<26} {entry_size(rng):,.0f} B/entry allocated by the caller")
+    print(
+        f"{'(entry objects, realistic)':<26} {entry_size(rng):,.0f} B/entry allocated by the caller"
+    )
     print(f"total {time.perf_counter() - start:.1f} s")
 
 

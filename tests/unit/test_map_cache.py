@@ -260,6 +260,19 @@ def test_heap_stays_proportional_under_refreshes() -> None:
     assert [e.expires_at for e in cache.expire(1e9)] == [1000.0 + t for t in range(4990, 5000)]
 
 
+def test_reinserting_the_same_entry_object_keeps_one_live_timer() -> None:
+    cache = MapCache()
+    same = positive(0, "10.0.0.0/24", expires_at=50.0)
+    for _ in range(3000):
+        cache.insert(same)
+    assert len(cache._heap) <= 2 * len(cache) + 1025
+    assert cache.due_for_refresh(0.0, 100.0) == [same]
+    cache.insert(positive(0, "10.0.0.0/24"))  # now unlimited: the old timer must not fire
+    assert cache.next_expiry() == math.inf
+    assert cache.expire(100.0) == []
+    assert len(cache) == 1
+
+
 # --- randomized equivalence with a brute-force LPM ---------------------------------------------
 
 # Addresses cluster around a few bases so random prefixes nest, overlap and share markers.
@@ -297,7 +310,9 @@ def incremental(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     return bool(request.param)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.lists(entries(), max_size=60),
     st.lists(st.tuples(st.integers(0, 1), st.sampled_from((4, 6))), min_size=1, max_size=10),
@@ -411,7 +426,9 @@ TestMapCacheMachine = MapCacheMachine.TestCase
 TestMapCacheMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
-def per_length_lpm(ref: dict[Net, MapCacheEntry], width: int) -> dict[int, dict[int, MapCacheEntry]]:
+def per_length_lpm(
+    ref: dict[Net, MapCacheEntry], width: int
+) -> dict[int, dict[int, MapCacheEntry]]:
     """A second, simple reference for big tables: one dict per length, probed longest first."""
     by_len: dict[int, dict[int, MapCacheEntry]] = {n: {} for n in range(width, -1, -1)}
     for p, e in ref.items():
