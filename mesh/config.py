@@ -6,6 +6,7 @@ A bad file gives one `ConfigError` line naming the file and the field, e.g.
 ```yaml
 name: edge-1                     # required
 state_dir: /var/lib/lispmesh     # default; the control socket lives in run_dir
+dataplane: auto                  # c (compiled fast path), python (reference), auto: c if built
 identity:                        # required unless security.authenticate_key_exchange is false
   key: keys/edge-1.key           # PEM private key (0600), relative paths are to the file
   cert: keys/edge-1.crt          # node certificate issued by the mesh CA
@@ -135,6 +136,7 @@ class NodeConfig:
     xtr: XtrConfig | None
     map_server: MapServerConfig | None
     log_level: str = "info"
+    dataplane: str = "auto"  # "c" (mesh._fastpath), "python" (the reference), "auto": c if built
 
     @property
     def control_socket(self) -> Path:
@@ -396,7 +398,10 @@ def parse_config(data: Any, source: Path) -> NodeConfig:
         xtr=_xtr(xtr_fields) if xtr_fields else None,
         map_server=_map_server(ms_fields) if ms_fields else None,
         log_level=top.string("log_level", "info"),
+        dataplane=top.string("dataplane", "auto"),
     )
+    if config.dataplane not in ("auto", "c", "python"):
+        raise top.fail("dataplane", f"{config.dataplane!r}: use auto, c or python")
     top.finish()
     if config.xtr is None and config.map_server is None:
         raise ConfigError(f"{where}: give at least one role: 'xtr' or 'map_server'")

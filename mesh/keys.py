@@ -52,6 +52,10 @@ class EncapState:
     created_at: float
     peer_name: str
     counter: int = 0
+    # Key material for the C data path (mesh.fastpath), which seals with the same key, salt
+    # and counter sequence; never logged, never in status.
+    key: bytes = field(default=b"", repr=False)
+    salt: bytes = field(default=b"", repr=False)
 
     def seal(self, inner: bytes) -> bytes:
         self.counter += 1
@@ -68,6 +72,7 @@ class DecapSlot:
     peer_eids: tuple[tuple[int, IpNetwork], ...]
     installed_at: float
     itr_public: bytes = b""
+    key: bytes = field(default=b"", repr=False)
     last_used: float = 0.0
     packets: int = 0
     # Source-address check, precomputed: (version, network int, mask int) per certified EID.
@@ -139,13 +144,16 @@ class KeyStore:
         if existing is not None:
             return existing
         key = derive_data_key(epoch.pair, remote_public, self.cipher_suite)
+        salt = os.urandom(4)
         state = EncapState(
-            cipher=PacketCipher(self.cipher_suite, key, key_id),
+            cipher=PacketCipher(self.cipher_suite, key, key_id, salt),
             key_id=key_id,
             remote_public=remote_public,
             header=data_header(self.instance_id, key_id),
             created_at=now,
             peer_name=peer_name,
+            key=key,
+            salt=salt,
         )
         self.encap[(epoch.pair.public, remote_public)] = state
         return state
@@ -179,6 +187,7 @@ class KeyStore:
                 peer_eids=peer_eids,
                 installed_at=now,
                 itr_public=itr_public,
+                key=key,
                 allowed=_allowed_sources(peer_eids),
             )
         for rloc in itr_rlocs:

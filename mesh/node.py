@@ -22,8 +22,10 @@ from typing import Any
 from lisp import DecodeError, EncapsulatedControl, decode_control
 from lisp.ecm import TO_ETR_BIT
 from lisp.map_server import MapServer, Site
+from mesh import fastpath
 from mesh.config import IpAddress, NodeConfig, XtrConfig
 from mesh.control import ControlServer
+from mesh.fastpath import FastPath
 from mesh.kx import KxAuthority
 from mesh.map_server import MapServerService
 from mesh.netlink import configure_tun, link_is_up, remove_from_tun
@@ -38,6 +40,7 @@ IPV6_FREEBIND = 78
 SOCKET_BUFFER = 4 * 1024 * 1024  # several MB, or datagrams drop under load (platform.md)
 TICK_SECONDS = 0.1
 READ_BATCH = 256  # packets drained per readiness event, so one busy fd cannot starve the rest
+NO_VNET_FLAGS = bytes(10)  # virtio-net header of a plain packet (no GSO, no checksum offload)
 
 
 def _sites(config: NodeConfig) -> list[Site]:
@@ -97,6 +100,7 @@ class NodeRuntime:
         self.ms_socks: list[socket.socket] = []
         self.errors: Counter[str] = Counter()
         self.control_server: ControlServer | None = None
+        self.fast: FastPath | None = None
         self._readers: list[int] = []
 
     # ---------------------------------------------------------------- set-up and tear-down
@@ -132,8 +136,9 @@ class NodeRuntime:
         if config.xtr is not None:
             kx = self._load_identity()
             xcfg = config.xtr
+            use_fast = self._use_fast_path()
             try:
-                self.tun = TunDevice(xcfg.tun)
+                self.tun = TunDevice(xcfg.tun, vnet_hdr=use_fast)
                 await self.loop.run_in_executor(
                     None,
                     configure_tun,
@@ -150,11 +155,19 @@ class NodeRuntime:
                 self.control_socks[local.key] = udp_socket(
                     local.address, CONTROL_PORT, local.interface
                 )
-            self._add_reader(self.tun.fd, self._tun_readable)
+            if use_fast:
+                self.fast = FastPath(self.tun.fd, xcfg.instance_id, config.security.cipher_suite)
+                self.xtr.fast = self.fast
+                self.xtr.data_fd = lambda local: self.data_socks[local.key].fileno()
+                self._add_reader(self.tun.fd, self._tun_readable_fast)
+            else:
+                self._add_reader(self.tun.fd, self._tun_readable)
+            log.info("data plane: %s", "C (mesh._fastpath)" if use_fast else "Python")
             for local in self.xtr.locals:
                 data_sock = self.data_socks[local.key]
                 control_sock = self.control_socks[local.key]
-                self._add_reader(data_sock.fileno(), self._data_readable, data_sock)
+                reader = self._data_readable_fast if use_fast else self._data_readable
+                self._add_reader(data_sock.fileno(), reader, data_sock)
                 self._add_reader(control_sock.fileno(), self._control_readable, control_sock, local)
         if config.map_server is not None:
             msc = config.map_server
@@ -170,6 +183,20 @@ class NodeRuntime:
             await self.map_server.start()
         self.control_server = ControlServer(config.control_socket, self._control_command)
         await self.control_server.start()
+
+    def _use_fast_path(self) -> bool:
+        config = self.config
+        if config.dataplane == "python" or not config.security.encryption:
+            return False
+        if not fastpath.available():
+            if config.dataplane == "c":
+                raise NodeSetupError(
+                    "dataplane: c, but the C data path is not built (needs gcc and libssl-dev; "
+                    "reinstall the package)"
+                )
+            log.warning("the C data path is not built: using the slower Python data path")
+            return False
+        return True
 
     def _load_identity(self) -> KxAuthority | None:
         config = self.config
@@ -285,7 +312,10 @@ class NodeRuntime:
     def write_inside(self, packet: bytes) -> None:
         assert self.tun is not None
         try:
-            os.write(self.tun.fd, packet)
+            if self.tun.vnet_hdr:
+                os.write(self.tun.fd, NO_VNET_FLAGS + packet)
+            else:
+                os.write(self.tun.fd, packet)
         except OSError:
             self.errors["tun-write"] += 1
 
@@ -319,6 +349,40 @@ class NodeRuntime:
                 xtr.inside_packet(packet)
             except Exception:
                 self._internal_error("inside packet")
+
+    def _tun_readable_fast(self) -> None:
+        assert self.fast is not None and self.xtr is not None
+        xtr = self.xtr
+        try:
+            slow = self.fast.engine.pump_inside(READ_BATCH)
+        except Exception:
+            self._internal_error("inside batch")
+            return
+        if not slow:
+            return
+        xtr.now = time.monotonic()
+        for packet in slow:
+            try:
+                xtr.inside_packet(packet)
+            except Exception:
+                self._internal_error("inside packet")
+
+    def _data_readable_fast(self, sock: socket.socket) -> None:
+        assert self.fast is not None and self.xtr is not None
+        xtr = self.xtr
+        try:
+            slow = self.fast.engine.pump_outside(sock.fileno(), READ_BATCH)
+        except Exception:
+            self._internal_error("outside batch")
+            return
+        if not slow:
+            return
+        xtr.now = time.monotonic()
+        for packet, source in slow:
+            try:
+                xtr.outside_data(packet, source)
+            except Exception:
+                self._internal_error("outside packet")
 
     def _data_readable(self, sock: socket.socket) -> None:
         assert self.xtr is not None

@@ -46,6 +46,7 @@ from lisp.records import eid_prefix
 from lisp.registration import Registration
 from lisp.rloc_probe import RlocProber
 from mesh.config import IpAddress, IpNetwork, MapServerRef, NodeConfig
+from mesh.fastpath import FastPath
 from mesh.identity import IdentityError
 from mesh.keys import DecapSlot, EncapState, KeyStore, random_nonce
 from mesh.kx import KxAuthority
@@ -55,6 +56,8 @@ log = logging.getLogger("lispmesh.xtr")
 DATA_PORT = 4341
 CONTROL_PORT = 4342
 FLOW_CACHE_LIMIT = 65536
+# Drop reasons the C data path counts itself (merged into status).
+FAST_DROP_REASONS = ("decrypt-failure", "replay", "spoofed-source", "wrong-instance", "malformed")
 MAP_REPLY_TTL_MINUTES = 15
 NEGATIVE_HOLD_SECONDS = 5.0  # how long a failed key exchange blocks a prefix before retrying
 
@@ -165,6 +168,10 @@ class Xtr:
         self.flow: dict[bytes, Path | None] = {}
         self.peers: dict[str, PeerInfo] = {}
         self.resolver_index = 0
+        # The C data path, when the runtime enabled it (mesh.fastpath); `data_fd` gives the data
+        # socket of an uplink for its routes.
+        self.fast: FastPath | None = None
+        self.data_fd: Callable[[LocalRloc], int] | None = None
         # Policy hooks (the controller's policies plug in here); None means allow.
         self.egress_policy: Callable[[bytes], str | None] | None = None
         self.ingress_policy: Callable[[bytes], str | None] | None = None
@@ -192,6 +199,11 @@ class Xtr:
             if verdict is not None:
                 self.drops[f"policy-{verdict}"] += 1
                 return
+        if self.fast is not None:
+            # Once a key is in the engine only the engine seals with it (one counter per key).
+            if not self.fast.engine.inject(packet):
+                self.drops["no-path"] += 1
+            return
         self.transport.send_data(path.local, path.encap.seal(packet), path.remote)
 
     def _resolve(self, version: int, dst: bytes, packet: bytes) -> Path | None:
@@ -252,7 +264,9 @@ class Xtr:
             slot = None
         else:
             slot = self.keys.decap.get((source[0], key_id))
-            if slot is None:
+            if slot is None or self.fast is not None:
+                # With the C data path every installed key lives in the engine: what it hands
+                # back has no key (opening it here would split the replay window in two).
                 self.drops["no-key"] += 1
                 return
             try:
@@ -529,6 +543,9 @@ class Xtr:
                 )
         self.paths = paths
         self.flow.clear()
+        if self.fast is not None and self.data_fd is not None:
+            fd_of = self.data_fd
+            self.fast.sync_paths(paths, {id(p): fd_of(p.local) for p in paths.values()})
         # Packets that waited for a mapping now have a path.
         for key, miss in list(self.misses.items()):
             found = self.map_cache.lookup_int(self.iid, miss.version, miss.address, self.now)
@@ -673,6 +690,8 @@ class Xtr:
             # Interop mode: no identity, so any inner source is accepted from this key.
             peer_eids = ((self.iid, _ANY4), (self.iid, _ANY6))
         self.keys.install_decap(rlocs, key_id, public, peer_name, peer_eids, self.now)
+        if self.fast is not None:
+            self.fast.sync_decap(self.keys.decap)
         info = self.peers.setdefault(peer_name, PeerInfo(peer_name))
         info.last_key_exchange = self.now
         return key_id
@@ -749,7 +768,13 @@ class Xtr:
             self._recompute_paths()
         self._expire_misses()
         self._expire_pending()
-        self.keys.expire_decap(now, idle_after=max(30.0, 4 * self.timers.probe_dead_after))
+        if self.fast is not None:
+            self.fast.read_counters(now)
+        removed = self.keys.expire_decap(
+            now, idle_after=max(30.0, 4 * self.timers.probe_dead_after)
+        )
+        if removed and self.fast is not None:
+            self.fast.sync_decap(self.keys.decap)
 
     def _check_uplinks(self) -> None:
         if self.link_state is None:
@@ -847,6 +872,15 @@ class Xtr:
             if self.now - pending.sent_at > horizon:
                 del self.pending[nonce]
 
+    def _all_drops(self) -> dict[str, int]:
+        drops = Counter(self.drops)
+        if self.fast is not None:
+            stats = self.fast.stats()
+            for reason in FAST_DROP_REASONS:
+                if stats.get(reason):
+                    drops[reason] += stats[reason]
+        return dict(drops)
+
     def _error(self, message: str) -> None:
         log.warning("%s", message)
         self.errors.append(message)
@@ -894,6 +928,8 @@ class Xtr:
 
     def status(self) -> dict[str, Any]:
         now = self.now
+        if self.fast is not None:
+            self.fast.read_counters(now)  # exact figures, not the last tick's
         entries = []
         for entry in self.map_cache:
             path = self.paths.get((entry.iid, entry.prefix))
@@ -967,7 +1003,8 @@ class Xtr:
                     for (rloc, kid), s in self.keys.decap.items()
                 ],
             },
-            "drops": dict(self.drops),
+            "drops": self._all_drops(),
+            "dataplane": "c" if self.fast is not None else "python",
             "stats": dict(self.stats),
             "errors": list(self.errors),
         }

@@ -1,0 +1,1061 @@
+/*
+ * lispmesh fast data path: the per-packet work of mesh/xtr.py in C, behind mesh/fastpath.py.
+ *
+ * inside:  TUN read (virtio-net header, TSO super-packets) -> segment into MSS-sized TCP packets
+ *          (full checksums: any LISP ETR can decapsulate and deliver them) -> route lookup ->
+ *          AEAD seal (RFC 8061 framing: LISP header | IV | ciphertext | tag) -> UDP GSO send.
+ * outside: recvmmsg -> key lookup by (source RLOC, key-id) -> AEAD open -> replay window ->
+ *          source-EID and instance-id checks -> TUN write.
+ *
+ * The Python control plane owns every decision: it installs paths (keys, counters, RLOCs),
+ * routes (EID prefix -> path) and decap slots; whatever this engine cannot handle (no route,
+ * no key, plaintext, control) goes back to Python, which counts it or resolves it. Each call
+ * releases the GIL only around system calls and crypto; the tables are only touched with the
+ * GIL held, so Python and C never race.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/if_tun.h>
+#include <linux/virtio_net.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+#define VNET_HDR_LEN 10
+#define LISP_HDR_LEN 8
+#define IV_LEN 12
+#define TAG_LEN 16
+#define OVERHEAD (LISP_HDR_LEN + IV_LEN + TAG_LEN)
+#define MAX_SUPER 65550
+#define MAX_SEGMENTS 64
+#define SEG_BUF 2048
+#define RX_BATCH 64
+#define REPLAY_BITS 4096
+#define REPLAY_WORDS (REPLAY_BITS / 64)
+#define MAX_ALLOWED 16
+#define GSO_MAX_BYTES 65000
+
+enum {
+    ST_INSIDE_PACKETS, ST_INSIDE_SUPER, ST_SEGMENTS, ST_SEALED, ST_SEND_ERRORS, ST_SLOW_INSIDE,
+    ST_OUTSIDE_PACKETS, ST_OPENED, ST_DECRYPT_FAIL, ST_REPLAY, ST_SPOOFED, ST_WRONG_IID,
+    ST_MALFORMED, ST_TUN_WRITE_ERRORS, ST_SLOW_OUTSIDE, ST_COUNT
+};
+static const char *STAT_NAMES[ST_COUNT] = {
+    "inside-packets", "inside-super-packets", "segments", "sealed", "send-errors",
+    "slow-inside", "outside-packets", "opened", "decrypt-failure", "replay", "spoofed-source",
+    "wrong-instance", "malformed", "tun-write-errors", "slow-outside",
+};
+
+typedef struct {
+    int used;
+    EVP_CIPHER_CTX *ctx;
+    const EVP_CIPHER *cipher;
+    uint8_t salt[4];
+    uint8_t header[LISP_HDR_LEN];
+    uint64_t counter; /* one per key: every route using the key shares it (no nonce reuse) */
+    uint64_t packets, bytes;
+} Path;
+
+typedef struct {
+    int version;
+    uint8_t net[16];
+    int plen;
+    int path;
+    int fd;
+    struct sockaddr_storage dest;
+    socklen_t dest_len;
+} Route;
+
+typedef struct {
+    int version;
+    uint8_t net[16];
+    int plen;
+} Prefix;
+
+typedef struct {
+    int used;
+    int slot;
+    EVP_CIPHER_CTX *ctx;
+    const EVP_CIPHER *cipher;
+    uint64_t highest;
+    uint64_t bitmap[REPLAY_WORDS];
+    int n_allowed;
+    Prefix allowed[MAX_ALLOWED];
+    uint64_t packets, bytes;
+} Slot;
+
+typedef struct {
+    int family;
+    uint8_t addr[16];
+    int key_id;
+    int slot;
+} DecapKey;
+
+typedef struct {
+    PyObject_HEAD
+    int tun_fd;
+    int vnet;
+    uint32_t iid;
+    Path *paths;
+    int n_paths;
+    Route *routes;
+    int n_routes;
+    Slot *slots;
+    int n_slots;
+    DecapKey *keys;
+    int n_keys;
+    /* one-entry route cache: the last destination and its route */
+    int cache_version;
+    uint8_t cache_dst[16];
+    Route *cache_route;
+    uint64_t stats[ST_COUNT];
+    uint8_t *super_buf;
+    uint8_t *seg_bufs;
+    uint8_t *out_bufs;
+    uint8_t *rx_bufs;
+} Engine;
+
+/* ------------------------------------------------------------------ checksums */
+
+static uint32_t sum16(const uint8_t *data, size_t len, uint32_t sum) {
+    while (len > 1) {
+        sum += ((uint32_t)data[0] << 8) | data[1];
+        data += 2;
+        len -= 2;
+    }
+    if (len) sum += (uint32_t)data[0] << 8;
+    return sum;
+}
+
+static uint16_t fold(uint32_t sum) {
+    while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v & 0xFF; }
+static uint16_t get16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static uint32_t get32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = v >> 24; p[1] = (v >> 16) & 0xFF; p[2] = (v >> 8) & 0xFF; p[3] = v & 0xFF;
+}
+
+/* The full L4 checksum of an IPv4/IPv6 packet whose L4 header starts at `l4`. */
+static void l4_checksum(uint8_t *pkt, size_t len, size_t l4, int proto_off_field) {
+    int version = pkt[0] >> 4;
+    uint8_t proto;
+    uint32_t sum = 0;
+    size_t l4len = len - l4;
+    if (version == 4) {
+        proto = pkt[9];
+        sum = sum16(pkt + 12, 8, 0);
+    } else {
+        proto = pkt[6];
+        sum = sum16(pkt + 8, 32, 0);
+    }
+    sum += proto;
+    sum += (uint32_t)l4len;
+    uint8_t *field = pkt + l4 + proto_off_field;
+    field[0] = field[1] = 0;
+    sum = sum16(pkt + l4, l4len, sum);
+    uint16_t c = fold(sum);
+    if (proto == IPPROTO_UDP && c == 0) c = 0xFFFF;
+    put16(field, c);
+}
+
+static void ipv4_header_checksum(uint8_t *pkt) {
+    size_t ihl = (size_t)(pkt[0] & 0x0F) * 4;
+    pkt[10] = pkt[11] = 0;
+    put16(pkt + 10, fold(sum16(pkt, ihl, 0)));
+}
+
+/* ------------------------------------------------------------------ crypto */
+
+static int seal(Path *p, const uint8_t *inner, size_t len, uint8_t *out) {
+    uint8_t *iv = out + LISP_HDR_LEN;
+    int outl = 0, fin = 0;
+    memcpy(out, p->header, LISP_HDR_LEN);
+    memcpy(iv, p->salt, 4);
+    uint64_t c = ++p->counter;
+    for (int i = 0; i < 8; i++) iv[4 + i] = (uint8_t)(c >> (56 - 8 * i));
+    if (!EVP_EncryptInit_ex(p->ctx, NULL, NULL, NULL, iv)) return -1;
+    if (!EVP_EncryptUpdate(p->ctx, NULL, &outl, out, LISP_HDR_LEN)) return -1;
+    if (!EVP_EncryptUpdate(p->ctx, out + LISP_HDR_LEN + IV_LEN, &outl, inner, (int)len)) return -1;
+    if (!EVP_EncryptFinal_ex(p->ctx, out + LISP_HDR_LEN + IV_LEN + outl, &fin)) return -1;
+    if (!EVP_CIPHER_CTX_ctrl(p->ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN,
+                             out + LISP_HDR_LEN + IV_LEN + len)) return -1;
+    return (int)(len + OVERHEAD);
+}
+
+/* Decrypt `pkt` (LISP header | IV | ct | tag) into `out`; returns the inner length or -1. */
+static int open_packet(Slot *s, const uint8_t *pkt, size_t len, uint8_t *out, uint64_t *counter) {
+    int outl = 0, fin = 0;
+    if (len < OVERHEAD + 1) return -1;
+    size_t ctlen = len - OVERHEAD;
+    const uint8_t *iv = pkt + LISP_HDR_LEN;
+    if (!EVP_DecryptInit_ex(s->ctx, NULL, NULL, NULL, iv)) return -1;
+    if (!EVP_DecryptUpdate(s->ctx, NULL, &outl, pkt, LISP_HDR_LEN)) return -1;
+    if (!EVP_DecryptUpdate(s->ctx, out, &outl, pkt + LISP_HDR_LEN + IV_LEN, (int)ctlen)) return -1;
+    if (!EVP_CIPHER_CTX_ctrl(s->ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN,
+                             (void *)(pkt + LISP_HDR_LEN + IV_LEN + ctlen))) return -1;
+    if (EVP_DecryptFinal_ex(s->ctx, out + outl, &fin) <= 0) return -1;
+    uint64_t c = 0;
+    for (int i = 0; i < 8; i++) c = (c << 8) | iv[4 + i];
+    *counter = c;
+    return (int)ctlen;
+}
+
+static const EVP_CIPHER *suite_cipher(int suite, Py_ssize_t keylen) {
+    if (suite == 5 && keylen == 16) return EVP_aes_128_gcm();
+    if (suite == 6 && keylen == 32) return EVP_chacha20_poly1305();
+    return NULL;
+}
+
+static EVP_CIPHER_CTX *new_ctx(const EVP_CIPHER *cipher, const uint8_t *key, int encrypt) {
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx) return NULL;
+    int ok = encrypt ? EVP_EncryptInit_ex(ctx, cipher, NULL, key, NULL)
+                     : EVP_DecryptInit_ex(ctx, cipher, NULL, key, NULL);
+    if (!ok || !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, IV_LEN, NULL)) {
+        EVP_CIPHER_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* RFC 6479-style window: accept a counter once, reject anything older than the window. */
+static int replay_accept(Slot *s, uint64_t c) {
+    if (c == 0) return 0;
+    if (c > s->highest) {
+        uint64_t shift = c - s->highest;
+        if (shift >= REPLAY_BITS) {
+            memset(s->bitmap, 0, sizeof(s->bitmap));
+        } else {
+            for (uint64_t k = s->highest + 1; k <= c && k - s->highest <= REPLAY_BITS; k++) {
+                uint64_t bit = k % REPLAY_BITS;
+                s->bitmap[bit / 64] &= ~(1ULL << (bit % 64));
+            }
+        }
+        s->highest = c;
+    } else if (s->highest - c >= REPLAY_BITS) {
+        return 0;
+    }
+    uint64_t bit = c % REPLAY_BITS;
+    uint64_t mask = 1ULL << (bit % 64);
+    if (s->bitmap[bit / 64] & mask) return 0;
+    s->bitmap[bit / 64] |= mask;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ tables */
+
+static int prefix_match(int version, const uint8_t *addr, int pversion, const uint8_t *net,
+                        int plen) {
+    if (version != pversion) return 0;
+    int full = plen / 8, rest = plen % 8;
+    if (memcmp(addr, net, (size_t)full) != 0) return 0;
+    if (rest) {
+        uint8_t mask = (uint8_t)(0xFF << (8 - rest));
+        if ((addr[full] & mask) != (net[full] & mask)) return 0;
+    }
+    return 1;
+}
+
+static Route *lookup_route(Engine *e, int version, const uint8_t *dst) {
+    int alen = version == 4 ? 4 : 16;
+    if (e->cache_version == version && memcmp(e->cache_dst, dst, (size_t)alen) == 0)
+        return e->cache_route;
+    Route *found = NULL;
+    for (int i = 0; i < e->n_routes; i++) { /* sorted longest prefix first */
+        Route *r = &e->routes[i];
+        if (prefix_match(version, dst, r->version, r->net, r->plen)) {
+            found = r;
+            break;
+        }
+    }
+    if (found && (found->path >= e->n_paths || !e->paths[found->path].used)) found = NULL;
+    e->cache_version = version;
+    memcpy(e->cache_dst, dst, (size_t)alen);
+    e->cache_route = found;
+    return found;
+}
+
+static Slot *lookup_slot(Engine *e, const struct sockaddr_storage *src, int key_id) {
+    uint8_t addr[16];
+    int family = src->ss_family;
+    if (family == AF_INET) {
+        memcpy(addr, &((const struct sockaddr_in *)src)->sin_addr, 4);
+    } else if (family == AF_INET6) {
+        memcpy(addr, &((const struct sockaddr_in6 *)src)->sin6_addr, 16);
+    } else {
+        return NULL;
+    }
+    int alen = family == AF_INET ? 4 : 16;
+    for (int i = 0; i < e->n_keys; i++) {
+        DecapKey *k = &e->keys[i];
+        if (k->key_id == key_id && k->family == family &&
+            memcmp(k->addr, addr, (size_t)alen) == 0) {
+            if (k->slot < 0 || k->slot >= e->n_slots) return NULL;
+            Slot *s = &e->slots[k->slot];
+            return s->used ? s : NULL;
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ inside -> outside */
+
+static int send_batch(Engine *e, Path *p, Route *r, uint8_t *buf, int count, int seg_len,
+                      int last_len) {
+    size_t total = (size_t)seg_len * (size_t)(count - 1) + (size_t)last_len;
+    struct iovec iov = {buf, total};
+    char control[CMSG_SPACE(sizeof(uint16_t))];
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_name = &r->dest;
+    msg.msg_namelen = r->dest_len;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (count > 1) {
+        /* UDP GSO: one call, the kernel cuts `buf` into datagrams of seg_len bytes. */
+        memset(control, 0, sizeof(control));
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof(control);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t gso = (uint16_t)seg_len;
+        memcpy(CMSG_DATA(cm), &gso, sizeof(gso));
+    }
+    ssize_t n;
+    Py_BEGIN_ALLOW_THREADS
+    n = sendmsg(r->fd, &msg, 0);
+    Py_END_ALLOW_THREADS
+    if (n < 0) {
+        e->stats[ST_SEND_ERRORS] += (uint64_t)count;
+        return -1;
+    }
+    p->packets += (uint64_t)count;
+    p->bytes += total;
+    return 0;
+}
+
+/* Seal and send the `count` inner packets at `segs` (each SEG_BUF apart, lengths in `lens`). */
+static void seal_and_send(Engine *e, Route *r, uint8_t *segs, const int *lens, int count) {
+    Path *p = &e->paths[r->path];
+    int start = 0;
+    while (start < count) {
+        /* A GSO batch needs equal-size datagrams; only the last may be shorter. */
+        int seg_len = lens[start] + OVERHEAD;
+        /* The kernel takes at most 64 segments and 64 KiB of UDP payload per GSO send. */
+        int cap = GSO_MAX_BYTES / seg_len;
+        if (cap > MAX_SEGMENTS) cap = MAX_SEGMENTS;
+        if (cap < 1) cap = 1;
+        int end = start + 1;
+        while (end < count && lens[end] == lens[start] && end - start < cap) end++;
+        if (end < count && lens[end] < lens[start] && end - start < cap) end++;
+        uint8_t *out = e->out_bufs;
+        int last_len = 0;
+        for (int i = start; i < end; i++) {
+            int n = seal(p, segs + (size_t)i * SEG_BUF, (size_t)lens[i], out);
+            if (n < 0) {
+                e->stats[ST_SEND_ERRORS]++;
+                return;
+            }
+            out += n;
+            last_len = n;
+        }
+        e->stats[ST_SEALED] += (uint64_t)(end - start);
+        send_batch(e, p, r, e->out_bufs, end - start, seg_len, last_len);
+        start = end;
+    }
+}
+
+/* Cut a TSO super-packet into MSS-sized TCP segments with correct headers and checksums. */
+static int segment_tcp(const uint8_t *pkt, size_t len, uint16_t mss, uint8_t *segs, int *lens) {
+    int version = pkt[0] >> 4;
+    size_t iphl;
+    if (version == 4) {
+        iphl = (size_t)(pkt[0] & 0x0F) * 4;
+        if (iphl < 20 || pkt[9] != IPPROTO_TCP) return -1;
+    } else if (version == 6) {
+        iphl = 40;
+        if (pkt[6] != IPPROTO_TCP) return -1;
+    } else {
+        return -1;
+    }
+    if (len < iphl + 20) return -1;
+    size_t tcphl = (size_t)(pkt[iphl + 12] >> 4) * 4;
+    size_t hl = iphl + tcphl;
+    if (tcphl < 20 || len < hl || mss == 0 || hl + mss > SEG_BUF) return -1;
+    size_t payload = len - hl;
+    int count = (int)((payload + mss - 1) / mss);
+    if (count == 0) count = 1;
+    if (count > MAX_SEGMENTS) return -1;
+    uint32_t seq = get32(pkt + iphl + 4);
+    uint16_t ipid = version == 4 ? get16(pkt + 4) : 0;
+    uint8_t flags = pkt[iphl + 13];
+    for (int i = 0; i < count; i++) {
+        size_t off = (size_t)i * mss;
+        size_t chunk = payload - off < mss ? payload - off : mss;
+        uint8_t *s = segs + (size_t)i * SEG_BUF;
+        memcpy(s, pkt, hl);
+        memcpy(s + hl, pkt + hl + off, chunk);
+        size_t slen = hl + chunk;
+        if (version == 4) {
+            put16(s + 2, (uint16_t)slen);
+            put16(s + 4, (uint16_t)(ipid + i));
+            ipv4_header_checksum(s);
+        } else {
+            put16(s + 4, (uint16_t)(slen - 40));
+        }
+        put32(s + iphl + 4, seq + (uint32_t)off);
+        uint8_t f = flags;
+        if (i != count - 1) f &= (uint8_t)~0x09; /* FIN, PSH only on the last segment */
+        if (i != 0) f &= (uint8_t)~0x80;         /* CWR only on the first */
+        s[iphl + 13] = f;
+        l4_checksum(s, slen, iphl, 16);
+        lens[i] = (int)slen;
+    }
+    return count;
+}
+
+/* Complete a checksum the sender left partial (virtio NEEDS_CSUM). */
+static int finish_csum(uint8_t *pkt, size_t len, uint16_t start, uint16_t offset) {
+    if ((size_t)start + offset + 2 > len) return -1;
+    uint8_t *field = pkt + start + offset;
+    uint32_t sum = sum16(pkt + start, len - start, 0);
+    uint16_t c = fold(sum);
+    (void)field;
+    put16(field, c);
+    return 0;
+}
+
+/* Handle one inner packet (not a super-packet). Returns 1 if it needs the slow path. */
+static int handle_inside(Engine *e, uint8_t *pkt, size_t len) {
+    int version = len ? pkt[0] >> 4 : 0;
+    const uint8_t *dst;
+    if (version == 4 && len >= 20) dst = pkt + 16;
+    else if (version == 6 && len >= 40) dst = pkt + 24;
+    else return 1;
+    Route *route = lookup_route(e, version, dst);
+    if (!route) return 1;
+    if (len + OVERHEAD > SEG_BUF) return 1;
+    memcpy(e->seg_bufs, pkt, len);
+    int l = (int)len;
+    seal_and_send(e, route, e->seg_bufs, &l, 1);
+    return 0;
+}
+
+static PyObject *engine_pump_inside(Engine *e, PyObject *args) {
+    int budget;
+    if (!PyArg_ParseTuple(args, "i", &budget)) return NULL;
+    PyObject *slow = PyList_New(0);
+    if (!slow) return NULL;
+    int lens[MAX_SEGMENTS];
+    for (int n = 0; n < budget; n++) {
+        ssize_t r;
+        Py_BEGIN_ALLOW_THREADS
+        r = read(e->tun_fd, e->super_buf, MAX_SUPER);
+        Py_END_ALLOW_THREADS
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+            break;
+        }
+        uint8_t *pkt = e->super_buf;
+        size_t len = (size_t)r;
+        struct virtio_net_hdr vh;
+        memset(&vh, 0, sizeof(vh));
+        if (e->vnet) {
+            if (len < VNET_HDR_LEN) continue;
+            memcpy(&vh, pkt, VNET_HDR_LEN);
+            pkt += VNET_HDR_LEN;
+            len -= VNET_HDR_LEN;
+        }
+        e->stats[ST_INSIDE_PACKETS]++;
+        uint8_t gso = vh.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+        if (gso == VIRTIO_NET_HDR_GSO_TCPV4 || gso == VIRTIO_NET_HDR_GSO_TCPV6) {
+            int version = pkt[0] >> 4;
+            const uint8_t *dst = version == 4 ? pkt + 16 : pkt + 24;
+            Route *route = (len >= 40) ? lookup_route(e, version, dst) : NULL;
+            int count = route ? segment_tcp(pkt, len, vh.gso_size, e->seg_bufs, lens) : -1;
+            if (count < 0) {
+                if (!route) goto slow;
+                e->stats[ST_MALFORMED]++;
+                continue;
+            }
+            e->stats[ST_INSIDE_SUPER]++;
+            e->stats[ST_SEGMENTS] += (uint64_t)count;
+            seal_and_send(e, route, e->seg_bufs, lens, count);
+            continue;
+        }
+        if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+            if (finish_csum(pkt, len, vh.csum_start, vh.csum_offset) < 0) {
+                e->stats[ST_MALFORMED]++;
+                continue;
+            }
+        }
+        if (!handle_inside(e, pkt, len)) continue;
+    slow:
+        e->stats[ST_SLOW_INSIDE]++;
+        {
+            /* Python gets plain packets: a super-packet is segmented first. */
+            if (gso == VIRTIO_NET_HDR_GSO_TCPV4 || gso == VIRTIO_NET_HDR_GSO_TCPV6) {
+                int count = segment_tcp(pkt, len, vh.gso_size, e->seg_bufs, lens);
+                for (int i = 0; i < count; i++) {
+                    PyObject *b = PyBytes_FromStringAndSize(
+                        (const char *)e->seg_bufs + (size_t)i * SEG_BUF, lens[i]);
+                    if (!b || PyList_Append(slow, b) < 0) { Py_XDECREF(b); Py_DECREF(slow); return NULL; }
+                    Py_DECREF(b);
+                }
+            } else {
+                PyObject *b = PyBytes_FromStringAndSize((const char *)pkt, (Py_ssize_t)len);
+                if (!b || PyList_Append(slow, b) < 0) { Py_XDECREF(b); Py_DECREF(slow); return NULL; }
+                Py_DECREF(b);
+            }
+        }
+    }
+    return slow;
+}
+
+static PyObject *engine_inject(Engine *e, PyObject *args) {
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    int slow = handle_inside(e, (uint8_t *)buf.buf, (size_t)buf.len);
+    PyBuffer_Release(&buf);
+    return PyBool_FromLong(!slow);
+}
+
+/* ------------------------------------------------------------------ outside -> inside */
+
+static int source_allowed(Slot *s, const uint8_t *inner, size_t len) {
+    int version = inner[0] >> 4;
+    const uint8_t *src;
+    if (version == 4 && len >= 20) src = inner + 12;
+    else if (version == 6 && len >= 40) src = inner + 8;
+    else return 0;
+    for (int i = 0; i < s->n_allowed; i++) {
+        Prefix *p = &s->allowed[i];
+        if (prefix_match(version, src, p->version, p->net, p->plen)) return 1;
+    }
+    return 0;
+}
+
+static PyObject *addr_tuple(const struct sockaddr_storage *ss) {
+    char text[INET6_ADDRSTRLEN];
+    int port;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, text, sizeof(text));
+        port = ntohs(a->sin_port);
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof(text));
+        port = ntohs(a->sin6_port);
+    }
+    return Py_BuildValue("(si)", text, port);
+}
+
+/* Open one LISP data packet. Returns 0 delivered/dropped here, 1 for the slow path. */
+static int handle_outside(Engine *e, const uint8_t *pkt, size_t len,
+                          const struct sockaddr_storage *src, uint8_t *plain) {
+    e->stats[ST_OUTSIDE_PACKETS]++;
+    if (len < LISP_HDR_LEN) { e->stats[ST_MALFORMED]++; return 0; }
+    int key_id = pkt[0] & 0x03;
+    if (key_id == 0) return 1;
+    Slot *s = lookup_slot(e, src, key_id);
+    if (!s) return 1;
+    uint64_t counter = 0;
+    uint8_t *inner = plain + VNET_HDR_LEN;
+    int n = open_packet(s, pkt, len, inner, &counter);
+    if (n <= 0) { e->stats[ST_DECRYPT_FAIL]++; return 0; }
+    if (!replay_accept(s, counter)) { e->stats[ST_REPLAY]++; return 0; }
+    if ((pkt[0] & 0x08) && ((uint32_t)get32(pkt + 4) >> 8) != e->iid) {
+        e->stats[ST_WRONG_IID]++;
+        return 0;
+    }
+    if (!source_allowed(s, inner, (size_t)n)) { e->stats[ST_SPOOFED]++; return 0; }
+    s->packets++;
+    s->bytes += (uint64_t)n;
+    e->stats[ST_OPENED]++;
+    const uint8_t *out = inner;
+    size_t outlen = (size_t)n;
+    if (e->vnet) {
+        /* The AEAD tag vouches for the packet: tell the kernel its checksum is valid. */
+        memset(plain, 0, VNET_HDR_LEN);
+        plain[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+        out = plain;
+        outlen += VNET_HDR_LEN;
+    }
+    ssize_t w = write(e->tun_fd, out, outlen);
+    if (w < 0) e->stats[ST_TUN_WRITE_ERRORS]++;
+    return 0;
+}
+
+static PyObject *engine_pump_outside(Engine *e, PyObject *args) {
+    int fd, budget;
+    if (!PyArg_ParseTuple(args, "ii", &fd, &budget)) return NULL;
+    PyObject *slow = PyList_New(0);
+    if (!slow) return NULL;
+    struct mmsghdr msgs[RX_BATCH];
+    struct iovec iovs[RX_BATCH];
+    struct sockaddr_storage addrs[RX_BATCH];
+    uint8_t plain[SEG_BUF + VNET_HDR_LEN];
+    int done = 0;
+    while (done < budget) {
+        int want = budget - done < RX_BATCH ? budget - done : RX_BATCH;
+        memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)want);
+        for (int i = 0; i < want; i++) {
+            iovs[i].iov_base = e->rx_bufs + (size_t)i * SEG_BUF;
+            iovs[i].iov_len = SEG_BUF;
+            msgs[i].msg_hdr.msg_iov = &iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &addrs[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
+        }
+        int got;
+        Py_BEGIN_ALLOW_THREADS
+        got = recvmmsg(fd, msgs, (unsigned)want, MSG_DONTWAIT, NULL);
+        Py_END_ALLOW_THREADS
+        if (got <= 0) break;
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; i < got; i++) {
+            size_t len = msgs[i].msg_len;
+            uint8_t *pkt = e->rx_bufs + (size_t)i * SEG_BUF;
+            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) { e->stats[ST_MALFORMED]++; msgs[i].msg_len = 0; continue; }
+            if (handle_outside(e, pkt, len, &addrs[i], plain) == 0) msgs[i].msg_len = 0;
+            else msgs[i].msg_len = (unsigned)len | 0x80000000u; /* mark: slow path */
+        }
+        Py_END_ALLOW_THREADS
+        for (int i = 0; i < got; i++) {
+            if (!(msgs[i].msg_len & 0x80000000u)) continue;
+            size_t len = msgs[i].msg_len & 0x7FFFFFFFu;
+            e->stats[ST_SLOW_OUTSIDE]++;
+            PyObject *b = PyBytes_FromStringAndSize((const char *)e->rx_bufs + (size_t)i * SEG_BUF, (Py_ssize_t)len);
+            PyObject *a = addr_tuple(&addrs[i]);
+            PyObject *t = (b && a) ? PyTuple_Pack(2, b, a) : NULL;
+            Py_XDECREF(b);
+            Py_XDECREF(a);
+            if (!t || PyList_Append(slow, t) < 0) { Py_XDECREF(t); Py_DECREF(slow); return NULL; }
+            Py_DECREF(t);
+        }
+        done += got;
+        if (got < want) break;
+    }
+    return slow;
+}
+
+/* ------------------------------------------------------------------ table management */
+
+static int parse_sockaddr(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len) {
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*a4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*a6);
+        return 0;
+    }
+    return -1;
+}
+
+static void free_path(Path *p) {
+    if (p->ctx) EVP_CIPHER_CTX_free(p->ctx);
+    memset(p, 0, sizeof(*p));
+}
+
+static void free_slot(Slot *s) {
+    if (s->ctx) EVP_CIPHER_CTX_free(s->ctx);
+    memset(s, 0, sizeof(*s));
+}
+
+static int grow(void **array, int *count, int index, size_t size) {
+    if (index < *count) return 0;
+    void *n = PyMem_Realloc(*array, size * (size_t)(index + 1));
+    if (!n) return -1;
+    memset((uint8_t *)n + size * (size_t)*count, 0, size * (size_t)(index + 1 - *count));
+    *array = n;
+    *count = index + 1;
+    return 0;
+}
+
+/* set_path(id, suite, key, salt, header, counter): a key and its counter */
+static PyObject *engine_set_path(Engine *e, PyObject *args) {
+    int id, suite;
+    unsigned long long counter;
+    Py_buffer key, salt, header;
+    if (!PyArg_ParseTuple(args, "iiy*y*y*K", &id, &suite, &key, &salt, &header, &counter))
+        return NULL;
+    PyObject *result = NULL;
+    const EVP_CIPHER *cipher = suite_cipher(suite, key.len);
+    if (id < 0 || id > 1 << 20) { PyErr_SetString(PyExc_ValueError, "bad path id"); goto out; }
+    if (!cipher) { PyErr_SetString(PyExc_ValueError, "unsupported cipher suite or key length"); goto out; }
+    if (salt.len != 4 || header.len != LISP_HDR_LEN) { PyErr_SetString(PyExc_ValueError, "salt must be 4 bytes, header 8"); goto out; }
+    if (grow((void **)&e->paths, &e->n_paths, id, sizeof(Path)) < 0) { PyErr_NoMemory(); goto out; }
+    Path *p = &e->paths[id];
+    free_path(p);
+    p->ctx = new_ctx(cipher, key.buf, 1);
+    if (!p->ctx) { PyErr_SetString(PyExc_RuntimeError, "cannot set up the cipher"); goto out; }
+    p->cipher = cipher;
+    memcpy(p->salt, salt.buf, 4);
+    memcpy(p->header, header.buf, LISP_HDR_LEN);
+    p->counter = counter;
+    p->used = 1;
+    e->cache_version = 0;
+    e->cache_route = NULL;
+    result = Py_None;
+    Py_INCREF(result);
+out:
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&salt);
+    PyBuffer_Release(&header);
+    return result;
+}
+
+static PyObject *engine_remove_path(Engine *e, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    if (id >= 0 && id < e->n_paths) free_path(&e->paths[id]);
+    e->cache_version = 0;
+    e->cache_route = NULL;
+    Py_RETURN_NONE;
+}
+
+/* path_state(id) -> (counter, packets, bytes) */
+static PyObject *engine_path_state(Engine *e, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    if (id < 0 || id >= e->n_paths || !e->paths[id].used) Py_RETURN_NONE;
+    Path *p = &e->paths[id];
+    return Py_BuildValue("(KKK)", (unsigned long long)p->counter,
+                         (unsigned long long)p->packets, (unsigned long long)p->bytes);
+}
+
+static int parse_prefix(PyObject *item, int *version, uint8_t *net, int *plen) {
+    Py_buffer b;
+    if (!PyArg_ParseTuple(item, "iy*i", version, &b, plen)) return -1;
+    int alen = *version == 4 ? 4 : 16;
+    int ok = (*version == 4 || *version == 6) && b.len == alen && *plen >= 0 && *plen <= alen * 8;
+    if (ok) memcpy(net, b.buf, (size_t)alen);
+    PyBuffer_Release(&b);
+    if (!ok) { PyErr_SetString(PyExc_ValueError, "bad prefix"); return -1; }
+    return 0;
+}
+
+/* set_routes([(version, net, plen, path_id, fd, dest_ip, dest_port), ...]), longest first */
+static PyObject *engine_set_routes(Engine *e, PyObject *args) {
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    Route *routes = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Route));
+    if (!routes) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        Py_buffer net;
+        const char *ip;
+        int port;
+        Route *r = &routes[i];
+        if (!PyTuple_Check(item) ||
+            !PyArg_ParseTuple(item, "iy*iiisi", &r->version, &net, &r->plen, &r->path, &r->fd,
+                              &ip, &port)) {
+            PyMem_Free(routes);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "route: (version, net, plen, path, fd, ip, port)");
+            return NULL;
+        }
+        int alen = r->version == 4 ? 4 : 16;
+        int ok = (r->version == 4 || r->version == 6) && net.len == alen && r->plen >= 0 &&
+                 r->plen <= alen * 8 && parse_sockaddr(ip, port, &r->dest, &r->dest_len) == 0;
+        if (ok) memcpy(r->net, net.buf, (size_t)alen);
+        PyBuffer_Release(&net);
+        if (!ok) {
+            PyMem_Free(routes);
+            PyErr_SetString(PyExc_ValueError, "bad route prefix or destination");
+            return NULL;
+        }
+    }
+    PyMem_Free(e->routes);
+    e->routes = routes;
+    e->n_routes = (int)n;
+    e->cache_version = 0;
+    e->cache_route = NULL;
+    Py_RETURN_NONE;
+}
+
+/* set_slot(id, suite, key, allowed=[(version, net, plen)...]) */
+static PyObject *engine_set_slot(Engine *e, PyObject *args) {
+    int id, suite;
+    Py_buffer key;
+    PyObject *allowed;
+    if (!PyArg_ParseTuple(args, "iiy*O!", &id, &suite, &key, &PyList_Type, &allowed)) return NULL;
+    PyObject *result = NULL;
+    const EVP_CIPHER *cipher = suite_cipher(suite, key.len);
+    Py_ssize_t na = PyList_GET_SIZE(allowed);
+    if (id < 0 || id > 1 << 20) { PyErr_SetString(PyExc_ValueError, "bad slot id"); goto out; }
+    if (!cipher) { PyErr_SetString(PyExc_ValueError, "unsupported cipher suite or key length"); goto out; }
+    if (na > MAX_ALLOWED) { PyErr_SetString(PyExc_ValueError, "too many allowed prefixes"); goto out; }
+    if (grow((void **)&e->slots, &e->n_slots, id, sizeof(Slot)) < 0) { PyErr_NoMemory(); goto out; }
+    Slot tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    for (Py_ssize_t i = 0; i < na; i++) {
+        Prefix *p = &tmp.allowed[i];
+        if (parse_prefix(PyList_GET_ITEM(allowed, i), &p->version, p->net, &p->plen) < 0) goto out;
+    }
+    tmp.n_allowed = (int)na;
+    tmp.ctx = new_ctx(cipher, key.buf, 0);
+    if (!tmp.ctx) { PyErr_SetString(PyExc_RuntimeError, "cannot set up the cipher"); goto out; }
+    tmp.cipher = cipher;
+    tmp.used = 1;
+    tmp.slot = id;
+    free_slot(&e->slots[id]);
+    e->slots[id] = tmp;
+    result = Py_None;
+    Py_INCREF(result);
+out:
+    PyBuffer_Release(&key);
+    return result;
+}
+
+static PyObject *engine_remove_slot(Engine *e, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    if (id >= 0 && id < e->n_slots) free_slot(&e->slots[id]);
+    int j = 0;
+    for (int i = 0; i < e->n_keys; i++)
+        if (e->keys[i].slot != id) e->keys[j++] = e->keys[i];
+    e->n_keys = j;
+    Py_RETURN_NONE;
+}
+
+/* slot_state(id) -> (packets, bytes, highest counter) */
+static PyObject *engine_slot_state(Engine *e, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    if (id < 0 || id >= e->n_slots || !e->slots[id].used) Py_RETURN_NONE;
+    Slot *s = &e->slots[id];
+    return Py_BuildValue("(KKK)", (unsigned long long)s->packets, (unsigned long long)s->bytes,
+                         (unsigned long long)s->highest);
+}
+
+/* set_decap_key(source_ip, key_id, slot_id): packets from source_ip with key_id open in slot */
+static PyObject *engine_set_decap_key(Engine *e, PyObject *args) {
+    const char *ip;
+    int key_id, slot;
+    if (!PyArg_ParseTuple(args, "sii", &ip, &key_id, &slot)) return NULL;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (parse_sockaddr(ip, 0, &ss, &len) < 0 || key_id < 1 || key_id > 3) {
+        PyErr_SetString(PyExc_ValueError, "bad source address or key-id");
+        return NULL;
+    }
+    DecapKey k;
+    memset(&k, 0, sizeof(k));
+    k.family = ss.ss_family;
+    if (k.family == AF_INET) memcpy(k.addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    else memcpy(k.addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+    k.key_id = key_id;
+    k.slot = slot;
+    int alen = k.family == AF_INET ? 4 : 16;
+    for (int i = 0; i < e->n_keys; i++) {
+        DecapKey *o = &e->keys[i];
+        if (o->key_id == key_id && o->family == k.family && memcmp(o->addr, k.addr, (size_t)alen) == 0) {
+            o->slot = slot;
+            Py_RETURN_NONE;
+        }
+    }
+    DecapKey *n = PyMem_Realloc(e->keys, sizeof(DecapKey) * (size_t)(e->n_keys + 1));
+    if (!n) return PyErr_NoMemory();
+    e->keys = n;
+    e->keys[e->n_keys++] = k;
+    Py_RETURN_NONE;
+}
+
+/* remove_decap_key(source_ip, key_id) */
+static PyObject *engine_remove_decap_key(Engine *e, PyObject *args) {
+    const char *ip;
+    int key_id;
+    if (!PyArg_ParseTuple(args, "si", &ip, &key_id)) return NULL;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (parse_sockaddr(ip, 0, &ss, &len) < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad source address");
+        return NULL;
+    }
+    uint8_t addr[16];
+    int alen = ss.ss_family == AF_INET ? 4 : 16;
+    if (ss.ss_family == AF_INET) memcpy(addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    else memcpy(addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+    int j = 0;
+    for (int i = 0; i < e->n_keys; i++) {
+        DecapKey *k = &e->keys[i];
+        int same = k->key_id == key_id && k->family == ss.ss_family &&
+                   memcmp(k->addr, addr, (size_t)alen) == 0;
+        if (!same) e->keys[j++] = *k;
+    }
+    e->n_keys = j;
+    Py_RETURN_NONE;
+}
+
+/* seal_one(path_id, inner) -> sealed bytes (tests: compare with the Python reference) */
+static PyObject *engine_seal_one(Engine *e, PyObject *args) {
+    int id;
+    Py_buffer inner;
+    if (!PyArg_ParseTuple(args, "iy*", &id, &inner)) return NULL;
+    PyObject *result = NULL;
+    if (id < 0 || id >= e->n_paths || !e->paths[id].used || inner.len + OVERHEAD > SEG_BUF) {
+        PyErr_SetString(PyExc_ValueError, "no such path or packet too large");
+    } else {
+        int n = seal(&e->paths[id], inner.buf, (size_t)inner.len, e->out_bufs);
+        if (n < 0) PyErr_SetString(PyExc_RuntimeError, "seal failed");
+        else result = PyBytes_FromStringAndSize((const char *)e->out_bufs, n);
+    }
+    PyBuffer_Release(&inner);
+    return result;
+}
+
+/* open_one(source_ip, packet) -> inner bytes or None (tests) */
+static PyObject *engine_open_one(Engine *e, PyObject *args) {
+    const char *ip;
+    Py_buffer pkt;
+    if (!PyArg_ParseTuple(args, "sy*", &ip, &pkt)) return NULL;
+    PyObject *result = NULL;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    uint8_t plain[SEG_BUF + VNET_HDR_LEN];
+    uint64_t counter = 0;
+    if (parse_sockaddr(ip, 0, &ss, &len) < 0 || pkt.len < LISP_HDR_LEN || pkt.len > SEG_BUF) {
+        PyErr_SetString(PyExc_ValueError, "bad source or packet");
+        goto out;
+    }
+    Slot *s = lookup_slot(e, &ss, ((uint8_t *)pkt.buf)[0] & 0x03);
+    int n = s ? open_packet(s, pkt.buf, (size_t)pkt.len, plain, &counter) : -1;
+    if (n < 0 || !replay_accept(s, counter)) {
+        result = Py_None;
+        Py_INCREF(result);
+    } else {
+        result = PyBytes_FromStringAndSize((const char *)plain, n);
+    }
+out:
+    PyBuffer_Release(&pkt);
+    return result;
+}
+
+static PyObject *engine_stats(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (int i = 0; i < ST_COUNT; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(e->stats[i]);
+        if (!v || PyDict_SetItemString(d, STAT_NAMES[i], v) < 0) { Py_XDECREF(v); Py_DECREF(d); return NULL; }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+/* ------------------------------------------------------------------ type */
+
+static int engine_init(Engine *e, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"tun_fd", "vnet_hdr", "instance_id", NULL};
+    int fd, vnet;
+    unsigned int iid;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ipI", kwlist, &fd, &vnet, &iid)) return -1;
+    e->tun_fd = fd;
+    e->vnet = vnet;
+    e->iid = iid;
+    e->super_buf = PyMem_Malloc(MAX_SUPER + 64);
+    e->seg_bufs = PyMem_Malloc((size_t)MAX_SEGMENTS * SEG_BUF);
+    e->out_bufs = PyMem_Malloc((size_t)MAX_SEGMENTS * SEG_BUF);
+    e->rx_bufs = PyMem_Malloc((size_t)RX_BATCH * SEG_BUF);
+    if (!e->super_buf || !e->seg_bufs || !e->out_bufs || !e->rx_bufs) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void engine_dealloc(Engine *e) {
+    for (int i = 0; i < e->n_paths; i++) free_path(&e->paths[i]);
+    for (int i = 0; i < e->n_slots; i++) free_slot(&e->slots[i]);
+    PyMem_Free(e->paths);
+    PyMem_Free(e->routes);
+    PyMem_Free(e->slots);
+    PyMem_Free(e->keys);
+    PyMem_Free(e->super_buf);
+    PyMem_Free(e->seg_bufs);
+    PyMem_Free(e->out_bufs);
+    PyMem_Free(e->rx_bufs);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyMethodDef engine_methods[] = {
+    {"pump_inside", (PyCFunction)engine_pump_inside, METH_VARARGS, "read TUN, seal, send; returns slow-path packets"},
+    {"pump_outside", (PyCFunction)engine_pump_outside, METH_VARARGS, "recv, open, write TUN; returns slow-path (packet, source)"},
+    {"inject", (PyCFunction)engine_inject, METH_VARARGS, "send one inner packet if it has a route"},
+    {"set_path", (PyCFunction)engine_set_path, METH_VARARGS, "install a path"},
+    {"remove_path", (PyCFunction)engine_remove_path, METH_VARARGS, "remove a path"},
+    {"path_state", (PyCFunction)engine_path_state, METH_VARARGS, "(counter, packets, bytes)"},
+    {"set_routes", (PyCFunction)engine_set_routes, METH_VARARGS, "replace the route table"},
+    {"set_slot", (PyCFunction)engine_set_slot, METH_VARARGS, "install a decap slot"},
+    {"remove_slot", (PyCFunction)engine_remove_slot, METH_VARARGS, "remove a decap slot"},
+    {"slot_state", (PyCFunction)engine_slot_state, METH_VARARGS, "(packets, bytes, highest)"},
+    {"set_decap_key", (PyCFunction)engine_set_decap_key, METH_VARARGS, "map (source, key-id) to a slot"},
+    {"remove_decap_key", (PyCFunction)engine_remove_decap_key, METH_VARARGS, "unmap (source, key-id)"},
+    {"seal_one", (PyCFunction)engine_seal_one, METH_VARARGS, "seal one packet (tests)"},
+    {"open_one", (PyCFunction)engine_open_one, METH_VARARGS, "open one packet (tests)"},
+    {"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mesh._fastpath.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)engine_init,
+    .tp_dealloc = (destructor)engine_dealloc,
+    .tp_methods = engine_methods,
+    .tp_doc = "the lispmesh C data path",
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "mesh._fastpath", "lispmesh fast data path", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "OVERHEAD", OVERHEAD);
+    PyModule_AddIntConstant(m, "VNET_HDR_LEN", VNET_HDR_LEN);
+    return m;
+}
