@@ -740,11 +740,20 @@ def verify_framing(ns: str, limit: int, timeout: float) -> dict[str, Any]:
             )
     tun: dict[bool, list[int]] = {True: [], False: []}  # read by lispmesh / written by it
     tun_start = min((t for *_x, t in got["lm0"]), default=0.0)
-    for outgoing, _gso, ip, _t in got["lm0"]:
+    for outgoing, gso, ip, _t in got["lm0"]:
         if len(ip) >= 20 and ip[0] >> 4 == 4:
-            tun[outgoing].append(struct.unpack_from("!H", ip, 2)[0])
+            length, iphl = struct.unpack_from("!H", ip, 2)[0], (ip[0] & 0x0F) * 4
         elif len(ip) >= 40 and ip[0] >> 4 == 6:
-            tun[outgoing].append(40 + struct.unpack_from("!H", ip, 4)[0])
+            length, iphl = 40 + struct.unpack_from("!H", ip, 4)[0], 40
+        else:
+            continue
+        if gso and len(ip) >= iphl + 20:
+            # A TSO super-packet the node reads whole and cuts into MSS-sized TCP segments,
+            # each sent as its own datagram: expect the segments' sizes on the wire.
+            hl = iphl + (ip[iphl + 12] >> 4) * 4
+            tun[outgoing].extend(hl + min(gso, length - hl - k) for k in range(0, length - hl, gso))
+        else:
+            tun[outgoing].append(length)
     result: dict[str, Any] = {
         "captured_datagrams": len(datagrams),
         "gso_super_packets_split": sum(d["gso"] for d in datagrams),

@@ -1041,8 +1041,39 @@ static PyTypeObject EngineType = {
     .tp_doc = "the lispmesh C data path",
 };
 
+/* segment(packet, mss) -> list of TCP segments (tests: checked against an independent parser) */
+static PyObject *module_segment(PyObject *Py_UNUSED(m), PyObject *args) {
+    Py_buffer pkt;
+    int mss;
+    if (!PyArg_ParseTuple(args, "y*i", &pkt, &mss)) return NULL;
+    PyObject *list = NULL;
+    uint8_t *segs = PyMem_Malloc((size_t)MAX_SEGMENTS * SEG_BUF);
+    int lens[MAX_SEGMENTS];
+    if (!segs) { PyErr_NoMemory(); goto out; }
+    int count = mss > 0 && mss < 65536
+                    ? segment_tcp(pkt.buf, (size_t)pkt.len, (uint16_t)mss, segs, lens) : -1;
+    if (count < 0) { PyErr_SetString(PyExc_ValueError, "not a segmentable TCP packet"); goto out; }
+    list = PyList_New(count);
+    if (!list) goto out;
+    for (int i = 0; i < count; i++) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)segs + (size_t)i * SEG_BUF, lens[i]);
+        if (!b) { Py_CLEAR(list); goto out; }
+        PyList_SET_ITEM(list, i, b);
+    }
+out:
+    PyMem_Free(segs);
+    PyBuffer_Release(&pkt);
+    return list;
+}
+
+static PyMethodDef module_methods[] = {
+    {"segment", module_segment, METH_VARARGS, "cut a TCP super-packet into MSS-sized segments"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "mesh._fastpath", "lispmesh fast data path", -1, NULL,
+    PyModuleDef_HEAD_INIT, "mesh._fastpath", "lispmesh fast data path", -1, module_methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {

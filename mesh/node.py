@@ -37,6 +37,9 @@ log = logging.getLogger("lispmesh.node")
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 IP_FREEBIND = 15
 IPV6_FREEBIND = 78
+IP_MTU_DISCOVER = 10
+IPV6_MTU_DISCOVER = 23
+IP_PMTUDISC_DO = 2
 SOCKET_BUFFER = 4 * 1024 * 1024  # several MB, or datagrams drop under load (platform.md)
 TICK_SECONDS = 0.1
 READ_BATCH = 256  # packets drained per readiness event, so one busy fd cannot starve the rest
@@ -67,11 +70,15 @@ def udp_socket(address: IpAddress, port: int, device: str | None) -> socket.sock
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # FREEBIND: an uplink that is down at start (no address yet) must not stop the node.
+        # DF on every datagram (also GSO segments): the underlay is never fragmented; an MTU
+        # problem shows up as an error instead of as fragments.
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IP_PMTUDISC_DO)
         if device:
             # Pin the socket to its uplink: the RLOC picks the interface, not the routing table.
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())

@@ -62,6 +62,7 @@ class XtrSpec:
     eid_prefixes: list[str] | None = None  # default: 10.1.I.0/24 and fd00:1:I::/64
     security: dict[str, Any] = field(default_factory=dict)
     via: str | None = None  # an extra node standing between this xTR's uplinks and `ul`
+    dataplane: str = "auto"  # "c", "python" or "auto" (the node config's `dataplane`)
 
     @property
     def name(self) -> str:
@@ -147,6 +148,7 @@ class OverlayLab:
                     "ca": str(ident / "ca.crt"),
                 },
                 "security": spec.security,
+                "dataplane": spec.dataplane,
                 "xtr": {
                     "tun": "lm0",
                     "eid_prefixes": prefixes,
