@@ -19,6 +19,7 @@ def test_the_c_data_path_is_built() -> None:
     # The test command installs the package, which compiles mesh/_fastpath.c: it must be there.
     assert fastpath.available(), "mesh._fastpath is not built (needs gcc and libssl-dev)"
 
+
 SUITES = [(CS_AES128_GCM, 16), (CS_CHACHA20_POLY1305, 32)]
 
 
@@ -39,7 +40,8 @@ def test_c_and_python_seal_byte_identical_packets(suite: int, key_len: int) -> N
     engine = _engine()
     engine.set_path(7, suite, key, salt, header, 41)  # type: ignore[attr-defined]
     reference = PacketCipher(suite, key, 2, salt)
-    for counter, size in zip(range(42, 52), (0, 1, 15, 16, 17, 100, 500, 1000, 1300, 1360)):
+    sizes = (0, 1, 15, 16, 17, 100, 500, 1000, 1300, 1360)
+    for counter, size in zip(range(42, 52), sizes, strict=True):
         inner = _inner(size)
         sealed_c = engine.seal_one(7, inner)  # type: ignore[attr-defined]
         assert sealed_c == reference.seal(header, inner, counter)
