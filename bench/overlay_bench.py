@@ -637,7 +637,8 @@ def capture(
                     got[name].append(
                         (
                             addr[2] == PACKET_OUTGOING,
-                            gso_size if gso_type == GSO_UDP_L4 else 0,
+                            # UDP GSO on the underlay, TCP TSO (types 1 and 4) on the TUN
+                            gso_size if gso_type in (GSO_UDP_L4, 1, 4) else 0,
                             frame,
                             now,
                         )

@@ -68,6 +68,7 @@ REJECT_AFTER_COUNTER: Final = 2**32
 REJECT_AFTER_SECONDS: Final = 3 * REKEY_AFTER_SECONDS
 
 _COUNTER: Final = struct.Struct("!Q")
+_IV: Final = struct.Struct("!4sQ")  # salt || counter
 
 
 class CryptoError(ValueError):
@@ -151,10 +152,9 @@ def derive_key_material(local: EcdhKeyPair, remote_public: bytes) -> bytes:
 def derive_data_key(local: EcdhKeyPair, remote_public: bytes, cipher_suite: int) -> bytes:
     """The AEAD key for `cipher_suite`: material[0:16] for AES-128-GCM (lispers.net's encrypt
     key), all 32 bytes for ChaCha20-Poly1305 (which needs a 256-bit key; our own choice)."""
+    check_suite(cipher_suite)
     material = derive_key_material(local, remote_public)
-    if check_suite(cipher_suite) == CS_AES128_GCM:
-        return material[:16]
-    return material
+    return material[:16] if cipher_suite == CS_AES128_GCM else material
 
 
 def with_key_id(header: bytes, key_id: int) -> bytes:
@@ -207,7 +207,7 @@ class PacketCipher:
         if header[0] & KEY_ID_MASK != self.key_id:
             header = with_key_id(header, self.key_id)
         try:
-            iv = self._salt + _COUNTER.pack(counter)
+            iv = _IV.pack(self._salt, counter)
         except struct.error:
             raise CryptoError(f"counter {counter} outside 0..2**64-1", "exhausted") from None
         return header + iv + self._aead.encrypt(iv, inner, header)

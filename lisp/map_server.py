@@ -386,6 +386,27 @@ class _Allowance:
     length: int
 
 
+def _allowance_tables(sites: Iterable[Site]) -> dict[tuple[int, int], _PrefixTable[_Allowance]]:
+    """Who may register what, by (instance-id, family); ValueError on a name or prefix clash."""
+    tables: dict[tuple[int, int], _PrefixTable[_Allowance]] = {}
+    names: set[str] = set()
+    for site in sites:
+        if site.name in names:
+            raise ValueError(f"two sites are named {site.name!r}")
+        names.add(site.name)
+        for iid, prefix in site.allowed:
+            table = tables.setdefault((iid, prefix.version), _PrefixTable())
+            net, length = int(prefix.network_address), prefix.prefixlen
+            other = table.get(net, length)
+            if other is not None:
+                raise ValueError(
+                    f"EID-prefix [{iid}]{prefix} is allowed for both site "
+                    f"{other.site.name!r} and site {site.name!r}"
+                )
+            table.put(net, length, _Allowance(site, length))
+    return tables
+
+
 class MapServer:
     """Registrations in, Map-Notifies, Map-Replies and forwarded Map-Requests out.
 
@@ -436,23 +457,40 @@ class MapServer:
         # Per site: Map-Register nonce -> until when it counts as a replay.
         self._nonces: dict[str, dict[int, float]] = {}
         self._next_nonce_sweep = 0.0
-        names: set[str] = set()
-        for site in self.sites:
-            if site.name in names:
-                raise ValueError(f"two sites are named {site.name!r}")
-            names.add(site.name)
-            for iid, prefix in site.allowed:
-                key = (iid, prefix.version)
-                table = self._allowed.setdefault(key, _PrefixTable())
-                net, length = int(prefix.network_address), prefix.prefixlen
-                other = table.get(net, length)
-                if other is not None:
-                    raise ValueError(
-                        f"EID-prefix [{iid}]{prefix} is allowed for both site "
-                        f"{other.site.name!r} and site {site.name!r}"
-                    )
-                table.put(net, length, _Allowance(site, length))
-                self._bound_set(key).add(net, length)
+        self._allowed = _allowance_tables(self.sites)
+        self._add_bounds(self._allowed)
+
+    def replace_sites(self, sites: Iterable[Site], now: float) -> list[Registration]:
+        """Take a new set of sites (new keys, new allowances, sites added or removed) without
+        losing the registrations that stay valid. Registrations of a removed site, or whose
+        prefix now belongs to another site or to none, are withdrawn and returned. A bad set
+        (duplicate names or allowances) raises ValueError and changes nothing."""
+        new_sites = tuple(sites)
+        allowed = _allowance_tables(new_sites)
+        by_name = {site.name: site for site in new_sites}
+        self.sites, self._allowed = new_sites, allowed
+        withdrawn: list[Registration] = []
+        for reg in self.registrations():
+            site = by_name.get(reg.site.name)
+            allowance = self._allowance(reg.iid, reg.version, reg.net, reg.length)
+            if site is None or allowance is None or allowance.site is not site:
+                self._registered[(reg.iid, reg.version)].remove(reg.net, reg.length)
+                withdrawn.append(reg)
+            else:
+                reg.site = site  # its new keys and flags
+        self._bounds = {}
+        self._add_bounds(allowed)
+        self._add_bounds(self._registered)
+        for name in [n for n in self._nonces if n not in by_name]:
+            del self._nonces[name]
+        self.counters["withdrawn"] += len(withdrawn)
+        return withdrawn
+
+    def _add_bounds(self, tables: Mapping[tuple[int, int], _PrefixTable[Any]]) -> None:
+        for key, table in tables.items():
+            for length, bucket in table.by_len.items():
+                for net in bucket:
+                    self._bound_set(key).add(net, length)
 
     # -- dispatch ---------------------------------------------------------------------------
 

@@ -1,4 +1,9 @@
-"""`lispmesh node ...`: run a node, and ask a running node how it is doing."""
+"""`lispmesh node ...`: join the mesh, run a node, and ask a running node how it is doing.
+
+`node run --config FILE` runs a node from its own config file; without --config the node is
+controller-managed (node/agent.py): it joins on first boot (--controller, --token) and reuses
+its identity from the state dir on every later boot.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,10 @@ def _run(args: argparse.Namespace) -> int:
     from mesh.config import ConfigError, load_config
     from mesh.node import NodeRuntime, NodeSetupError
 
+    if not args.config:
+        from node.agent_cli import run_managed
+
+        return run_managed(args)
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
@@ -44,6 +53,14 @@ def control_socket_path(args: argparse.Namespace) -> Path:
     """Which node to ask: --socket, else --config's node, else the only node running here."""
     if getattr(args, "socket", None):
         return Path(args.socket)
+    if getattr(args, "state_dir", None):
+        from node.state import StateDir, StateError
+
+        try:
+            name = StateDir(Path(args.state_dir)).load_enrollment().name
+        except StateError as exc:
+            raise _fail(str(exc)) from None
+        return Path(args.run_dir) / f"{name}.sock"
     if getattr(args, "config", None):
         from mesh.config import ConfigError, load_config
 
@@ -83,15 +100,27 @@ def _status(args: argparse.Namespace) -> int:
 def add_target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", help="the node's control socket")
     parser.add_argument("--config", help="the node's config file (to find its socket)")
+    parser.add_argument("--state-dir", help="a controller-managed node's state dir")
+    parser.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR), help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     node = subparsers.add_parser("node", help="run a lispmesh node and inspect it")
     sub = node.add_subparsers(dest="node_command", metavar="COMMAND")
-    run = sub.add_parser("run", help="run a node from its config file (foreground)")
-    run.add_argument("--config", required=True, help="node config file (YAML)")
-    run.add_argument("--log-level", help="debug, info, warning (default from the config)")
+    from node.agent_cli import add_join_options, add_run_options, join
+
+    join_parser = sub.add_parser("join", help="enroll this machine with the controller (once)")
+    add_join_options(join_parser)
+    join_parser.add_argument("--force", action="store_true", help="join again as a new node")
+    join_parser.set_defaults(handler=join)
+    run = sub.add_parser(
+        "run",
+        help="run a node: controller-managed (joins on first boot), or from --config FILE",
+    )
+    run.add_argument("--config", help="node config file (YAML): a node without a controller")
+    add_join_options(run)
+    add_run_options(run, DEFAULT_RUN_DIR)
     run.set_defaults(handler=_run)
     status = sub.add_parser("status", help="state and drop counters of a running node")
     add_target_options(status)

@@ -15,6 +15,15 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
     crypto = "on" if status.get("encryption") else "[red]OFF[/red]"
     auth = "authenticated" if status.get("authenticated_key_exchange") else "[red]interop[/red]"
     console.print(f"encryption: {crypto} ({auth} key exchange)")
+    agent = status.get("agent")
+    if agent:
+        state = agent["controller"]
+        shown = f"[yellow]{state}[/yellow]" if agent["controller_state"] != "connected" else state
+        console.print(f"controller {agent['controller_address']}: {shown}")
+        console.print(
+            f"desired state: v{agent['applied_version']} ({agent['config_source']})"
+            + (f"  [red]{agent['apply_error']}[/red]" if agent["apply_error"] else "")
+        )
     xtr = status.get("xtr")
     if xtr:
         console.print(f"EIDs: {', '.join(xtr['eid_prefixes'])}  iid {xtr['instance_id']}")

@@ -30,6 +30,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshLab]:
         name_prefix_hint(),
         token_uses=3,
         controller_flags="--rekey-after 3",
+        node_flags="--backoff-cap 2",  # production: 30 s,
     )
     built.deploy()
     built.deployed_at = time.monotonic()  # type: ignore[attr-defined]
@@ -69,6 +70,18 @@ def test_nodes_join_and_reach_each_other(lab: MeshLab) -> None:
     assert len(nodes) == 3 and all(n["state"] == "online" for n in nodes.values())
     prefixes = [p for n in nodes.values() for p in n["eid_prefixes"]]
     assert len(set(prefixes)) == 6  # no two nodes share an EID prefix
+    # Each node reports its uplinks and peers; the map-server holds exactly its registrations.
+    topology = wait_for(partial(_reported, lab), 15, "status reports with peers and uplinks")
+    for entry in topology["nodes"]:
+        assert len(entry["peers"]) == 2 and entry["node"]["uplinks"][0]["interface"] == "eth1"
+        registered = {r["eid"]["prefix"] for r in entry["registrations"]}
+        assert registered == set(entry["node"]["eid_prefixes"])
+
+
+def _reported(lab: MeshLab) -> dict[str, object] | None:
+    topology = lab.admin("topology")
+    done = all(len(e["peers"]) == 2 and e["node"]["uplinks"] for e in topology["nodes"])
+    return topology if done else None
 
 
 def test_controller_restart_loses_nothing(lab: MeshLab) -> None:

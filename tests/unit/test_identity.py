@@ -111,6 +111,31 @@ def test_load_round_trip_and_refusals(tmp_path: Path, ca: CertificateAuthority) 
         NodeIdentity.load_or_create(tmp_path / "x", "../etc")
 
 
+def test_actionable_file_errors(tmp_path: Path, ca: CertificateAuthority) -> None:
+    with pytest.raises(IdentityError, match="cannot be read"):
+        ident.read_private_key(tmp_path / "missing.key")
+    with pytest.raises(IdentityError, match="cannot be read"):
+        ident.read_certificate(tmp_path / "missing.crt")
+    (tmp_path / "junk.crt").write_text("not a certificate")
+    with pytest.raises(IdentityError, match=r"not a PEM X\.509 certificate"):
+        ident.read_certificate(tmp_path / "junk.crt")
+    node(tmp_path, ca, "b", EIDS_B)
+    (tmp_path / "b" / "node.key").unlink()
+    NodeIdentity.load_or_create(tmp_path / "c", "c")
+    os.replace(tmp_path / "c" / "node.key", tmp_path / "b" / "node.key")
+    with pytest.raises(IdentityError, match="is not the certificate of"):
+        NodeIdentity.load_or_create(tmp_path / "b", "b")
+
+
+def test_transcript_out_of_range_is_identity_error() -> None:
+    with pytest.raises(IdentityError, match="cannot be encoded"):
+        transcript(nonce=2**64).encode()
+    with pytest.raises(IdentityError, match="cannot be encoded"):
+        transcript(eids=((-1, ip_network("10.0.0.0/8")),)).encode()
+    with pytest.raises(IdentityError, match="role"):
+        transcript(role="other").encode()
+
+
 def test_node_certificate_contents(tmp_path: Path, ca: CertificateAuthority) -> None:
     a = node(tmp_path, ca, "node-a", EIDS_A, rlocs=[ip_network("192.0.2.0/24")])
     cert = a.certificate

@@ -1,0 +1,73 @@
+"""The admin side of the CLI: an mTLS channel with the admin certificate, one call per command.
+
+The admin certificate, the CA and the controller's address are read from the controller's state
+dir (`admin.crt`, `admin.key`, `ca.crt`, `controller.json`) unless given explicitly, so on the
+controller machine `lispmesh controller node list` just works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from controller_api.client import credentials, explain, sync_channel
+from controller_api.gen.lispmesh.v1 import admin_pb2_grpc
+from controller_api.server import read_info
+
+T = TypeVar("T")
+RPC_TIMEOUT = 10.0
+
+
+class AdminError(Exception):
+    """One line for the operator."""
+
+
+@dataclass(frozen=True)
+class AdminTarget:
+    address: str
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AdminError(
+            f"cannot read the {what} {path}: {exc.strerror} (run on the controller machine, "
+            "or give --admin-cert/--admin-key/--ca-cert)"
+        ) from None
+
+
+def resolve_target(
+    state_dir: Path,
+    controller: str | None,
+    admin_cert: str | None,
+    admin_key: str | None,
+    ca_cert: str | None,
+) -> AdminTarget:
+    info = read_info(state_dir)
+    address = controller or info.get("api_address") or "127.0.0.1:7444"
+    return AdminTarget(
+        address=address,
+        ca_pem=_read(Path(ca_cert) if ca_cert else state_dir / "ca.crt", "controller CA"),
+        cert_pem=_read(Path(admin_cert) if admin_cert else state_dir / "admin.crt", "admin cert"),
+        key_pem=_read(Path(admin_key) if admin_key else state_dir / "admin.key", "admin key"),
+    )
+
+
+def call(target: AdminTarget, method: Callable[[Any], Callable[..., T]], request: Any) -> T:
+    """`method(stub)(request)` over a fresh channel; AdminError with one line on failure."""
+    creds = credentials(target.ca_pem, target.cert_pem, target.key_pem)
+    with sync_channel(target.address, creds) as channel:
+        stub_class: Any = admin_pb2_grpc.AdminStub  # generated, untyped
+        stub = stub_class(channel)
+        try:
+            return method(stub)(request, timeout=RPC_TIMEOUT)
+        except grpc.RpcError as exc:
+            raise AdminError(str(explain(exc, target.address))) from None

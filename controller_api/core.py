@@ -1,0 +1,148 @@
+"""The controller's operations, shared by its gRPC services: desired states, revocation, change
+notifications to Watch streams, and the views the Admin API returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from controller_api.desired import build, versioned
+from controller_api.embedded_ms import EmbeddedMapServer, site_name
+from controller_api.gen.lispmesh.v1 import admin_pb2, common_pb2, config_pb2
+from controller_api.settings import ControllerSettings, Pools, rfc3339
+from controller_api.store import NodeRow, Store, TokenRow
+
+
+class ControllerCore:
+    def __init__(
+        self,
+        store: Store,
+        settings: ControllerSettings,
+        pools: Pools,
+        advertise: str,
+        map_server: EmbeddedMapServer | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.pools = pools
+        self.advertise = advertise
+        self.map_server = map_server
+        self.clock = clock
+        self.streams: Counter[str] = Counter()  # node id -> open Watch streams
+        self._changed: dict[str, asyncio.Event] = {}
+
+    # ------------------------------------------------------------------ desired state
+
+    def desired_state(self, node: NodeRow) -> config_pb2.DesiredState:
+        return versioned(self.store, build(node, self.settings, self.pools, self.advertise))
+
+    async def wait_change(self, node_id: str, timeout: float) -> None:
+        event = self._changed.setdefault(node_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    def notify(self, node_id: str) -> None:
+        event = self._changed.pop(node_id, None)
+        if event is not None:
+            event.set()
+
+    def sync_map_server(self) -> int:
+        if self.map_server is None:
+            return 0
+        return self.map_server.set_nodes(self.store.list_nodes())
+
+    def node_enrolled(self, node: NodeRow) -> None:
+        self.sync_map_server()
+
+    def revoke(self, node: NodeRow) -> NodeRow:
+        revoked = self.store.revoke_node(node.node_id, self.clock())
+        assert revoked is not None
+        self.sync_map_server()  # its site goes, and with it its registrations
+        self.notify(node.node_id)
+        return revoked
+
+    # ------------------------------------------------------------------ views
+
+    def node_state(self, node: NodeRow) -> str:
+        if node.revoked:
+            return "revoked"
+        if self.streams[node.node_id] > 0:
+            return "online"
+        return "enrolled" if node.last_seen is None else "offline"
+
+    def node_info(self, node: NodeRow) -> admin_pb2.NodeInfo:
+        uplinks = [
+            common_pb2.Uplink(
+                interface=u.get("interface", ""),
+                address=u.get("address", ""),
+                up=bool(u.get("up")),
+            )
+            for u in node.status.get("uplinks", [])
+        ]
+        return admin_pb2.NodeInfo(
+            node_id=node.node_id,
+            name=node.name,
+            instance_id=node.instance_id,
+            eid_prefixes=[str(node.eid4), str(node.eid6)],
+            tags=list(node.tags),
+            state=self.node_state(node),
+            enrolled_at=rfc3339(node.enrolled_at),
+            revoked_at=rfc3339(node.revoked_at),
+            last_seen=rfc3339(node.last_seen),
+            config_version=node.config_version,
+            applied_version=node.applied_version,
+            uplinks=uplinks,
+            token_id=node.token_id or "",
+        )
+
+    def node_detail(self, node: NodeRow) -> admin_pb2.NodeDetail:
+        return admin_pb2.NodeDetail(
+            node=self.node_info(node),
+            certificate_fingerprint=node.cert_fp,
+            certificate_not_after=rfc3339(node.cert_not_after),
+            status_json=json.dumps(node.status, sort_keys=True),
+            metrics_json=json.dumps(node.metrics, sort_keys=True),
+            apply_error=node.apply_error,
+        )
+
+    def token_info(self, token: TokenRow) -> admin_pb2.TokenInfo:
+        return admin_pb2.TokenInfo(
+            token_id=token.token_id,
+            created_at=rfc3339(token.created_at),
+            expires_at=rfc3339(token.expires_at),
+            max_uses=token.max_uses,
+            uses=token.uses,
+            tags=list(token.tags),
+            description=token.description,
+            revoked_at=rfc3339(token.revoked_at),
+            state=token.state(self.clock()),
+        )
+
+    def topology(self) -> admin_pb2.Topology:
+        registrations = self.map_server.registrations() if self.map_server else {}
+        nodes = []
+        for node in self.store.list_nodes():
+            regs = [
+                admin_pb2.Registration(
+                    eid=common_pb2.EidPrefix(instance_id=r["iid"], prefix=r["eid_prefix"]),
+                    rlocs=[rloc["address"] for rloc in r["rlocs"]],
+                    expires_in=r["expires_in"],
+                )
+                for r in registrations.get(site_name(node), [])
+            ]
+            peers = sorted({p.get("name", "") for p in node.status.get("peers", [])} - {""})
+            nodes.append(
+                admin_pb2.TopologyNode(node=self.node_info(node), registrations=regs, peers=peers)
+            )
+        port = self.settings.map_server_port
+        return admin_pb2.Topology(
+            controller_address=f"{self.advertise}:{self.settings.listen_port}",
+            map_servers=[f"{self.advertise}:{port}"] if self.map_server else [],
+            eid_pools=[str(self.pools.pool4), str(self.pools.pool6)],
+            nodes=nodes,
+        )

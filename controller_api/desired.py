@@ -1,0 +1,71 @@
+"""The desired state of one node: built from its row and the controller's settings, versioned.
+
+The version is bumped exactly when the document changes (its deterministic serialization is
+hashed and compared with the stored hash), so it is monotonic per node and survives restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from ipaddress import IPv4Network, IPv6Network
+
+from controller_api.gen.lispmesh.v1 import config_pb2
+from controller_api.settings import ControllerSettings, Pools
+from controller_api.store import NodeRow, Store
+
+
+def first_host(prefix: IPv4Network | IPv6Network) -> str:
+    return str(prefix.network_address + 1)
+
+
+def build(
+    node: NodeRow,
+    settings: ControllerSettings,
+    pools: Pools,
+    map_server_address: str,
+) -> config_pb2.DesiredState:
+    """The document without its version."""
+    if node.revoked:
+        return config_pb2.DesiredState(node_id=node.node_id, node_name=node.name, revoked=True)
+    timers = settings.timers
+    prefixes: list[IPv4Network | IPv6Network] = [node.eid4, node.eid6]
+    return config_pb2.DesiredState(
+        node_id=node.node_id,
+        node_name=node.name,
+        instance_id=node.instance_id,
+        eid_prefixes=[str(p) for p in prefixes],
+        eid_addresses=[first_host(p) for p in prefixes],
+        overlay_routes=[str(pools.pool4), str(pools.pool6)],
+        map_servers=[
+            config_pb2.MapServer(
+                address=map_server_address,
+                port=settings.map_server_port,
+                key_id=0,
+                site_key=node.site_key,
+            )
+        ],
+        map_resolvers=[map_server_address],
+        security=config_pb2.Security(
+            encryption=True,
+            cipher_suite=settings.cipher_suite,
+            rekey_after_packets=100_000_000,
+            rekey_after_seconds=settings.rekey_after_seconds,
+        ),
+        timers=config_pb2.Timers(
+            register_interval=timers.register_interval,
+            register_ttl_minutes=timers.register_ttl_minutes,
+            probe_interval=timers.probe_interval,
+            probe_dead_after=timers.probe_dead_after,
+            map_request_retry=timers.map_request_retry,
+        ),
+        mtu=settings.mtu,
+    )
+
+
+def versioned(store: Store, document: config_pb2.DesiredState) -> config_pb2.DesiredState:
+    """`document` with its version (bumped in the store if the content changed)."""
+    digest = hashlib.sha256(document.SerializeToString(deterministic=True)).hexdigest()
+    out = config_pb2.DesiredState()
+    out.CopyFrom(document)
+    out.version = store.set_config_hash(document.node_id, digest)
+    return out

@@ -1,0 +1,219 @@
+"""Enrollment: a join token or an onboarding certificate, plus a CSR, becomes a node.
+
+One transaction checks the credential, allocates the name, slot and EID prefixes, issues the
+certificate and counts the token use, so a crash or a race never leaves half a node or a token
+used twice. Enrolling again with the same key and token (an answer lost on the way) returns the
+same node without counting another use.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from controller_api import pki
+from controller_api.gen.lispmesh.v1 import common_pb2, enrollment_pb2
+from controller_api.settings import ControllerSettings, Pools, rfc3339
+from controller_api.store import NewNode, NodeRow, PoolExhausted, Store
+from controller_api.tokens import TokenFormatError, display_id, parse_token, secret_matches
+from mesh.identity import IdentityError
+
+
+class EnrollmentError(Exception):
+    """Refused. `code` maps to a gRPC status; the message is one line for the node's operator."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # "invalid", "unauthenticated", "denied", "exhausted"
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    node: NodeRow
+    certificate_pem: bytes
+
+
+def clean_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", text.strip())
+    name = re.sub(r"^[^A-Za-z0-9]+", "", name)[:48]
+    return name or "node"
+
+
+class Enroller:
+    def __init__(
+        self,
+        store: Store,
+        ca_pki: pki.ControllerPki,
+        settings: ControllerSettings,
+        pools: Pools,
+        onboarding_cas: list[x509.Certificate] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.pki = ca_pki
+        self.settings = settings
+        self.pools = pools
+        self.onboarding_cas = onboarding_cas or []
+        self.clock = clock
+        self.api_port = 0  # set once the server is bound
+
+    def enroll(self, request: enrollment_pb2.EnrollRequest) -> enrollment_pb2.EnrollResponse:
+        try:
+            public_key = pki.parse_csr(request.csr_der)
+        except IdentityError as exc:
+            raise EnrollmentError("invalid", exc.reason) from None
+        credential = request.WhichOneof("credential")
+        if credential == "join_token":
+            enrolled = self._with_token(request, public_key)
+        elif credential == "onboarding":
+            enrolled = self._with_onboarding(request, public_key)
+        else:
+            raise EnrollmentError("unauthenticated", "no join token or onboarding certificate")
+        return self.response(enrolled)
+
+    def response(self, enrolled: Enrolled) -> enrollment_pb2.EnrollResponse:
+        node = enrolled.node
+        return enrollment_pb2.EnrollResponse(
+            node_id=node.node_id,
+            node_name=node.name,
+            certificate_pem=enrolled.certificate_pem,
+            ca_certificate_pem=self.pki.ca_pem,
+            instance_id=node.instance_id,
+            eid_prefixes=[
+                common_pb2.EidPrefix(instance_id=node.instance_id, prefix=str(p))
+                for p in (node.eid4, node.eid6)
+            ],
+            tags=list(node.tags),
+            api_port=self.api_port,
+        )
+
+    # ------------------------------------------------------------------ credentials
+
+    def _with_token(
+        self, request: enrollment_pb2.EnrollRequest, public_key: ec.EllipticCurvePublicKey
+    ) -> Enrolled:
+        try:
+            token = parse_token(request.join_token)
+        except TokenFormatError as exc:
+            raise EnrollmentError("invalid", str(exc)) from None
+        shown = display_id(token.token_id)
+        key_fp = pki.public_key_fingerprint(public_key)
+        now = self.clock()
+        with self.store.transaction() as conn:
+            row = self.store.get_token(token.token_id)
+            if row is None or not secret_matches(token.secret, row.secret_sha256):
+                raise EnrollmentError("unauthenticated", f"token {shown} is not valid here")
+            again = self.store.node_by_public_key(key_fp)
+            if again is not None and again.token_id == row.token_id:
+                return Enrolled(again, again.cert_pem.encode())
+            state = row.state(now)
+            if state == "revoked":
+                raise EnrollmentError(
+                    "denied", f"token {shown} was revoked at {rfc3339(row.revoked_at)}"
+                )
+            if state == "expired":
+                raise EnrollmentError(
+                    "denied", f"token {shown} expired at {rfc3339(row.expires_at)}"
+                )
+            if state == "used-up":
+                raise EnrollmentError(
+                    "denied", f"token {shown} is used up ({row.uses} of {row.max_uses} uses)"
+                )
+            new = self._new_node(request, request.requested_name, row.tags, key_fp)
+            new = NewNode(**{**new.__dict__, "token_id": row.token_id})
+            enrolled = self._create(conn, new, public_key, now)
+            self.store.use_token(conn, row.token_id)
+        return enrolled
+
+    def _with_onboarding(
+        self, request: enrollment_pb2.EnrollRequest, public_key: ec.EllipticCurvePublicKey
+    ) -> Enrolled:
+        if not self.onboarding_cas:
+            raise EnrollmentError(
+                "unauthenticated", "this controller accepts no onboarding certificates"
+            )
+        cred = request.onboarding
+        try:
+            device = pki.verify_onboarding(
+                self.onboarding_cas, cred.certificate_der, request.csr_der, cred.csr_signature
+            )
+        except IdentityError as exc:
+            raise EnrollmentError("unauthenticated", exc.reason) from None
+        key_fp = pki.public_key_fingerprint(public_key)
+        now = self.clock()
+        with self.store.transaction() as conn:
+            known = self.store.node_by_onboarding(device.fingerprint)
+            if known is not None and known.revoked:
+                raise EnrollmentError(
+                    "denied",
+                    f"node {known.name} (this onboarding certificate) was revoked at "
+                    f"{rfc3339(known.revoked_at)}",
+                )
+            if known is not None:
+                # A device wiped and re-enrolled: same node and EIDs, a certificate for its new key.
+                cert = self._issue(known.name, public_key, known.eid4, known.eid6)
+                self.store.replace_certificate(
+                    conn, known.node_id, pki.pem(cert).decode(), pki.fingerprint(cert),
+                    cert.not_valid_after_utc.timestamp(), key_fp,
+                )  # fmt: skip
+                node = self.store.get_node(known.node_id)
+                assert node is not None
+                return Enrolled(node, pki.pem(cert))
+            wish = request.requested_name or device.common_name
+            new = self._new_node(request, wish, self.settings.onboarding_tags, key_fp)
+            new = NewNode(**{**new.__dict__, "onboarding_fp": device.fingerprint})
+            return self._create(conn, new, public_key, now)
+
+    # ------------------------------------------------------------------ the node
+
+    def _new_node(
+        self,
+        request: enrollment_pb2.EnrollRequest,
+        wish: str,
+        tags: tuple[str, ...],
+        key_fp: str,
+    ) -> NewNode:
+        return NewNode(
+            node_id=secrets.token_hex(6),
+            requested_name=clean_name(wish or request.hostname or "node"),
+            instance_id=self.settings.instance_id,
+            tags=tags,
+            token_id=None,
+            onboarding_fp=None,
+            public_key_fp=key_fp,
+            site_key=secrets.token_urlsafe(24),
+            hostname=request.hostname[:255],
+        )
+
+    def _issue(
+        self, name: str, key: ec.EllipticCurvePublicKey, eid4: IPv4Network, eid6: IPv6Network
+    ) -> x509.Certificate:
+        iid = self.settings.instance_id
+        return self.pki.ca.issue(name, key, [(iid, eid4), (iid, eid6)])
+
+    def _create(
+        self, conn: sqlite3.Connection, new: NewNode, key: ec.EllipticCurvePublicKey, now: float
+    ) -> Enrolled:
+        p = self.pools
+        try:
+            name, slot, eid4, eid6 = self.store.allocate_node(
+                conn, new, p.pool4, p.len4, p.pool6, p.len6
+            )
+        except PoolExhausted as exc:
+            raise EnrollmentError("exhausted", str(exc)) from None
+        cert = self._issue(name, key, eid4, eid6)
+        self.store.insert_node(
+            conn, new, name, slot, (eid4, eid6), pki.pem(cert).decode(),
+            pki.fingerprint(cert), cert.not_valid_after_utc.timestamp(), now,
+        )  # fmt: skip
+        node = self.store.get_node(new.node_id)
+        assert node is not None
+        return Enrolled(node, pki.pem(cert))

@@ -1,0 +1,173 @@
+# mypy: ignore-errors
+from controller_api.gen.lispmesh.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class NodeInfo(_message.Message):
+    __slots__ = ("node_id", "name", "instance_id", "eid_prefixes", "tags", "state", "enrolled_at", "revoked_at", "last_seen", "config_version", "applied_version", "uplinks", "token_id")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    EID_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPLINKS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    name: str
+    instance_id: int
+    eid_prefixes: _containers.RepeatedScalarFieldContainer[str]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    state: str
+    enrolled_at: str
+    revoked_at: str
+    last_seen: str
+    config_version: int
+    applied_version: int
+    uplinks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Uplink]
+    token_id: str
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., enrolled_at: _Optional[str] = ..., revoked_at: _Optional[str] = ..., last_seen: _Optional[str] = ..., config_version: _Optional[int] = ..., applied_version: _Optional[int] = ..., uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., token_id: _Optional[str] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ("include_revoked",)
+    INCLUDE_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    include_revoked: bool
+    def __init__(self, include_revoked: _Optional[bool] = ...) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class DescribeNodeRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class NodeDetail(_message.Message):
+    __slots__ = ("node", "certificate_fingerprint", "certificate_not_after", "status_json", "metrics_json", "apply_error")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_JSON_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    APPLY_ERROR_FIELD_NUMBER: _ClassVar[int]
+    node: NodeInfo
+    certificate_fingerprint: str
+    certificate_not_after: str
+    status_json: str
+    metrics_json: str
+    apply_error: str
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ..., certificate_fingerprint: _Optional[str] = ..., certificate_not_after: _Optional[str] = ..., status_json: _Optional[str] = ..., metrics_json: _Optional[str] = ..., apply_error: _Optional[str] = ...) -> None: ...
+
+class RevokeNodeRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("ttl_seconds", "max_uses", "tags", "description")
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_USES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ttl_seconds: float
+    max_uses: int
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    def __init__(self, ttl_seconds: _Optional[float] = ..., max_uses: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("token_id", "created_at", "expires_at", "max_uses", "uses", "tags", "description", "revoked_at", "state")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    MAX_USES_FIELD_NUMBER: _ClassVar[int]
+    USES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    created_at: str
+    expires_at: str
+    max_uses: int
+    uses: int
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    revoked_at: str
+    state: str
+    def __init__(self, token_id: _Optional[str] = ..., created_at: _Optional[str] = ..., expires_at: _Optional[str] = ..., max_uses: _Optional[int] = ..., uses: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., revoked_at: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("token", "token_secret")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_SECRET_FIELD_NUMBER: _ClassVar[int]
+    token: TokenInfo
+    token_secret: str
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., token_secret: _Optional[str] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("token_id",)
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    def __init__(self, token_id: _Optional[str] = ...) -> None: ...
+
+class GetTopologyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Registration(_message.Message):
+    __slots__ = ("eid", "rlocs", "expires_in")
+    EID_FIELD_NUMBER: _ClassVar[int]
+    RLOCS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    eid: _common_pb2.EidPrefix
+    rlocs: _containers.RepeatedScalarFieldContainer[str]
+    expires_in: float
+    def __init__(self, eid: _Optional[_Union[_common_pb2.EidPrefix, _Mapping]] = ..., rlocs: _Optional[_Iterable[str]] = ..., expires_in: _Optional[float] = ...) -> None: ...
+
+class TopologyNode(_message.Message):
+    __slots__ = ("node", "registrations", "peers")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATIONS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    node: NodeInfo
+    registrations: _containers.RepeatedCompositeFieldContainer[Registration]
+    peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ..., registrations: _Optional[_Iterable[_Union[Registration, _Mapping]]] = ..., peers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Topology(_message.Message):
+    __slots__ = ("controller_address", "map_servers", "eid_pools", "nodes")
+    CONTROLLER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MAP_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    EID_POOLS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    controller_address: str
+    map_servers: _containers.RepeatedScalarFieldContainer[str]
+    eid_pools: _containers.RepeatedScalarFieldContainer[str]
+    nodes: _containers.RepeatedCompositeFieldContainer[TopologyNode]
+    def __init__(self, controller_address: _Optional[str] = ..., map_servers: _Optional[_Iterable[str]] = ..., eid_pools: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[_Union[TopologyNode, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,112 @@
+# mypy: ignore-errors
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class WatchRequest(_message.Message):
+    __slots__ = ("known_version",)
+    KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    known_version: int
+    def __init__(self, known_version: _Optional[int] = ...) -> None: ...
+
+class MapServer(_message.Message):
+    __slots__ = ("address", "port", "key_id", "site_key")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_KEY_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    port: int
+    key_id: int
+    site_key: str
+    def __init__(self, address: _Optional[str] = ..., port: _Optional[int] = ..., key_id: _Optional[int] = ..., site_key: _Optional[str] = ...) -> None: ...
+
+class Security(_message.Message):
+    __slots__ = ("encryption", "cipher_suite", "rekey_after_packets", "rekey_after_seconds")
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    CIPHER_SUITE_FIELD_NUMBER: _ClassVar[int]
+    REKEY_AFTER_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    REKEY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    encryption: bool
+    cipher_suite: str
+    rekey_after_packets: int
+    rekey_after_seconds: float
+    def __init__(self, encryption: _Optional[bool] = ..., cipher_suite: _Optional[str] = ..., rekey_after_packets: _Optional[int] = ..., rekey_after_seconds: _Optional[float] = ...) -> None: ...
+
+class Timers(_message.Message):
+    __slots__ = ("register_interval", "register_ttl_minutes", "probe_interval", "probe_dead_after", "map_request_retry")
+    REGISTER_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_TTL_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    PROBE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    PROBE_DEAD_AFTER_FIELD_NUMBER: _ClassVar[int]
+    MAP_REQUEST_RETRY_FIELD_NUMBER: _ClassVar[int]
+    register_interval: float
+    register_ttl_minutes: int
+    probe_interval: float
+    probe_dead_after: float
+    map_request_retry: float
+    def __init__(self, register_interval: _Optional[float] = ..., register_ttl_minutes: _Optional[int] = ..., probe_interval: _Optional[float] = ..., probe_dead_after: _Optional[float] = ..., map_request_retry: _Optional[float] = ...) -> None: ...
+
+class Policy(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Workload(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DesiredState(_message.Message):
+    __slots__ = ("version", "node_id", "node_name", "instance_id", "eid_prefixes", "eid_addresses", "overlay_routes", "map_servers", "map_resolvers", "security", "timers", "revoked", "mtu", "policies", "workloads")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    EID_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    EID_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_ROUTES_FIELD_NUMBER: _ClassVar[int]
+    MAP_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    MAP_RESOLVERS_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_FIELD_NUMBER: _ClassVar[int]
+    TIMERS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    node_id: str
+    node_name: str
+    instance_id: int
+    eid_prefixes: _containers.RepeatedScalarFieldContainer[str]
+    eid_addresses: _containers.RepeatedScalarFieldContainer[str]
+    overlay_routes: _containers.RepeatedScalarFieldContainer[str]
+    map_servers: _containers.RepeatedCompositeFieldContainer[MapServer]
+    map_resolvers: _containers.RepeatedScalarFieldContainer[str]
+    security: Security
+    timers: Timers
+    revoked: bool
+    mtu: int
+    policies: _containers.RepeatedCompositeFieldContainer[Policy]
+    workloads: _containers.RepeatedCompositeFieldContainer[Workload]
+    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., eid_addresses: _Optional[_Iterable[str]] = ..., overlay_routes: _Optional[_Iterable[str]] = ..., map_servers: _Optional[_Iterable[_Union[MapServer, _Mapping]]] = ..., map_resolvers: _Optional[_Iterable[str]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., revoked: _Optional[bool] = ..., mtu: _Optional[int] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ...) -> None: ...
+
+class AckRequest(_message.Message):
+    __slots__ = ("version", "ok", "error")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    ok: bool
+    error: str
+    def __init__(self, version: _Optional[int] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class AckResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,67 @@
+# mypy: ignore-errors
+from controller_api.gen.lispmesh.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Peer(_message.Message):
+    __slots__ = ("name", "eid_prefixes", "rloc")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EID_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    RLOC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    eid_prefixes: _containers.RepeatedScalarFieldContainer[str]
+    rloc: str
+    def __init__(self, name: _Optional[str] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., rloc: _Optional[str] = ...) -> None: ...
+
+class StatusReport(_message.Message):
+    __slots__ = ("uplinks", "peers", "map_cache_size", "drops", "applied_version", "registered", "agent_version")
+    class DropsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    UPLINKS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    MAP_CACHE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DROPS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    uplinks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Uplink]
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    map_cache_size: int
+    drops: _containers.ScalarMap[str, int]
+    applied_version: int
+    registered: bool
+    agent_version: str
+    def __init__(self, uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., map_cache_size: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., applied_version: _Optional[int] = ..., registered: _Optional[bool] = ..., agent_version: _Optional[str] = ...) -> None: ...
+
+class Metrics(_message.Message):
+    __slots__ = ("counters", "cpu_seconds", "rss_bytes", "uptime_seconds")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    counters: _containers.ScalarMap[str, int]
+    cpu_seconds: float
+    rss_bytes: int
+    uptime_seconds: float
+    def __init__(self, counters: _Optional[_Mapping[str, int]] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+
+class ReportAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,204 @@
+"""The controller's certificates: its CA (made on first start), its TLS server certificate, the
+admin client certificate the CLI uses, and the checks of what nodes send (CSRs, onboarding
+certificates).
+
+State-dir files: `ca/ca.crt` + `ca/ca.key` (0600), `server.crt` + `server.key` (0600, reissued
+at each start so it names the current addresses), `admin.crt` + `admin.key` (0600, made once).
+Clients reach the server under the fixed name `SERVER_NAME` (gRPC target-name override): the
+trust comes from the pinned CA, which issues that name to the controller only (node
+certificates carry URI names, never DNS names).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mesh.identity import (
+    CA_KEY_FILE,
+    CertificateAuthority,
+    IdentityError,
+    read_certificate,
+    read_private_key,
+    write_certificate,
+    write_private_key,
+)
+
+SERVER_NAME = "controller.lispmesh"
+ADMIN_URI_PREFIX = "lispmesh://admin/"
+CA_DIR = "ca"
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def public_key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _leaf(
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    san: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    days: int,
+) -> x509.Certificate:
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    end = min(start + dt.timedelta(days=days), ca.not_valid_after_utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+@dataclass
+class ControllerPki:
+    state_dir: Path
+    ca: CertificateAuthority
+    server_cert_pem: bytes  # server certificate followed by the CA: clients read the chain
+    server_key_pem: bytes
+
+    @property
+    def ca_pem(self) -> bytes:
+        return pem(self.ca.certificate)
+
+    @classmethod
+    def load_or_create(cls, state_dir: Path, addresses: list[str]) -> ControllerPki:
+        ca_dir = state_dir / CA_DIR
+        if (ca_dir / CA_KEY_FILE).exists():
+            ca = CertificateAuthority.load(ca_dir)
+        else:
+            ca = CertificateAuthority.create(ca_dir, "lispmesh controller CA")
+        ca_key = read_private_key(ca_dir / CA_KEY_FILE)
+        names: list[x509.GeneralName] = [
+            x509.DNSName(SERVER_NAME),
+            x509.DNSName("localhost"),
+            x509.DNSName(socket.gethostname()),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
+        for address in addresses:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(address)))
+            except ValueError:
+                names.append(x509.DNSName(address))
+        unique = list(dict.fromkeys(names))
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _leaf(ca.certificate, ca_key, key, SERVER_NAME, unique,
+                     ExtendedKeyUsageOID.SERVER_AUTH, 825)  # fmt: skip
+        write_private_key(state_dir / "server.key", key)
+        write_certificate(state_dir / "server.crt", cert)
+        if not (state_dir / "admin.key").exists():
+            admin_key = ec.generate_private_key(ec.SECP256R1())
+            admin = _leaf(ca.certificate, ca_key, admin_key, "admin",
+                          [x509.UniformResourceIdentifier(ADMIN_URI_PREFIX + "admin")],
+                          ExtendedKeyUsageOID.CLIENT_AUTH, 3650)  # fmt: skip
+            write_private_key(state_dir / "admin.key", admin_key)
+            write_certificate(state_dir / "admin.crt", admin)
+        write_certificate(state_dir / "ca.crt", ca.certificate)
+        key_pem = (state_dir / "server.key").read_bytes()
+        return cls(state_dir, ca, pem(cert) + pem(ca.certificate), key_pem)
+
+
+def parse_csr(der: bytes) -> ec.EllipticCurvePublicKey:
+    """The public key of a CSR whose self-signature verifies (proof of possession)."""
+    try:
+        csr = x509.load_der_x509_csr(der)
+    except ValueError:
+        raise IdentityError("the certificate request is not a DER PKCS#10 request") from None
+    if not csr.is_signature_valid:
+        raise IdentityError("the certificate request's signature does not verify")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise IdentityError("node keys must be ECDSA P-256")
+    return key
+
+
+def make_csr(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+@dataclass(frozen=True)
+class OnboardedDevice:
+    fingerprint: str
+    common_name: str
+
+
+def load_onboarding_cas(path: Path) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise IdentityError(f"onboarding CA {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise IdentityError(f"onboarding CA {path}: not PEM certificates ({exc})") from None
+
+
+def verify_onboarding(
+    cas: list[x509.Certificate], cert_der: bytes, csr_der: bytes, signature: bytes
+) -> OnboardedDevice:
+    """A device certificate issued by one of `cas`, valid now, whose key signed the CSR."""
+    try:
+        cert = x509.load_der_x509_certificate(cert_der)
+    except ValueError:
+        raise IdentityError("the onboarding certificate is not DER X.509") from None
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+            break
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    else:
+        raise IdentityError("the onboarding certificate is not from a trusted onboarding CA")
+    now = dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise IdentityError(f"the onboarding certificate expired at {cert.not_valid_after_utc}")
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise IdentityError("the onboarding certificate's key is not ECDSA")
+    try:
+        key.verify(signature, csr_der, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise IdentityError("the onboarding signature over the request does not verify") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common_name = str(names[0].value) if names else ""
+    return OnboardedDevice(fingerprint(cert), common_name)
+
+
+def read_ca(path: Path) -> x509.Certificate:
+    return read_certificate(path)

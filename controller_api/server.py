@@ -1,0 +1,215 @@
+"""The reference controller process: store, CA, embedded map-server and the gRPC services.
+
+    controller = Controller(ControllerSettings(state_dir=...))
+    await controller.start()      # `controller.port`, `controller.address` once started
+    ...
+    await controller.stop()
+
+`lispmesh controller serve` runs `serve()` until SIGTERM/SIGINT. The address nodes and the CLI
+use, and the CA pin, are written to `<state-dir>/controller.json` for the admin commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from controller_api import pki as pki_mod
+from controller_api.auth import Authenticator
+from controller_api.core import ControllerCore
+from controller_api.embedded_ms import EmbeddedMapServer
+from controller_api.enrollment import Enroller
+from controller_api.gen.lispmesh.v1 import (
+    admin_pb2_grpc,
+    config_pb2_grpc,
+    enrollment_pb2_grpc,
+    status_pb2_grpc,
+)
+from controller_api.netinfo import default_advertise
+from controller_api.services import (
+    AdminService,
+    EnrollmentService,
+    NodeConfigService,
+    StatusService,
+)
+from controller_api.settings import DEFAULT_POOL4, ControllerSettings, Pools, random_ula
+from controller_api.store import Store, StoreError
+from controller_api.tokens import ca_pin
+from mesh.identity import IdentityError
+
+log = logging.getLogger("lispmesh.controller")
+
+DB_FILE = "controller.db"
+INFO_FILE = "controller.json"
+
+
+class ControllerError(Exception):
+    """The controller cannot start (one line)."""
+
+
+def _fixed(store: Store, key: str, wanted: str | None, default: str) -> str:
+    """A setting fixed at first start: later starts may repeat it but not change it."""
+    value = store.set_meta_default(key, wanted or default)
+    if wanted is not None and wanted != value:
+        raise ControllerError(
+            f"{key} is {value} since this controller's first start; it cannot change to {wanted}"
+        )
+    return value
+
+
+def _add_servicer(add: Any, servicer: object, server: grpc.aio.Server) -> None:
+    add(servicer, server)  # the generated adders are untyped
+
+
+def _bind(server: grpc.aio.Server, address: str, creds: grpc.ServerCredentials) -> int:
+    try:
+        return int(server.add_secure_port(address, creds))
+    except RuntimeError:
+        return 0
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+class Controller:
+    def __init__(self, settings: ControllerSettings) -> None:
+        self.settings = settings
+        self.store: Store | None = None
+        self.map_server: EmbeddedMapServer | None = None
+        self.server: grpc.aio.Server | None = None
+        self.core: ControllerCore | None = None
+        self.port = 0
+        self.api_port = 0
+        self.address = ""
+        self.api_address = ""
+        self.pin = ""
+        self.pools: Pools | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        state_dir = s.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(state_dir, 0o700)
+            self.store = store = Store(state_dir / DB_FILE)
+            pools = Pools(
+                IPv4Network(_fixed(store, "pool4", _text(s.pool4), str(DEFAULT_POOL4))),
+                int(_fixed(store, "prefix_len4", _text(s.prefix_len4), "24")),
+                IPv6Network(_fixed(store, "pool6", _text(s.pool6), str(random_ula()))),
+                int(_fixed(store, "prefix_len6", _text(s.prefix_len6), "64")),
+            )
+            _fixed(store, "instance_id", str(s.instance_id), "0")
+        except StoreError as exc:
+            raise ControllerError(str(exc)) from None
+        if not (
+            pools.pool4.prefixlen <= pools.len4 <= 30 and pools.pool6.prefixlen <= pools.len6 <= 126
+        ):
+            raise ControllerError(f"EID pools {pools}: prefix lengths out of range")
+        self.pools = pools
+        wildcard = s.listen_host in ("", "0.0.0.0", "::")
+        advertise = s.advertise or (default_advertise() if wildcard else s.listen_host)
+        try:
+            ca_pki = pki_mod.ControllerPki.load_or_create(state_dir, [advertise])
+            cas = pki_mod.load_onboarding_cas(s.onboarding_ca) if s.onboarding_ca else []
+        except IdentityError as exc:
+            raise ControllerError(exc.reason) from None
+        self.pin = ca_pin(ca_pki.ca.certificate)
+        self.map_server = EmbeddedMapServer(
+            s.listen_host if not wildcard else "0.0.0.0",
+            s.map_server_port,
+            s.instance_id,
+            (pools.pool4, pools.pool6),
+        )
+        try:
+            await self.map_server.start()
+        except Exception as exc:
+            raise ControllerError(f"embedded map-server: {exc}") from None
+        self.core = core = ControllerCore(store, s, pools, advertise, self.map_server)
+        core.sync_map_server()
+        auth = Authenticator(store, ca_pki.ca.certificate)
+        enroller = Enroller(store, ca_pki, s, pools, cas)
+        server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1)])
+        for add, servicer in (
+            (
+                enrollment_pb2_grpc.add_EnrollmentServicer_to_server,
+                EnrollmentService(core, enroller),
+            ),
+            (config_pb2_grpc.add_NodeConfigServicer_to_server, NodeConfigService(core, auth)),
+            (status_pb2_grpc.add_StatusServicer_to_server, StatusService(core, auth)),
+            (admin_pb2_grpc.add_AdminServicer_to_server, AdminService(core, auth, self.pin)),
+        ):
+            _add_servicer(add, servicer, server)
+        pair = [(ca_pki.server_key_pem, ca_pki.server_cert_pem)]
+        bind = f"[{s.listen_host}]" if ":" in s.listen_host else s.listen_host or "0.0.0.0"
+        # gRPC servers either require client certificates on a port or never ask for them:
+        # the join port (TLS) serves enrollment, the API port (mutual TLS) everything else.
+        join = grpc.ssl_server_credentials(pair)
+        mutual = grpc.ssl_server_credentials(
+            pair, root_certificates=ca_pki.ca_pem, require_client_auth=True
+        )
+        api_port = (
+            s.api_port if s.api_port is not None else (s.listen_port + 1 if s.listen_port else 0)
+        )
+        self.port = _bind(server, f"{bind}:{s.listen_port}", join)
+        self.api_port = _bind(server, f"{bind}:{api_port}", mutual) if self.port else 0
+        if not self.port or not self.api_port:
+            await self.map_server.stop()
+            raise ControllerError(
+                f"cannot listen on {bind}:{s.listen_port} and :{api_port} (address in use?)"
+            )
+        enroller.api_port = self.api_port
+        await server.start()
+        self.server = server
+        self.address = f"{advertise}:{self.port}"
+        self.api_address = f"{advertise}:{self.api_port}"
+        info = {
+            "address": self.address,
+            "api_address": self.api_address,
+            "ca_pin": self.pin,
+            "pid": os.getpid(),
+        }
+        (state_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        log.info(
+            "controller: join port %s:%d, API port %d (advertised %s), EID pools %s, CA pin %s",
+            bind, self.port, self.api_port, self.address, pools, self.pin,
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=0.5)
+            self.server = None
+        if self.map_server is not None:
+            await self.map_server.stop()
+            self.map_server = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    async def serve(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+        log.info("controller stopped")
+
+
+def read_info(state_dir: Path) -> dict[str, str]:
+    try:
+        data = json.loads((state_dir / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,231 @@
+"""The gRPC services of the controller (grpc.aio): thin wrappers over `ControllerCore`.
+
+Each handler authenticates first (Enrollment excepted: the token or onboarding certificate is
+its credential), and turns refusals into gRPC status codes with a one-line message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from controller_api.auth import Authenticator, Denied
+from controller_api.core import ControllerCore
+from controller_api.enrollment import Enroller, EnrollmentError
+from controller_api.gen.lispmesh.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    config_pb2,
+    config_pb2_grpc,
+    enrollment_pb2,
+    enrollment_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
+)
+from controller_api.settings import rfc3339
+from controller_api.tokens import new_token
+
+log = logging.getLogger("lispmesh.controller")
+
+_ENROLL_CODES = {
+    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "denied": grpc.StatusCode.PERMISSION_DENIED,
+    "exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+async def _deny(context: grpc.aio.ServicerContext, denied: Denied) -> None:
+    await context.abort(denied.code, denied.message)
+
+
+class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
+    def __init__(self, core: ControllerCore, enroller: Enroller) -> None:
+        self.core = core
+        self.enroller = enroller
+
+    async def Enroll(
+        self, request: enrollment_pb2.EnrollRequest, context: grpc.aio.ServicerContext
+    ) -> enrollment_pb2.EnrollResponse:
+        try:
+            response = self.enroller.enroll(request)
+        except EnrollmentError as exc:
+            log.warning("enrollment refused (%s): %s", context.peer(), exc)
+            await context.abort(_ENROLL_CODES[exc.code], str(exc))
+            raise  # not reached: abort raises
+        log.info(
+            "enrolled node %s (%s): %s", response.node_name, response.node_id,
+            ", ".join(p.prefix for p in response.eid_prefixes),
+        )  # fmt: skip
+        node = self.core.store.get_node(response.node_id)
+        assert node is not None
+        self.core.node_enrolled(node)
+        return response
+
+
+class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
+    def __init__(self, core: ControllerCore, auth: Authenticator) -> None:
+        self.core = core
+        self.auth = auth
+
+    async def Watch(
+        self, request: config_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[config_pb2.DesiredState]:
+        try:
+            node = self.auth.node(context)
+        except Denied as denied:
+            await _deny(context, denied)
+            return
+        core, node_id = self.core, node.node_id
+        known = request.known_version
+        core.streams[node_id] += 1
+        core.store.touch(node_id, core.clock())
+        log.info("node %s connected (has version %d)", node.name, known)
+        try:
+            while True:
+                row = core.store.get_node(node_id)
+                assert row is not None
+                state = core.desired_state(row)
+                if state.version != known or row.revoked:
+                    yield state
+                    known = state.version
+                if row.revoked:
+                    message = f"node {row.name} was revoked at {rfc3339(row.revoked_at)}"
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
+                await core.wait_change(node_id, core.settings.config_cycle)
+        finally:
+            core.streams[node_id] -= 1
+            log.info("node %s disconnected", node.name)
+
+    async def Ack(
+        self, request: config_pb2.AckRequest, context: grpc.aio.ServicerContext
+    ) -> config_pb2.AckResponse:
+        try:
+            node = self.auth.node(context)
+        except Denied as denied:
+            await _deny(context, denied)
+            raise
+        error = "" if request.ok else (request.error or "failed")[:500]
+        self.core.store.record_ack(node.node_id, request.version, error, self.core.clock())
+        if error:
+            log.warning("node %s could not apply version %d: %s", node.name, request.version, error)
+        return config_pb2.AckResponse()
+
+
+class StatusService(status_pb2_grpc.StatusServicer):
+    def __init__(self, core: ControllerCore, auth: Authenticator) -> None:
+        self.core = core
+        self.auth = auth
+
+    async def Report(
+        self, request: status_pb2.StatusReport, context: grpc.aio.ServicerContext
+    ) -> status_pb2.ReportAck:
+        try:
+            node = self.auth.node(context)
+        except Denied as denied:
+            await _deny(context, denied)
+            raise
+        status = json_format.MessageToDict(request, preserving_proto_field_name=True)
+        self.core.store.record_status(node.node_id, status, self.core.clock())
+        return status_pb2.ReportAck()
+
+    async def ReportMetrics(
+        self, request: status_pb2.Metrics, context: grpc.aio.ServicerContext
+    ) -> status_pb2.ReportAck:
+        try:
+            node = self.auth.node(context)
+        except Denied as denied:
+            await _deny(context, denied)
+            raise
+        metrics = json_format.MessageToDict(request, preserving_proto_field_name=True)
+        self.core.store.record_metrics(node.node_id, metrics, self.core.clock())
+        return status_pb2.ReportAck()
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(self, core: ControllerCore, auth: Authenticator, ca_pin: str) -> None:
+        self.core = core
+        self.auth = auth
+        self.ca_pin = ca_pin
+
+    async def _admin(self, context: grpc.aio.ServicerContext) -> str:
+        try:
+            return self.auth.admin(context)
+        except Denied as denied:
+            await _deny(context, denied)
+            raise
+
+    async def _node(self, name: str, context: grpc.aio.ServicerContext) -> Any:
+        node = self.core.store.find_node(name)
+        if node is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node named {name!r}")
+        return node
+
+    async def ListNodes(
+        self, request: admin_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListNodesResponse:
+        await self._admin(context)
+        nodes = self.core.store.list_nodes(include_revoked=request.include_revoked)
+        return admin_pb2.ListNodesResponse(nodes=[self.core.node_info(n) for n in nodes])
+
+    async def DescribeNode(
+        self, request: admin_pb2.DescribeNodeRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.NodeDetail:
+        await self._admin(context)
+        return self.core.node_detail(await self._node(request.node, context))
+
+    async def RevokeNode(
+        self, request: admin_pb2.RevokeNodeRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.NodeInfo:
+        who = await self._admin(context)
+        node = await self._node(request.node, context)
+        revoked = self.core.revoke(node)
+        log.warning("node %s (%s) revoked by %s", node.name, node.node_id, who)
+        return self.core.node_info(revoked)
+
+    async def CreateToken(
+        self, request: admin_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateTokenResponse:
+        who = await self._admin(context)
+        ttl = request.ttl_seconds or self.core.settings.token_ttl
+        if ttl < 0 or ttl > 10 * 365 * 86400:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"ttl {ttl:g} s out of range")
+        now = self.core.clock()
+        token = new_token(self.ca_pin)
+        row = self.core.store.add_token(
+            token.token_id, token.secret_hash, now, now + ttl, request.max_uses or 1,
+            tuple(request.tags), request.description[:200],
+        )  # fmt: skip
+        log.info("token %s created by %s (uses %d)", token.display, who, row.max_uses)
+        return admin_pb2.CreateTokenResponse(
+            token=self.core.token_info(row), token_secret=str(token)
+        )
+
+    async def ListTokens(
+        self, request: admin_pb2.ListTokensRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListTokensResponse:
+        await self._admin(context)
+        tokens = self.core.store.list_tokens()
+        return admin_pb2.ListTokensResponse(tokens=[self.core.token_info(t) for t in tokens])
+
+    async def RevokeToken(
+        self, request: admin_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.TokenInfo:
+        who = await self._admin(context)
+        token_id = request.token_id.removeprefix("lmj1.").split(".")[0].rstrip("…")
+        row = self.core.store.revoke_token(token_id, self.core.clock())
+        if row is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no token {request.token_id!r}")
+        assert row is not None
+        log.info("token lmj1.%s… revoked by %s", token_id, who)
+        return self.core.token_info(row)
+
+    async def GetTopology(
+        self, request: admin_pb2.GetTopologyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Topology:
+        await self._admin(context)
+        return self.core.topology()

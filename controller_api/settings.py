@@ -1,0 +1,76 @@
+"""What `lispmesh controller serve` is told (flags), and the few facts fixed at first start."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+
+from mesh.config import Timers
+
+DEFAULT_PORT = 7443
+DEFAULT_STATE_DIR = Path("/var/lib/lispmesh-controller")
+DEFAULT_POOL4 = IPv4Network("10.250.0.0/16")
+
+
+def controller_timers() -> Timers:
+    # Registrations refresh every 10 s (not 60): after a controller restart the embedded
+    # map-server has them all back within that time.
+    return Timers(register_interval=10.0)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    state_dir: Path = DEFAULT_STATE_DIR
+    listen_host: str = "0.0.0.0"
+    listen_port: int = DEFAULT_PORT  # the join port: TLS, Enrollment only needs no client cert
+    api_port: int | None = None  # mutual TLS (nodes, admins); default listen_port + 1
+    advertise: str | None = None  # address nodes use for the controller and its map-server
+    instance_id: int = 0
+    # EID pools, fixed at first start (None: keep what the first start chose; the defaults are
+    # DEFAULT_POOL4 and a random ULA /48).
+    pool4: IPv4Network | None = None
+    prefix_len4: int | None = None
+    pool6: IPv6Network | None = None
+    prefix_len6: int | None = None
+    token_ttl: float = 24 * 3600.0
+    map_server_port: int = 4342
+    onboarding_ca: Path | None = None
+    onboarding_tags: tuple[str, ...] = ("onboarded",)
+    timers: Timers = field(default_factory=controller_timers)
+    cipher_suite: str = "aes128-gcm"
+    # Every node rekeys this often: it also bounds how long a peer that rebooted (and lost its
+    # keys) stays unreachable from nodes holding its old key.
+    rekey_after_seconds: float = 120.0
+    mtu: int = 1400
+    # How often each Watch stream re-reads its node's row (revocation, config changes made by
+    # another controller process): the "config cycle".
+    config_cycle: float = 2.0
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Where EID prefixes come from: slot i is the i-th /len4 of pool4 and /len6 of pool6."""
+
+    pool4: IPv4Network
+    len4: int
+    pool6: IPv6Network
+    len6: int
+
+    def __str__(self) -> str:
+        return f"{self.pool4} (/{self.len4} each) and {self.pool6} (/{self.len6} each)"
+
+
+def random_ula() -> IPv6Network:
+    """A random RFC 4193 unique local /48 (fd00::/8 plus 40 random bits)."""
+    global_id = secrets.randbits(40)
+    return IPv6Network(((0xFD << 120) | (global_id << 80), 48))
+
+
+def rfc3339(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    moment = dt.datetime.fromtimestamp(timestamp, dt.UTC).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,100 @@
+"""Tables for people (the admin commands' --json output is for scripts)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _console() -> Console:
+    return Console(width=160)
+
+
+def tokens_table(tokens: Iterable[Any]) -> None:
+    table = Table("token", "state", "uses", "expires", "tags", "description", title="join tokens")
+    for t in tokens:
+        table.add_row(
+            f"lmj1.{t.token_id}…",
+            t.state,
+            f"{t.uses}/{t.max_uses}",
+            t.expires_at,
+            ",".join(t.tags),
+            t.description,
+        )
+    _console().print(table)
+
+
+def nodes_table(nodes: Iterable[Any]) -> None:
+    table = Table(
+        "name", "id", "state", "EID prefixes", "RLOCs", "config", "last seen", title="nodes"
+    )
+    for n in nodes:
+        rlocs = ", ".join(f"{u.address} ({u.interface})" for u in n.uplinks) or "-"
+        table.add_row(
+            n.name,
+            n.node_id,
+            n.state,
+            "\n".join(n.eid_prefixes),
+            rlocs,
+            f"v{n.applied_version}/v{n.config_version}",
+            n.last_seen or "-",
+        )
+    _console().print(table)
+
+
+def node_detail(detail: Any) -> None:
+    n = detail.node
+    console = _console()
+    console.print(f"[bold]{n.name}[/bold] ({n.node_id})  state: {n.state}  iid {n.instance_id}")
+    console.print(f"EIDs: {', '.join(n.eid_prefixes)}   tags: {', '.join(n.tags) or '-'}")
+    console.print(
+        f"enrolled {n.enrolled_at}" + (f", revoked {n.revoked_at}" if n.revoked_at else "")
+    )
+    console.print(
+        f"certificate sha256 {detail.certificate_fingerprint}, "
+        f"valid until {detail.certificate_not_after}"
+    )
+    console.print(
+        f"config: applied v{n.applied_version} of v{n.config_version}"
+        + (f"  [red]error: {detail.apply_error}[/red]" if detail.apply_error else "")
+    )
+    status = json.loads(detail.status_json or "{}")
+    for u in status.get("uplinks", []):
+        console.print(
+            f"uplink {u.get('interface', '?')}: {u.get('address')} "
+            f"{'up' if u.get('up') else 'DOWN'}"
+        )
+    peers = [p.get("name", "?") for p in status.get("peers", [])]
+    console.print(
+        f"peers: {', '.join(peers) or '-'}   map-cache: {status.get('map_cache_size', 0)}"
+    )
+    metrics = json.loads(detail.metrics_json or "{}")
+    if metrics:
+        console.print(
+            f"cpu {metrics.get('cpu_seconds', 0):.1f} s, "
+            f"rss {int(metrics.get('rss_bytes', 0)) >> 20} MiB"
+        )
+
+
+def topology_view(topo: Any) -> None:
+    console = _console()
+    console.print(
+        f"controller {topo.controller_address}   map-servers: "
+        f"{', '.join(topo.map_servers)}   EID pools: {', '.join(topo.eid_pools)}"
+    )
+    table = Table("node", "state", "EID prefixes", "RLOCs (registered)", "peers", title="topology")
+    for t in topo.nodes:
+        n = t.node
+        regs = sorted({rloc for r in t.registrations for rloc in r.rlocs})
+        table.add_row(
+            n.name,
+            n.state,
+            "\n".join(n.eid_prefixes),
+            ", ".join(regs) or "-",
+            ", ".join(t.peers) or "-",
+        )
+    console.print(table)

@@ -1,0 +1,381 @@
+"""The node agent: keeps this node in the mesh the controller describes.
+
+It runs `mesh.node.NodeRuntime` in-process, fed by the controller's Watch stream; every applied
+desired state is checkpointed, so after a reboot with the controller unreachable the node comes
+back from its checkpoint. While the controller is unreachable it retries with exponential
+backoff and full jitter, and says so in its status (`lispmesh node status`, section `agent`).
+It reports its state to the controller when that changes, and its metrics periodically.
+A revocation stops the runtime, forgets the checkpoint and ends the agent (exit code 78, which
+the systemd unit does not restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from controller_api.client import ControllerUnreachable, aio_channel, credentials, explain
+from controller_api.gen.lispmesh.v1 import config_pb2, config_pb2_grpc, status_pb2_grpc
+from controller_api.settings import rfc3339
+from mesh.config import NodeConfig
+from mesh.control import ControlServer
+from mesh.node import NodeRuntime, NodeSetupError
+from node import telemetry
+from node.backoff import Backoff
+from node.desired import DesiredStateError, LocalFacts, to_node_config
+from node.state import Enrollment, StateDir
+from node.uplinks import as_rlocs, discover
+
+log = logging.getLogger("lispmesh.agent")
+
+EXIT_REVOKED = 78  # EX_CONFIG: the systemd unit's RestartPreventExitStatus
+SETUP_WAIT = 10.0  # seconds a new runtime may take to open its TUN and sockets
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    state_dir: Path
+    run_dir: Path
+    tun: str = "lm0"
+    uplinks: tuple[str, ...] = ()
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    status_interval: float = 1.0  # how often the state is compared with what was last sent
+    metrics_interval: float = 30.0
+
+
+class Revoked(Exception):
+    pass
+
+
+class AgentRuntime(NodeRuntime):
+    """The runtime, with the agent's section in its status."""
+
+    def __init__(self, config: NodeConfig, agent: Agent) -> None:
+        super().__init__(config)
+        self.agent = agent
+
+    def status(self) -> dict[str, Any]:
+        status = super().status()
+        status["agent"] = self.agent.status()
+        return status
+
+
+class Agent:
+    def __init__(self, state: StateDir, enrollment: Enrollment, options: AgentOptions) -> None:
+        self.state = state
+        self.enrollment = enrollment
+        self.options = options
+        self.started = time.monotonic()
+        self.stop_event = asyncio.Event()
+        self.exit_code = 0
+        self.runtime: AgentRuntime | None = None
+        self.runtime_task: asyncio.Task[None] | None = None
+        self.standby: ControlServer | None = None  # answers `status` while no runtime runs
+        self.desired: config_pb2.DesiredState | None = None
+        self.applied_version = 0
+        self.config_source = "none"
+        self.apply_error = ""
+        self.controller_state = "connecting"
+        self.unreachable_since: float | None = None
+        self.next_retry_at: float | None = None
+        self.last_error = ""
+        self.connected_at: float | None = None
+        self.status_stub: Any = None
+        self.force_report = True
+
+    # ------------------------------------------------------------------ main
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        await self._start_standby()
+        checkpoint = self.state.load_checkpoint()
+        if checkpoint is not None and not checkpoint.revoked:
+            log.info("starting from the checkpoint (desired state v%d)", checkpoint.version)
+            ok, error = await self._apply(checkpoint, checkpointed=True)
+            if not ok:
+                log.error("the checkpoint could not be applied: %s", error)
+        tasks = [
+            asyncio.create_task(self._controller_loop(), name="controller"),
+            asyncio.create_task(self._report_loop(), name="reports"),
+        ]
+        try:
+            await self.stop_event.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._stop_runtime()
+            await self._stop_standby()
+        return self.exit_code
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self.controller_state == "unreachable":
+            retry = max(0.0, (self.next_retry_at or now) - now)
+            line = (
+                f"unreachable since {rfc3339(self.unreachable_since)}, "
+                f"next retry in {retry:.1f} s ({self.last_error})"
+            )
+        elif self.controller_state == "connected":
+            line = f"connected since {rfc3339(self.connected_at)}"
+        else:
+            line = self.controller_state
+        return {
+            "node_id": self.enrollment.node_id,
+            "name": self.enrollment.name,
+            "controller_address": self.enrollment.api_address,
+            "controller_state": self.controller_state,
+            "controller": line,
+            "unreachable_since": rfc3339(self.unreachable_since),
+            "last_error": self.last_error,
+            "applied_version": self.applied_version,
+            "config_source": self.config_source,
+            "apply_error": self.apply_error,
+        }
+
+    # ------------------------------------------------------------------ the controller
+
+    async def _controller_loop(self) -> None:
+        backoff = Backoff(self.options.backoff_base, self.options.backoff_cap)
+        while True:
+            try:
+                await self._watch(backoff)
+                self._unreachable("the controller ended the stream")
+            except Revoked as revoked:
+                await self._revoked(str(revoked))
+                return
+            except grpc.aio.AioRpcError as exc:
+                details = exc.details() or ""
+                if exc.code() == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details:
+                    await self._revoked(details)
+                    return
+                error = explain(exc, self.enrollment.api_address)
+                self._unreachable(str(error) if isinstance(error, ControllerUnreachable) else
+                                  f"the controller refused: {error}")  # fmt: skip
+            except Exception as exc:  # a bug here must not end the agent's controller session
+                log.exception("controller session failed")
+                self._unreachable(f"internal error: {type(exc).__name__}: {exc}")
+            delay = backoff.next()
+            self.next_retry_at = time.monotonic() + delay
+            await asyncio.sleep(delay)
+
+    async def _watch(self, backoff: Backoff) -> None:
+        creds = credentials(
+            self.state.ca.read_bytes(), self.state.cert.read_bytes(), self.state.key.read_bytes()
+        )
+        async with aio_channel(self.enrollment.api_address, creds) as channel:
+            config_stub: Any = config_pb2_grpc.NodeConfigStub(channel)  # type: ignore[no-untyped-call]
+            call = config_stub.Watch(config_pb2.WatchRequest(known_version=self.applied_version))
+            await call.wait_for_connection()
+            self._connected()
+            backoff.reset()
+            self.status_stub = status_pb2_grpc.StatusStub(channel)  # type: ignore[no-untyped-call]
+            try:
+                async for desired in call:
+                    if desired.revoked:
+                        raise Revoked(f"node {desired.node_name} was revoked by the controller")
+                    ok, error = await self._apply(desired)
+                    ack = config_pb2.AckRequest(version=desired.version, ok=ok, error=error)
+                    await config_stub.Ack(ack, timeout=5)
+                    self.force_report = True
+            finally:
+                self.status_stub = None
+
+    def _connected(self) -> None:
+        if self.controller_state != "connected":
+            log.info("connected to the controller at %s", self.enrollment.api_address)
+        self.controller_state = "connected"
+        self.connected_at = time.time()
+        self.unreachable_since = None
+        self.next_retry_at = None
+        self.last_error = ""
+        self.force_report = True
+        self._refresh_registrations()
+
+    def _unreachable(self, why: str) -> None:
+        if self.controller_state != "unreachable":
+            log.warning("%s; retrying with backoff", why)
+            self.unreachable_since = time.time()
+        self.controller_state = "unreachable"
+        self.last_error = why
+
+    async def _revoked(self, message: str) -> None:
+        log.error("%s: leaving the mesh", message)
+        self.controller_state = "revoked"
+        await self._stop_runtime()
+        self.state.forget_checkpoint()
+        self.state.mark_revoked(message)
+        self.exit_code = EXIT_REVOKED
+        self.stop_event.set()
+
+    def _refresh_registrations(self) -> None:
+        """Register again now: a restarted controller's map-server starts empty."""
+        xtr = self.runtime.xtr if self.runtime is not None else None
+        for _, registration in getattr(xtr, "registrations", {}).values():
+            with contextlib.suppress(Exception):
+                registration.refresh_now(time.monotonic())
+
+    # ------------------------------------------------------------------ applying
+
+    async def _local_facts(self, desired: config_pb2.DesiredState) -> LocalFacts:
+        eids = [ip_network(p) for p in desired.eid_prefixes]
+        # pyroute2's synchronous netlink socket cannot run inside the event loop's thread.
+        uplinks = await asyncio.get_running_loop().run_in_executor(
+            None, discover, self.options.uplinks, (self.options.tun,), eids
+        )
+        return LocalFacts(
+            state_dir=self.state.path,
+            run_dir=self.options.run_dir,
+            key=self.state.key,
+            cert=self.state.cert,
+            ca=self.state.ca,
+            tun=self.options.tun,
+            rlocs=as_rlocs(uplinks),
+        )
+
+    async def _apply(
+        self, desired: config_pb2.DesiredState, checkpointed: bool = False
+    ) -> tuple[bool, str]:
+        if self.runtime is not None and self.desired == desired:
+            return True, ""
+        try:
+            config = to_node_config(desired, await self._local_facts(desired))
+            if self.runtime is None:
+                await self._start_runtime(config)
+            else:
+                await self._replace_runtime(config)
+        except (DesiredStateError, NodeSetupError) as exc:
+            self.apply_error = str(exc)
+            log.error("cannot apply desired state v%d: %s", desired.version, exc)
+            return False, str(exc)
+        if not checkpointed:
+            self.state.save_checkpoint(desired)
+        self.desired = desired
+        self.applied_version = desired.version
+        self.config_source = "checkpoint" if checkpointed else "controller"
+        self.apply_error = ""
+        log.info("applied desired state v%d (%s)", desired.version, self.config_source)
+        return True, ""
+
+    async def _replace_runtime(self, config: NodeConfig) -> None:
+        """The one place a running node takes a new config: in place when the runtime can
+        (`NodeRuntime.reconfigure`), else by a restart of the runtime."""
+        runtime = self.runtime
+        reconfigure = getattr(runtime, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(config)
+                return
+            except NodeSetupError as exc:
+                log.info("restarting the runtime: %s", exc)
+        await self._stop_runtime()
+        await self._start_runtime(config)
+
+    async def _start_runtime(self, config: NodeConfig) -> None:
+        await self._stop_standby()
+        runtime = AgentRuntime(config, self)
+        task = asyncio.create_task(runtime.run(), name="runtime")
+        deadline = time.monotonic() + SETUP_WAIT
+        while runtime.control_server is None and not task.done():
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        if task.done():
+            error = task.exception()
+            await self._start_standby()
+            raise NodeSetupError(str(error) if error else "the runtime stopped at once")
+        self.runtime, self.runtime_task = runtime, task
+        task.add_done_callback(self._runtime_ended)
+        # NodeRuntime installed its own SIGTERM/SIGINT handlers: make them stop the agent too.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+
+    def _runtime_ended(self, task: asyncio.Task[None]) -> None:
+        if task is not self.runtime_task:
+            return  # stopped on purpose
+        self.runtime = self.runtime_task = None
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.error("the node runtime failed: %s", error)
+            self.apply_error = str(error)
+        self.desired = None
+        self.stop_event.set()
+
+    async def _stop_runtime(self) -> None:
+        runtime, task = self.runtime, self.runtime_task
+        self.runtime = self.runtime_task = None
+        if runtime is not None and task is not None:
+            runtime.stop_event.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)
+        self.desired = None
+
+    # ------------------------------------------------------------------ standby status
+
+    async def _start_standby(self) -> None:
+        if self.standby is not None or self.runtime is not None:
+            return
+        path = self.options.run_dir / f"{self.enrollment.name}.sock"
+        self.standby = ControlServer(path, self._standby_command)
+        await self.standby.start()
+
+    async def _stop_standby(self) -> None:
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            await standby.stop()
+
+    def _standby_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request["command"] == "status":
+            return {
+                "name": self.enrollment.name,
+                "roles": [],
+                "uptime": round(time.monotonic() - self.started, 1),
+                "encryption": True,
+                "authenticated_key_exchange": True,
+                "runtime_errors": {},
+                "agent": self.status(),
+            }
+        if request["command"] == "stop":
+            self.stop_event.set()
+            return {"stopping": True}
+        return {"error": "no runtime is running yet (waiting for a desired state)"}
+
+    # ------------------------------------------------------------------ reports
+
+    async def _report_loop(self) -> None:
+        last: Any = None
+        last_metrics = 0.0
+        while True:
+            await asyncio.sleep(self.options.status_interval)
+            stub, runtime = self.status_stub, self.runtime
+            if stub is None or runtime is None:
+                continue
+            status = runtime.status()
+            report = telemetry.status_report(status, self.applied_version)
+            try:
+                if self.force_report or report != last:
+                    await stub.Report(report, timeout=5)
+                    last, self.force_report = report, False
+                now = time.monotonic()
+                if now - last_metrics >= self.options.metrics_interval:
+                    await stub.ReportMetrics(telemetry.metrics(status, self.started), timeout=5)
+                    last_metrics = now
+            except grpc.aio.AioRpcError as exc:
+                log.debug("report failed: %s", exc.details())
+            except Exception:  # a report is never worth the agent: log it and go on
+                log.exception("status report failed")

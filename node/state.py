@@ -1,0 +1,122 @@
+"""The node agent's state directory (default /var/lib/lispmesh).
+
+node.key         the node's P-256 key (0600), made here, never sent anywhere
+node.crt         its certificate, issued by the controller at enrollment
+ca.crt           the controller CA (pinned at enrollment; the only root trusted)
+agent.json       node id and name, the controller's join and API addresses, run dir
+checkpoint.json  the last desired state applied (0600: it holds the site key)
+revoked          present once the controller revoked this node
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from controller_api.gen.lispmesh.v1 import config_pb2
+from mesh.identity import _write_file
+
+DEFAULT_STATE_DIR = Path("/var/lib/lispmesh")
+
+
+class StateError(Exception):
+    """One line for the operator."""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    node_id: str
+    name: str
+    controller: str  # the join address the node was given
+    api_address: str  # host:port of the mutual-TLS API
+    instance_id: int
+    eid_prefixes: tuple[str, ...]
+    enrolled_at: str
+
+
+class StateDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def key(self) -> Path:
+        return self.path / "node.key"
+
+    @property
+    def cert(self) -> Path:
+        return self.path / "node.crt"
+
+    @property
+    def ca(self) -> Path:
+        return self.path / "ca.crt"
+
+    @property
+    def agent_file(self) -> Path:
+        return self.path / "agent.json"
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / "checkpoint.json"
+
+    @property
+    def revoked_file(self) -> Path:
+        return self.path / "revoked"
+
+    def prepare(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.path, 0o700)
+        except OSError as exc:
+            raise StateError(f"state dir {self.path}: {exc.strerror}") from None
+
+    def enrolled(self) -> bool:
+        return self.agent_file.exists() and self.cert.exists() and self.key.exists()
+
+    def load_enrollment(self) -> Enrollment:
+        if not self.agent_file.exists():
+            raise StateError(f"no node is enrolled in {self.path} (no {self.agent_file.name})")
+        try:
+            data = json.loads(self.agent_file.read_text())
+            data["eid_prefixes"] = tuple(data["eid_prefixes"])
+            return Enrollment(**data)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise StateError(f"{self.agent_file}: unreadable enrollment ({exc})") from None
+
+    def save_enrollment(self, enrollment: Enrollment) -> None:
+        text = json.dumps(asdict(enrollment), indent=2) + "\n"
+        _write_file(self.agent_file, text.encode(), 0o644)
+
+    def load_checkpoint(self) -> config_pb2.DesiredState | None:
+        try:
+            text = self.checkpoint_file.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"{self.checkpoint_file}: {exc.strerror}") from None
+        try:
+            desired = config_pb2.DesiredState()
+            json_format.Parse(text, desired)
+            return desired
+        except json_format.ParseError:
+            return None  # a torn or foreign file: better no checkpoint than a wrong one
+
+    def save_checkpoint(self, desired: config_pb2.DesiredState) -> None:
+        doc: dict[str, Any] = json_format.MessageToDict(desired, preserving_proto_field_name=True)
+        _write_file(self.checkpoint_file, (json.dumps(doc, indent=2) + "\n").encode(), 0o600)
+
+    def forget_checkpoint(self) -> None:
+        self.checkpoint_file.unlink(missing_ok=True)
+
+    def mark_revoked(self, message: str) -> None:
+        _write_file(self.revoked_file, (message + "\n").encode(), 0o644)
+
+    def revoked_message(self) -> str | None:
+        try:
+            return self.revoked_file.read_text().strip()
+        except OSError:
+            return None

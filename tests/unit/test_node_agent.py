@@ -1,0 +1,151 @@
+"""The node agent's parts that need no root: backoff, desired state -> NodeConfig, checkpoint,
+state dir, the shipped systemd unit."""
+
+from __future__ import annotations
+
+import configparser
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+
+from controller_api.gen.lispmesh.v1 import config_pb2
+from mesh.config import Rloc
+from node.backoff import Backoff
+from node.desired import DesiredStateError, LocalFacts, to_node_config
+from node.state import Enrollment, StateDir, StateError
+
+UNIT = Path(__file__).resolve().parents[2] / "node" / "systemd" / "lispmesh-node.service"
+
+
+def _desired(version: int = 3) -> config_pb2.DesiredState:
+    return config_pb2.DesiredState(
+        version=version, node_id="abc", node_name="edge-1", instance_id=7,
+        eid_prefixes=["10.250.3.0/24", "fd00:1:0:3::/64"],
+        eid_addresses=["10.250.3.1", "fd00:1:0:3::1"],
+        overlay_routes=["10.250.0.0/16", "fd00:1::/48"],
+        map_servers=[config_pb2.MapServer(address="10.77.0.1", port=4342, site_key="s" * 32)],
+        map_resolvers=["10.77.0.1"],
+        security=config_pb2.Security(encryption=True, cipher_suite="aes128-gcm",
+                                     rekey_after_packets=1000, rekey_after_seconds=60),
+        timers=config_pb2.Timers(register_interval=10, probe_interval=0.5),
+    )  # fmt: skip
+
+
+def _facts(
+    tmp_path: Path, rlocs: tuple[Rloc, ...] = (Rloc(ip_address("10.77.0.11"), "eth1"),)
+) -> LocalFacts:
+    return LocalFacts(tmp_path, tmp_path / "run", tmp_path / "k", tmp_path / "c", tmp_path / "ca",
+                      "lm0", rlocs)  # fmt: skip
+
+
+def test_backoff_is_full_jitter_and_capped() -> None:
+    top = Backoff(base=0.5, cap=30, rand=lambda: 1.0)
+    assert [top.next() for _ in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    low = Backoff(rand=lambda: 0.0)
+    assert low.next() == 0.0
+    top.reset()
+    assert top.next() == 0.5
+    real = Backoff(base=1, cap=4)
+    assert all(0 <= real.next() <= 4 for _ in range(100))
+
+
+def test_desired_state_becomes_the_runtime_config(tmp_path: Path) -> None:
+    config = to_node_config(_desired(), _facts(tmp_path))
+    assert config.name == "edge-1" and config.map_server is None
+    xtr = config.xtr
+    assert xtr is not None and xtr.instance_id == 7 and xtr.tun == "lm0"
+    assert [str(p) for p in xtr.eid_prefixes] == ["10.250.3.0/24", "fd00:1:0:3::/64"]
+    assert xtr.map_servers[0].key == b"s" * 32 and xtr.timers.register_interval == 10
+    assert xtr.rlocs[0].interface == "eth1"
+    assert config.security.encryption and config.security.authenticate_key_exchange
+    assert config.security.rekey_after_seconds == 60
+    assert config.identity is not None and config.identity.key == tmp_path / "k"
+
+
+def test_no_uplink_or_bad_state_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DesiredStateError, match="no uplink"):
+        to_node_config(_desired(), _facts(tmp_path, ()))
+    bad = _desired()
+    bad.eid_prefixes.append("10.999.0.0/24")
+    with pytest.raises(DesiredStateError, match="desired state v3"):
+        to_node_config(bad, _facts(tmp_path))
+
+
+def test_checkpoint_round_trip_is_private(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "s")
+    state.prepare()
+    assert state.load_checkpoint() is None
+    state.save_checkpoint(_desired())
+    assert state.checkpoint_file.stat().st_mode & 0o777 == 0o600
+    assert state.load_checkpoint() == _desired()
+    state.checkpoint_file.write_text("{torn")
+    assert state.load_checkpoint() is None
+    state.forget_checkpoint()
+    assert not state.checkpoint_file.exists()
+
+
+def test_enrollment_file(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "s")
+    with pytest.raises(StateError, match="no node is enrolled"):
+        state.load_enrollment()
+    enrollment = Enrollment(
+        "id", "n1", "10.0.0.1:7443", "10.0.0.1:7444", 0, ("10.250.0.0/24",), "t"
+    )
+    state.save_enrollment(enrollment)
+    assert state.load_enrollment() == enrollment
+
+
+def test_systemd_unit_runs_the_agent_at_boot() -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(UNIT.read_text())
+    service, unit = parser["Service"], parser["Unit"]
+    assert "lispmesh node run" in service["ExecStart"]
+    assert "--controller" in service["ExecStart"] and "--token" in service["ExecStart"]
+    assert service["Restart"] == "always"
+    assert "network-online.target" in unit["After"] and "network-online.target" in unit["Wants"]
+    assert service["RestartPreventExitStatus"] == "78"
+    assert parser["Install"]["WantedBy"] == "multi-user.target"
+    assert (UNIT.parent / "lispmesh-node.env.example").exists()
+
+
+def test_cli_wiring() -> None:
+    from lispmesh.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["node", "run", "--controller", "h:1", "--token", "t", "--uplink", "eth1"]
+    )
+    assert args.config is None and args.uplink == ["eth1"]
+    args = parser.parse_args(["node", "run", "--config", "x.yml"])
+    assert args.config == "x.yml"
+    for argv in (["controller", "serve"], ["controller", "token", "create", "--ttl", "1h"],
+                 ["controller", "node", "revoke", "n1"], ["controller", "topology", "--json"],
+                 ["node", "join", "--controller", "h", "--token", "t"]):  # fmt: skip
+        assert parser.parse_args(argv).handler
+    assert parser.parse_args(["controller", "token", "create", "--ttl", "90m"]).ttl == 5400
+
+
+def test_status_report_from_a_runtime_status() -> None:
+    from node.telemetry import metrics, status_report
+
+    status = {
+        "runtime_errors": {"tun-write": 1},
+        "xtr": {
+            "uplinks": [{"interface": "eth1", "address": "10.77.0.11", "up": True}],
+            "peers": [{"name": "n2", "eids": ["10.250.1.0/24"], "last_key_exchange_ago": 1}],
+            "map_cache": [{"peer": "n2", "in_use": "10.77.0.12"}, {"peer": None, "in_use": None}],
+            "map_servers": [{"registered": True}],
+            "drops": {"no-mapping": 2},
+            "stats": {"map-requests": 5},
+        },
+    }
+    report = status_report(status, 4)
+    assert report.peers[0].name == "n2" and report.peers[0].rloc == "10.77.0.12"
+    assert list(report.peers[0].eid_prefixes) == ["10.250.1.0/24"]
+    assert report.map_cache_size == 2 and report.registered and report.applied_version == 4
+    assert dict(report.drops) == {"no-mapping": 2, "runtime-tun-write": 1}
+    assert report.uplinks[0].address == "10.77.0.11"
+    m = metrics(status, 0.0)
+    assert m.counters["stats.map-requests"] == 5 and m.rss_bytes > 0 and m.cpu_seconds > 0
