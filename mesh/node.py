@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lisp import DecodeError, EncapsulatedControl, decode_control
@@ -42,6 +44,7 @@ IPV6_MTU_DISCOVER = 23
 IP_PMTUDISC_DO = 2
 SOCKET_BUFFER = 4 * 1024 * 1024  # several MB, or datagrams drop under load (platform.md)
 TICK_SECONDS = 0.1
+CHECKPOINT_SECONDS = 5.0  # how often learnt mappings are written to the state directory
 READ_BATCH = 256  # packets drained per readiness event, so one busy fd cannot starve the rest
 NO_VNET_FLAGS = bytes(10)  # virtio-net header of a plain packet (no GSO, no checksum offload)
 
@@ -170,6 +173,7 @@ class NodeRuntime:
             else:
                 self._add_reader(self.tun.fd, self._tun_readable)
             log.info("data plane: %s", "C (mesh._fastpath)" if use_fast else "Python")
+            self._restore_mappings()
             for local in self.xtr.locals:
                 data_sock = self.data_socks[local.key]
                 control_sock = self.control_socks[local.key]
@@ -233,6 +237,7 @@ class NodeRuntime:
         self._readers.append(fd)
 
     async def _teardown(self) -> None:
+        self._save_mappings()
         if self.loop is not None:
             for fd in self._readers:
                 self.loop.remove_reader(fd)
@@ -456,6 +461,7 @@ class NodeRuntime:
         log.exception("internal error while handling one %s (dropped)", what)
 
     async def _ticker(self) -> None:
+        next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
         while True:
             await asyncio.sleep(TICK_SECONDS)
             now = time.monotonic()
@@ -464,6 +470,49 @@ class NodeRuntime:
                     self.xtr.tick(now)
                 except Exception:
                     self._internal_error("timer tick")
+                if now >= next_checkpoint:
+                    next_checkpoint = now + CHECKPOINT_SECONDS
+                    self._save_mappings()
+
+    # ---------------------------------------------------------------- mapping checkpoint
+
+    @property
+    def _mappings_file(self) -> Path:
+        return self.config.state_dir / f"{self.config.name}.mappings.json"
+
+    def _save_mappings(self) -> None:
+        """Keep the learnt mappings on disk: a node restarted while the map-resolver is down
+        probes its old peers directly and is back in the mesh (see Xtr.import_mappings)."""
+        if self.xtr is None:
+            return
+        path = self._mappings_file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.xtr.export_mappings(), handle)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.errors["checkpoint-write"] += 1
+            log.debug("cannot write %s: %s", path, exc)
+
+    def _restore_mappings(self) -> None:
+        assert self.xtr is not None
+        path = self._mappings_file
+        try:
+            mappings = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the mapping checkpoint %s: %s", path, exc)
+            return
+        if not isinstance(mappings, list):
+            log.warning("ignoring the mapping checkpoint %s: not a list", path)
+            return
+        restored = self.xtr.import_mappings(mappings)
+        if restored:
+            log.info("restored %d mappings from %s; probing their RLOCs", restored, path)
 
     # ---------------------------------------------------------------- local control socket
 

@@ -16,7 +16,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any, Protocol
 
 from lisp import (
@@ -60,6 +60,7 @@ FLOW_CACHE_LIMIT = 65536
 FAST_DROP_REASONS = ("decrypt-failure", "replay", "spoofed-source", "wrong-instance", "malformed")
 MAP_REPLY_TTL_MINUTES = 15
 NEGATIVE_HOLD_SECONDS = 5.0  # how long a failed key exchange blocks a prefix before retrying
+SMR_INTERVAL = 1.0  # at most one Solicit-Map-Request per peer RLOC per second, each way
 
 
 class Transport(Protocol):
@@ -168,6 +169,8 @@ class Xtr:
         self.flow: dict[bytes, Path | None] = {}
         self.peers: dict[str, PeerInfo] = {}
         self.resolver_index = 0
+        self.smr_sent: dict[str, float] = {}
+        self.smr_handled: dict[str, float] = {}
         # The C data path, when the runtime enabled it (mesh.fastpath); `data_fd` gives the data
         # socket of an uplink for its routes.
         self.fast: FastPath | None = None
@@ -218,6 +221,11 @@ class Xtr:
             self._queue_miss(version, address, packet)
             return None
         if entry.negative:
+            if entry.action == Action.SEND_MAP_REQUEST:
+                # "Not registered yet": keep asking (rate-limited per destination) while
+                # traffic lasts, so the EID is reachable as soon as it registers.
+                self._queue_miss(version, address, packet)
+                return None
             self.drops["no-mapping"] += 1
             return None
         path = self.paths.get((entry.iid, entry.prefix))
@@ -268,6 +276,7 @@ class Xtr:
                 # With the C data path every installed key lives in the engine: what it hands
                 # back has no key (opening it here would split the replay window in two).
                 self.drops["no-key"] += 1
+                self._solicit_key_exchange(source[0])
                 return
             try:
                 counter, inner = slot.cipher.open(packet)
@@ -490,6 +499,11 @@ class Xtr:
         if encap is None:
             self.drops["kx-stale-epoch"] += 1
             return None
+        # The peer's ETR key is node-wide: its other prefixes (IPv6 next to IPv4) move to the
+        # new key too, or one probe would re-key only the prefix it asked about.
+        for other, state in self.entry_encap.items():
+            if state.peer_name == peer_name and state is not encap:
+                self.entry_encap[other] = encap
         info = self.peers.setdefault(peer_name, PeerInfo(peer_name))
         info.eids.add(str(prefix))
         info.last_key_exchange = self.now
@@ -571,6 +585,49 @@ class Xtr:
                 return prefix
         return None
 
+    def _solicit_key_exchange(self, itr_rloc: str) -> None:
+        """Packets from `itr_rloc` under a key we do not hold (we restarted, or expired it):
+        send it a Solicit-Map-Request (RFC 9301 §6.1), so it runs a keyed exchange with us
+        again instead of sealing into the void until its next rekey. Rate-limited per ITR."""
+        last = self.smr_sent.get(itr_rloc, float("-inf"))
+        if self.now - last < SMR_INTERVAL:
+            return
+        try:
+            address = ip_address(itr_rloc)
+        except ValueError:
+            return
+        local = self._local_for(address.version)
+        if local is None or not self.xcfg.eid_prefixes:
+            return
+        if len(self.smr_sent) > 4096:
+            self.smr_sent.clear()
+        self.smr_sent[itr_rloc] = self.now
+        prefix = self.xcfg.eid_prefixes[0]
+        request = MapRequest(
+            nonce=random_nonce(),
+            itr_rlocs=tuple(r.address for r in self.locals if r.up) or (local.address,),
+            records=(RequestRecord(self._eid_address(prefix.network_address), prefix.prefixlen),),
+            source_eid=self._eid_address(self._our_eid(prefix.version)),
+            smr=True,
+        )
+        self.stats["smr-sent"] += 1
+        self.transport.send_control(local, request.encode(), (itr_rloc, CONTROL_PORT))
+
+    def _on_smr(self, source: tuple[str, int]) -> None:
+        """An ETR lost our key: probe its RLOC with our current key (rate-limited)."""
+        last = self.smr_handled.get(source[0], float("-inf"))
+        if self.now - last < SMR_INTERVAL:
+            self.drops["smr-rate-limited"] += 1
+            return
+        if len(self.smr_handled) > 4096:
+            self.smr_handled.clear()
+        self.smr_handled[source[0]] = self.now
+        if source[0] not in self.prober.tracked():
+            self.drops["smr-unknown-rloc"] += 1
+            return
+        self.stats["smr-received"] += 1
+        self._probe(with_key=True, only={source[0]})
+
     def _on_map_request(
         self,
         request: MapRequest,
@@ -578,6 +635,9 @@ class Xtr:
         local: LocalRloc,
         ecm: EncapsulatedControl | None,
     ) -> None:
+        if request.smr and ecm is None:
+            self._on_smr(source)
+            return
         key, proof, itr_ip = find_itr_security(request.itr_rlocs)
         itr_ips = [a for a in request.itr_rlocs if isinstance(a, IPv4Address | IPv6Address)]
         if ecm is not None:
@@ -807,8 +867,21 @@ class Xtr:
             self.misses[key] = Miss(entry.prefix.version, key[1], deque(), self.now, self.now)
             self._send_resolve(entry.prefix.network_address, entry.prefix.prefixlen)
 
-    def _probe(self, with_key: bool = False) -> None:
-        due = self.prober.tracked() if with_key else self.prober.due(self.now)
+    def _probe(self, with_key: bool = False, only: set[str] | None = None) -> None:
+        """RLOC-probe what is due. `with_key` probes every mapping (or those with an RLOC in
+        `only`) at each of its RLOCs carrying our current ITR key: that is how rekeying, and
+        re-keying after a restart or an SMR, happen without the map-resolver."""
+        if with_key:
+            for entry in list(self.map_cache):
+                if entry.negative:
+                    continue
+                for record in entry.rlocs:
+                    rloc = str(record.address)
+                    if only is None or rloc in only:
+                        self.prober.track(rloc, self.now)
+                        self._send_probe(entry, rloc, with_key=True)
+            return
+        due = self.prober.due(self.now)
         if not due:
             return
         targets: dict[str, MapCacheEntry] = {}
@@ -822,36 +895,37 @@ class Xtr:
             if found is None:
                 self.prober.untrack(target)
                 continue
-            entry = found
-            rloc = target
-            address = ip_address(rloc)
-            local = self._local_for(address.version)
-            if local is None:
-                continue
-            nonce = random_nonce()
-            itr_rlocs: tuple[Address, ...]
-            itr_rlocs = self._itr_rlocs(nonce, local) if with_key else (local.address,)
-            request = MapRequest(
-                nonce=nonce,
-                itr_rlocs=itr_rlocs,
-                records=(
-                    RequestRecord(
-                        self._eid_address(entry.prefix.network_address), entry.prefix.prefixlen
-                    ),
+            self._send_probe(found, target, with_key=False)
+
+    def _send_probe(self, entry: MapCacheEntry, rloc: str, with_key: bool) -> None:
+        address = ip_address(rloc)
+        local = self._local_for(address.version)
+        if local is None:
+            return
+        nonce = random_nonce()
+        itr_rlocs: tuple[Address, ...]
+        itr_rlocs = self._itr_rlocs(nonce, local) if with_key else (local.address,)
+        request = MapRequest(
+            nonce=nonce,
+            itr_rlocs=itr_rlocs,
+            records=(
+                RequestRecord(
+                    self._eid_address(entry.prefix.network_address), entry.prefix.prefixlen
                 ),
-                source_eid=self._eid_address(self._our_eid(entry.prefix.version)),
-                probe=True,
-            )
-            self.prober.sent(rloc, nonce, self.now)
-            self.pending[nonce] = Pending(
-                "probe",
-                self.keys.epoch.key_id if with_key else None,
-                self.now,
-                rloc=rloc,
-                eid=(entry.iid, entry.prefix),
-            )
-            self.stats["probes"] += 1
-            self.transport.send_control(local, request.encode(), (rloc, CONTROL_PORT))
+            ),
+            source_eid=self._eid_address(self._our_eid(entry.prefix.version)),
+            probe=True,
+        )
+        self.prober.sent(rloc, nonce, self.now)
+        self.pending[nonce] = Pending(
+            "probe",
+            self.keys.epoch.key_id if with_key else None,
+            self.now,
+            rloc=rloc,
+            eid=(entry.iid, entry.prefix),
+        )
+        self.stats["probes"] += 1
+        self.transport.send_control(local, request.encode(), (rloc, CONTROL_PORT))
 
     def _rekey(self) -> None:
         epoch = self.keys.rotate(self.now)
@@ -884,6 +958,52 @@ class Xtr:
     def _error(self, message: str) -> None:
         log.warning("%s", message)
         self.errors.append(message)
+
+    # ------------------------------------------------------------------ warm start
+
+    def export_mappings(self) -> list[dict[str, Any]]:
+        """The positive mappings we hold (prefixes and RLOCs, never keys), for a checkpoint."""
+        return [
+            {
+                "iid": entry.iid,
+                "prefix": str(entry.prefix),
+                "rlocs": [
+                    {"address": str(r.address), "priority": r.priority, "weight": r.weight}
+                    for r in entry.rlocs
+                ],
+            }
+            for entry in self.map_cache
+            if not entry.negative and not entry.expired(self.now)
+        ]
+
+    def import_mappings(self, mappings: list[dict[str, Any]]) -> int:
+        """Restore checkpointed mappings after a restart and probe their RLOCs with our new
+        key: the peers answer directly, so the node is back in the mesh even while the
+        map-resolver is unreachable. Returns how many were restored; bad items are skipped."""
+        restored = 0
+        for item in mappings:
+            try:
+                prefix = ip_network(item["prefix"])
+                rlocs = tuple(
+                    RlocRecord(ip_address(r["address"]), int(r["priority"]), int(r["weight"]))
+                    for r in item["rlocs"]
+                )
+                iid = int(item["iid"])
+            except (KeyError, TypeError, ValueError):
+                self.drops["bad-checkpoint-mapping"] += 1
+                continue
+            if iid != self.iid or not rlocs or self.map_cache.exact(iid, prefix) is not None:
+                continue
+            ttl = self.timers.map_request_retry * 10 + 60.0  # until a fresh mapping replaces it
+            self.map_cache.insert(
+                MapCacheEntry(iid, prefix, rlocs, expires_at=self.now + ttl, installed_at=self.now)
+            )
+            for rloc in rlocs:
+                self.prober.track(str(rloc.address), self.now)
+            restored += 1
+        if restored:
+            self._probe(with_key=True)
+        return restored
 
     # ------------------------------------------------------------------ reconfiguration
 

@@ -369,3 +369,58 @@ def test_c_and_python_data_paths_interoperate(tmp_path: Path) -> None:
             assert not {"decrypt-failure", "replay", "spoofed-source", "malformed"} & set(drops), (
                 drops
             )
+
+
+def _restart(lab: OverlayLab, node: str) -> subprocess.Popen[bytes]:
+    """Stop `node`'s process through its control socket and start a new one (killed by the
+    caller); returns the new process."""
+    from mesh.control import query
+
+    assert lab.lab is not None
+    pid = lab.status(node)["pid"]
+    query(lab.run_dir / f"{node}.sock", "stop")
+    wait_until(lambda: _gone(pid), 10, f"{node} to exit")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return lab.lab.popen(
+        node,
+        [sys.executable, "-m", "lispmesh", "node", "run", "--config",
+         str(lab.workdir / "configs" / f"{node}.yml")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def test_node_restarted_while_the_map_server_is_down_rejoins_its_peers(tmp_path: Path) -> None:
+    """n1 restarts with the map-server gone: from its checkpointed mappings it probes n2 with a
+    fresh key (n2 answers directly), and n2, whose key for n1 went stale, is solicited (SMR) to
+    run a new exchange. Both directions come back without any map-server."""
+    with OverlayLab(tmp_path, [XtrSpec(1), XtrSpec(2)], name_prefix="wr") as lab:
+        lab.wait_registered()
+        lab.wait_ping("n1", eid4(2))
+        lab.wait_ping("n2", eid6(1))
+        checkpoint = lab.workdir / "state" / "n1" / "n1.mappings.json"
+        wait_until(lambda: checkpoint.exists() and "10.1.2.0/24" in checkpoint.read_text(), 15,
+                   "n1 to checkpoint its mappings")  # fmt: skip
+        assert oct(checkpoint.stat().st_mode & 0o777) == "0o600"
+        from mesh.control import query
+
+        query(lab.run_dir / "ms.sock", "stop")
+        wait_until(lambda: lab.try_status("ms") is None, 10, "the map-server to stop")
+        restarted = _restart(lab, "n1")
+        try:
+            lab.wait_ping("n1", eid4(2), timeout=15)
+            lab.wait_ping("n2", eid4(1), timeout=15)
+            lab.wait_ping("n2", eid6(1), timeout=15)
+            assert lab.status("n2")["xtr"]["stats"].get("smr-received", 0) >= 1
+            assert lab.status("n1")["xtr"]["stats"].get("smr-sent", 0) >= 1
+            assert lab.try_status("ms") is None  # no map-server helped
+        finally:
+            _kill(restarted)
