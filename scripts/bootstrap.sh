@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-DEBS=(python3 python3-venv python3-dev gcc iproute2 nftables tshark tcpdump iperf3 graphviz
+DEBS=(python3 python3-venv python3-dev gcc libssl-dev iproute2 nftables tshark tcpdump iperf3 graphviz
       procps iputils-ping tmux)
 missing=()
 for pkg in "${DEBS[@]}"; do
