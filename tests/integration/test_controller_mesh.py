@@ -127,6 +127,11 @@ def test_controller_down_mesh_stays_and_restarted_node_comes_back(lab: MeshLab) 
     assert agent["config_source"] == "checkpoint" and agent["applied_version"] >= 1
     assert "unreachable since" in agent["controller"] and "next retry in" in agent["controller"]
     assert status["xtr"]["eid_prefixes"] == list(lab.enrollment(a).eid_prefixes)
+    # From its checkpointed mappings it probes its peers with a fresh key: back in the mesh with
+    # the controller (and its map-server) still down.
+    wait_for(lambda: lab.ping(a, lab.eid(b)) and lab.ping(b, lab.eid(a)), 20,
+             f"{a} <-> {b} with the controller still down", 0.1)  # fmt: skip
+    assert not lab.process_alive(CONTROLLER)
     # The controller (and its embedded map-server) back: the rebooted node is in the mesh again.
     back = time.monotonic()
     lab.start_process(CONTROLLER)
