@@ -114,9 +114,19 @@ def _print_json(message: Any) -> None:
     print(json.dumps(doc, indent=2, sort_keys=True))
 
 
+def _token_tags(args: argparse.Namespace) -> list[str]:
+    tags = list(args.tag or [])
+    if args.instance_id is not None:
+        if not 0 <= args.instance_id < 1 << 24:
+            raise _fail(f"instance-id {args.instance_id} is not in 0..16777215")
+        tags.append(f"iid:{args.instance_id}")
+    return tags
+
+
 def _token_create(args: argparse.Namespace) -> int:
     from controller_api.gen.lispmesh.v1 import admin_pb2
 
+    args.tag = _token_tags(args)
     if args.offline:
         return _token_create_offline(args)
     request = admin_pb2.CreateTokenRequest(
@@ -319,6 +329,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--ttl", type=parse_duration, help="lifetime, e.g. 1h (default 24h)")
     create.add_argument("--uses", type=int, default=1, help="how many nodes may join (1)")
     create.add_argument("--tag", action="append", help="tag given to nodes (repeatable)")
+    create.add_argument(
+        "--instance-id",
+        type=int,
+        help="put the nodes in this instance-id (virtual network; adds the tag iid:N)",
+    )
     create.add_argument("--description")
     create.add_argument(
         "--offline",

@@ -10,9 +10,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from google.protobuf import json_format
+
 from controller_api.desired import build, versioned
 from controller_api.embedded_ms import EmbeddedMapServer, site_name
-from controller_api.gen.lispmesh.v1 import admin_pb2, common_pb2, config_pb2
+from controller_api.gen.lispmesh.v1 import admin_pb2, common_pb2, config_pb2, status_pb2
+from controller_api.policies import Checked, PolicyManager
 from controller_api.settings import ControllerSettings, Pools, rfc3339
 from controller_api.store import NodeRow, Store, TokenRow
 
@@ -35,21 +38,42 @@ class ControllerCore:
         self.clock = clock
         self.streams: Counter[str] = Counter()  # node id -> open Watch streams
         self._changed: dict[str, asyncio.Event] = {}
+        self.policies = PolicyManager(store, clock)
+        if map_server is not None:
+            map_server.core.policy_check = self.policies.may_learn
 
     # ------------------------------------------------------------------ desired state
 
     def desired_state(self, node: NodeRow) -> config_pb2.DesiredState:
-        return versioned(self.store, build(node, self.settings, self.pools, self.advertise))
+        policy = self.policies.for_node(node)
+        document = build(node, self.settings, self.pools, self.advertise, policy)
+        return versioned(self.store, document)
 
     async def wait_change(self, node_id: str, timeout: float) -> None:
         event = self._changed.setdefault(node_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
+        if event.is_set() and self._changed.get(node_id) is event:
+            del self._changed[node_id]
 
     def notify(self, node_id: str) -> None:
-        event = self._changed.pop(node_id, None)
-        if event is not None:
-            event.set()
+        # Set even when no stream waits yet: a change made while a stream was between two
+        # reads is seen at its next wait, not a config cycle later.
+        self._changed.setdefault(node_id, asyncio.Event()).set()
+
+    def notify_all(self) -> None:
+        for node in self.store.list_nodes(include_revoked=False):
+            self.notify(node.node_id)
+
+    def apply_policy(self, text: str, filename: str, who: str) -> tuple[Checked, int]:
+        """Check and install a policy (PolicyError if refused); every node gets its part now."""
+        applied = self.policies.apply(text, filename, who)
+        self.notify_all()
+        return applied
+
+    def _inventory_changed(self) -> None:
+        if self.policies.inventory_changed():
+            self.notify_all()  # a node joined or left: everyone's compiled rules may change
 
     def sync_map_server(self) -> int:
         if self.map_server is None:
@@ -58,12 +82,14 @@ class ControllerCore:
 
     def node_enrolled(self, node: NodeRow) -> None:
         self.sync_map_server()
+        self._inventory_changed()
 
     def revoke(self, node: NodeRow) -> NodeRow:
         revoked = self.store.revoke_node(node.node_id, self.clock())
         assert revoked is not None
         self.sync_map_server()  # its site goes, and with it its registrations
         self.notify(node.node_id)
+        self._inventory_changed()
         return revoked
 
     # ------------------------------------------------------------------ views
@@ -137,7 +163,12 @@ class ControllerCore:
             ]
             peers = sorted({p.get("name", "") for p in node.status.get("peers", [])} - {""})
             nodes.append(
-                admin_pb2.TopologyNode(node=self.node_info(node), registrations=regs, peers=peers)
+                admin_pb2.TopologyNode(
+                    node=self.node_info(node),
+                    registrations=regs,
+                    peers=peers,
+                    peer_paths=_peer_paths(node),
+                )
             )
         port = self.settings.map_server_port
         return admin_pb2.Topology(
@@ -145,4 +176,14 @@ class ControllerCore:
             map_servers=[f"{self.advertise}:{port}"] if self.map_server else [],
             eid_pools=[str(self.pools.pool4), str(self.pools.pool6)],
             nodes=nodes,
+            generated_at=rfc3339(self.clock()),
         )
+
+
+def _peer_paths(node: NodeRow) -> list[status_pb2.Peer]:
+    """The node's paths to its peers, as its last status report gave them."""
+    paths = []
+    for peer in node.status.get("peers", []):
+        with contextlib.suppress(json_format.ParseError, TypeError):
+            paths.append(json_format.ParseDict(peer, status_pb2.Peer(), ignore_unknown_fields=True))
+    return paths

@@ -23,8 +23,10 @@ def build(
     settings: ControllerSettings,
     pools: Pools,
     map_server_address: str,
+    policy: config_pb2.Policy | None = None,
 ) -> config_pb2.DesiredState:
-    """The document without its version."""
+    """The document without its version. `policy`: the node's compiled network policy (None:
+    no policy installed, the node allows everything)."""
     if node.revoked:
         return config_pb2.DesiredState(node_id=node.node_id, node_name=node.name, revoked=True)
     timers = settings.timers
@@ -59,6 +61,7 @@ def build(
             map_request_retry=timers.map_request_retry,
         ),
         mtu=settings.mtu,
+        policies=[policy] if policy is not None else [],
     )
 
 

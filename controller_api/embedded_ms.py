@@ -91,9 +91,21 @@ class EmbeddedMapServer:
                 return
         self.core.counters["no-socket"] += 1
 
+    def _guard_for(self, iid: int) -> Site:
+        if iid == self.instance_id:
+            return self._guard
+        return Site(
+            f"{GUARD_SITE}-iid{iid}",
+            {0: self._guard.keys[0]},
+            tuple((iid, pool) for pool in self.pools),
+            accept_more_specifics=False,
+        )
+
     def set_nodes(self, nodes: list[NodeRow]) -> int:
-        """One site per node that is not revoked; returns how many registrations went."""
-        sites = [self._guard]
+        """One site per node that is not revoked, and a guard over the EID pools in every
+        instance-id in use; returns how many registrations went."""
+        iids = {self.instance_id} | {n.instance_id for n in nodes if not n.revoked}
+        sites = [self._guard_for(iid) for iid in sorted(iids)]
         for node in nodes:
             if node.revoked:
                 continue

@@ -41,6 +41,19 @@ class Enrolled:
     certificate_pem: bytes
 
 
+IID_TAG = "iid:"  # a tag "iid:N" puts the node in instance-id N (`token create --instance-id N`)
+
+
+def instance_id_of(tags: tuple[str, ...], default: int) -> int:
+    """The instance-id (virtual network) a node's tags put it in; `default` if none does."""
+    for tag in tags:
+        if tag.startswith(IID_TAG) and tag[len(IID_TAG) :].isdigit():
+            iid = int(tag[len(IID_TAG) :])
+            if iid < 1 << 24:
+                return iid
+    return default
+
+
 def clean_name(text: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]", "-", text.strip())
     name = re.sub(r"^[^A-Za-z0-9]+", "", name)[:48]
@@ -159,7 +172,9 @@ class Enroller:
                 )
             if known is not None:
                 # A device wiped and re-enrolled: same node and EIDs, a certificate for its new key.
-                cert = self._issue(known.name, public_key, known.eid4, known.eid6)
+                cert = self._issue(
+                    known.name, public_key, known.eid4, known.eid6, known.instance_id
+                )
                 self.store.replace_certificate(
                     conn, known.node_id, pki.pem(cert).decode(), pki.fingerprint(cert),
                     cert.not_valid_after_utc.timestamp(), key_fp,
@@ -184,7 +199,7 @@ class Enroller:
         return NewNode(
             node_id=secrets.token_hex(6),
             requested_name=clean_name(wish or request.hostname or "node"),
-            instance_id=self.settings.instance_id,
+            instance_id=instance_id_of(tags, self.settings.instance_id),
             tags=tags,
             token_id=None,
             onboarding_fp=None,
@@ -194,9 +209,13 @@ class Enroller:
         )
 
     def _issue(
-        self, name: str, key: ec.EllipticCurvePublicKey, eid4: IPv4Network, eid6: IPv6Network
+        self,
+        name: str,
+        key: ec.EllipticCurvePublicKey,
+        eid4: IPv4Network,
+        eid6: IPv6Network,
+        iid: int,
     ) -> x509.Certificate:
-        iid = self.settings.instance_id
         return self.pki.ca.issue(name, key, [(iid, eid4), (iid, eid6)])
 
     def _create(
@@ -209,7 +228,7 @@ class Enroller:
             )
         except PoolExhausted as exc:
             raise EnrollmentError("exhausted", str(exc)) from None
-        cert = self._issue(name, key, eid4, eid6)
+        cert = self._issue(name, key, eid4, eid6, new.instance_id)
         self.store.insert_node(
             conn, new, name, slot, (eid4, eid6), pki.pem(cert).decode(),
             pki.fingerprint(cert), cert.not_valid_after_utc.timestamp(), now,

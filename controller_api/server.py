@@ -31,9 +31,11 @@ from controller_api.gen.lispmesh.v1 import (
     admin_pb2_grpc,
     config_pb2_grpc,
     enrollment_pb2_grpc,
+    policy_pb2_grpc,
     status_pb2_grpc,
 )
 from controller_api.netinfo import default_advertise
+from controller_api.policy_grpc import PolicyService
 from controller_api.services import (
     AdminService,
     EnrollmentService,
@@ -146,6 +148,7 @@ class Controller:
             (config_pb2_grpc.add_NodeConfigServicer_to_server, NodeConfigService(core, auth)),
             (status_pb2_grpc.add_StatusServicer_to_server, StatusService(core, auth)),
             (admin_pb2_grpc.add_AdminServicer_to_server, AdminService(core, auth, self.pin)),
+            (policy_pb2_grpc.add_PolicyAdminServicer_to_server, PolicyService(core, auth)),
         ):
             _add_servicer(add, servicer, server)
         pair = [(ca_pki.server_key_pem, ca_pki.server_cert_pem)]

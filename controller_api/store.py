@@ -37,10 +37,10 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    slot INTEGER NOT NULL UNIQUE,
+    slot INTEGER NOT NULL,
     instance_id INTEGER NOT NULL,
-    eid4 TEXT NOT NULL UNIQUE,
-    eid6 TEXT NOT NULL UNIQUE,
+    eid4 TEXT NOT NULL,
+    eid6 TEXT NOT NULL,
     tags TEXT NOT NULL DEFAULT '[]',
     token_id TEXT,
     onboarding_fp TEXT,
@@ -58,7 +58,11 @@ CREATE TABLE IF NOT EXISTS nodes (
     apply_error TEXT NOT NULL DEFAULT '',
     last_seen REAL,
     status_json TEXT NOT NULL DEFAULT '{}',
-    metrics_json TEXT NOT NULL DEFAULT '{}'
+    metrics_json TEXT NOT NULL DEFAULT '{}',
+    -- Instance-ids are separate virtual networks: EID prefixes are unique within one.
+    UNIQUE (instance_id, slot),
+    UNIQUE (instance_id, eid4),
+    UNIQUE (instance_id, eid6)
 );
 """
 
@@ -284,11 +288,13 @@ class Store:
     ) -> tuple[str, int, IPv4Network, IPv6Network]:
         """A unique name and the lowest free slot (inside the enrollment's transaction).
 
-        Slot i is the i-th /len4 of pool4 and the i-th /len6 of pool6. Slots of revoked nodes
-        stay taken: traffic for a revoked node's EIDs must never reach a newcomer.
+        Slot i is the i-th /len4 of pool4 and the i-th /len6 of pool6, counted per instance-id
+        (virtual networks may reuse the same prefixes). Slots of revoked nodes stay taken:
+        traffic for a revoked node's EIDs must never reach a newcomer.
         """
         capacity = min(1 << (len4 - pool4.prefixlen), 1 << (len6 - pool6.prefixlen))
-        used = {r[0] for r in conn.execute("SELECT slot FROM nodes")}
+        rows = conn.execute("SELECT slot FROM nodes WHERE instance_id = ?", (new.instance_id,))
+        used = {r[0] for r in rows}
         slot = next((i for i in range(capacity) if i not in used), None)
         if slot is None:
             raise PoolExhausted(f"the EID pools are full ({capacity} nodes in {pool4} and {pool6})")
@@ -358,7 +364,7 @@ class Store:
         if not include_revoked:
             query += " WHERE revoked_at IS NULL"
         with self._lock:
-            rows = self.conn.execute(query + " ORDER BY slot").fetchall()
+            rows = self.conn.execute(query + " ORDER BY instance_id, slot").fetchall()
         return [_node(r) for r in rows]
 
     def revoke_node(self, node_id: str, now: float) -> NodeRow | None:

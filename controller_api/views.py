@@ -78,6 +78,10 @@ def node_detail(detail: Any) -> None:
             f"cpu {metrics.get('cpu_seconds', 0):.1f} s, "
             f"rss {int(metrics.get('rss_bytes', 0)) >> 20} MiB"
         )
+    from controller_api.policy_views import node_policy_lines
+
+    for line in node_policy_lines(status):
+        console.print(line, highlight=False, markup=False)
 
 
 def topology_view(topo: Any) -> None:

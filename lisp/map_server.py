@@ -23,7 +23,11 @@ TTL <= 1 are dropped, so an RLOC pointing back at the map-server cannot make a l
 
 Lookups are longest-prefix matches over one dict per (instance-id, family, mask-len), mask-lens
 present sorted longest first: at most 33 (IPv4) or 129 (IPv6) dict probes, usually a handful.
-Registrations are slotted objects holding the decoded EID-record (a few hundred bytes each).
+Registrations are slotted objects holding the EID-record's wire bytes (about 400 bytes each,
+one object for the garbage collector per registration and one per Map-Register); the common
+plain-address shape of Map-Register is read with struct calls, a refresh whose records are
+byte-identical to what is held skips the RLOC-set comparison, and the Map-Notify reuses the
+received record bytes (`lisp.map_register.split_register` / `notify_from_register`).
 Every refused or malformed message is counted in `counters` by reason and explained by a `Log`
 action; no key material ever appears in a log line or a repr.
 """
@@ -35,7 +39,7 @@ import logging
 import types
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -45,12 +49,16 @@ from lisp.address import Address, IpAddress
 from lisp.ecm import CONTROL_PORT, EncapsulatedControl
 from lisp.errors import DecodeError, EncodeError
 from lisp.lcaf import AfiList, InstanceId, SecurityKey
-from lisp.map_register import MapNotify, MapRegister
+from lisp.map_register import RegisterParts, decode_record, notify_from_register, split_register
 from lisp.map_reply import MapReply
 from lisp.map_request import MapRequest
 from lisp.records import TTL_UNLIMITED, Action, EidRecord, RlocRecord
 
 Prefix: TypeAlias = IPv4Network | IPv6Network
+# May the requester (the name of the site whose registration holds the Map-Request's source EID
+# and RLOC; None if none does) learn the mapping of (instance-id, EID)? True: answer as usual;
+# False: a negative reply, DROP_POLICY_DENIED; None: cannot tell yet (ask again later).
+PolicyCheck: TypeAlias = Callable[[str | None, int, IpAddress], bool | None]
 
 _WIDTH = {4: 32, 6: 128}
 _MASKS = {w: tuple(((1 << n) - 1) << (w - n) for n in range(w + 1)) for w in (32, 128)}
@@ -127,8 +135,26 @@ def _network(version: int, net: int, length: int) -> Prefix:
     return IPv6Network((net, length))
 
 
+def _ip(version: int, address: int) -> IpAddress:
+    return IPv4Address(address) if version == 4 else IPv6Address(address)
+
+
+def _shown(iid: int, version: int, net: int, length: int) -> str:
+    return f"[{iid}]{_network(version, net, length)}"
+
+
+def _order(reg: Registration) -> tuple[str, int, int, int, int]:
+    """The order registrations are listed in (status, paging)."""
+    return (reg.site.name, reg.iid, reg.version, reg.net, reg.length)
+
+
 class Registration:
-    """One registered EID-prefix: the site's record (RLOC-set), who sent it and until when."""
+    """One registered EID-prefix: the site's record (RLOC-set), who sent it and until when.
+
+    The EID-record is kept as the bytes it was registered with (`raw`: compact, no objects for
+    the garbage collector to walk, and a refresh compares with one bytes comparison); `record`
+    decodes it when asked.
+    """
 
     __slots__ = (
         "expires",
@@ -138,7 +164,7 @@ class Registration:
         "length",
         "net",
         "proxy_reply",
-        "record",
+        "raw",
         "site",
         "site_id",
         "source",
@@ -157,7 +183,7 @@ class Registration:
         self.first_registered = now
         self.last_registered = now
         self.expires = now
-        self.record: EidRecord = EidRecord(NO_EID, 0)
+        self.raw = b""  # the EID-record as registered (wire bytes)
         self.xtr_id: int | None = None
         self.site_id = 0
         self.source: tuple[str, int] = ("", 0)
@@ -166,6 +192,11 @@ class Registration:
     @property
     def prefix(self) -> Prefix:
         return _network(self.version, self.net, self.length)
+
+    @property
+    def record(self) -> EidRecord:
+        """The registered EID-record, decoded from `raw` (bytes that decoded once already)."""
+        return decode_record(self.raw) if self.raw else EidRecord(NO_EID, 0)
 
     @property
     def rlocs(self) -> tuple[RlocRecord, ...]:
@@ -248,35 +279,82 @@ class _PrefixTable(Generic[V]):
 class _PrefixSet:
     """A set of prefixes of one family, for negative-reply holes.
 
-    Kept as a sorted list of `net << 8 | length` (one int per prefix), so "is some member
-    strictly inside prefix P" is one bisect: members that start inside P and are longer than P
-    are exactly those inside it (aligned prefixes are nested or disjoint).
+    Kept sorted as `net << 8 | length` (one int per prefix), so "is some member strictly inside
+    prefix P" is one search for the first key at or after P's first strict subprefix: members
+    that start inside P and are longer than P are exactly those inside it (aligned prefixes are
+    nested or disjoint). The sorted keys are cut into blocks of at most 2 * BLOCK (with each
+    block's largest key in `maxes`), so adding or removing one of 100,000 prefixes moves a
+    block's worth of pointers, not the whole list.
     """
 
-    __slots__ = ("keys", "width")
+    __slots__ = ("blocks", "maxes", "width")
+    BLOCK = 512
 
     def __init__(self, width: int) -> None:
         self.width = width
-        self.keys: list[int] = []
+        self.blocks: list[list[int]] = []  # sorted, disjoint, in order
+        self.maxes: list[int] = []  # the last key of each block
+
+    @property
+    def keys(self) -> list[int]:
+        """Every member key, sorted (for inspection and tests)."""
+        return [key for block in self.blocks for key in block]
+
+    def __len__(self) -> int:
+        return sum(len(block) for block in self.blocks)
 
     def add(self, net: int, length: int) -> None:
         key = (net << 8) | length
-        i = bisect_left(self.keys, key)
-        if i == len(self.keys) or self.keys[i] != key:
-            self.keys.insert(i, key)
+        maxes = self.maxes
+        b = bisect_left(maxes, key)
+        if b == len(maxes):  # after every member: the end of the last block
+            if not maxes:
+                self.blocks.append([key])
+                maxes.append(key)
+                return
+            b -= 1
+            block = self.blocks[b]
+            block.append(key)
+            maxes[b] = key
+        else:
+            block = self.blocks[b]
+            i = bisect_left(block, key)  # < len(block): key <= maxes[b]
+            if block[i] == key:
+                return
+            block.insert(i, key)
+        if len(block) > 2 * self.BLOCK:
+            half = self.BLOCK
+            self.blocks[b : b + 1] = [block[:half], block[half:]]
+            maxes[b : b + 1] = [block[half - 1], block[-1]]
 
     def discard(self, net: int, length: int) -> None:
         key = (net << 8) | length
-        i = bisect_left(self.keys, key)
-        if i < len(self.keys) and self.keys[i] == key:
-            del self.keys[i]
+        b = bisect_left(self.maxes, key)
+        if b == len(self.maxes):
+            return
+        block = self.blocks[b]
+        i = bisect_left(block, key)
+        if block[i] != key:
+            return
+        del block[i]
+        if not block:
+            del self.blocks[b], self.maxes[b]
+        elif i == len(block):
+            self.maxes[b] = block[-1]
+
+    def _first_at_or_after(self, key: int) -> int | None:
+        b = bisect_left(self.maxes, key)
+        if b == len(self.maxes):
+            return None
+        block = self.blocks[b]
+        return block[bisect_left(block, key)]
 
     def has_strict_subprefix(self, net: int, length: int) -> bool:
         if length >= self.width:
             return False
         last = net | ((1 << (self.width - length)) - 1)
-        i = bisect_left(self.keys, (net << 8) | (length + 1))
-        return i < len(self.keys) and (self.keys[i] >> 8) <= last
+        found = self._first_at_or_after((net << 8) | (length + 1))
+        return found is not None and (found >> 8) <= last
 
     def hole(self, address: int) -> int:
         """The shortest mask-len L such that prefix(address, L) holds no member strictly inside.
@@ -419,6 +497,11 @@ class MapServer:
       alternative DROP_NO_REASON black-holes for the whole TTL after the EID registers.
     - EID outside every allowed prefix: `outside_action`, default NATIVELY_FORWARD with a
       15-minute TTL (RFC 9301's answer: the destination is not in the overlay).
+
+    `policy_check` (optional, see `PolicyCheck`) is asked before a registered EID is answered or
+    forwarded: a requester it refuses gets a negative reply for the registered prefix with
+    DROP_POLICY_DENIED (`policy_denied_ttl` minutes) and never the locators; one it cannot
+    identify gets `unregistered_action` (ask again), as for an EID not registered yet.
     """
 
     def __init__(
@@ -436,6 +519,8 @@ class MapServer:
         proxy_default_ttl: int = 1440,
         etr_port: int = CONTROL_PORT,
         mark_to_etr: bool = True,
+        policy_check: PolicyCheck | None = None,
+        policy_denied_ttl: int = 1,
     ) -> None:
         self.sites: tuple[Site, ...] = tuple(sites)
         self.registration_timeout = registration_timeout
@@ -449,14 +534,21 @@ class MapServer:
         self.proxy_default_ttl = proxy_default_ttl
         self.etr_port = etr_port
         self.mark_to_etr = mark_to_etr
+        self.policy_check = policy_check
+        self.policy_denied_ttl = policy_denied_ttl
         self.counters: Counter[str] = Counter()
         self._allowed: dict[tuple[int, int], _PrefixTable[_Allowance]] = {}
         self._registered: dict[tuple[int, int], _PrefixTable[Registration]] = {}
         self._bounds: dict[tuple[int, int], _PrefixSet] = {}
-        self._expiry: list[tuple[float, Registration]] = []  # lazily updated on refresh
+        # (when, registrations): due at `when` at the earliest (refreshes are found when due)
+        self._expiry: list[tuple[float, tuple[Registration, ...]]] = []
         # Per site: Map-Register nonce -> until when it counts as a replay.
         self._nonces: dict[str, dict[int, float]] = {}
         self._next_nonce_sweep = 0.0
+        # Bumped whenever a registration comes or goes: pages of `registrations_page` are cut
+        # from one sorted snapshot for as long as it stays valid.
+        self._membership = 0
+        self._snapshot: tuple[int, list[Registration]] = (-1, [])
         self._allowed = _allowance_tables(self.sites)
         self._add_bounds(self._allowed)
 
@@ -481,6 +573,7 @@ class MapServer:
         self._bounds = {}
         self._add_bounds(allowed)
         self._add_bounds(self._registered)
+        self._membership += 1
         for name in [n for n in self._nonces if n not in by_name]:
             del self._nonces[name]
         self.counters["withdrawn"] += len(withdrawn)
@@ -526,64 +619,81 @@ class MapServer:
             return [Log(refused.level, line, refused.reason)]
 
     def _register(self, raw: bytes, source: tuple[str, int], now: float) -> list[MsAction]:
+        # Per record only ints and the record's own bytes: the strings of a refusal are built
+        # in its branch, the Map-Notify reuses the received bytes (lisp.map_register).
         try:
-            msg = MapRegister.decode(raw)
+            parts = split_register(raw)
         except DecodeError as exc:
             raise _Refused("malformed", f"malformed: {exc}", logging.INFO) from None
-        if not msg.records:
+        if not parts.records:
             raise _Refused("malformed", "no EID-records", logging.INFO)
         site: Site | None = None
-        placed: list[tuple[EidRecord, int, int, int, int]] = []
-        for record in msg.records:
-            iid, version, net, length = self._record_key(record)
-            allowance = self._allowance(iid, version, net, length)
-            shown = f"[{iid}]{_network(version, net, length)}"
+        placed: list[tuple[bytes, int, int, int, int, int]] = []
+        allowance_of = self._allowance
+        for index, (record_raw, ttl, iid, version, address, mask_len) in enumerate(parts.records):
+            if version == 0:
+                assert parts.message is not None  # only the full decoder yields non-IP EIDs
+                eid = parts.message.records[index].eid
+                raise _Refused("prefix-not-allowed", f"EID {eid} is not an IP prefix")
+            width = 32 if version == 4 else 128
+            if mask_len > width:
+                raise _Refused(
+                    "malformed", f"EID mask-len {mask_len} for {_ip(version, address)}",
+                    logging.INFO,
+                )  # fmt: skip
+            net = address & _MASKS[width][mask_len]
+            allowance = allowance_of(iid, version, net, mask_len)
             if allowance is None:
                 raise _Refused(
-                    "prefix-not-allowed", f"EID-prefix {shown} is in no site's allowance"
+                    "prefix-not-allowed",
+                    f"EID-prefix {_shown(iid, version, net, mask_len)} is in no site's allowance",
                 )
             if site is not None and allowance.site is not site:
                 raise _Refused(
                     "mixed-sites",
-                    f"EID-prefix {shown} belongs to site {allowance.site.name}, "
-                    f"the others to site {site.name}",
+                    f"EID-prefix {_shown(iid, version, net, mask_len)} belongs to site "
+                    f"{allowance.site.name}, the others to site {site.name}",
                 )
             site = allowance.site
-            placed.append((record, iid, version, net, length))
+            placed.append((record_raw, ttl, iid, version, net, mask_len))
         assert site is not None
-        key = site.keys.get(msg.key_id)
+        key = site.keys.get(parts.key_id)
         if key is None:
-            raise _Refused("bad-auth", f"site {site.name}: unknown key-id {msg.key_id}")
+            raise _Refused("bad-auth", f"site {site.name}: unknown key-id {parts.key_id}")
         if not auth.verify(raw, key):
             raise _Refused(
                 "bad-auth",
-                f"site {site.name}: authentication failed (key-id {msg.key_id}, "
-                f"algorithm {msg.alg_id}; wrong shared key or algorithm?)",
+                f"site {site.name}: authentication failed (key-id {parts.key_id}, "
+                f"algorithm {parts.alg_id}; wrong shared key or algorithm?)",
             )
-        lifetimes = [self._lifetime(msg, record) for record, *_ in placed]
-        self._check_nonce(site, msg.nonce, min(max(lifetimes), self.max_replay_window), now)
+        ttl_timeout = parts.ttl_timeout
+        lifetimes = [self._lifetime(ttl_timeout, ttl) for _r, ttl, *_ in placed]
+        self._check_nonce(site, parts.nonce, min(max(lifetimes), self.max_replay_window), now)
         actions: list[MsAction] = []
-        for (record, iid, version, net, length), lifetime in zip(placed, lifetimes, strict=True):
+        store = self._store
+        last_lifetime, until = -1.0, now
+        fresh: list[Registration] = []  # new registrations expiring at `until`
+        for (record_raw, _ttl, iid, version, net, length), lifetime in zip(
+            placed, lifetimes, strict=True
+        ):
             if lifetime <= 0:
                 self._deregister(iid, version, net, length)
                 continue
-            moved = self._store(
-                site, msg, record, (iid, version, net, length), lifetime, source, now
-            )
+            if lifetime != last_lifetime:  # one float shared by the records of a message
+                if fresh:
+                    heapq.heappush(self._expiry, (until, tuple(fresh)))
+                    fresh = []
+                last_lifetime, until = lifetime, now + lifetime
+            moved = store(site, parts, record_raw, (iid, version, net, length), until, source,
+                          now, fresh)  # fmt: skip
             if moved is not None:
                 actions.append(moved)
+        if fresh:  # one expiry entry for the records of a message, not one each
+            heapq.heappush(self._expiry, (until, tuple(fresh)))
         self.counters["registered"] += 1
-        if msg.want_map_notify:
-            notify = MapNotify(
-                nonce=msg.nonce,
-                records=msg.records,
-                key_id=msg.key_id,
-                alg_id=msg.alg_id,
-                xtr_id=msg.xtr_id,
-                site_id=msg.site_id,
-            )
+        if parts.want_map_notify:
             try:
-                data = auth.sign(notify.encode(), key)
+                data = notify_from_register(raw, parts, key)
             except EncodeError as exc:  # decodable but not re-encodable: odd, not fatal
                 self.counters["notify-error"] += 1
                 actions.append(Log(logging.WARNING, f"no Map-Notify for site {site.name}: {exc}"))
@@ -591,18 +701,6 @@ class MapServer:
                 actions.append(SendTo(data, source))
                 self.counters["map-notify"] += 1
         return actions
-
-    def _record_key(self, record: EidRecord) -> tuple[int, int, int, int]:
-        split = _split_eid(record.eid)
-        if split is None:
-            raise _Refused("prefix-not-allowed", f"EID {record.eid} is not an IP prefix")
-        iid, address = split
-        width = _WIDTH[address.version]
-        if record.mask_len > width:
-            raise _Refused(
-                "malformed", f"EID mask-len {record.mask_len} for {address}", logging.INFO
-            )
-        return iid, address.version, int(address) & _MASKS[width][record.mask_len], record.mask_len
 
     def _allowance(self, iid: int, version: int, net: int, length: int) -> _Allowance | None:
         table = self._allowed.get((iid, version))
@@ -617,15 +715,16 @@ class MapServer:
             return allowance
         return None
 
-    def _lifetime(self, msg: MapRegister, record: EidRecord) -> float:
-        """Seconds the registration lives; 0 (a Record TTL of 0) deregisters."""
-        if record.ttl == 0:
+    def _lifetime(self, ttl_timeout: bool, ttl: int) -> float:
+        """Seconds a registration with Record TTL `ttl` (minutes) lives; 0 (TTL 0) deregisters.
+        `ttl_timeout`: the Map-Register's T bit (use the Record TTL as the timeout)."""
+        if ttl == 0:
             return 0.0
-        if not msg.ttl_timeout:
+        if not ttl_timeout:
             return self.registration_timeout
-        if record.ttl == TTL_UNLIMITED:
+        if ttl == TTL_UNLIMITED:
             return self.max_lifetime
-        return min(record.ttl * 60.0, self.max_lifetime)
+        return min(ttl * 60.0, self.max_lifetime)
 
     def _check_nonce(self, site: Site, nonce: int, window: float, now: float) -> None:
         """Refuse a nonce this site used within its replay window, then remember this one.
@@ -650,13 +749,16 @@ class MapServer:
     def _store(
         self,
         site: Site,
-        msg: MapRegister,
-        record: EidRecord,
+        parts: RegisterParts,
+        record_raw: bytes,
         key: tuple[int, int, int, int],
-        lifetime: float,
+        until: float,
         source: tuple[str, int],
         now: float,
+        fresh: list[Registration],
     ) -> Log | None:
+        """Create or refresh one registration; a new one is appended to `fresh` (the caller
+        queues it for expiry). An RLOC-set change is returned as a log line."""
         iid, version, net, length = key
         table = self._registered.get((iid, version))
         if table is None:
@@ -667,26 +769,26 @@ class MapServer:
             reg = Registration(site, iid, version, net, length, now)
             table.put(net, length, reg)
             self._bound_set((iid, version)).add(net, length)
-            heapq.heappush(self._expiry, (now + lifetime, reg))
+            fresh.append(reg)
             self.counters["new-registration"] += 1
-        elif reg.record.rlocs != record.rlocs:
-            # Mobility. RFC 9301 has the map-server send the old RLOC-set an unsolicited
-            # Map-Notify (acked by Map-Notify-Ack, retransmitted); not done here (yet).
-            self.counters["rloc-set-changed"] += 1
-            old = ", ".join(str(r.address) for r in reg.record.rlocs) or "none"
-            new = ", ".join(str(r.address) for r in record.rlocs) or "none"
-            moved = Log(
-                logging.INFO,
-                _clean(f"site {site.name}: [{iid}]{reg.prefix} moved from RLOCs {old} to {new}"),
-                "rloc-set-changed",
-            )
-        reg.record = record
-        reg.xtr_id = msg.xtr_id
-        reg.site_id = msg.site_id
+            self._membership += 1
+        elif reg.raw != record_raw:  # a byte-identical refresh has the same RLOC-set
+            old_rlocs, new_rlocs = reg.rlocs, decode_record(record_raw).rlocs
+            if old_rlocs != new_rlocs:
+                # Mobility. RFC 9301 has the map-server send the old RLOC-set an unsolicited
+                # Map-Notify (acked by Map-Notify-Ack, retransmitted); not done here (yet).
+                self.counters["rloc-set-changed"] += 1
+                old = ", ".join(str(r.address) for r in old_rlocs) or "none"
+                new = ", ".join(str(r.address) for r in new_rlocs) or "none"
+                line = f"site {site.name}: [{iid}]{reg.prefix} moved from RLOCs {old} to {new}"
+                moved = Log(logging.INFO, _clean(line), "rloc-set-changed")
+        reg.raw = record_raw
+        reg.xtr_id = parts.xtr_id
+        reg.site_id = parts.site_id
         reg.source = source
-        reg.proxy_reply = msg.proxy_reply
+        reg.proxy_reply = parts.proxy_reply
         reg.last_registered = now
-        reg.expires = now + lifetime
+        reg.expires = until
         return moved
 
     def _deregister(self, iid: int, version: int, net: int, length: int) -> None:
@@ -695,6 +797,7 @@ class MapServer:
             table.remove(net, length)
             self._unbound(iid, version, net, length)
             self.counters["deregistered"] += 1
+            self._membership += 1
 
     def _unbound(self, iid: int, version: int, net: int, length: int) -> None:
         """A registered prefix is gone: drop it from the hole bounds unless also configured."""
@@ -714,18 +817,23 @@ class MapServer:
         """Remove and return the registrations whose lifetime is over; forget old nonces."""
         expired: list[Registration] = []
         heap = self._expiry
+        later: dict[float, list[Registration]] = {}  # refreshed: queued again, by expiry
         while heap and heap[0][0] <= now:
-            _, reg = heapq.heappop(heap)
-            table = self._registered.get((reg.iid, reg.version))
-            if table is None or table.get(reg.net, reg.length) is not reg:
-                continue  # deregistered (or replaced) meanwhile
-            if reg.expires > now:  # refreshed since this entry was pushed
-                heapq.heappush(heap, (reg.expires, reg))
-                continue
-            table.remove(reg.net, reg.length)
-            self._unbound(reg.iid, reg.version, reg.net, reg.length)
-            expired.append(reg)
+            for reg in heapq.heappop(heap)[1]:
+                table = self._registered.get((reg.iid, reg.version))
+                if table is None or table.get(reg.net, reg.length) is not reg:
+                    continue  # deregistered (or replaced) meanwhile
+                if reg.expires > now:  # refreshed since this entry was pushed
+                    later.setdefault(reg.expires, []).append(reg)
+                    continue
+                table.remove(reg.net, reg.length)
+                self._unbound(reg.iid, reg.version, reg.net, reg.length)
+                expired.append(reg)
+        for when, regs in later.items():  # a message's records share their expiry float
+            heapq.heappush(heap, (when, tuple(regs)))
         self.counters["expired"] += len(expired)
+        if expired:
+            self._membership += 1
         if now >= self._next_nonce_sweep:
             self._next_nonce_sweep = now + NONCE_SWEEP_INTERVAL
             for seen in self._nonces.values():
@@ -735,14 +843,30 @@ class MapServer:
 
     def registrations(self) -> list[Registration]:
         """Every registration (expired ones not yet swept included), in a stable order."""
-        regs = [
-            reg
-            for table in self._registered.values()
-            for bucket in table.by_len.values()
-            for reg in bucket.values()
-        ]
-        regs.sort(key=lambda r: (r.site.name, r.iid, r.version, r.net, r.length))
+        regs = list(self._all_registrations())
+        regs.sort(key=_order)
         return regs
+
+    def _all_registrations(self) -> Iterator[Registration]:
+        for table in self._registered.values():
+            for bucket in table.by_len.values():
+                yield from bucket.values()
+
+    def registrations_page(self, offset: int, limit: int) -> tuple[int, list[Registration]]:
+        """(how many registrations there are, at most `limit` of them from `offset`) in the
+        order of `registrations`. The first few are picked without sorting them all; deeper
+        pages come from one sorted snapshot, kept until a registration comes or goes."""
+        total = self.registration_count()
+        if offset >= total or limit <= 0:
+            return total, []
+        if offset + limit <= 1024 and (offset + limit) * 8 < total:
+            head = heapq.nsmallest(offset + limit, self._all_registrations(), key=_order)
+            return total, head[offset:]
+        version, regs = self._snapshot
+        if version != self._membership:
+            regs = self.registrations()
+            self._snapshot = (self._membership, regs)
+        return total, regs[offset : offset + limit]
 
     def registration_count(self) -> int:
         return sum(len(table) for table in self._registered.values())
@@ -822,6 +946,19 @@ class MapServer:
                 reg = None  # expired, not swept yet
         if reg is None:
             return [self._negative(request.nonce, iid, eid, as_lcaf, reply_to)]
+        if self.policy_check is not None:
+            verdict = self.policy_check(self._requester(request, source, now), iid, eid)
+            if verdict is not True:
+                if verdict is None:
+                    action, ttl = self.unregistered_action, self.unregistered_ttl
+                    self.counters["requester-unknown"] += 1
+                else:
+                    action, ttl = Action.DROP_POLICY_DENIED, self.policy_denied_ttl
+                    self.counters["policy-denied"] += 1
+                record = EidRecord(_make_eid(iid, reg.version, reg.net, as_lcaf), reg.length, (),
+                                   ttl, action)  # fmt: skip
+                self.counters["negative-reply"] += 1
+                return [SendTo(MapReply(request.nonce, (record,)).encode(), reply_to)]
         etr = None if (reg.proxy_reply or reg.site.proxy_reply) else self._pick_etr(reg, source)
         if etr is None:
             self.counters["proxy-reply"] += 1
@@ -870,6 +1007,19 @@ class MapServer:
         record = EidRecord(_make_eid(iid, eid.version, net, as_lcaf), length, (), ttl, action)
         self.counters["negative-reply"] += 1
         return SendTo(MapReply(nonce, (record,)).encode(), reply_to)
+
+    def _requester(self, request: MapRequest, source: tuple[str, int], now: float) -> str | None:
+        """The site whose live registration holds the request's source EID and one of its
+        ITR-RLOCs (or the address it came from); None if no site does."""
+        split = _split_eid(request.source_eid)
+        if split is None:
+            return None
+        reg = self.lookup(split[1], split[0], now)
+        if reg is None:
+            return None
+        registered = {ip_of(r.address) for r in reg.record.rlocs} - {None}
+        heard = {ip_of(a) for a in request.itr_rlocs} | {_parse_host(source[0])}
+        return reg.site.name if registered & heard else None
 
     @staticmethod
     def _reply_address(

@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "mesh.cli",
     "node.cli",
     "controller_api.cli",
+    "controller_api.policy_cli",
+    "lispmesh.ops_cli",
 )
 
 

@@ -53,6 +53,7 @@ class MeshLab:
         token_ttl: float = 3600.0,
         controller_flags: str = "",
         node_flags: str = "",
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir.absolute()
         self.state = self.workdir / "state"
@@ -67,6 +68,7 @@ class MeshLab:
             "LISPMESH_TOKEN": str(self.token),
             "CONTROLLER_FLAGS": controller_flags,
             "NODE_FLAGS": node_flags,
+            **(extra_env or {}),
         }
         self.lab = Lab.from_file(topology, name=self.name, env=self.env, workdir=self.workdir)
         self.nodes = [n.name for n in self.lab.topo.nodes.values() if n.kind == "lispmesh-node"]

@@ -3,9 +3,12 @@
  *
  * inside:  TUN read (virtio-net header, TSO super-packets) -> segment into MSS-sized TCP packets
  *          (full checksums: any LISP ETR can decapsulate and deliver them) -> route lookup ->
- *          AEAD seal (RFC 8061 framing: LISP header | IV | ciphertext | tag) -> UDP GSO send.
+ *          policy (egress) -> AEAD seal (RFC 8061 framing: LISP header | IV | ciphertext |
+ *          tag) -> UDP GSO send.
  * outside: recvmmsg -> key lookup by (source RLOC, key-id) -> AEAD open -> replay window ->
- *          source-EID and instance-id checks -> TUN write.
+ *          source-EID and instance-id checks -> policy (ingress) -> TUN write.
+ * The network policy (egress after the route lookup, before sealing; ingress before the TUN
+ * write) is lisp/policy.py's semantics: rules, a stateful flow table, counters and a flow log.
  *
  * The Python control plane owns every decision: it installs paths (keys, counters, RLOCs),
  * routes (EID prefix -> path) and decap slots; whatever this engine cannot handle (no route,
@@ -23,10 +26,13 @@
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef UDP_SEGMENT
@@ -53,12 +59,12 @@
 enum {
     ST_INSIDE_PACKETS, ST_INSIDE_SUPER, ST_SEGMENTS, ST_SEALED, ST_SEND_ERRORS, ST_SLOW_INSIDE,
     ST_OUTSIDE_PACKETS, ST_OPENED, ST_DECRYPT_FAIL, ST_REPLAY, ST_SPOOFED, ST_WRONG_IID,
-    ST_MALFORMED, ST_TUN_WRITE_ERRORS, ST_SLOW_OUTSIDE, ST_COUNT
+    ST_MALFORMED, ST_TUN_WRITE_ERRORS, ST_SLOW_OUTSIDE, ST_POLICY_DENIED, ST_COUNT
 };
 static const char *STAT_NAMES[ST_COUNT] = {
     "inside-packets", "inside-super-packets", "segments", "sealed", "send-errors",
     "slow-inside", "outside-packets", "opened", "decrypt-failure", "replay", "spoofed-source",
-    "wrong-instance", "malformed", "tun-write-errors", "slow-outside",
+    "wrong-instance", "malformed", "tun-write-errors", "slow-outside", "policy-denied",
 };
 
 typedef struct {
@@ -106,6 +112,78 @@ typedef struct {
     int slot;
 } DecapKey;
 
+/* Network policy (lisp/policy.py is the reference: same parsing, matching, flow table and
+ * eviction, so the two give identical verdicts; tests/unit/test_policy.py holds them to it). */
+#define POL_EGRESS 0
+#define POL_INGRESS 1
+#define TCP_TIMEOUT 300.0
+#define TCP_CLOSING_TIMEOUT 10.0 /* once a FIN or RST was seen */
+#define UDP_TIMEOUT 60.0
+#define ICMP_TIMEOUT 30.0
+#define OTHER_TIMEOUT 60.0
+#define EVICT_FRACTION 8 /* a full table drops this fraction at once: eviction stays rare */
+#define MAX_V6_HEADERS 8
+#define MAX_FLOWS_LIMIT (1 << 22)
+
+enum { PR_NO_POLICY, PR_ESTABLISHED, PR_RETURN, PR_ALLOWED, PR_DENIED, PR_DEFAULT_DENY,
+       PR_MALFORMED };
+static const char *POLICY_REASONS[] = {
+    "no-policy", "established", "return", "allowed", "denied", "default-deny", "malformed",
+};
+
+typedef struct {
+    int version;
+    uint8_t src[16], dst[16]; /* IPv4 addresses in the first 4 bytes, the rest zero */
+    uint8_t proto, has_ports, tcp_flags;
+    uint16_t sport, dport;
+} FlowTuple;
+
+typedef struct {
+    long long id;
+    int allow;
+    int protocol; /* -1: any */
+    int n_src, n_dst, n_ports;
+    Prefix *src, *dst;
+    uint16_t *ports; /* n_ports (low, high) pairs; none when ports do not restrict the rule */
+    uint64_t packets, bytes, flows;
+} Rule;
+
+typedef struct {
+    uint8_t used, dir, version, proto, has_ports, closing;
+    uint16_t sport, dport;
+    int32_t rule; /* index into the rules of `dir`, the direction the flow was opened in */
+    uint32_t hash;
+    uint8_t src[16], dst[16];
+    double last_seen;
+    uint64_t seq; /* creation order: breaks ties in last_seen when evicting */
+} Flow;
+
+typedef struct {
+    double time;
+    unsigned long long policy_version;
+    long long rule_id; /* -1: no rule matched (default deny) */
+    uint8_t dir, version, proto, allowed;
+    uint16_t sport, dport;
+    uint8_t src[16], dst[16];
+} LogEntry;
+
+typedef struct {
+    int active; /* 0: no policy, everything passes untracked */
+    unsigned long long version;
+    Rule *rules[2];
+    int n_rules[2];
+    Flow *flows; /* open addressing, linear probing, at most half full */
+    size_t mask;
+    int n_flows, max_flows;
+    uint64_t seq, seed;
+    LogEntry *log; /* ring of the last log_size new-flow decisions */
+    int log_size;
+    uint64_t logged;
+    uint64_t nomatch[2][2]; /* [direction][packets, bytes] denied by default */
+    uint64_t malformed, revoked;
+    size_t hint[2]; /* per direction, the slot of the flow the last packet belonged to */
+} Policy;
+
 typedef struct {
     PyObject_HEAD
     int tun_fd;
@@ -124,6 +202,8 @@ typedef struct {
     uint8_t cache_dst[16];
     Route *cache_route;
     uint64_t stats[ST_COUNT];
+    Policy policy;
+    double now; /* CLOCK_MONOTONIC at the start of the current batch (policy) */
     uint8_t *super_buf;
     uint8_t *seg_bufs;
     uint8_t *out_bufs;
@@ -319,6 +399,328 @@ static Slot *lookup_slot(Engine *e, const struct sockaddr_storage *src, int key_
     return NULL;
 }
 
+/* ------------------------------------------------------------------ policy */
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* the clock of Python's time.monotonic() */
+    return (double)((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;
+}
+
+/* The 5-tuple of an IPv4/IPv6 packet (lisp.policy.parse_flow); -1 if it is not one. */
+static int parse_flow(const uint8_t *p, size_t len, FlowTuple *f) {
+    memset(f, 0, sizeof(*f));
+    if (len < 1) return -1;
+    int version = p[0] >> 4, frag = 0;
+    size_t off;
+    uint8_t proto;
+    if (version == 4) {
+        size_t ihl = (size_t)(p[0] & 0x0F) * 4;
+        if (len < 20 || ihl < 20 || len < ihl) return -1;
+        memcpy(f->src, p + 12, 4);
+        memcpy(f->dst, p + 16, 4);
+        proto = p[9];
+        off = ihl;
+        frag = (get16(p + 6) & 0x1FFF) != 0;
+    } else if (version == 6) {
+        if (len < 40) return -1;
+        memcpy(f->src, p + 8, 16);
+        memcpy(f->dst, p + 24, 16);
+        proto = p[6];
+        off = 40;
+        for (int i = 0; i < MAX_V6_HEADERS; i++) {
+            if (proto == 0 || proto == 43 || proto == 60) { /* hop-by-hop, routing, dest opts */
+                if (len < off + 2) break;
+                proto = p[off];
+                off += ((size_t)p[off + 1] + 1) * 8;
+            } else if (proto == 44) { /* fragment: only the first one has the L4 header */
+                if (len < off + 8) break;
+                int offset = get16(p + off + 2) & 0xFFF8;
+                proto = p[off];
+                off += 8;
+                if (offset) { frag = 1; break; }
+            } else {
+                break;
+            }
+        }
+    } else {
+        return -1;
+    }
+    f->version = version;
+    f->proto = proto;
+    if (frag) return 0;
+    if ((proto == 6 || proto == 17) && len >= off + 4) {
+        f->sport = get16(p + off);
+        f->dport = get16(p + off + 2);
+        f->has_ports = 1;
+        if (proto == 6 && len >= off + 14) f->tcp_flags = p[off + 13];
+    } else if (((version == 4 && proto == 1) || (version == 6 && proto == 58)) &&
+               len >= off + 8) {
+        /* Echo: the identifier as (id, 0) in a request and (0, id) in a reply, so a reply is
+           the reverse of its request and a request from the other side is not. */
+        uint8_t type = p[off];
+        uint16_t ident = get16(p + off + 4);
+        if (type == (version == 4 ? 8 : 128)) f->sport = ident;
+        else if (type == (version == 4 ? 0 : 129)) f->dport = ident;
+    }
+    return 0;
+}
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Seeded per engine, so a peer cannot aim its flows at one probe chain. */
+static uint32_t flow_hash(const Policy *pol, int dir, int version, int proto, int sport,
+                          int dport, const uint8_t *src, const uint8_t *dst) {
+    uint64_t h = pol->seed ^ ((uint64_t)dir << 56 | (uint64_t)version << 48 |
+                              (uint64_t)proto << 32 | (uint64_t)sport << 16 | (uint64_t)dport);
+    h = mix64(h);
+    for (int i = 0; i < 16; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        h = mix64(h ^ w);
+        memcpy(&w, dst + i, 8);
+        h = mix64(h ^ w);
+    }
+    return (uint32_t)h;
+}
+
+static double flow_timeout(const Flow *f) {
+    if (f->proto == 6) return f->closing ? TCP_CLOSING_TIMEOUT : TCP_TIMEOUT;
+    if (f->proto == 17) return UDP_TIMEOUT;
+    if (f->proto == 1 || f->proto == 58) return ICMP_TIMEOUT;
+    return OTHER_TIMEOUT;
+}
+
+static int flow_expired(const Flow *f, double now) { return now - f->last_seen > flow_timeout(f); }
+
+/* Backward-shift deletion: linear probing without tombstones. */
+static void flow_delete(Policy *pol, size_t i) {
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & pol->mask;
+        Flow *f = &pol->flows[j];
+        if (!f->used) break;
+        size_t home = f->hash & pol->mask;
+        if (((j - home) & pol->mask) >= ((j - i) & pol->mask)) {
+            pol->flows[i] = *f;
+            i = j;
+        }
+    }
+    pol->flows[i].used = 0;
+    pol->n_flows--;
+}
+
+static int flow_is(const Flow *f, int dir, int version, int proto, int sport, int dport,
+                   const uint8_t *src, const uint8_t *dst) {
+    return f->dir == dir && f->proto == proto && f->version == version && f->sport == sport &&
+           f->dport == dport && memcmp(f->src, src, 16) == 0 && memcmp(f->dst, dst, 16) == 0;
+}
+
+/* The live flow with this key, or NULL (an expired one is removed on the way). */
+static Flow *flow_find(Policy *pol, int dir, int version, int proto, int sport, int dport,
+                       const uint8_t *src, const uint8_t *dst, double now) {
+    uint32_t hash = flow_hash(pol, dir, version, proto, sport, dport, src, dst);
+    for (size_t i = hash & pol->mask;; i = (i + 1) & pol->mask) {
+        Flow *f = &pol->flows[i];
+        if (!f->used) return NULL;
+        if (f->hash == hash && flow_is(f, dir, version, proto, sport, dport, src, dst)) {
+            if (!flow_expired(f, now)) return f;
+            flow_delete(pol, i);
+            return NULL;
+        }
+    }
+}
+
+static void flow_place(Policy *pol, const Flow *f) {
+    size_t i = f->hash & pol->mask;
+    while (pol->flows[i].used) i = (i + 1) & pol->mask;
+    pol->flows[i] = *f;
+    pol->n_flows++;
+}
+
+static int flow_older(const void *a, const void *b) {
+    const Flow *x = a, *y = b;
+    if (x->last_seen != y->last_seen) return x->last_seen < y->last_seen ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Refill the table with `keep[start..n)` (a rebuild never breaks a probe chain). */
+static void flow_refill(Policy *pol, Flow *keep, int start, int n) {
+    memset(pol->flows, 0, (pol->mask + 1) * sizeof(Flow));
+    pol->n_flows = 0;
+    for (int k = start; k < n; k++) flow_place(pol, &keep[k]);
+}
+
+/* A full table: drop the expired flows, then if still full the least recently seen eighth.
+   Runs without the GIL (ingress), hence malloc rather than PyMem. */
+static void flow_make_room(Policy *pol, double now) {
+    Flow *keep = malloc(sizeof(Flow) * ((size_t)pol->n_flows + 1));
+    if (!keep) { /* no memory: forget every flow; their next packets meet the rules again */
+        flow_refill(pol, NULL, 0, 0);
+        return;
+    }
+    int n = 0;
+    for (size_t i = 0; i <= pol->mask; i++)
+        if (pol->flows[i].used && !flow_expired(&pol->flows[i], now)) keep[n++] = pol->flows[i];
+    int start = 0;
+    if (n >= pol->max_flows) {
+        qsort(keep, (size_t)n, sizeof(Flow), flow_older);
+        start = pol->max_flows / EVICT_FRACTION;
+        if (start < 1) start = 1;
+    }
+    flow_refill(pol, keep, start, n);
+    free(keep);
+}
+
+static void flow_add(Policy *pol, int dir, const FlowTuple *t, int rule, int closing, double now) {
+    if (pol->n_flows >= pol->max_flows) flow_make_room(pol, now);
+    Flow f;
+    memset(&f, 0, sizeof(f));
+    f.used = 1;
+    f.dir = (uint8_t)dir;
+    f.version = (uint8_t)t->version;
+    f.proto = t->proto;
+    f.has_ports = t->has_ports;
+    f.closing = (uint8_t)closing;
+    f.sport = t->sport;
+    f.dport = t->dport;
+    f.rule = rule;
+    memcpy(f.src, t->src, 16);
+    memcpy(f.dst, t->dst, 16);
+    f.hash = flow_hash(pol, dir, t->version, t->proto, t->sport, t->dport, t->src, t->dst);
+    f.last_seen = now;
+    f.seq = ++pol->seq;
+    flow_place(pol, &f);
+}
+
+static int rule_matches(const Rule *r, const FlowTuple *f) {
+    if (r->protocol >= 0 && r->protocol != f->proto) return 0;
+    if (r->n_src) {
+        int ok = 0;
+        for (int i = 0; i < r->n_src && !ok; i++)
+            ok = prefix_match(f->version, f->src, r->src[i].version, r->src[i].net, r->src[i].plen);
+        if (!ok) return 0;
+    }
+    if (r->n_dst) {
+        int ok = 0;
+        for (int i = 0; i < r->n_dst && !ok; i++)
+            ok = prefix_match(f->version, f->dst, r->dst[i].version, r->dst[i].net, r->dst[i].plen);
+        if (!ok) return 0;
+    }
+    if (r->n_ports) {
+        if (!f->has_ports) return 0;
+        for (int i = 0; i < r->n_ports; i++)
+            if (r->ports[2 * i] <= f->dport && f->dport <= r->ports[2 * i + 1]) return 1;
+        return 0;
+    }
+    return 1;
+}
+
+static int first_match(const Policy *pol, int dir, const FlowTuple *f) {
+    for (int k = 0; k < pol->n_rules[dir]; k++)
+        if (rule_matches(&pol->rules[dir][k], f)) return k;
+    return -1;
+}
+
+static void policy_log(Policy *pol, double now, int dir, const FlowTuple *f, int allowed,
+                       long long rule_id) {
+    if (pol->log_size <= 0) return;
+    LogEntry *l = &pol->log[pol->logged % (uint64_t)pol->log_size];
+    pol->logged++;
+    l->time = now;
+    l->policy_version = pol->version;
+    l->rule_id = rule_id;
+    l->dir = (uint8_t)dir;
+    l->version = (uint8_t)f->version;
+    l->proto = f->proto;
+    l->allowed = (uint8_t)allowed;
+    l->sport = f->sport;
+    l->dport = f->dport;
+    memcpy(l->src, f->src, 16);
+    memcpy(l->dst, f->dst, 16);
+}
+
+/* One packet (or one TSO super-packet: one flow, `npkts` segments) against the policy.
+   Returns 1 to let it pass; `reason` and `rule_id` (-1: none) say why. */
+static int policy_check(Policy *pol, const uint8_t *pkt, size_t len, int dir, double now,
+                        uint64_t npkts, uint64_t nbytes, int *reason, long long *rule_id) {
+    *rule_id = -1;
+    if (!pol->active) { *reason = PR_NO_POLICY; return 1; }
+    FlowTuple f;
+    if (parse_flow(pkt, len, &f) < 0) {
+        pol->malformed++;
+        *reason = PR_MALFORMED;
+        return 0;
+    }
+    int closing = f.proto == 6 && (f.tcp_flags & 0x05); /* FIN or RST */
+    /* A stream's packets skip the hashing: the flow of the last packet in this direction is
+       checked first, forward then reversed. The two cannot both be live (a flow is only created
+       when neither lookup finds one), so this gives the verdict of the full lookups; a hint
+       that moved, went or expired just falls through to them. */
+    Flow *fl = &pol->flows[pol->hint[dir]];
+    *reason = PR_ESTABLISHED;
+    if (!fl->used || flow_expired(fl, now)) {
+        fl = NULL;
+    } else if (!flow_is(fl, dir, f.version, f.proto, f.sport, f.dport, f.src, f.dst)) {
+        *reason = PR_RETURN;
+        if (!flow_is(fl, 1 - dir, f.version, f.proto, f.dport, f.sport, f.dst, f.src)) fl = NULL;
+    }
+    if (!fl) {
+        *reason = PR_ESTABLISHED;
+        fl = flow_find(pol, dir, f.version, f.proto, f.sport, f.dport, f.src, f.dst, now);
+    }
+    if (!fl) {
+        fl = flow_find(pol, 1 - dir, f.version, f.proto, f.dport, f.sport, f.dst, f.src, now);
+        *reason = PR_RETURN;
+    }
+    if (fl) {
+        pol->hint[dir] = (size_t)(fl - pol->flows);
+        fl->last_seen = now;
+        if (closing) fl->closing = 1;
+        Rule *r = &pol->rules[fl->dir][fl->rule];
+        r->packets += npkts;
+        r->bytes += nbytes;
+        *rule_id = r->id;
+        return 1;
+    }
+    int k = first_match(pol, dir, &f);
+    if (k < 0) {
+        pol->nomatch[dir][0] += npkts;
+        pol->nomatch[dir][1] += nbytes;
+        policy_log(pol, now, dir, &f, 0, -1);
+        *reason = PR_DEFAULT_DENY;
+        return 0;
+    }
+    Rule *r = &pol->rules[dir][k];
+    r->packets += npkts;
+    r->bytes += nbytes;
+    r->flows++;
+    *rule_id = r->id;
+    policy_log(pol, now, dir, &f, r->allow, r->id);
+    if (!r->allow) { *reason = PR_DENIED; return 0; }
+    flow_add(pol, dir, &f, k, closing, now);
+    *reason = PR_ALLOWED;
+    return 1;
+}
+
+/* The data path's question: may this packet pass? A denied packet is counted here. */
+static int policy_allows(Engine *e, const uint8_t *pkt, size_t len, int dir, uint64_t npkts,
+                         uint64_t nbytes) {
+    int reason;
+    long long rule_id;
+    if (policy_check(&e->policy, pkt, len, dir, e->now, npkts, nbytes, &reason, &rule_id))
+        return 1;
+    e->stats[ST_POLICY_DENIED] += npkts;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ inside -> outside */
 
 static int send_batch(Engine *e, Path *p, Route *r, uint8_t *buf, int count, int seg_len,
@@ -458,6 +860,7 @@ static int handle_inside(Engine *e, uint8_t *pkt, size_t len) {
     Route *route = lookup_route(e, version, dst);
     if (!route) return 1;
     if (len + OVERHEAD > SEG_BUF) return 1;
+    if (e->policy.active && !policy_allows(e, pkt, len, POL_EGRESS, 1, len)) return 0;
     memcpy(e->seg_bufs, pkt, len);
     int l = (int)len;
     seal_and_send(e, route, e->seg_bufs, &l, 1);
@@ -470,6 +873,7 @@ static PyObject *engine_pump_inside(Engine *e, PyObject *args) {
     PyObject *slow = PyList_New(0);
     if (!slow) return NULL;
     int lens[MAX_SEGMENTS];
+    if (e->policy.active) e->now = mono_now();
     for (int n = 0; n < budget; n++) {
         ssize_t r;
         Py_BEGIN_ALLOW_THREADS
@@ -503,6 +907,11 @@ static PyObject *engine_pump_inside(Engine *e, PyObject *args) {
             }
             e->stats[ST_INSIDE_SUPER]++;
             e->stats[ST_SEGMENTS] += (uint64_t)count;
+            if (e->policy.active) { /* one super-packet is one flow: one check */
+                uint64_t bytes = 0;
+                for (int i = 0; i < count; i++) bytes += (uint64_t)lens[i];
+                if (!policy_allows(e, pkt, len, POL_EGRESS, (uint64_t)count, bytes)) continue;
+            }
             seal_and_send(e, route, e->seg_bufs, lens, count);
             continue;
         }
@@ -538,6 +947,7 @@ static PyObject *engine_pump_inside(Engine *e, PyObject *args) {
 static PyObject *engine_inject(Engine *e, PyObject *args) {
     Py_buffer buf;
     if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    if (e->policy.active) e->now = mono_now();
     int slow = handle_inside(e, (uint8_t *)buf.buf, (size_t)buf.len);
     PyBuffer_Release(&buf);
     return PyBool_FromLong(!slow);
@@ -595,6 +1005,8 @@ static int handle_outside(Engine *e, const uint8_t *pkt, size_t len,
     s->packets++;
     s->bytes += (uint64_t)n;
     e->stats[ST_OPENED]++;
+    if (e->policy.active && !policy_allows(e, inner, (size_t)n, POL_INGRESS, 1, (uint64_t)n))
+        return 0;
     const uint8_t *out = inner;
     size_t outlen = (size_t)n;
     if (e->vnet) {
@@ -619,6 +1031,7 @@ static PyObject *engine_pump_outside(Engine *e, PyObject *args) {
     struct sockaddr_storage addrs[RX_BATCH];
     uint8_t plain[SEG_BUF + VNET_HDR_LEN];
     int done = 0;
+    if (e->policy.active) e->now = mono_now();
     while (done < budget) {
         int want = budget - done < RX_BATCH ? budget - done : RX_BATCH;
         memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)want);
@@ -975,6 +1388,277 @@ static PyObject *engine_stats(Engine *e, PyObject *Py_UNUSED(ignored)) {
     return d;
 }
 
+/* ------------------------------------------------------------------ policy management */
+
+static void free_rules(Rule *rules, int n) {
+    for (int i = 0; rules && i < n; i++) {
+        PyMem_Free(rules[i].src);
+        PyMem_Free(rules[i].dst);
+        PyMem_Free(rules[i].ports);
+    }
+    PyMem_Free(rules);
+}
+
+static void policy_free(Policy *pol) {
+    for (int d = 0; d < 2; d++) free_rules(pol->rules[d], pol->n_rules[d]);
+    PyMem_Free(pol->flows);
+    PyMem_Free(pol->log);
+    memset(pol, 0, sizeof(*pol));
+}
+
+static int parse_prefix_list(PyObject *list, Prefix **out, int *n) {
+    Py_ssize_t count = PyList_GET_SIZE(list);
+    if (!count) return 0;
+    Prefix *p = PyMem_Calloc((size_t)count, sizeof(Prefix));
+    if (!p) { PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (!PyTuple_Check(item) || parse_prefix(item, &p[i].version, p[i].net, &p[i].plen) < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "prefix: (version, net, plen)");
+            PyMem_Free(p);
+            return -1;
+        }
+    }
+    *out = p;
+    *n = (int)count;
+    return 0;
+}
+
+/* [(id, allow, protocol or -1, src [(version, net, plen)...], dst [...], ports [(lo, hi)...])] */
+static int parse_rules(PyObject *list, Rule **out, int *n) {
+    Py_ssize_t count = PyList_GET_SIZE(list);
+    Rule *rules = PyMem_Calloc((size_t)(count ? count : 1), sizeof(Rule));
+    if (!rules) { PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Rule *r = &rules[i];
+        PyObject *item = PyList_GET_ITEM(list, i), *src, *dst, *ports;
+        if (!PyTuple_Check(item) ||
+            !PyArg_ParseTuple(item, "LpiO!O!O!", &r->id, &r->allow, &r->protocol, &PyList_Type,
+                              &src, &PyList_Type, &dst, &PyList_Type, &ports)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "rule: (id, allow, protocol, src, dst, ports)");
+            goto fail;
+        }
+        if (r->protocol < -1 || r->protocol > 255) {
+            PyErr_SetString(PyExc_ValueError, "rule protocol must be -1 (any) or 0..255");
+            goto fail;
+        }
+        if (parse_prefix_list(src, &r->src, &r->n_src) < 0 ||
+            parse_prefix_list(dst, &r->dst, &r->n_dst) < 0)
+            goto fail;
+        Py_ssize_t np = PyList_GET_SIZE(ports);
+        if (np && r->protocol != 1 && r->protocol != 58) { /* ports never restrict ICMP rules */
+            r->ports = PyMem_Calloc((size_t)np * 2, sizeof(uint16_t));
+            if (!r->ports) { PyErr_NoMemory(); goto fail; }
+            for (Py_ssize_t j = 0; j < np; j++) {
+                int lo, hi;
+                PyObject *range = PyList_GET_ITEM(ports, j);
+                if (!PyTuple_Check(range) || !PyArg_ParseTuple(range, "ii", &lo, &hi) || lo < 0 ||
+                    hi > 65535 || lo > hi) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError, "port range: (low, high) in 0..65535");
+                    goto fail;
+                }
+                r->ports[2 * j] = (uint16_t)lo;
+                r->ports[2 * j + 1] = (uint16_t)hi;
+            }
+            r->n_ports = (int)np;
+        }
+    }
+    *out = rules;
+    *n = (int)count;
+    return 0;
+fail:
+    free_rules(rules, (int)count);
+    return -1;
+}
+
+/* A new policy over a live table: flows its rules still allow stay (with their new rule),
+   the others and the expired ones go. */
+static void policy_recheck(Policy *pol, double now) {
+    Flow *keep = PyMem_Malloc(sizeof(Flow) * ((size_t)pol->n_flows + 1));
+    if (!keep) { /* no memory: forget every flow; their next packets meet the new rules */
+        flow_refill(pol, NULL, 0, 0);
+        return;
+    }
+    int n = 0;
+    for (size_t i = 0; i <= pol->mask; i++) {
+        Flow *f = &pol->flows[i];
+        if (!f->used || flow_expired(f, now)) continue;
+        FlowTuple t;
+        memset(&t, 0, sizeof(t));
+        t.version = f->version;
+        t.proto = f->proto;
+        t.has_ports = f->has_ports;
+        t.sport = f->sport;
+        t.dport = f->dport;
+        memcpy(t.src, f->src, 16);
+        memcpy(t.dst, f->dst, 16);
+        int k = first_match(pol, f->dir, &t);
+        if (k < 0 || !pol->rules[f->dir][k].allow) {
+            pol->revoked++;
+            continue;
+        }
+        f->rule = k;
+        keep[n++] = *f;
+    }
+    flow_refill(pol, keep, 0, n);
+    PyMem_Free(keep);
+}
+
+/* set_policy(version, egress, ingress, now, max_flows=65536, log_size=256) */
+static PyObject *engine_set_policy(Engine *e, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"version", "egress", "ingress", "now", "max_flows", "log_size", NULL};
+    unsigned long long version;
+    PyObject *egress, *ingress;
+    double now;
+    int max_flows = 65536, log_size = 256;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KO!O!d|ii", kwlist, &version, &PyList_Type,
+                                     &egress, &PyList_Type, &ingress, &now, &max_flows, &log_size))
+        return NULL;
+    if (max_flows < 1 || max_flows > MAX_FLOWS_LIMIT || log_size < 0 || log_size > 1 << 20) {
+        PyErr_SetString(PyExc_ValueError, "max_flows must be 1..4194304, log_size 0..1048576");
+        return NULL;
+    }
+    Rule *rules[2] = {NULL, NULL};
+    int n[2] = {0, 0};
+    if (parse_rules(egress, &rules[0], &n[0]) < 0) return NULL;
+    if (parse_rules(ingress, &rules[1], &n[1]) < 0) {
+        free_rules(rules[0], n[0]);
+        return NULL;
+    }
+    Policy *pol = &e->policy;
+    int fresh = !pol->active || pol->max_flows != max_flows || pol->log_size != log_size;
+    if (fresh) {
+        size_t slots = 1;
+        while (slots < 2 * (size_t)max_flows) slots <<= 1; /* at most half full: short probes */
+        Flow *flows = PyMem_Calloc(slots, sizeof(Flow));
+        LogEntry *log = PyMem_Calloc((size_t)(log_size ? log_size : 1), sizeof(LogEntry));
+        if (!flows || !log) {
+            PyMem_Free(flows);
+            PyMem_Free(log);
+            free_rules(rules[0], n[0]);
+            free_rules(rules[1], n[1]);
+            return PyErr_NoMemory();
+        }
+        uint64_t seq = pol->seq;
+        policy_free(pol);
+        pol->flows = flows;
+        pol->mask = slots - 1;
+        pol->max_flows = max_flows;
+        pol->log = log;
+        pol->log_size = log_size;
+        pol->seq = seq;
+        if (getrandom(&pol->seed, sizeof(pol->seed), GRND_NONBLOCK) != sizeof(pol->seed))
+            pol->seed = mix64((uint64_t)(uintptr_t)pol ^ (uint64_t)(now * 1e9));
+    } else {
+        for (int d = 0; d < 2; d++) free_rules(pol->rules[d], pol->n_rules[d]);
+    }
+    for (int d = 0; d < 2; d++) {
+        pol->rules[d] = rules[d];
+        pol->n_rules[d] = n[d];
+    }
+    pol->version = version;
+    pol->active = 1;
+    memset(pol->nomatch, 0, sizeof(pol->nomatch)); /* counters belong to one policy */
+    pol->malformed = 0;
+    pol->revoked = 0;
+    if (!fresh) policy_recheck(pol, now);
+    Py_RETURN_NONE;
+}
+
+/* clear_policy(): no policy, everything passes (the state of a node the controller has not
+   given a policy yet) */
+static PyObject *engine_clear_policy(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    policy_free(&e->policy);
+    Py_RETURN_NONE;
+}
+
+/* policy_check(packet, "egress"|"ingress", now) -> (allowed, rule_id or None, reason) (tests) */
+static PyObject *engine_policy_check(Engine *e, PyObject *args) {
+    Py_buffer pkt;
+    const char *direction;
+    double now;
+    if (!PyArg_ParseTuple(args, "y*sd", &pkt, &direction, &now)) return NULL;
+    int dir = strcmp(direction, "egress") == 0 ? POL_EGRESS
+              : strcmp(direction, "ingress") == 0 ? POL_INGRESS : -1;
+    if (dir < 0) {
+        PyBuffer_Release(&pkt);
+        PyErr_SetString(PyExc_ValueError, "direction must be 'egress' or 'ingress'");
+        return NULL;
+    }
+    int reason;
+    long long rule_id;
+    int ok = policy_check(&e->policy, pkt.buf, (size_t)pkt.len, dir, now, 1, (uint64_t)pkt.len,
+                          &reason, &rule_id);
+    PyBuffer_Release(&pkt);
+    PyObject *rid = rule_id < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(rule_id);
+    if (!rid) return NULL;
+    return Py_BuildValue("(ONs)", ok ? Py_True : Py_False, rid, POLICY_REASONS[reason]);
+}
+
+/* policy_stats(now) -> None (no policy) or {version, flows, max_flows, rules: ([(packets,
+   bytes, flows)...] egress, [...] ingress), default_deny: ((p, b), (p, b)), malformed, revoked} */
+static PyObject *engine_policy_stats(Engine *e, PyObject *args) {
+    double now;
+    if (!PyArg_ParseTuple(args, "d", &now)) return NULL;
+    Policy *pol = &e->policy;
+    if (!pol->active) Py_RETURN_NONE;
+    int live = 0;
+    for (size_t i = 0; i <= pol->mask; i++)
+        if (pol->flows[i].used && !flow_expired(&pol->flows[i], now)) live++;
+    PyObject *lists[2] = {NULL, NULL};
+    for (int d = 0; d < 2; d++) {
+        lists[d] = PyList_New(pol->n_rules[d]);
+        if (!lists[d]) goto fail;
+        for (int k = 0; k < pol->n_rules[d]; k++) {
+            Rule *r = &pol->rules[d][k];
+            PyObject *t = Py_BuildValue("(KKK)", (unsigned long long)r->packets,
+                                        (unsigned long long)r->bytes, (unsigned long long)r->flows);
+            if (!t) goto fail;
+            PyList_SET_ITEM(lists[d], k, t);
+        }
+    }
+    return Py_BuildValue(
+        "{s:K,s:i,s:i,s:(NN),s:((KK)(KK)),s:K,s:K}", "version", pol->version, "flows", live,
+        "max_flows", pol->max_flows, "rules", lists[0], lists[1], "default_deny",
+        (unsigned long long)pol->nomatch[0][0], (unsigned long long)pol->nomatch[0][1],
+        (unsigned long long)pol->nomatch[1][0], (unsigned long long)pol->nomatch[1][1],
+        "malformed", (unsigned long long)pol->malformed, "revoked",
+        (unsigned long long)pol->revoked);
+fail:
+    Py_XDECREF(lists[0]);
+    Py_XDECREF(lists[1]);
+    return NULL;
+}
+
+/* read_flow_log() -> [(time, policy_version, direction, src, dst, protocol, sport, dport,
+   allowed, rule_id or None)], oldest first */
+static PyObject *engine_read_flow_log(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    Policy *pol = &e->policy;
+    PyObject *list = PyList_New(0);
+    if (!list || !pol->active || pol->log_size <= 0) return list;
+    uint64_t size = (uint64_t)pol->log_size;
+    uint64_t count = pol->logged < size ? pol->logged : size;
+    for (uint64_t k = pol->logged - count; k < pol->logged; k++) {
+        LogEntry *l = &pol->log[k % size];
+        Py_ssize_t alen = l->version == 4 ? 4 : 16;
+        PyObject *rid = l->rule_id < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(l->rule_id);
+        PyObject *item = rid ? Py_BuildValue("(dKsy#y#iiiON)", l->time, l->policy_version,
+                                             l->dir ? "ingress" : "egress", l->src, alen, l->dst,
+                                             alen, (int)l->proto, (int)l->sport, (int)l->dport,
+                                             l->allowed ? Py_True : Py_False, rid)
+                             : NULL;
+        if (!item || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return list;
+}
+
 /* ------------------------------------------------------------------ type */
 
 static int engine_init(Engine *e, PyObject *args, PyObject *kwds) {
@@ -999,6 +1683,7 @@ static int engine_init(Engine *e, PyObject *args, PyObject *kwds) {
 static void engine_dealloc(Engine *e) {
     for (int i = 0; i < e->n_paths; i++) free_path(&e->paths[i]);
     for (int i = 0; i < e->n_slots; i++) free_slot(&e->slots[i]);
+    policy_free(&e->policy);
     PyMem_Free(e->paths);
     PyMem_Free(e->routes);
     PyMem_Free(e->slots);
@@ -1026,6 +1711,11 @@ static PyMethodDef engine_methods[] = {
     {"seal_one", (PyCFunction)engine_seal_one, METH_VARARGS, "seal one packet (tests)"},
     {"open_one", (PyCFunction)engine_open_one, METH_VARARGS, "open one packet (tests)"},
     {"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters"},
+    {"set_policy", (PyCFunction)(void (*)(void))engine_set_policy, METH_VARARGS | METH_KEYWORDS, "install or replace the network policy"},
+    {"clear_policy", (PyCFunction)engine_clear_policy, METH_NOARGS, "no policy: allow everything"},
+    {"policy_check", (PyCFunction)engine_policy_check, METH_VARARGS, "check one packet (tests)"},
+    {"policy_stats", (PyCFunction)engine_policy_stats, METH_VARARGS, "policy counters"},
+    {"read_flow_log", (PyCFunction)engine_read_flow_log, METH_NOARGS, "recent new-flow decisions"},
     {NULL, NULL, 0, NULL},
 };
 

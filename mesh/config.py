@@ -31,6 +31,11 @@ map_server:                      # the map-server + map-resolver role (optional)
   listen: [0.0.0.0]
   sites:
     - {name: site-a, keys: {0: s3cret}, allowed: ["[0]10.1.0.0/16"]}
+policy:                          # network policy (lisp.policy), compiled by the controller
+  version: 3                     # absent: no policy, everything passes (as before policies);
+  egress:                        # present: deny unless a rule allows (return traffic of an
+    - {id: 1, name: web, action: allow, dst: [10.1.2.0/24], protocol: tcp, ports: [443]}
+  ingress: []                    # allowed flow passes without a reverse rule)
 ```
 """
 
@@ -44,6 +49,7 @@ from typing import Any
 import yaml
 
 from lisp.crypto_suites import CIPHER_SUITE_NAMES
+from lisp.policy import NodePolicy
 
 IpAddress = IPv4Address | IPv6Address
 IpNetwork = IPv4Network | IPv6Network
@@ -137,6 +143,9 @@ class NodeConfig:
     map_server: MapServerConfig | None
     log_level: str = "info"
     dataplane: str = "auto"  # "c" (mesh._fastpath), "python" (the reference), "auto": c if built
+    # None (no `policy:` section): allow everything until the controller delivers a policy, so
+    # a node without one behaves as before policies existed; with one, deny by default.
+    policy: NodePolicy | None = None
 
     @property
     def control_socket(self) -> Path:
@@ -369,6 +378,16 @@ def _security(fields: _Fields | None) -> Security:
     return security
 
 
+def _policy(fields: _Fields) -> NodePolicy | None:
+    data = fields.get("policy")
+    if data is None:
+        return None
+    try:
+        return NodePolicy.from_dict(data)
+    except ValueError as exc:
+        raise fields.fail("policy", str(exc)) from None
+
+
 def parse_config(data: Any, source: Path) -> NodeConfig:
     where = str(source)
     top = _Fields(data, "", where)
@@ -399,6 +418,7 @@ def parse_config(data: Any, source: Path) -> NodeConfig:
         map_server=_map_server(ms_fields) if ms_fields else None,
         log_level=top.string("log_level", "info"),
         dataplane=top.string("dataplane", "auto"),
+        policy=_policy(top),
     )
     if config.dataplane not in ("auto", "c", "python"):
         raise top.fail("dataplane", f"{config.dataplane!r}: use auto, c or python")

@@ -9,6 +9,10 @@ remains the portable reference; `available()` says whether the C module was buil
 Invariants that keep the AEAD safe: one engine path per EncapState (one key, one counter shared
 by every route using it), a path's counter is read back before it is ever removed and restored
 if it comes back, and once a key is in the engine only the engine seals with it.
+
+The network policy (lisp.policy) is enforced inside the engine when it runs: `set_policy` hands it
+the compiled rules, `policy_status` reads its counters and flow log back in the shape the Python
+reference engine reports.
 """
 
 from __future__ import annotations
@@ -18,6 +22,18 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Protocol
 
+from lisp.policy import (
+    DEFAULT_DENY,
+    FLOW_LOG_SIZE,
+    MAX_FLOWS,
+    FlowLogEntry,
+    NodePolicy,
+    PolicyCounters,
+    PolicyRule,
+    RuleCounters,
+    address_text,
+    policy_status,
+)
 from mesh.keys import DecapSlot, EncapState
 
 _fastpath: Any
@@ -40,6 +56,51 @@ def available() -> bool:
     return _fastpath is not None
 
 
+def engine_rules(rules: tuple[PolicyRule, ...]) -> list[tuple[Any, ...]]:
+    """Rules as the engine takes them: (id, allow, protocol or -1, src, dst, port ranges)."""
+
+    def prefixes(nets: tuple[IpNetwork, ...]) -> list[tuple[int, bytes, int]]:
+        return [(n.version, n.network_address.packed, n.prefixlen) for n in nets]
+
+    return [
+        (
+            r.id,
+            r.action == "allow",
+            -1 if r.protocol is None else r.protocol,
+            prefixes(r.src),
+            prefixes(r.dst),
+            list(r.ports),
+        )
+        for r in rules
+    ]
+
+
+RuleNames = dict[tuple[int, str, int], str]  # (policy version, direction, rule id) -> name
+
+
+def flow_log_entries(raw: list[tuple[Any, ...]], names: RuleNames) -> list[FlowLogEntry]:
+    """The engine's flow log as lisp.policy entries (names from the policy that decided)."""
+    entries = []
+    for when, version, direction, src, dst, protocol, sport, dport, allowed, rule_id in raw:
+        name = DEFAULT_DENY if rule_id is None else names.get((version, direction, rule_id), "?")
+        entries.append(
+            FlowLogEntry(
+                when,
+                version,
+                direction,
+                address_text(src),
+                address_text(dst),
+                protocol,
+                sport,
+                dport,
+                allowed,
+                rule_id,
+                name,
+            )
+        )
+    return entries
+
+
 class FastPath:
     def __init__(self, tun_fd: int, instance_id: int, cipher_suite: int) -> None:
         if _fastpath is None:
@@ -52,6 +113,8 @@ class FastPath:
         self._slots: dict[int, DecapSlot] = {}
         self._decap_keys: set[tuple[str, int]] = set()
         self._next_id = 0
+        self.policy: NodePolicy | None = None
+        self._rule_names: RuleNames = {}
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -143,3 +206,74 @@ class FastPath:
 
     def stats(self) -> dict[str, int]:
         return dict(self.engine.stats())
+
+    def traffic(self) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+        """(packets, bytes) sealed per installed EncapState and opened per DecapSlot, keyed by
+        id() of the state or slot (the peers table of status)."""
+        sent: dict[int, tuple[int, int]] = {}
+        for key, pid in self._path_ids.items():
+            found = self.engine.path_state(pid)
+            if found is not None:
+                sent[key] = (int(found[1]), int(found[2]))
+        received: dict[int, tuple[int, int]] = {}
+        for key, sid in self._slot_ids.items():
+            found = self.engine.slot_state(sid)
+            if found is not None:
+                received[key] = (int(found[0]), int(found[1]))
+        return sent, received
+
+    # ------------------------------------------------------------------ policy
+
+    def set_policy(
+        self,
+        policy: NodePolicy | None,
+        now: float,
+        max_flows: int = MAX_FLOWS,
+        log_size: int = FLOW_LOG_SIZE,
+    ) -> None:
+        """Enforce `policy` in the engine (None: no policy, allow everything). Flows the new
+        rules still allow survive the change."""
+        if policy is None:
+            self.engine.clear_policy()
+            self._rule_names.clear()
+        else:
+            self.engine.set_policy(
+                policy.version,
+                engine_rules(policy.egress),
+                engine_rules(policy.ingress),
+                now,
+                max_flows=max_flows,
+                log_size=log_size,
+            )
+            # The flow log outlives a policy update: keep the rule names of the versions in it.
+            logged = {entry[1] for entry in self.engine.read_flow_log()}
+            self._rule_names = {k: v for k, v in self._rule_names.items() if k[0] in logged}
+            for direction, rules in (("egress", policy.egress), ("ingress", policy.ingress)):
+                for rule in rules:
+                    self._rule_names[(policy.version, direction, rule.id)] = rule.name
+        self.policy = policy
+
+    def flow_log(self) -> list[FlowLogEntry]:
+        return flow_log_entries(self.engine.read_flow_log(), self._rule_names)
+
+    def policy_counters(self, now: float) -> tuple[PolicyCounters, int, int] | None:
+        """(counters, live flows, table bound) from the engine, or None without a policy."""
+        stats = self.engine.policy_stats(now)
+        if stats is None:
+            return None
+        egress, ingress = stats["rules"]
+        default_egress, default_ingress = stats["default_deny"]
+        counters = PolicyCounters(
+            rules=([RuleCounters(*c) for c in egress], [RuleCounters(*c) for c in ingress]),
+            default_deny=(RuleCounters(*default_egress), RuleCounters(*default_ingress)),
+            malformed=stats["malformed"],
+            revoked=stats["revoked"],
+        )
+        return counters, stats["flows"], stats["max_flows"]
+
+    def policy_status(self, now: float) -> dict[str, Any]:
+        found = self.policy_counters(now)
+        if found is None or self.policy is None:
+            return policy_status(None, PolicyCounters(), [], 0, 0, now, "c")
+        counters, flows, max_flows = found
+        return policy_status(self.policy, counters, self.flow_log(), flows, max_flows, now, "c")

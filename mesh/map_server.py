@@ -7,12 +7,22 @@ in one line. A periodic task (`start`/`stop`) expires registrations.
 
 Refusal log lines are rate-limited per reason (a flood of forged Map-Registers must not flood the
 log); what was held back is reported in one summary line per window. Counters are never limited.
+
+Garbage collection: 100,000 registrations are a few hundred thousand long-lived objects that every
+full collection would walk again. When the registration count has grown by more than a tenth
+since the last time, the expiry tick moves everything alive into the collector's permanent
+generation (`gc.freeze`): they are still freed by reference counting when they go, only cycles
+among objects alive at a freeze are never collected.
+
+`status` lists at most `status_limit` registrations (with `truncated`); `registrations_page`
+pages through all of them (the control socket's `registrations` command).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter
@@ -24,6 +34,10 @@ from lisp.map_server import Log, MapServer, SendTo
 LOG = logging.getLogger("lispmesh.map_server")
 
 Address = tuple[str, int]
+STATUS_LIMIT = 100  # registrations listed by `status`
+PAGE_LIMIT = 1000  # registrations per page at most
+FREEZE_GROWTH = 0.1  # gc.freeze() after the registration count grew by more than this share
+FREEZE_MIN = 1000  # ... and by at least this many
 
 
 class _LogLimiter:
@@ -62,6 +76,8 @@ class MapServerService:
         expiry_interval: float = 1.0,
         log_burst: int = 10,
         log_window: float = 60.0,
+        status_limit: int = STATUS_LIMIT,
+        freeze_gc: bool = True,
     ) -> None:
         self.core = core
         self._send = send
@@ -70,6 +86,9 @@ class MapServerService:
         self.expiry_interval = expiry_interval
         self._limiter = _LogLimiter(log_burst, log_window)
         self._task: asyncio.Task[None] | None = None
+        self.status_limit = status_limit
+        self.freeze_gc = freeze_gc
+        self._frozen_at = 0  # the registration count at the last gc.freeze()
 
     @property
     def counters(self) -> Counter[str]:
@@ -118,7 +137,20 @@ class MapServerService:
         if held:
             summary = ", ".join(f"{reason} x{n}" for reason, n in sorted(held.items()))
             self._log.warning("map-server: log lines held back (rate limit): %s", summary)
+        if self.freeze_gc:
+            self._maybe_freeze()
         return len(expired)
+
+    def _maybe_freeze(self) -> None:
+        """gc.freeze() once the registrations grew by FREEZE_GROWTH since the last time (see the
+        module docstring); a young collection first, so fresh garbage is not frozen with them."""
+        count = self.core.registration_count()
+        if count < self._frozen_at:
+            self._frozen_at = count  # shrank: measure growth from here
+        elif count - self._frozen_at > max(FREEZE_MIN, FREEZE_GROWTH * self._frozen_at):
+            gc.collect(1)
+            gc.freeze()
+            self._frozen_at = count
 
     async def start(self) -> None:
         """Start the periodic expiry task (idempotent)."""
@@ -138,11 +170,31 @@ class MapServerService:
             self.expire()
 
     def status(self) -> dict[str, Any]:
-        """JSON-serialisable: counters and every registration."""
+        """JSON-serialisable: counters, the registration count and the first `status_limit`
+        registrations (`truncated` if there are more: page with `registrations_page`)."""
         now = self._clock()
-        regs = self.core.registrations()
+        total, regs = self.core.registrations_page(0, self.status_limit)
         return {
             "counters": dict(sorted(self.core.counters.items())),
-            "registration_count": len(regs),
+            "registration_count": total,
             "registrations": [reg.status(now) for reg in regs],
+            "truncated": total > len(regs),
+        }
+
+    def registrations_page(self, offset: Any = 0, limit: Any = STATUS_LIMIT) -> dict[str, Any]:
+        """JSON-serialisable: at most `limit` (<= PAGE_LIMIT) registrations from `offset`, in the
+        order of `status`; `next_offset` is None after the last page."""
+        for name, value, least in (("offset", offset, 0), ("limit", limit, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                return {"error": f"{name} must be an integer >= {least}, not {value!r}"}
+        limit = min(limit, PAGE_LIMIT)
+        now = self._clock()
+        total, regs = self.core.registrations_page(offset, limit)
+        end = offset + len(regs)
+        return {
+            "registration_count": total,
+            "offset": offset,
+            "limit": limit,
+            "registrations": [reg.status(now) for reg in regs],
+            "next_offset": end if end < total else None,
         }

@@ -17,15 +17,15 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from lisp import DecodeError, EncapsulatedControl, decode_control
 from lisp.ecm import TO_ETR_BIT
 from lisp.map_server import MapServer, Site
-from mesh import fastpath
-from mesh.config import IpAddress, NodeConfig, XtrConfig
+from mesh import diagnostics, fastpath
+from mesh.config import ConfigError, IpAddress, NodeConfig, XtrConfig, load_config
 from mesh.control import ControlServer
 from mesh.fastpath import FastPath
 from mesh.kx import KxAuthority
@@ -169,6 +169,7 @@ class NodeRuntime:
                 self.fast = FastPath(self.tun.fd, xcfg.instance_id, config.security.cipher_suite)
                 self.xtr.fast = self.fast
                 self.xtr.data_fd = lambda local: self.data_socks[local.key].fileno()
+                self.xtr.apply_policy(config.policy)  # now enforced inside the C engine
                 self._add_reader(self.tun.fd, self._tun_readable_fast)
             else:
                 self._add_reader(self.tun.fd, self._tun_readable)
@@ -516,16 +517,42 @@ class NodeRuntime:
 
     # ---------------------------------------------------------------- local control socket
 
-    def _control_command(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _control_command(
+        self, request: dict[str, Any]
+    ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         command = request["command"]
         if command == "status":
             return self.status()
         if command == "map-cache":
             return {"map_cache": self.xtr.status()["map_cache"] if self.xtr else []}
+        if command == "registrations":  # the map-server's, a page at a time (offset, limit)
+            if self.map_server is None:
+                return {"error": "this node is not a map-server"}
+            return self.map_server.registrations_page(
+                request.get("offset", 0), request.get("limit", 100)
+            )
+        if command in diagnostics.COMMANDS:
+            return diagnostics.run(self.xtr, self.status, request)
+        if command == "reload":
+            return self.reload()
         if command == "stop":
             self.stop_event.set()
             return {"stopping": True}
-        return {"error": f"unknown command {command!r} (known: status, map-cache, stop)"}
+        known = ", ".join(
+            ["status", "map-cache", "registrations", *diagnostics.COMMANDS, "reload", "stop"]
+        )
+        return {"error": f"unknown command {command!r} (known: {known})"}
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file and apply it in place: how an edited file (a new network
+        policy, say) takes effect without a restart."""
+        try:
+            config = load_config(self.config.source)
+            self.reconfigure(config)
+        except (ConfigError, NodeSetupError) as exc:
+            return {"error": str(exc)}
+        policy = config.policy
+        return {"reloaded": True, "policy_version": policy.version if policy else None}
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = {

@@ -42,6 +42,7 @@ from lisp.kx_lcaf import (
     public_key_of,
 )
 from lisp.map_cache import MapCache, MapCacheEntry
+from lisp.policy import NodePolicy, PolicyEngine
 from lisp.records import eid_prefix
 from lisp.registration import Registration
 from lisp.rloc_probe import RlocProber
@@ -50,6 +51,7 @@ from mesh.fastpath import FastPath
 from mesh.identity import IdentityError
 from mesh.keys import DecapSlot, EncapState, KeyStore, random_nonce
 from mesh.kx import KxAuthority
+from mesh.peer_stats import peer_rows
 
 log = logging.getLogger("lispmesh.xtr")
 
@@ -57,7 +59,14 @@ DATA_PORT = 4341
 CONTROL_PORT = 4342
 FLOW_CACHE_LIMIT = 65536
 # Drop reasons the C data path counts itself (merged into status).
-FAST_DROP_REASONS = ("decrypt-failure", "replay", "spoofed-source", "wrong-instance", "malformed")
+FAST_DROP_REASONS = (
+    "decrypt-failure",
+    "replay",
+    "spoofed-source",
+    "wrong-instance",
+    "malformed",
+    "policy-denied",
+)
 MAP_REPLY_TTL_MINUTES = 15
 NEGATIVE_HOLD_SECONDS = 5.0  # how long a failed key exchange blocks a prefix before retrying
 SMR_INTERVAL = 1.0  # at most one Solicit-Map-Request per peer RLOC per second, each way
@@ -171,14 +180,19 @@ class Xtr:
         self.resolver_index = 0
         self.smr_sent: dict[str, float] = {}
         self.smr_handled: dict[str, float] = {}
+        # Diagnostics (mesh.diagnostics): called with a Map-Reply whose nonce they wait for.
+        self.reply_waiters: dict[int, Callable[[MapReply, tuple[str, int]], None]] = {}
         # The C data path, when the runtime enabled it (mesh.fastpath); `data_fd` gives the data
         # socket of an uplink for its routes.
         self.fast: FastPath | None = None
         self.data_fd: Callable[[LocalRloc], int] | None = None
-        # Policy hooks (the controller's policies plug in here); None means allow.
+        # Policy hooks: the Python engine's checks while the Python data path enforces the
+        # network policy (see apply_policy); None means allow.
         self.egress_policy: Callable[[bytes], str | None] | None = None
         self.ingress_policy: Callable[[bytes], str | None] | None = None
         self.now = now
+        self.policy = PolicyEngine(None, now)
+        self.apply_policy(config.policy)
 
     # ------------------------------------------------------------------ inside → outside
 
@@ -359,17 +373,18 @@ class Xtr:
                 return local
         return None
 
-    def _send_resolve(self, address: IpAddress, mask_len: int) -> None:
+    def _send_resolve(self, address: IpAddress, mask_len: int) -> int | None:
+        """Ask a map-resolver for `address`; returns the Map-Request's nonce (None: not sent)."""
         resolvers = self.xcfg.map_resolvers
         if not resolvers:
             self.drops["no-map-resolver"] += 1
-            return
+            return None
         resolver = resolvers[self.resolver_index % len(resolvers)]
         self.resolver_index += 1
         local = self._local_for(resolver.version)
         if local is None:
             self.drops["no-uplink"] += 1
-            return
+            return None
         nonce = random_nonce()
         request = MapRequest(
             nonce=nonce,
@@ -389,8 +404,12 @@ class Xtr:
         )
         self.stats["map-requests"] += 1
         self.transport.send_control(local, ecm.encode(), (str(resolver), CONTROL_PORT))
+        return nonce
 
     def _on_map_reply(self, reply: MapReply, source: tuple[str, int]) -> None:
+        waiter = self.reply_waiters.pop(reply.nonce, None)
+        if waiter is not None:
+            waiter(reply, source)
         pending = self.pending.pop(reply.nonce, None)
         if pending is None:
             self.drops["unsolicited-map-reply"] += 1
@@ -897,11 +916,12 @@ class Xtr:
                 continue
             self._send_probe(found, target, with_key=False)
 
-    def _send_probe(self, entry: MapCacheEntry, rloc: str, with_key: bool) -> None:
+    def _send_probe(self, entry: MapCacheEntry, rloc: str, with_key: bool) -> int | None:
+        """RLOC-probe `rloc` for `entry`; returns the probe's nonce (None: no uplink)."""
         address = ip_address(rloc)
         local = self._local_for(address.version)
         if local is None:
-            return
+            return None
         nonce = random_nonce()
         itr_rlocs: tuple[Address, ...]
         itr_rlocs = self._itr_rlocs(nonce, local) if with_key else (local.address,)
@@ -926,6 +946,7 @@ class Xtr:
         )
         self.stats["probes"] += 1
         self.transport.send_control(local, request.encode(), (rloc, CONTROL_PORT))
+        return nonce
 
     def _rekey(self) -> None:
         epoch = self.keys.rotate(self.now)
@@ -1005,6 +1026,30 @@ class Xtr:
             self._probe(with_key=True)
         return restored
 
+    # ------------------------------------------------------------------ network policy
+
+    def apply_policy(self, policy: NodePolicy | None) -> None:
+        """Enforce `policy` from now on (None: allow everything), in the data path that runs:
+        the C engine once attached, else the Python reference through the hooks. Established
+        flows the new rules still allow keep flowing."""
+        self.policy.replace_policy(policy, self.now)
+        if self.fast is not None:
+            self.fast.set_policy(policy, self.now)
+        python = self.fast is None and policy is not None
+        self.egress_policy = self._egress_check if python else None
+        self.ingress_policy = self._ingress_check if python else None
+
+    def _egress_check(self, packet: bytes) -> str | None:
+        return None if self.policy.check(packet, "egress", self.now).allowed else "denied"
+
+    def _ingress_check(self, packet: bytes) -> str | None:
+        return None if self.policy.check(packet, "ingress", self.now).allowed else "denied"
+
+    def _policy_status(self) -> dict[str, Any]:
+        if self.fast is not None:
+            return self.fast.policy_status(self.now)
+        return self.policy.status(self.now)
+
     # ------------------------------------------------------------------ reconfiguration
 
     def reconfigure(self, config: NodeConfig, kx: KxAuthority | None) -> None:
@@ -1043,6 +1088,8 @@ class Xtr:
                 registration.refresh_now(self.now)
         for _, registration in self.registrations.values():
             registration.interval = new.timers.register_interval
+        if config.policy != self.policy.policy:
+            self.apply_policy(config.policy)
 
     # ------------------------------------------------------------------ status
 
@@ -1098,18 +1145,7 @@ class Xtr:
                 for key, (_, reg) in self.registrations.items()
             ],
             "map_cache": entries,
-            "peers": [
-                {
-                    "name": info.name,
-                    "eids": sorted(info.eids),
-                    "last_key_exchange_ago": (
-                        round(now - info.last_key_exchange, 1)
-                        if info.last_key_exchange is not None
-                        else None
-                    ),
-                }
-                for info in self.peers.values()
-            ],
+            "peers": peer_rows(self, now),
             "keys": {
                 "cipher_suite": self.keys.cipher_suite,
                 "itr_key_id": self.keys.epoch.key_id,
@@ -1124,6 +1160,7 @@ class Xtr:
                 ],
             },
             "drops": self._all_drops(),
+            "policy": self._policy_status(),
             "dataplane": "c" if self.fast is not None else "python",
             "stats": dict(self.stats),
             "errors": list(self.errors),

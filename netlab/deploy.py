@@ -4,7 +4,9 @@ Phases, each run over a thread pool (`max_workers`), each finishing before the n
   1. the mgmt namespace and its bridge (one object);
   2. nodes: create the namespace (recorded first), kind setup, eth0 on the mgmt bridge;
   3. links: veth pairs created directly in their namespaces, brought up, bridge ports enslaved;
-  4. nodes: addresses, routes, kind rules (NAT), exec commands, the node process.
+  4. nodes: addresses, routes, kind rules (NAT), exec commands, the node process; in waves by
+     kind (`Kind.start_order`): lispmesh controllers first, then routers and hosts, then
+     lispmesh nodes, so a node's controller is up (and its join token made) when it starts.
 Any failure stops the deploy and destroys whatever was recorded, so nothing leaks; the error names
 the node or link that failed.
 """
@@ -47,6 +49,7 @@ class Deployer:
         self.exec_timeout = exec_timeout
         self.progress = progress or (lambda _msg: None)
         self.state: state.LabState
+        self.secrets: dict[str, str] = {}
 
     def node_dir(self, node: Node) -> Path:
         return self.topo.labdir / node.name
@@ -129,7 +132,9 @@ class Deployer:
         self.progress("management network")
         self._parallel(topo.nodes.values(), self._node_setup, lambda n: f"node {n.name}")
         self._parallel(topo.links, self._link, lambda lk: f"link {_link_text(lk)}")
-        self._parallel(topo.nodes.values(), self._node_configure, lambda n: f"config {n.name}")
+        for order in sorted({KINDS[n.kind].start_order for n in topo.nodes.values()}):
+            wave = [n for n in topo.nodes.values() if KINDS[n.kind].start_order == order]
+            self._parallel(wave, self._node_configure, lambda n: f"config {n.name}")
         labdir.write_all(topo)
 
     def _parallel(

@@ -1,9 +1,10 @@
-"""Destroy a lab from its state file: processes, host-side links, namespaces, nothing else.
+"""Destroy a lab from its state file: processes, host-side links, namespaces, state dirs.
 
 Order matters: processes first (a process keeps its namespace alive), then host-side veth ends
 (the only objects in the root namespace), then the namespaces, which takes every veth and bridge
-inside them along. Only what the state file recorded is touched, plus processes found running
-inside the lab's own namespaces (started by exec commands, say).
+inside them along, then the recorded state dirs of lispmesh nodes (only inside the lab dir).
+Only what the state file recorded is touched, plus processes found running inside the lab's own
+namespaces (started by exec commands, say).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def destroy_state(st: state.LabState, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline and any(netns.exists(n) for n in st.namespaces):
         time.sleep(0.02)
+    labdir = st.labdir.resolve()
+    for d in st.dirs:  # node state dirs: only ever inside the lab dir
+        if d.resolve().is_relative_to(labdir) and d.resolve() != labdir:
+            shutil.rmtree(d, ignore_errors=True)
     st.remove()
     state.unregister(str(st.data.get("lab", "")), st.labdir)
 

@@ -58,6 +58,7 @@ class LabState:
                 "namespaces": [],
                 "host_links": [],
                 "processes": [],
+                "dirs": [],
             },
         )
         st.save()
@@ -90,6 +91,14 @@ class LabState:
     def add_process(self, rec: ProcRecord) -> None:
         self._append("processes", rec.to_dict())
 
+    def add_dir(self, path: Path) -> None:
+        """A directory inside the lab dir that destroy removes (node state dirs)."""
+        with self._lock:
+            dirs = self.data.setdefault("dirs", [])
+            if str(path) not in dirs:
+                dirs.append(str(path))
+                self.save()
+
     def set_status(self, status: str) -> None:
         with self._lock:
             self.data["status"] = status
@@ -106,6 +115,10 @@ class LabState:
     @property
     def host_links(self) -> list[str]:
         return list(self.data.get("host_links", []))
+
+    @property
+    def dirs(self) -> list[Path]:
+        return [Path(d) for d in self.data.get("dirs", [])]
 
     @property
     def processes(self) -> list[ProcRecord]:

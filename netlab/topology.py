@@ -264,6 +264,9 @@ def parse_text(
     _allocate_mgmt(ctx, mgmt, nodes, raw_nodes)
     topology = Topology(name=lab, prefix=prefix, path=p, mgmt=mgmt, nodes=nodes, links=links)
     topology.warnings = ctx.warnings
+    from netlab.kinds.lispmesh import plan  # the kinds import the model, not this module
+
+    plan(topology)  # lispmesh wiring: one controller with an address (TopologyError if not)
     return topology
 
 
@@ -415,14 +418,8 @@ def _resolve_node(
             )
     if kind in ("host", "bridge") and node.cmd:
         raise ctx.err(line, f"{field}.cmd", f"kind {kind} runs no process")
-    if kind == "lispmesh-node" and node.cmd is None:
-        node.cmd = "lispmesh node run" + (
-            f" --config {shlex.quote(node.startup_config)}" if node.startup_config else ""
-        )
-    if kind == "lispmesh-controller" and node.cmd is None:
-        node.cmd = "lispmesh controller serve" + (
-            f" --config {shlex.quote(node.startup_config)}" if node.startup_config else ""
-        )
+    # lispmesh kinds without `cmd` get their command at deploy time (netlab/kinds/lispmesh.py):
+    # it names lab paths and a join token made then.
     # Fields finished once links are known (addresses, routes, nat) are kept on the raw map.
     return node
 

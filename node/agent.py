@@ -26,6 +26,7 @@ import grpc
 from controller_api.client import ControllerUnreachable, aio_channel, credentials, explain
 from controller_api.gen.lispmesh.v1 import config_pb2, config_pb2_grpc, status_pb2_grpc
 from controller_api.settings import rfc3339
+from lisp.records import Action
 from mesh.config import NodeConfig
 from mesh.control import ControlServer
 from mesh.node import NodeRuntime, NodeSetupError
@@ -50,6 +51,7 @@ class AgentOptions:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     status_interval: float = 1.0  # how often the state is compared with what was last sent
+    volatile_interval: float = 10.0  # RTTs and traffic counters: refreshed at most this often
     metrics_interval: float = 30.0
 
 
@@ -257,7 +259,10 @@ class Agent:
             if self.runtime is None:
                 await self._start_runtime(config)
             else:
+                previous = self.desired
                 await self._replace_runtime(config)
+                if previous is None or list(previous.policies) != list(desired.policies):
+                    self._forget_policy_denied()
         except (DesiredStateError, NodeSetupError) as exc:
             self.apply_error = str(exc)
             log.error("cannot apply desired state v%d: %s", desired.version, exc)
@@ -270,6 +275,17 @@ class Agent:
         self.apply_error = ""
         log.info("applied desired state v%d (%s)", desired.version, self.config_source)
         return True, ""
+
+    def _forget_policy_denied(self) -> None:
+        """A new policy: what the map-server refused under the old one may be allowed now.
+        Forget those negative mappings, so the next packet asks again instead of being dropped
+        for the rest of their TTL."""
+        cache = getattr(self.runtime.xtr if self.runtime else None, "map_cache", None)
+        if cache is None:
+            return
+        for entry in list(cache):
+            if entry.negative and entry.action == Action.DROP_POLICY_DENIED:
+                cache.remove(entry.iid, entry.prefix)
 
     async def _replace_runtime(self, config: NodeConfig) -> None:
         """The one place a running node takes a new config: in place when the runtime can
@@ -359,6 +375,8 @@ class Agent:
 
     async def _report_loop(self) -> None:
         last: Any = None
+        last_full: Any = None
+        last_sent = 0.0
         last_metrics = 0.0
         while True:
             await asyncio.sleep(self.options.status_interval)
@@ -367,10 +385,15 @@ class Agent:
                 continue
             status = runtime.status()
             report = telemetry.status_report(status, self.applied_version)
+            stable = telemetry.significant(report)
+            # A state change (uplink, RLOC, peer, path) goes out at once; RTTs and traffic
+            # counters alone at most every volatile_interval.
+            volatile_due = time.monotonic() - last_sent >= self.options.volatile_interval
             try:
-                if self.force_report or report != last:
+                if self.force_report or stable != last or (volatile_due and report != last_full):
                     await stub.Report(report, timeout=5)
-                    last, self.force_report = report, False
+                    last, self.force_report = stable, False
+                    last_full, last_sent = report, time.monotonic()
                 now = time.monotonic()
                 if now - last_metrics >= self.options.metrics_interval:
                     await stub.ReportMetrics(telemetry.metrics(status, self.started), timeout=5)

@@ -11,7 +11,9 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 from controller_api.gen.lispmesh.v1 import config_pb2
+from controller_api.policy.compile import proto_to_node_policy
 from lisp.crypto_suites import CIPHER_SUITE_NAMES
+from lisp.policy import NodePolicy
 from mesh.config import (
     Identity,
     MapServerRef,
@@ -79,6 +81,7 @@ def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeC
         raise DesiredStateError(f"desired state v{desired.version}: {exc}") from None
     if not prefixes:
         raise DesiredStateError(f"desired state v{desired.version} has no EID prefix")
+    policy = node_policy(desired)
     return NodeConfig(
         name=desired.node_name,
         source=local.state_dir / "checkpoint.json",
@@ -94,4 +97,20 @@ def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeC
         identity=Identity(key=local.key, cert=local.cert, ca=local.ca),
         xtr=xtr,
         map_server=None,
+        policy=policy,
     )
+
+
+def node_policy(desired: config_pb2.DesiredState) -> NodePolicy | None:
+    """The network policy to enforce: the one compiled for this node, or None (no policy
+    installed at the controller: allow everything)."""
+    if not desired.policies:
+        return None
+    if len(desired.policies) > 1:
+        raise DesiredStateError(
+            f"desired state v{desired.version}: {len(desired.policies)} policies (at most one)"
+        )
+    try:
+        return proto_to_node_policy(desired.policies[0])
+    except ValueError as exc:
+        raise DesiredStateError(f"desired state v{desired.version}: policy: {exc}") from None

@@ -53,4 +53,5 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
             console.print(f"[yellow]recent: {error}[/yellow]")
     ms = status.get("map_server")
     if ms:
-        console.print(f"map-server: {len(ms.get('registrations', []))} registrations")
+        count = ms.get("registration_count", len(ms.get("registrations", [])))
+        console.print(f"map-server: {count} registrations")

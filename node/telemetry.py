@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import time
@@ -28,20 +29,73 @@ def status_report(status: dict[str, Any], applied_version: int) -> status_pb2.St
             common_pb2.Uplink(interface=u.get("interface") or "", address=u["address"], up=u["up"])
             for u in xtr.get("uplinks", [])
         ],
-        peers=[
-            status_pb2.Peer(
-                name=p["name"],
-                eid_prefixes=[_eid_text(e) for e in p.get("eids", [])],
-                rloc=in_use.get(p["name"], ""),
-            )
-            for p in xtr.get("peers", [])
-        ],
+        peers=[_peer(p, in_use.get(p["name"], "")) for p in xtr.get("peers", [])],
         map_cache_size=len(xtr.get("map_cache", [])),
         drops=drops,
         applied_version=applied_version,
         registered=bool(servers) and all(m.get("registered") for m in servers),
         agent_version=AGENT_VERSION,
+        policy_json=_policy_json(xtr.get("policy")),
     )
+
+
+def _policy_json(policy: Any) -> str:
+    """The policy section of the xTR's status (version, rule counters, flow log) as JSON."""
+    return json.dumps(policy, sort_keys=True) if isinstance(policy, dict) else ""
+
+
+def _policy_head(policy_json: str) -> str:
+    """What of the policy section is state, not traffic: installed and which version."""
+    if not policy_json:
+        return ""
+    policy = json.loads(policy_json)
+    return json.dumps({k: policy.get(k) for k in ("installed", "version", "enforced_by")})
+
+
+def _peer(p: dict[str, Any], in_use: str) -> status_pb2.Peer:
+    return status_pb2.Peer(
+        name=p["name"],
+        eid_prefixes=[_eid_text(e) for e in p.get("eids", [])],
+        rloc=p.get("rloc") or in_use,
+        path=p.get("path") or "",
+        local_rloc=p.get("local_rloc") or "",
+        rtt_ms=p.get("rtt_ms") or 0.0,
+        encrypted=bool(p.get("encrypted")),
+        rlocs=[
+            status_pb2.RlocState(
+                address=r["address"], up=bool(r.get("up")), rtt_ms=r.get("rtt_ms") or 0.0
+            )
+            for r in p.get("rlocs", [])
+        ],
+        packets_sent=p.get("packets_sent") or 0,
+        bytes_sent=p.get("bytes_sent") or 0,
+        packets_received=p.get("packets_received") or 0,
+        bytes_received=p.get("bytes_received") or 0,
+        last_key_exchange_ago=p.get("last_key_exchange_ago") or 0.0,
+    )
+
+
+def significant(report: status_pb2.StatusReport) -> status_pb2.StatusReport:
+    """The report without what changes all the time (RTTs, traffic counters, ages): a change
+    in what remains (an uplink or RLOC up/down, a peer, a path) is reported at once; the
+    volatile figures ride along with it, or with the periodic refresh."""
+    stable = status_pb2.StatusReport()
+    stable.CopyFrom(report)
+    for peer in stable.peers:
+        measured = peer.rtt_ms > 0
+        for name in _VOLATILE_PEER_FIELDS:
+            peer.ClearField(name)
+        peer.rtt_ms = 1.0 if measured else 0.0  # a first RTT is news; later ones are not
+        for rloc in peer.rlocs:
+            rloc.rtt_ms = 1.0 if rloc.rtt_ms > 0 else 0.0
+    stable.policy_json = _policy_head(stable.policy_json)  # counters and flow log: volatile
+    return stable
+
+
+_VOLATILE_PEER_FIELDS = (
+    "rtt_ms", "packets_sent", "bytes_sent", "packets_received", "bytes_received",
+    "last_key_exchange_ago",
+)  # fmt: skip
 
 
 def _eid_text(eid: Any) -> str:

@@ -13,6 +13,8 @@ class DeployContext(Protocol):
     topo: Topology
     state: LabState
     exec_timeout: float
+    # Values one node's configure hands to a later one (a join token): memory only, never saved.
+    secrets: dict[str, str]
 
     def node_dir(self, node: Node) -> Path: ...
 
@@ -20,6 +22,8 @@ class DeployContext(Protocol):
 class Kind:
     name = ""
     has_namespace = True
+    # Configure phase: nodes of a lower order are configured (and started) before higher ones.
+    start_order = 1
 
     def setup(self, ctx: DeployContext, node: Node) -> None:
         """Called once the node's namespace exists, before any link is created."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
+from collections.abc import Mapping
 
 from netlab import links, netns, procs
 from netlab.errors import NetlabError
@@ -42,10 +43,14 @@ class LinuxKind(Kind):
         configure_ip(node)
         self.rules(ctx, node)
         run_exec(ctx, node)
-        start_cmd(ctx, node)
+        self.start(ctx, node)
 
     def rules(self, ctx: DeployContext, node: Node) -> None:
         """Packet rules of the kind (nat adds its nftables ruleset here)."""
+
+    def start(self, ctx: DeployContext, node: Node) -> None:
+        """Start the node's process: its `cmd` (the lispmesh kinds add default commands)."""
+        start_cmd(ctx, node)
 
 
 def configure_ip(node: Node) -> None:
@@ -86,23 +91,36 @@ def run_exec(ctx: DeployContext, node: Node) -> None:
             )
 
 
-def start_cmd(ctx: DeployContext, node: Node) -> None:
-    """Start the node's long-running process, record its pid, check it did not die at once."""
-    if not node.cmd:
-        return
-    argv = shlex.split(node.cmd)
+def start_cmd(
+    ctx: DeployContext,
+    node: Node,
+    argv: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    shown: str | None = None,
+) -> None:
+    """Start the node's long-running process, record its pid, check it did not die at once.
+
+    `argv` replaces the node's `cmd`, `env` adds to the node's env (the node's env wins), and
+    `shown` is the command as recorded in the state file and errors (to keep secrets out).
+    """
+    if argv is None:
+        if not node.cmd:
+            return
+        argv = shlex.split(node.cmd)
+    shown = " ".join(argv) if shown is None else shown
     log_dir = ctx.node_dir(node)
     try:
-        rec, child = procs.start(node.ns, node.name, argv, node.env, log_dir)
+        rec, child = procs.start(node.ns, node.name, argv, {**(env or {}), **node.env}, log_dir)
     except OSError as exc:
-        raise NetlabError(f"node {node.name}: cannot start '{node.cmd}': {exc}") from None
+        raise NetlabError(f"node {node.name}: cannot start '{shown}': {exc}") from None
+    rec.cmd = shown
     ctx.state.add_process(rec)
     deadline = time.monotonic() + STARTUP_GRACE
     while time.monotonic() < deadline:
         code = child.poll()
         if code is not None:
             raise NetlabError(
-                f"node {node.name}: '{node.cmd}' exited at once with code {code} "
+                f"node {node.name}: '{shown}' exited at once with code {code} "
                 f"(see {log_dir / 'stderr.log'})"
             )
         time.sleep(0.02)

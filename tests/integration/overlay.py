@@ -63,6 +63,7 @@ class XtrSpec:
     security: dict[str, Any] = field(default_factory=dict)
     via: str | None = None  # an extra node standing between this xTR's uplinks and `ul`
     dataplane: str = "auto"  # "c", "python" or "auto" (the node config's `dataplane`)
+    policy: dict[str, Any] | None = None  # the node config's `policy:` (lisp.policy.NodePolicy)
 
     @property
     def name(self) -> str:
@@ -174,6 +175,8 @@ class OverlayLab:
             }
             if not spec.security:
                 del config["security"]
+            if spec.policy is not None:
+                config["policy"] = spec.policy
             (configs / f"{name}.yml").write_text(yaml.safe_dump(config))
         run = f"{sys.executable} -m lispmesh node run --config"
         # The node processes import this checkout, whether or not it is installed.
@@ -277,6 +280,16 @@ class OverlayLab:
     def wait_ping(self, node: str, address: str, timeout: float = 15.0) -> None:
         wait_until(lambda: self.ping(node, address, count=1, timeout=1), timeout,
                    f"{node} to reach {address}", interval=0.1)  # fmt: skip
+
+    def set_policy(self, node: str, policy: dict[str, Any] | None) -> dict[str, Any]:
+        """Rewrite `node`'s config with `policy` (None: no policy section) and reload it."""
+        path = self.workdir / "configs" / f"{node}.yml"
+        config = yaml.safe_load(path.read_text())
+        config.pop("policy", None)
+        if policy is not None:
+            config["policy"] = policy
+        path.write_text(yaml.safe_dump(config))
+        return query(self.run_dir / f"{node}.sock", "reload")
 
     def drops(self, node: str) -> dict[str, int]:
         return dict(self.status(node)["xtr"]["drops"])

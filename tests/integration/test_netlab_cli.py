@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from netlab import parse_file
 from netlab.testing import leftovers, unique_name
@@ -39,12 +40,13 @@ def lab_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def topo_file(tmp_path: Path) -> Path:
-    """The two-node example with a stand-in process instead of the lispmesh node binary."""
-    text = (ROOT / "examples" / "two-node.clab.yml").read_text()
-    text = text.replace("startup-config: configs/n1.yml", "cmd: sleep 3600")
-    text = text.replace("startup-config: configs/n2.yml", "cmd: sleep 3600")
+    """The two-node example with a stand-in process instead of the lispmesh processes (the CLI
+    is under test here, not the mesh: tests/integration/test_netlab_examples.py runs it real)."""
+    data = yaml.safe_load((ROOT / "examples" / "two-node.clab.yml").read_text())
+    for node in ("n1", "n2", "ctrl"):
+        data["topology"]["nodes"][node]["cmd"] = "sleep 3600"
     path = tmp_path / "two.clab.yml"
-    path.write_text(text)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
@@ -59,7 +61,9 @@ def test_cli_deploy_inspect_exec_graph_tools_destroy(topo_file: Path, tmp_path: 
 
         data = json.loads(lab_cli("inspect", "--name", name, "--format", "json").stdout)
         rows = data["containers"]
-        assert [r["name"] for r in rows] == [f"clab-{name}-n1", f"clab-{name}-n2"]
+        assert [r["name"] for r in rows] == [
+            f"clab-{name}-{node}" for node in ("n1", "n2", "ctrl", "underlay")
+        ]
         assert {r["state"] for r in rows} == {"running"}
         assert rows[0]["ipv4_address"] == "172.20.20.2/24"
         every = json.loads(lab_cli("inspect", "--all", "--format", "json").stdout)["containers"]

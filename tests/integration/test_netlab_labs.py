@@ -77,22 +77,22 @@ def test_two_node_lab_kernel_state_ping_processes(tmp_path: Path) -> None:
         assert mgmt[topo.mgmt.bridge]["addresses"][0] == "172.20.20.1/24"
         assert {mgmt[p]["master"] for p in ("n1", "n2")} == {topo.mgmt.bridge}
 
-        pings = link_pings(topo)
-        assert len(pings) == 4  # both ends, IPv4 and IPv6
-        for node, addr in pings:
+        # n1 and n2 share the underlay bridge with the controller: across it, IPv4 and IPv6.
+        for node, addr in (("n1", "10.0.12.2"), ("n2", "10.0.12.1"),
+                           ("n1", "fd00:12::2"), ("n2", "fd00:12::1")):  # fmt: skip
             assert_ping(lab, node, addr)
         assert_ping(lab, "n1", topo.nodes["n2"].mgmt_ipv4.split("/")[0])  # over the mgmt bridge
 
         st = state.LabState.load(lab.labdir)
         assert st is not None and st.status == "deployed"
         recs = st.processes
-        assert sorted(r.node for r in recs) == ["n1", "n2"]
+        assert sorted(r.node for r in recs) == ["ctrl", "n1", "n2"]
         for r in recs:
             assert procs.is_alive(r)
             ns_ino = netns.inode(lab.netns_name(r.node))
             assert os.stat(f"/proc/{r.pid}/ns/net").st_ino == ns_ino
         rows = inspect.rows(topo)
-        assert [r["state"] for r in rows] == ["running", "running"]
+        assert [r["state"] for r in rows] == ["running"] * 4  # n1, n2, ctrl, underlay bridge
         for f in ("topology-data.json", "ansible-inventory.yml", "hosts"):
             assert (lab.labdir / f).is_file()
 

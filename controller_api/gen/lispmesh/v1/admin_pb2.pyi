@@ -1,5 +1,6 @@
 # mypy: ignore-errors
 from controller_api.gen.lispmesh.v1 import common_pb2 as _common_pb2
+from controller_api.gen.lispmesh.v1 import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -151,23 +152,27 @@ class Registration(_message.Message):
     def __init__(self, eid: _Optional[_Union[_common_pb2.EidPrefix, _Mapping]] = ..., rlocs: _Optional[_Iterable[str]] = ..., expires_in: _Optional[float] = ...) -> None: ...
 
 class TopologyNode(_message.Message):
-    __slots__ = ("node", "registrations", "peers")
+    __slots__ = ("node", "registrations", "peers", "peer_paths")
     NODE_FIELD_NUMBER: _ClassVar[int]
     REGISTRATIONS_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    PEER_PATHS_FIELD_NUMBER: _ClassVar[int]
     node: NodeInfo
     registrations: _containers.RepeatedCompositeFieldContainer[Registration]
     peers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ..., registrations: _Optional[_Iterable[_Union[Registration, _Mapping]]] = ..., peers: _Optional[_Iterable[str]] = ...) -> None: ...
+    peer_paths: _containers.RepeatedCompositeFieldContainer[_status_pb2.Peer]
+    def __init__(self, node: _Optional[_Union[NodeInfo, _Mapping]] = ..., registrations: _Optional[_Iterable[_Union[Registration, _Mapping]]] = ..., peers: _Optional[_Iterable[str]] = ..., peer_paths: _Optional[_Iterable[_Union[_status_pb2.Peer, _Mapping]]] = ...) -> None: ...
 
 class Topology(_message.Message):
-    __slots__ = ("controller_address", "map_servers", "eid_pools", "nodes")
+    __slots__ = ("controller_address", "map_servers", "eid_pools", "nodes", "generated_at")
     CONTROLLER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     MAP_SERVERS_FIELD_NUMBER: _ClassVar[int]
     EID_POOLS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
     controller_address: str
     map_servers: _containers.RepeatedScalarFieldContainer[str]
     eid_pools: _containers.RepeatedScalarFieldContainer[str]
     nodes: _containers.RepeatedCompositeFieldContainer[TopologyNode]
-    def __init__(self, controller_address: _Optional[str] = ..., map_servers: _Optional[_Iterable[str]] = ..., eid_pools: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[_Union[TopologyNode, _Mapping]]] = ...) -> None: ...
+    generated_at: str
+    def __init__(self, controller_address: _Optional[str] = ..., map_servers: _Optional[_Iterable[str]] = ..., eid_pools: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[_Union[TopologyNode, _Mapping]]] = ..., generated_at: _Optional[str] = ...) -> None: ...

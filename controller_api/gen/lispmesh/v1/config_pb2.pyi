@@ -51,11 +51,45 @@ class Timers(_message.Message):
     map_request_retry: float
     def __init__(self, register_interval: _Optional[float] = ..., register_ttl_minutes: _Optional[int] = ..., probe_interval: _Optional[float] = ..., probe_dead_after: _Optional[float] = ..., map_request_retry: _Optional[float] = ...) -> None: ...
 
-class Policy(_message.Message):
-    __slots__ = ("name",)
+class PolicyRule(_message.Message):
+    __slots__ = ("id", "name", "action", "src", "dst", "protocol", "ports")
+    ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    id: int
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    action: str
+    src: _containers.RepeatedScalarFieldContainer[str]
+    dst: _containers.RepeatedScalarFieldContainer[str]
+    protocol: int
+    ports: _containers.RepeatedCompositeFieldContainer[PortRange]
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., action: _Optional[str] = ..., src: _Optional[_Iterable[str]] = ..., dst: _Optional[_Iterable[str]] = ..., protocol: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[PortRange, _Mapping]]] = ...) -> None: ...
+
+class PortRange(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: int
+    high: int
+    def __init__(self, low: _Optional[int] = ..., high: _Optional[int] = ...) -> None: ...
+
+class Policy(_message.Message):
+    __slots__ = ("name", "version", "egress", "ingress", "policy_version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_FIELD_NUMBER: _ClassVar[int]
+    INGRESS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    egress: _containers.RepeatedCompositeFieldContainer[PolicyRule]
+    ingress: _containers.RepeatedCompositeFieldContainer[PolicyRule]
+    policy_version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., egress: _Optional[_Iterable[_Union[PolicyRule, _Mapping]]] = ..., ingress: _Optional[_Iterable[_Union[PolicyRule, _Mapping]]] = ..., policy_version: _Optional[int] = ...) -> None: ...
 
 class Workload(_message.Message):
     __slots__ = ("name",)

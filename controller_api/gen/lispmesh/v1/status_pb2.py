@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from controller_api.gen.lispmesh.v1 import common_pb2 as lispmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lispmesh/v1/status.proto\x12\x0blispmesh.v1\x1a\x18lispmesh/v1/common.proto\"8\n\x04Peer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x65id_prefixes\x18\x02 \x03(\t\x12\x0c\n\x04rloc\x18\x03 \x01(\t\"\x95\x02\n\x0cStatusReport\x12$\n\x07uplinks\x18\x01 \x03(\x0b\x32\x13.lispmesh.v1.Uplink\x12 \n\x05peers\x18\x02 \x03(\x0b\x32\x11.lispmesh.v1.Peer\x12\x16\n\x0emap_cache_size\x18\x03 \x01(\r\x12\x33\n\x05\x64rops\x18\x04 \x03(\x0b\x32$.lispmesh.v1.StatusReport.DropsEntry\x12\x17\n\x0f\x61pplied_version\x18\x05 \x01(\x04\x12\x12\n\nregistered\x18\x06 \x01(\x08\x12\x15\n\ragent_version\x18\x07 \x01(\t\x1a,\n\nDropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xb0\x01\n\x07Metrics\x12\x34\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\".lispmesh.v1.Metrics.CountersEntry\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\x12\x11\n\trss_bytes\x18\x03 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x0b\n\tReportAck2\x84\x01\n\x06Status\x12;\n\x06Report\x12\x19.lispmesh.v1.StatusReport\x1a\x16.lispmesh.v1.ReportAck\x12=\n\rReportMetrics\x12\x14.lispmesh.v1.Metrics\x1a\x16.lispmesh.v1.ReportAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lispmesh/v1/status.proto\x12\x0blispmesh.v1\x1a\x18lispmesh/v1/common.proto\"\x9f\x02\n\x04Peer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x65id_prefixes\x18\x02 \x03(\t\x12\x0c\n\x04rloc\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x12\n\nlocal_rloc\x18\x05 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x06 \x01(\x01\x12\x11\n\tencrypted\x18\x07 \x01(\x08\x12%\n\x05rlocs\x18\x08 \x03(\x0b\x32\x16.lispmesh.v1.RlocState\x12\x14\n\x0cpackets_sent\x18\t \x01(\x04\x12\x12\n\nbytes_sent\x18\n \x01(\x04\x12\x18\n\x10packets_received\x18\x0b \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x0c \x01(\x04\x12\x1d\n\x15last_key_exchange_ago\x18\r \x01(\x01\"8\n\tRlocState\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\n\n\x02up\x18\x02 \x01(\x08\x12\x0e\n\x06rtt_ms\x18\x03 \x01(\x01\"\xaa\x02\n\x0cStatusReport\x12$\n\x07uplinks\x18\x01 \x03(\x0b\x32\x13.lispmesh.v1.Uplink\x12 \n\x05peers\x18\x02 \x03(\x0b\x32\x11.lispmesh.v1.Peer\x12\x16\n\x0emap_cache_size\x18\x03 \x01(\r\x12\x33\n\x05\x64rops\x18\x04 \x03(\x0b\x32$.lispmesh.v1.StatusReport.DropsEntry\x12\x17\n\x0f\x61pplied_version\x18\x05 \x01(\x04\x12\x12\n\nregistered\x18\x06 \x01(\x08\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x14 \x01(\t\x1a,\n\nDropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xb0\x01\n\x07Metrics\x12\x34\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\".lispmesh.v1.Metrics.CountersEntry\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\x12\x11\n\trss_bytes\x18\x03 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x0b\n\tReportAck2\x84\x01\n\x06Status\x12;\n\x06Report\x12\x19.lispmesh.v1.StatusReport\x1a\x16.lispmesh.v1.ReportAck\x12=\n\rReportMetrics\x12\x14.lispmesh.v1.Metrics\x1a\x16.lispmesh.v1.ReportAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,18 +37,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREPORT_DROPSENTRY']._serialized_options = b'8\001'
   _globals['_METRICS_COUNTERSENTRY']._loaded_options = None
   _globals['_METRICS_COUNTERSENTRY']._serialized_options = b'8\001'
-  _globals['_PEER']._serialized_start=67
-  _globals['_PEER']._serialized_end=123
-  _globals['_STATUSREPORT']._serialized_start=126
-  _globals['_STATUSREPORT']._serialized_end=403
-  _globals['_STATUSREPORT_DROPSENTRY']._serialized_start=359
-  _globals['_STATUSREPORT_DROPSENTRY']._serialized_end=403
-  _globals['_METRICS']._serialized_start=406
-  _globals['_METRICS']._serialized_end=582
-  _globals['_METRICS_COUNTERSENTRY']._serialized_start=535
-  _globals['_METRICS_COUNTERSENTRY']._serialized_end=582
-  _globals['_REPORTACK']._serialized_start=584
-  _globals['_REPORTACK']._serialized_end=595
-  _globals['_STATUS']._serialized_start=598
-  _globals['_STATUS']._serialized_end=730
+  _globals['_PEER']._serialized_start=68
+  _globals['_PEER']._serialized_end=355
+  _globals['_RLOCSTATE']._serialized_start=357
+  _globals['_RLOCSTATE']._serialized_end=413
+  _globals['_STATUSREPORT']._serialized_start=416
+  _globals['_STATUSREPORT']._serialized_end=714
+  _globals['_STATUSREPORT_DROPSENTRY']._serialized_start=670
+  _globals['_STATUSREPORT_DROPSENTRY']._serialized_end=714
+  _globals['_METRICS']._serialized_start=717
+  _globals['_METRICS']._serialized_end=893
+  _globals['_METRICS_COUNTERSENTRY']._serialized_start=846
+  _globals['_METRICS_COUNTERSENTRY']._serialized_end=893
+  _globals['_REPORTACK']._serialized_start=895
+  _globals['_REPORTACK']._serialized_end=906
+  _globals['_STATUS']._serialized_start=909
+  _globals['_STATUS']._serialized_end=1041
 # @@protoc_insertion_point(module_scope)

@@ -9,17 +9,47 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Peer(_message.Message):
-    __slots__ = ("name", "eid_prefixes", "rloc")
+    __slots__ = ("name", "eid_prefixes", "rloc", "path", "local_rloc", "rtt_ms", "encrypted", "rlocs", "packets_sent", "bytes_sent", "packets_received", "bytes_received", "last_key_exchange_ago")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EID_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     RLOC_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_RLOC_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    RLOCS_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_SENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    LAST_KEY_EXCHANGE_AGO_FIELD_NUMBER: _ClassVar[int]
     name: str
     eid_prefixes: _containers.RepeatedScalarFieldContainer[str]
     rloc: str
-    def __init__(self, name: _Optional[str] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., rloc: _Optional[str] = ...) -> None: ...
+    path: str
+    local_rloc: str
+    rtt_ms: float
+    encrypted: bool
+    rlocs: _containers.RepeatedCompositeFieldContainer[RlocState]
+    packets_sent: int
+    bytes_sent: int
+    packets_received: int
+    bytes_received: int
+    last_key_exchange_ago: float
+    def __init__(self, name: _Optional[str] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., rloc: _Optional[str] = ..., path: _Optional[str] = ..., local_rloc: _Optional[str] = ..., rtt_ms: _Optional[float] = ..., encrypted: _Optional[bool] = ..., rlocs: _Optional[_Iterable[_Union[RlocState, _Mapping]]] = ..., packets_sent: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., packets_received: _Optional[int] = ..., bytes_received: _Optional[int] = ..., last_key_exchange_ago: _Optional[float] = ...) -> None: ...
+
+class RlocState(_message.Message):
+    __slots__ = ("address", "up", "rtt_ms")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    up: bool
+    rtt_ms: float
+    def __init__(self, address: _Optional[str] = ..., up: _Optional[bool] = ..., rtt_ms: _Optional[float] = ...) -> None: ...
 
 class StatusReport(_message.Message):
-    __slots__ = ("uplinks", "peers", "map_cache_size", "drops", "applied_version", "registered", "agent_version")
+    __slots__ = ("uplinks", "peers", "map_cache_size", "drops", "applied_version", "registered", "agent_version", "policy_json")
     class DropsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +64,7 @@ class StatusReport(_message.Message):
     APPLIED_VERSION_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
     uplinks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Uplink]
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
     map_cache_size: int
@@ -41,7 +72,8 @@ class StatusReport(_message.Message):
     applied_version: int
     registered: bool
     agent_version: str
-    def __init__(self, uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., map_cache_size: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., applied_version: _Optional[int] = ..., registered: _Optional[bool] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    policy_json: str
+    def __init__(self, uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., map_cache_size: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., applied_version: _Optional[int] = ..., registered: _Optional[bool] = ..., agent_version: _Optional[str] = ..., policy_json: _Optional[str] = ...) -> None: ...
 
 class Metrics(_message.Message):
     __slots__ = ("counters", "cpu_seconds", "rss_bytes", "uptime_seconds")

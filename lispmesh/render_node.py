@@ -1,0 +1,183 @@
+"""The local node for people: status with its peers table, map-cache, ping, trace, netcheck.
+
+Each function takes the JSON document the node's control socket returned (the same that
+`--json` prints) and prints it with rich.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from lispmesh.topology_model import rtt_text
+
+
+def _bytes(count: int | None) -> str:
+    if count is None:
+        return "-"
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+def _ago(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.0f} s ago"
+
+
+def _up(up: bool) -> Text:
+    return Text("up", style="green") if up else Text("DOWN", style="bold red")
+
+
+def peers_table(peers: list[dict[str, Any]]) -> Table:
+    table = Table(
+        "peer", "EID", "path", "RLOC in use", "via", "last key exchange", "sent", "received",
+        "RTT", title="peers",
+    )  # fmt: skip
+    for p in peers:
+        table.add_row(
+            p["name"],
+            "\n".join(str(e) for e in p.get("eids", [])) or "-",
+            p.get("path") or "inbound only",
+            p.get("rloc") or "-",
+            p.get("local_rloc") or "-",
+            _ago(p.get("last_key_exchange_ago")),
+            _bytes(p.get("bytes_sent")) + f" ({p.get('packets_sent', 0)} pkts)",
+            _bytes(p.get("bytes_received")) + f" ({p.get('packets_received', 0)} pkts)",
+            rtt_text(p.get("rtt_ms")),
+        )
+    return table
+
+
+def status(doc: dict[str, Any], console: Console) -> None:
+    agent = doc.get("agent") or {}
+    console.print(
+        f"[bold]{doc['name']}[/bold]  node id {agent.get('node_id', '-')}  "
+        f"roles: {', '.join(doc.get('roles', [])) or '-'}  uptime {doc.get('uptime', 0)} s"
+    )
+    if agent:
+        line = agent.get("controller", "")
+        style = "" if agent.get("controller_state") == "connected" else "yellow"
+        console.print(
+            Text.assemble(f"controller {agent.get('controller_address')}: ", (line, style))
+        )
+    xtr = doc.get("xtr")
+    if not xtr:
+        console.print("no xTR running (waiting for a desired state?)")
+        return
+    console.print(f"EIDs: {', '.join(xtr['eid_prefixes'])}  (instance-id {xtr['instance_id']})")
+    uplinks = Table("uplink", "RLOC", "state", title="uplinks")
+    for up in xtr["uplinks"]:
+        uplinks.add_row(up.get("interface") or "-", up["address"], _up(up["up"]))
+    console.print(uplinks)
+    servers = Table("map-server", "registered", title="map-servers")
+    for ms in xtr["map_servers"]:
+        servers.add_row(ms["address"], "yes" if ms["registered"] else Text("no", style="red"))
+    console.print(servers)
+    console.print(peers_table(xtr.get("peers", [])))
+
+
+def map_cache(entries: list[dict[str, Any]], console: Console) -> None:
+    table = Table("EID prefix", "peer", "TTL", "RLOCs (state, RTT)", "in use", title="map-cache")
+    for e in entries:
+        rlocs = Text()
+        for i, r in enumerate(e.get("rlocs", [])):
+            if i:
+                rlocs.append("\n")
+            rlocs.append(f"{r['address']} p{r['priority']} ")
+            rlocs.append_text(_up(r["up"]))
+            rlocs.append(f" {rtt_text(r.get('rtt_ms'))}")
+        table.add_row(
+            e["prefix"],
+            e.get("peer") or e.get("action") or "-",
+            f"{e['ttl_remaining']:.0f} s",
+            rlocs if e.get("rlocs") else Text(e.get("action") or "negative", style="yellow"),
+            e.get("in_use") or "-",
+        )
+    console.print(table)
+
+
+def ping(doc: dict[str, Any], console: Console) -> None:
+    peer = doc.get("peer") or "?"
+    console.print(
+        f"ping {doc['eid']} ({doc['prefix']}, node {peer}) via {doc.get('path') or 'no path'}, "
+        f"RLOC in use {doc.get('rloc_in_use') or '-'}"
+    )
+    lookup = doc.get("lookup")
+    if lookup:
+        console.print(
+            f"  resolved by map-resolver {lookup['map_resolver']} in {rtt_text(lookup['rtt_ms'])}"
+        )
+    for p in doc["probes"]:
+        mark = " (in use)" if p["in_use"] else ""
+        if p["replied"]:
+            console.print(
+                f"  reply from {p['answered_by']}{mark} via {p['local_rloc']}: seq={p['seq']} "
+                f"path={p['path']} time={p['rtt_ms']:.2f} ms"
+            )
+        else:
+            console.print(f"  [red]no reply from {p['rloc']}{mark}: seq={p['seq']}[/red]")
+    for r in doc["rlocs"]:
+        loss = 100 * (r["sent"] - r["received"]) / max(1, r["sent"])
+        stats = (
+            f", rtt min/avg/max {r['min_ms']:.2f}/{r['avg_ms']:.2f}/{r['max_ms']:.2f} ms"
+            if r["received"]
+            else ""
+        )
+        console.print(
+            f"  {r['rloc']}: {r['received']}/{r['sent']} replies, {loss:.0f}% loss{stats}"
+        )
+
+
+def trace(doc: dict[str, Any], console: Console) -> None:
+    console.print(f"trace {doc['eid']} ({doc['prefix']}, node {doc.get('peer') or '?'})")
+    for hop in doc["hops"]:
+        name = hop.get("name") or "-"
+        answered = hop.get("answered_by")
+        extra = f" (answered by {answered})" if answered and answered != hop.get("rloc") else ""
+        time_text = "-" if hop.get("rtt_ms") is None else f"{hop['rtt_ms']:.2f} ms"
+        if hop["role"] != "itr" and hop.get("rtt_ms") is None:
+            time_text = "[red]no answer[/red]"
+        console.print(
+            f"  {hop['hop']}  {hop['role']:<13} {name:<16} {hop.get('rloc') or '-':<22} "
+            f"{time_text}{extra}"
+        )
+    answered = "answered" if doc["reached"] else "did NOT answer"
+    console.print(f"  path: {doc.get('path') or 'none'}; the ETR {answered}")
+
+
+def netcheck(doc: dict[str, Any], console: Console) -> None:
+    console.print("[bold]uplinks[/bold]")
+    for u in doc["uplinks"]:
+        console.print(Text.assemble(f"  {u['interface'] or '-'} {u['address']}: ", _up(u["up"])))
+    console.print(f"[bold]NAT[/bold]: {doc['nat']['detail']}")
+    controller = doc.get("controller")
+    if controller:
+        state = (
+            f"reachable (TCP connect {rtt_text(controller['rtt_ms'])})"
+            if controller["reachable"]
+            else f"[red]unreachable: {controller['error']}[/red]"
+        )
+        console.print(
+            f"[bold]controller[/bold] {controller['address']}: {state}, session "
+            f"{controller.get('state') or '-'}"
+        )
+    for ms in doc["map_servers"]:
+        state = (
+            f"answers (Map-Register → Map-Notify {rtt_text(ms['rtt_ms'])})"
+            if ms["reachable"]
+            else "[red]no Map-Notify[/red]"
+        )
+        console.print(f"[bold]map-server[/bold] {ms['address']}: {state}")
+    if doc.get("map_resolvers"):
+        console.print(f"[bold]map-resolvers[/bold]: {', '.join(doc['map_resolvers'])}")
+    if doc["problems"]:
+        for problem in doc["problems"]:
+            console.print(f"[red]problem: {problem}[/red]")
+    else:
+        console.print("[green]all checks passed[/green]")
