@@ -317,20 +317,7 @@ def _gone(pid: int) -> bool:
 def test_xtrs_register_again_after_a_map_server_restart(tmp_path: Path) -> None:
     with OverlayLab(tmp_path, [XtrSpec(1), XtrSpec(2)], name_prefix="ms") as lab:
         lab.wait_registered()
-        assert lab.lab is not None
-        stopped = lab.status("ms")["pid"]
-        assert lab.try_status("ms") is not None
-        from mesh.control import query
-
-        query(lab.run_dir / "ms.sock", "stop")
-        wait_until(lambda: _gone(stopped), 10, "the map-server to exit")
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        restarted = lab.lab.popen(
-            "ms",
-            [sys.executable, "-m", "lispmesh", "node", "run", "--config",
-             str(lab.workdir / "configs" / "ms.yml")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        restarted = _restart(lab, "ms")
         try:
 
             def both_registered() -> bool:
@@ -344,12 +331,7 @@ def test_xtrs_register_again_after_a_map_server_restart(tmp_path: Path) -> None:
             wait_until(both_registered, 15, "both xTRs to register with the new map-server")
             lab.wait_ping("n2", eid6(1))
         finally:
-            restarted.terminate()
-            try:
-                restarted.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                restarted.kill()
-                restarted.wait(timeout=5)
+            _kill(restarted)
 
 
 def test_c_and_python_data_paths_interoperate(tmp_path: Path) -> None:
