@@ -8,8 +8,9 @@ IV  = salt (4 random bytes chosen once per key by the sender) || counter (64-bit
 AAD = the 8-byte LISP data header
 ```
 The tag authenticates header || IV || ciphertext (the IV as the AEAD nonce), which is what RFC 8061
-§6 asks of its ICV. The counter is unique per key (the sender's keyring assigns it), so a nonce
-never repeats for a key; the receiver reads the counter back out of the IV for its replay window.
+§6 asks of its ICV. The counter is unique per key (the sender keeps one counter per key and never
+resets it: mesh/keys.py), so a nonce never repeats for a key; the receiver reads the counter back
+out of the IV for its replay window.
 
 Suites (IANA "LISP Crypto Cipher Suite"):
 - CS 5, `CS_AES128_GCM` (default): X25519 + AES-128-GCM. The key is the first 16 bytes of the KDF
@@ -23,8 +24,8 @@ Note that lispers.net's CS 5 data plane appends an HMAC ICV after the GCM tag an
 plaintext; our framing does neither, so the KDF matches lispers.net but the CS 5 packets do not.
 
 Key uniqueness: the KDF is symmetric (both ends derive the same key from one exchange), so one
-exchange keys exactly one direction. The ITR uses a fresh key pair per exchange, which makes every
-(ITR, exchange) key distinct; the ETR only ever opens with it (see `lisp.keyring`).
+exchange keys exactly one direction. A node offers one key pair as ITR and another as ETR, so the
+two directions between two nodes never share a key (see mesh/keys.py).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-CS_AES128_GCM: Final = 5
-CS_CHACHA20_POLY1305: Final = 6
+from lisp.crypto_suites import CS_AES128_GCM, CS_CHACHA20_POLY1305
+
 SUPPORTED_SUITES: Final = frozenset({CS_AES128_GCM, CS_CHACHA20_POLY1305})
 DEFAULT_SUITE: Final = CS_AES128_GCM
 SUITE_NAMES: Final = {
@@ -59,9 +60,9 @@ MIN_SEALED_LEN: Final = HEADER_LEN + OVERHEAD  # an empty inner packet
 KEY_ID_MASK: Final = 0x03  # KK bits in the first header byte
 _KK_CLEAR: Final = 0xFC
 
-# Rekey limits. The keyring starts a new exchange at the soft limits and refuses to seal past the
-# hard ones. 2**32 packets is far below the 2**64 counter space and below the point where the
-# AES-GCM confidentiality bound (2**32 * 1400-byte packets = 2**39 blocks) starts to matter.
+# Rekey limits: a new exchange starts at the soft limits; nothing should seal past the hard ones.
+# 2**32 packets is far below the 2**64 counter space and below the point where the AES-GCM
+# confidentiality bound (2**32 * 1400-byte packets = 2**39 blocks) starts to matter.
 REKEY_AFTER_PACKETS: Final = 100_000_000
 REKEY_AFTER_SECONDS: Final = 600.0
 REJECT_AFTER_COUNTER: Final = 2**32

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-CS_AES128_GCM = 5
-CS_CHACHA20_POLY1305 = 6
+from typing import Final
+
+CS_AES128_GCM: Final = 5
+CS_CHACHA20_POLY1305: Final = 6
 
 CIPHER_SUITE_NAMES: dict[int, str] = {
     CS_AES128_GCM: "aes128-gcm",
