@@ -280,8 +280,9 @@ async def netcheck(
                     "interface": local.interface,
                     "address": local.key,
                     "up": local.up,
-                    # No Info-Request/Reply yet: the RLOC is the interface's own address.
-                    "behind_nat": False,
+                    # Unknown: detecting a NAT needs the Info-Request/Reply exchange (the
+                    # map-server echoing the address it saw), which lispmesh does not do yet.
+                    "behind_nat": None,
                 }
             )
             if not local.up:
@@ -302,9 +303,9 @@ async def netcheck(
     return {
         "uplinks": uplinks,
         "nat": {
-            "detected": False,
-            "method": "interface-address",
-            "detail": "no NAT detected (RLOC is the interface address)",
+            "detected": None,
+            "method": None,
+            "detail": "NAT detection is not implemented yet (needs Info-Request/Reply)",
         },
         "controller": controller,
         "map_servers": map_servers,

@@ -152,7 +152,8 @@ def test_ping_trace_netcheck(lab: MeshLab) -> None:
     assert check["controller"]["reachable"] and check["controller"]["address"] == "10.77.0.1:7444"
     assert check["controller"]["rtt_ms"] > 0
     assert [(m["address"], m["reachable"]) for m in check["map_servers"]] == [("10.77.0.1", True)]
-    assert check["map_servers"][0]["rtt_ms"] > 0 and not check["nat"]["detected"]
+    assert check["map_servers"][0]["rtt_ms"] > 0
+    assert check["nat"]["detected"] is None  # not implemented: said so, not guessed
 
 
 def test_topology_json_dot_svg_html(lab: MeshLab, tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_node_renderers() -> None:
     )  # fmt: skip
     render_node.netcheck(
         {"uplinks": [{"interface": "eth1", "address": "10.77.0.11", "up": False}],
-         "nat": {"detail": "no NAT detected (RLOC is the interface address)"},
+         "nat": {"detail": "NAT detection is not implemented yet (needs Info-Request/Reply)"},
          "controller": {"address": "10.77.0.1:7444", "reachable": False, "error": "refused",
                         "rtt_ms": None, "state": "unreachable"},
          "map_servers": [], "map_resolvers": ["10.77.0.1"], "problems": ["uplink eth1 is down"]},
