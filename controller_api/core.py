@@ -46,7 +46,8 @@ class ControllerCore:
 
     def desired_state(self, node: NodeRow) -> config_pb2.DesiredState:
         policy = self.policies.for_node(node)
-        document = build(node, self.settings, self.pools, self.advertise, policy)
+        revoked = [n.name for n in self.store.list_nodes() if n.revoked]
+        document = build(node, self.settings, self.pools, self.advertise, policy, revoked)
         return versioned(self.store, document)
 
     async def wait_change(self, node_id: str, timeout: float) -> None:
@@ -89,6 +90,7 @@ class ControllerCore:
         assert revoked is not None
         self.sync_map_server()  # its site goes, and with it its registrations
         self.notify(node.node_id)
+        self.notify_all()  # every node's revocation list changes: they drop its keys now
         self._inventory_changed()
         return revoked
 

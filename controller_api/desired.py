@@ -24,9 +24,11 @@ def build(
     pools: Pools,
     map_server_address: str,
     policy: config_pb2.Policy | None = None,
+    revoked_nodes: list[str] | None = None,
 ) -> config_pb2.DesiredState:
     """The document without its version. `policy`: the node's compiled network policy (None:
-    no policy installed, the node allows everything)."""
+    no policy installed, the node allows everything). `revoked_nodes`: the names of every
+    revoked node, whose keys the node's xTR must drop and refuse."""
     if node.revoked:
         return config_pb2.DesiredState(node_id=node.node_id, node_name=node.name, revoked=True)
     timers = settings.timers
@@ -62,6 +64,7 @@ def build(
         ),
         mtu=settings.mtu,
         policies=[policy] if policy is not None else [],
+        revoked_nodes=sorted(set(revoked_nodes or ())),
     )
 
 

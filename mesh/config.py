@@ -17,6 +17,7 @@ security:
   authenticate_key_exchange: true  # false = plain RFC 8061 (interop only; logged)
   rekey_after_packets: 100000000
   rekey_after_seconds: 600
+  revoked_peers: [edge-7]        # node names whose keys are dropped and key exchanges refused
 xtr:                             # the ITR+ETR role (optional)
   tun: lm0
   instance_id: 0
@@ -122,6 +123,9 @@ class Security:
     authenticate_key_exchange: bool = True
     rekey_after_packets: int = 100_000_000
     rekey_after_seconds: float = 600.0
+    # Node names (certificate names) this node's xTR refuses: their keys are dropped and any
+    # later key exchange from them is refused (the controller delivers its revocation list).
+    revoked_peers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -373,9 +377,19 @@ def _security(fields: _Fields | None) -> Security:
         authenticate_key_exchange=fields.boolean("authenticate_key_exchange", True),
         rekey_after_packets=fields.integer("rekey_after_packets", 100_000_000, 16, 1 << 40),
         rekey_after_seconds=fields.number("rekey_after_seconds", 600.0, 1.0, 86400.0),
+        revoked_peers=_revoked_peers(fields),
     )
     fields.finish()
     return security
+
+
+def _revoked_peers(fields: _Fields) -> frozenset[str]:
+    names = set()
+    for where, item in fields.items("revoked_peers"):
+        if not isinstance(item, str) or not item:
+            raise fields.fail(where, f"expected a node name, got {item!r}")
+        names.add(item)
+    return frozenset(names)
 
 
 def _policy(fields: _Fields) -> NodePolicy | None:

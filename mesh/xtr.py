@@ -193,6 +193,9 @@ class Xtr:
         self.now = now
         self.policy = PolicyEngine(None, now)
         self.apply_policy(config.policy)
+        # Node names the controller revoked: no key from them is kept or accepted.
+        self.revoked: frozenset[str] = frozenset()
+        self._apply_revocations(config.security.revoked_peers)
 
     # ------------------------------------------------------------------ inside → outside
 
@@ -514,6 +517,8 @@ class Xtr:
                 self.drops["kx-auth-failed"] += 1
                 return None
             peer_name = peer.name
+        if self._refuse_revoked(peer_name):
+            return None
         encap = self.keys.install_encap(pending.key_id, public, peer_name, self.now)
         if encap is None:
             self.drops["kx-stale-epoch"] += 1
@@ -765,6 +770,8 @@ class Xtr:
                 self.drops["kx-auth-failed"] += 1
                 return None
             peer_name, peer_eids, key_id = peer.name, peer.eids, peer.key_id
+            if self._refuse_revoked(peer_name):
+                return None
         else:
             # Interop mode: no identity, so any inner source is accepted from this key.
             peer_eids = ((self.iid, _ANY4), (self.iid, _ANY6))
@@ -1090,6 +1097,45 @@ class Xtr:
             registration.interval = new.timers.register_interval
         if config.policy != self.policy.policy:
             self.apply_policy(config.policy)
+        self._apply_revocations(config.security.revoked_peers)
+
+    # ------------------------------------------------------------------ revocation
+
+    def _refuse_revoked(self, peer_name: str) -> bool:
+        if peer_name not in self.revoked:
+            return False
+        self._error(f"key exchange from revoked node {peer_name} refused")
+        self.drops["kx-revoked-peer"] += 1
+        return True
+
+    def _apply_revocations(self, revoked: frozenset[str]) -> None:
+        """Drop every key shared with a revoked node; later packets under them are `no-key`."""
+        self.revoked = frozenset(revoked)
+        if not self.revoked:
+            return
+        gone = [k for k, s in self.keys.encap.items() if s.peer_name in self.revoked]
+        for k in gone:
+            del self.keys.encap[k]
+        entries = [k for k, s in self.entry_encap.items() if s.peer_name in self.revoked]
+        for iid, prefix in entries:
+            self._forget_prefix(iid, prefix)
+            self.map_cache.remove(iid, prefix)  # re-resolving meets _refuse_revoked
+        slots = [k for k, s in self.keys.decap.items() if s.peer_name in self.revoked]
+        for slot in slots:
+            del self.keys.decap[slot]
+        for name in self.revoked:
+            self.peers.pop(name, None)
+        if slots and self.fast is not None:
+            self.fast.sync_decap(self.keys.decap)
+        if gone or entries:
+            self._recompute_paths()
+        if gone or entries or slots:
+            log.warning(
+                "revoked %s: dropped %d encap, %d decap keys",
+                ", ".join(sorted(self.revoked)),
+                len(gone),
+                len(slots),
+            )
 
     # ------------------------------------------------------------------ status
 
@@ -1159,6 +1205,7 @@ class Xtr:
                     for (rloc, kid), s in self.keys.decap.items()
                 ],
             },
+            "revoked_peers": sorted(self.revoked),
             "drops": self._all_drops(),
             "policy": self._policy_status(),
             "dataplane": "c" if self.fast is not None else "python",

@@ -93,6 +93,7 @@ def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeC
             authenticate_key_exchange=True,
             rekey_after_packets=sec.rekey_after_packets or 100_000_000,
             rekey_after_seconds=sec.rekey_after_seconds or 600.0,
+            revoked_peers=frozenset(desired.revoked_nodes),
         ),
         identity=Identity(key=local.key, cert=local.cert, ca=local.ca),
         xtr=xtr,

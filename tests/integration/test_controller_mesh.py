@@ -167,6 +167,14 @@ def test_revoked_node_is_cut_off(lab: MeshLab) -> None:
     # Restarted, it refuses to run (its identity is dead); the others still reach each other.
     a, b = lab.nodes[0], lab.nodes[1]
     assert lab.ping(a, lab.eid(b))
+    # Every other node got the revocation list: its xTR refuses the victim's keys.
+    for node in (a, b):
+        wait_for(partial(_lists_revoked, lab, node, name), 10, f"{node} to list {name} revoked")
+
+
+def _lists_revoked(lab: MeshLab, node: str, name: str) -> bool:
+    status = lab.status(node) or {}
+    return name in ((status.get("xtr") or {}).get("revoked_peers") or [])
 
 
 def test_expired_and_used_up_tokens_are_refused(lab: MeshLab, tmp_path: Path) -> None:

@@ -208,9 +208,14 @@ def test_desired_state_version_moves_only_when_the_document_changes(env) -> None
     moved = desired.versioned(store, desired.build(store.get_node(reply.node_id), settings,
                                                    POOLS, "10.0.0.2"))  # fmt: skip
     assert moved.version == 2
+    node = store.get_node(reply.node_id)
+    assert node is not None
+    revocations = desired.build(node, settings, POOLS, "10.0.0.2", None, ["b", "a", "b"])
+    listing = desired.versioned(store, revocations)
+    assert listing.version == 3 and list(listing.revoked_nodes) == ["a", "b"]
     store.revoke_node(reply.node_id, clock.now)
     revoked = current()
-    assert revoked.version == 3 and revoked.revoked and not revoked.map_servers
+    assert revoked.version == 4 and revoked.revoked and not revoked.map_servers
 
 
 def test_token_text_format() -> None:

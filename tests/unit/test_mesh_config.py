@@ -78,6 +78,8 @@ BAD = [
     ("map_server.sites.0.allowed.0", "[x]10.0.0.0/8", "allowed[0]: '[x]10.0.0.0/8'"),
     ("security", {"cipher_suite": "rot13"}, "security.cipher_suite: unknown 'rot13'"),
     ("security", {"encryption": "yes"}, "security.encryption: expected true or false"),
+    ("security", {"revoked_peers": "n1"}, "security.revoked_peers: expected a list"),
+    ("security", {"revoked_peers": [7]}, "security.revoked_peers[0]: expected a node name"),
     ("identity", _DELETE, "identity: is required for the authenticated key exchange"),
 ]
 
@@ -111,3 +113,10 @@ def test_interop_mode_needs_no_identity(tmp_path: Path) -> None:
     config = parse_config(data, tmp_path / "node.yml")
     assert config.identity is None
     assert config.security.authenticate_key_exchange is False
+
+
+def test_revoked_peers_default_empty_and_parse(tmp_path: Path) -> None:
+    assert parse_config(GOOD, tmp_path / "node.yml").security.revoked_peers == frozenset()
+    data = dict(GOOD, security={"revoked_peers": ["n1", "edge-7", "n1"]})
+    config = parse_config(data, tmp_path / "node.yml")
+    assert config.security.revoked_peers == frozenset({"n1", "edge-7"})

@@ -61,6 +61,11 @@ def test_desired_state_becomes_the_runtime_config(tmp_path: Path) -> None:
     assert config.security.encryption and config.security.authenticate_key_exchange
     assert config.security.rekey_after_seconds == 60
     assert config.identity is not None and config.identity.key == tmp_path / "k"
+    assert config.security.revoked_peers == frozenset()
+    revoking = _desired()
+    revoking.revoked_nodes.extend(["edge-9", "edge-4"])
+    revoked = to_node_config(revoking, _facts(tmp_path)).security.revoked_peers
+    assert revoked == frozenset({"edge-9", "edge-4"})
 
 
 def test_no_uplink_or_bad_state_is_one_line(tmp_path: Path) -> None:
