@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 PATH_DIRECT = "direct"
 
 
-def _rtt_ms(xtr: Xtr, rloc: str) -> float | None:
+def rtt_ms(xtr: Xtr, rloc: str) -> float | None:
+    """The last RLOC-probe round trip to `rloc`, in ms (None before the first reply)."""
     state = xtr.prober.state(rloc)
     if state is None or state.rtt is None:
         return None
@@ -60,7 +61,7 @@ def peer_rows(xtr: Xtr, now: float) -> list[dict[str, Any]]:
                     "address": address,
                     "priority": record.priority,
                     "up": xtr.prober.is_up(address, now),
-                    "rtt_ms": _rtt_ms(xtr, address),
+                    "rtt_ms": rtt_ms(xtr, address),
                 }
         rloc = in_use.remote[0] if in_use is not None else None
         rows.append(
@@ -75,7 +76,7 @@ def peer_rows(xtr: Xtr, now: float) -> list[dict[str, Any]]:
                 "path": PATH_DIRECT if in_use is not None else None,
                 "rloc": rloc,
                 "local_rloc": in_use.local.key if in_use is not None else None,
-                "rtt_ms": _rtt_ms(xtr, rloc) if rloc is not None else None,
+                "rtt_ms": rtt_ms(xtr, rloc) if rloc is not None else None,
                 "encrypted": in_use is not None and xtr.encrypt,
                 "rlocs": list(rlocs.values()),
                 **_traffic(xtr, info.name),
