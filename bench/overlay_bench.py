@@ -63,6 +63,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import yaml  # noqa: E402
 
+from lispmesh.waiting import wait_until  # noqa: E402
 from netlab import Lab, netns  # noqa: E402
 
 ROWS = ("plain veth", "lispmesh", "wireguard-go", "nebula")
@@ -194,13 +195,7 @@ def run(
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+    return wait_until(condition, timeout, what, interval)
 
 
 def proc_cpu_seconds(pid: int) -> float:

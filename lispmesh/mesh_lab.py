@@ -12,13 +12,12 @@ import json
 import secrets
 import shlex
 import sys
-import time
-from collections.abc import Callable
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
 from controller_api.offline import create_token
+from lispmesh.waiting import wait_until
 from mesh.control import ControlError, query
 from netlab import Lab
 from netlab import procs as netlab_procs
@@ -31,16 +30,7 @@ CONTROLLER = "controller"
 CONTROLLER_ADDRESS = "10.77.0.1"
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll until `condition()` is truthy; TimeoutError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+wait_for = wait_until  # the name the demo and the controller tests use
 
 
 class MeshLab:

@@ -17,8 +17,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_network
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from lispmesh.waiting import wait_until
 from mesh.control import ControlError, query
 from mesh.identity import provision_lab_identities
 from netlab import Lab
@@ -68,20 +67,6 @@ class XtrSpec:
     @property
     def name(self) -> str:
         return f"n{self.index}"
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2
-) -> Any:
-    """Poll `condition` until it returns something truthy; AssertionError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
 
 
 class OverlayLab:

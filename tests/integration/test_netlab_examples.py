@@ -11,14 +11,14 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lispmesh.waiting import wait_until
 from netlab import Lab
 from netlab.state import STATE_FILE
 from netlab.testing import leftovers, unique_name
@@ -36,15 +36,7 @@ JOIN_WAIT = 30.0
 PING_WAIT = 20.0
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+wait_for = wait_until
 
 
 def lispmesh(*args: str) -> subprocess.CompletedProcess[str]:
