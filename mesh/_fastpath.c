@@ -8,7 +8,7 @@
  * outside: recvmmsg -> key lookup by (source RLOC, key-id) -> AEAD open -> replay window ->
  *          source-EID and instance-id checks -> policy (ingress) -> TUN write.
  * The network policy (egress after the route lookup, before sealing; ingress before the TUN
- * write) is lisp/policy.py's semantics: rules, a stateful flow table, counters and a flow log.
+ * write) is mesh/policy/'s semantics: rules, a stateful flow table, counters and a flow log.
  *
  * The Python control plane owns every decision: it installs paths (keys, counters, RLOCs),
  * routes (EID prefix -> path) and decap slots; whatever this engine cannot handle (no route,
@@ -112,7 +112,7 @@ typedef struct {
     int slot;
 } DecapKey;
 
-/* Network policy (lisp/policy.py is the reference: same parsing, matching, flow table and
+/* Network policy (mesh/policy/ is the reference: same parsing, matching, flow table and
  * eviction, so the two give identical verdicts; tests/unit/test_policy.py holds them to it). */
 #define POL_EGRESS 0
 #define POL_INGRESS 1
@@ -407,7 +407,7 @@ static double mono_now(void) {
     return (double)((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;
 }
 
-/* The 5-tuple of an IPv4/IPv6 packet (lisp.policy.parse_flow); -1 if it is not one. */
+/* The 5-tuple of an IPv4/IPv6 packet (mesh.policy.parse_flow); -1 if it is not one. */
 static int parse_flow(const uint8_t *p, size_t len, FlowTuple *f) {
     memset(f, 0, sizeof(*f));
     if (len < 1) return -1;

@@ -32,7 +32,7 @@ map_server:                      # the map-server + map-resolver role (optional)
   listen: [0.0.0.0]
   sites:
     - {name: site-a, keys: {0: s3cret}, allowed: ["[0]10.1.0.0/16"]}
-policy:                          # network policy (lisp.policy), compiled by the controller
+policy:                          # network policy (common.policy_format), compiled by the controller
   version: 3                     # absent: no policy, everything passes (as before policies);
   egress:                        # present: deny unless a rule allows (return traffic of an
     - {id: 1, name: web, action: allow, dst: [10.1.2.0/24], protocol: tcp, ports: [443]}
@@ -49,8 +49,8 @@ from typing import Any
 
 import yaml
 
+from common.policy_format import NodePolicy
 from lisp.crypto_suites import CIPHER_SUITE_NAMES
-from lisp.policy import NodePolicy
 
 IpAddress = IPv4Address | IPv6Address
 IpNetwork = IPv4Network | IPv6Network

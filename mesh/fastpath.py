@@ -10,9 +10,9 @@ Invariants that keep the AEAD safe: one engine path per EncapState (one key, one
 by every route using it), a path's counter is read back before it is ever removed and restored
 if it comes back, and once a key is in the engine only the engine seals with it.
 
-The network policy (lisp.policy) is enforced inside the engine when it runs: `set_policy` hands it
-the compiled rules, `policy_status` reads its counters and flow log back in the shape the Python
-reference engine reports.
+The network policy (mesh.policy; its format common.policy_format) is enforced inside the engine
+when it runs: `set_policy` hands it the compiled rules, `policy_status` reads its counters and flow
+log back in the shape the Python reference engine reports.
 """
 
 from __future__ import annotations
@@ -22,19 +22,18 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Protocol
 
-from lisp.policy import (
+from common.policy_format import NodePolicy, PolicyRule
+from mesh.keys import DecapSlot, EncapState
+from mesh.policy import (
     DEFAULT_DENY,
     FLOW_LOG_SIZE,
     MAX_FLOWS,
     FlowLogEntry,
-    NodePolicy,
     PolicyCounters,
-    PolicyRule,
     RuleCounters,
     address_text,
     policy_status,
 )
-from mesh.keys import DecapSlot, EncapState
 
 _fastpath: Any
 try:
@@ -79,7 +78,7 @@ RuleNames = dict[tuple[int, str, int], str]  # (policy version, direction, rule 
 
 
 def flow_log_entries(raw: list[tuple[Any, ...]], names: RuleNames) -> list[FlowLogEntry]:
-    """The engine's flow log as lisp.policy entries (names from the policy that decided)."""
+    """The engine's flow log as mesh.policy entries (names from the policy that decided)."""
     entries = []
     for when, version, direction, src, dst, protocol, sport, dport, allowed, rule_id in raw:
         name = DEFAULT_DENY if rule_id is None else names.get((version, direction, rule_id), "?")

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+from common.policy_format import NodePolicy
 from lisp import Action, EncapsulatedControl, InstanceId, MapNotify, MapReply, MapRequest
 from lisp.address import Address
 from lisp.crypto import CryptoError, packet_key_id
 from lisp.map_cache import MapCache, MapCacheEntry
-from lisp.policy import NodePolicy, PolicyEngine
 from lisp.registration import Registration
 from lisp.rloc_probe import RlocProber
 from mesh.config import IpAddress, IpNetwork, MapServerRef, NodeConfig
@@ -37,6 +37,7 @@ from mesh.fastpath import FastPath
 from mesh.itr_resolve import on_map_reply, send_resolve
 from mesh.keys import DecapSlot, EncapState, KeyStore, random_nonce
 from mesh.kx import KxAuthority
+from mesh.policy import PolicyEngine
 from mesh.registrar import on_map_notify, register
 from mesh.revocation import apply_revocations
 from mesh.rloc_probing import probe, rekey, send_probe

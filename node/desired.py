@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
+from common.policy_format import NodePolicy
 from controller_api.gen.lispmesh.v1 import config_pb2
 from controller_api.policy.compile import proto_to_node_policy
 from lisp.crypto_suites import CIPHER_SUITE_NAMES
-from lisp.policy import NodePolicy
 from mesh.config import (
     Identity,
     MapServerRef,

@@ -1,7 +1,7 @@
 """Network policies: the language operators write, checked and compiled by the controller.
 
-One YAML document says who may talk to whom; the controller checks it (syntax, names, the
-embedded tests), compiles it into one `lisp.policy.NodePolicy` per node and streams it in the
+One YAML document says who may talk to whom; the controller checks it (syntax, names, the embedded
+tests), compiles it into one `NodePolicy` (common.policy_format) per node and streams it in the
 node's desired state; every node enforces it on its data path (ITR egress and ETR ingress) and the
 embedded map-server refuses mappings a node may not use.
 

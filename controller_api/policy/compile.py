@@ -1,4 +1,4 @@
-"""A policy compiled for one node: `lisp.policy.NodePolicy`, and its form in the desired state.
+"""A policy compiled for one node: `NodePolicy` (common.policy_format) and its desired-state form.
 
 For node N (instance-id I, EID prefixes P), every rule in file order, resolved inside I:
 - egress (packets leaving N's workloads): rules whose source can be N; the source narrowed to P;
@@ -14,10 +14,10 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
+from common.policy_format import NodePolicy, PolicyRule
 from controller_api.gen.lispmesh.v1 import config_pb2
 from controller_api.policy.evaluate import Evaluator
 from controller_api.policy.inventory import InventoryNode, Member
-from lisp.policy import NodePolicy, PolicyRule
 
 IpNetwork = IPv4Network | IPv6Network
 

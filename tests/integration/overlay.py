@@ -62,7 +62,7 @@ class XtrSpec:
     security: dict[str, Any] = field(default_factory=dict)
     via: str | None = None  # an extra node standing between this xTR's uplinks and `ul`
     dataplane: str = "auto"  # "c", "python" or "auto" (the node config's `dataplane`)
-    policy: dict[str, Any] | None = None  # the node config's `policy:` (lisp.policy.NodePolicy)
+    policy: dict[str, Any] | None = None  # the node config's `policy:` (a NodePolicy as a dict)
 
     @property
     def name(self) -> str:

@@ -5,7 +5,7 @@
 - `decode_record` (what a registration keeps) against `EidRecord.decode_from`;
 - the refresh fast path (byte-identical records skip the RLOC-set comparison) against the
   state the full decoder leads to;
-- the blocked `_PrefixSet`, grouped expiry entries, and the truncated / paged status.
+- the blocked `PrefixSet`, grouped expiry entries, and the truncated / paged status.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from lisp import (
     auth,
 )
 from lisp.map_register import decode_record, notify_from_register, split_register
-from lisp.map_server import MapServer, SendTo, Site, _PrefixSet
+from lisp.map_server import MapServer, SendTo, Site
+from lisp.map_server.prefixes import PrefixSet
 from lisp.wire import Reader
 from mesh.map_server import MapServerService
 from mesh.node import NodeRuntime
@@ -292,7 +293,7 @@ def test_refresh_fast_path_only_for_byte_identical_records(
         decoded.append(raw)
         return real(raw)
 
-    monkeypatch.setattr("lisp.map_server.decode_record", counting)
+    monkeypatch.setattr("lisp.map_server.registry.decode_record", counting)
     ms.handle(_register(_rec("10.1.5.0/24"), xtr_id=1), XTR, 0.0)
     [reg] = ms.registrations()
     ms.handle(_register(_rec("10.1.5.0/24"), xtr_id=2), ("192.0.2.11", 4342), 5.0)
@@ -314,10 +315,10 @@ def test_registration_keeps_bytes_and_decodes_on_demand() -> None:
     assert reg.raw == record.encode() and reg.record == record and reg.rlocs == record.rlocs
 
 
-# --- _PrefixSet, expiry groups ------------------------------------------------------------------
+# --- PrefixSet, expiry groups ------------------------------------------------------------------
 
 
-class _TinyBlocks(_PrefixSet):
+class _TinyBlocks(PrefixSet):
     __slots__ = ()
     BLOCK = 3  # many splits and emptied blocks
 

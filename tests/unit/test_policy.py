@@ -1,6 +1,7 @@
-"""Network policy (lisp.policy): the compiled format, the reference engine's semantics against a
-deliberately naive model, and the C engine (mesh/_fastpath.c) against the reference: identical
-verdicts, counters and flow logs on the same packet sequences, and enforcement on its data path."""
+"""Network policy (common.policy_format, mesh.policy): the compiled format, the reference engine's
+semantics against a deliberately naive model, and the C engine (mesh/_fastpath.c) against the
+reference: identical verdicts, counters and flow logs on the same packet sequences, and enforcement
+on its data path."""
 
 from __future__ import annotations
 
@@ -25,16 +26,11 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrHopByHop,
 )
 
+from common.policy_format import NodePolicy, PolicyRule
 from lisp.crypto import CS_AES128_GCM, PacketCipher
-from lisp.policy import (
-    FlowTuple,
-    NodePolicy,
-    PolicyEngine,
-    PolicyRule,
-    parse_flow,
-)
 from mesh import fastpath
 from mesh.keys import data_header
+from mesh.policy import FlowTuple, PolicyEngine, parse_flow
 
 A4, B4, C4 = "10.1.1.1", "10.1.2.1", "10.1.3.1"
 A6, B6 = "fd00:1:1::1", "fd00:1:2::1"

@@ -26,8 +26,8 @@ from lisp.lcaf import InstanceId
 from lisp.map_reply import MapReply
 from lisp.map_request import MapRequest, RequestRecord
 from lisp.map_server import MapServer, SendTo, Site
-from lisp.policy import PolicyEngine
 from lisp.records import Action, EidRecord, RlocRecord
+from mesh.policy import PolicyEngine
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yml"
 
