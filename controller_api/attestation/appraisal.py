@@ -1,0 +1,68 @@
+"""One attestation round, verifier side: the quote, the event log replayed to it, the policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tpm2_pytss import TPMT_PUBLIC
+
+from controller_api.attestation.errors import AttestationRefused
+from controller_api.attestation.eventlog import EventLog
+from controller_api.attestation.evidence import Quote
+from controller_api.attestation.policy import AttestationPolicy, Verdict
+from controller_api.attestation.quote import TpmClock, verify_quote
+
+
+class PolicyViolation(AttestationRefused):
+    """The evidence is genuine but measures something the policy does not allow."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        first = verdict.failures[0]
+        super().__init__(
+            f"attestation policy: {verdict.summary()}", "policy", pcr=first.pcr, event=first.event
+        )
+        self.verdict = verdict
+
+
+@dataclass(frozen=True)
+class Appraisal:
+    """An accepted attestation: keep `clock` to check the next quote against."""
+
+    clock: TpmClock
+    pcrs: dict[int, bytes]
+
+
+def appraise(
+    quote: Quote,
+    ak_public: TPMT_PUBLIC,
+    nonce: bytes,
+    previous: TpmClock | None,
+    event_log: bytes | None,
+    policy: AttestationPolicy,
+) -> Appraisal:
+    """Accept the node's attestation or raise AttestationRefused saying which check, PCR or event
+    failed. `ak_public` must come from an activated enrollment, `previous` from the last accepted
+    appraisal of this node."""
+    verified = verify_quote(quote, ak_public, nonce, policy.pcrs, previous)
+    log = None
+    if event_log is not None:
+        log = EventLog.decode(event_log)
+        log.check_self_describing()
+        replayed = log.replay()
+        for pcr in policy.log_pcrs:
+            claimed = replayed.get(pcr, bytes(32))
+            if verified.pcrs[pcr] != claimed:
+                raise AttestationRefused(
+                    f"PCR {pcr}: the TPM quoted {verified.pcrs[pcr].hex()}, the event log "
+                    f"replays to "
+                    f"{claimed.hex()} (an event was added, removed or altered, or the PCR was "
+                    "extended outside the log)",
+                    "event-log-replay",
+                    pcr=pcr,
+                )
+    elif policy.log_pcrs:
+        raise AttestationRefused("attestation: the node sent no event log", "event-log")
+    verdict = policy.evaluate(verified.pcrs, log)
+    if not verdict.ok:
+        raise PolicyViolation(verdict)
+    return Appraisal(clock=verified.clock, pcrs=verified.pcrs)

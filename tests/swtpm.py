@@ -1,0 +1,184 @@
+"""Software TPMs for tests: a manufacturer CA (swtpm's localca) and swtpm instances on loopback.
+
+Each instance is manufactured by `swtpm_setup --create-ek-cert` with its EK certificate signed by
+the given CA, runs as its own `swtpm socket` process on two free loopback ports (the swtpm TCTI
+uses port P for commands and P+1 for control), and is stopped by pid. No test touches a host TPM.
+
+    ca = ManufacturerCA.create(tmp / "ca")
+    with Swtpm.start(tmp / "tpm", ca) as sw:
+        with Tpm.open(sw.tcti) as tpm: ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller_api.attestation import Event, EventLog, ManufacturerCAs
+from controller_api.attestation.eventlog import ALG_SHA1, ALG_SHA256
+from lispmesh.waiting import wait_until
+from node.tpm import Tpm
+
+SETUP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ManufacturerCA:
+    """A swtpm localca directory: a root and an intermediate that sign the EK certificates."""
+
+    directory: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> ManufacturerCA:
+        directory.mkdir(parents=True)
+        (directory / "localca.conf").write_text(
+            f"statedir = {directory}\n"
+            f"signingkey = {directory}/signkey.pem\n"
+            f"issuercert = {directory}/issuercert.pem\n"
+            f"certserial = {directory}/certserial\n"
+        )
+        (directory / "setup.conf").write_text(
+            "create_certs_tool = /usr/bin/swtpm_localca\n"
+            f"create_certs_tool_config = {directory}/localca.conf\n"
+            "create_certs_tool_options = /etc/swtpm-localca.options\n"
+            "active_pcr_banks = sha256\n"
+        )
+        ca = cls(directory)
+        # swtpm_localca makes its CA on first use: manufacture one throwaway TPM to get it now.
+        ca.manufacture(directory / "first-tpm")
+        shutil.rmtree(directory / "first-tpm")
+        return ca
+
+    def manufacture(self, state: Path) -> None:
+        """A new TPM state in `state` with EK certificates signed by this CA."""
+        state.mkdir(parents=True)
+        subprocess.run(
+            [
+                "swtpm_setup", "--tpm2", "--tpmstate", str(state), "--create-ek-cert",
+                "--config", str(self.directory / "setup.conf"),
+                "--logfile", str(state / "setup.log"),
+            ],
+            check=True, capture_output=True, timeout=SETUP_TIMEOUT,
+        )  # fmt: skip
+
+    def trusted(self) -> ManufacturerCAs:
+        """The CA as a verifier configures it (valid once a TPM has been manufactured with it)."""
+        return ManufacturerCAs.from_pem(
+            [
+                (self.directory / "swtpm-localca-rootca-cert.pem").read_bytes(),
+                (self.directory / "issuercert.pem").read_bytes(),
+            ]
+        )
+
+
+def _free_port_pair() -> int:
+    """A port P with P and P+1 free on 127.0.0.1 right now (bounded number of tries)."""
+    for _ in range(200):
+        port = random.randrange(20000, 60000, 2)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+                return port
+        except OSError:
+            continue
+    raise RuntimeError("no free loopback port pair for swtpm")
+
+
+def _accepting(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Swtpm:
+    """One swtpm process with its own state directory."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, state: Path, ca: ManufacturerCA) -> Swtpm:
+        ca.manufacture(state)
+        swtpm = cls(state)
+        swtpm.power_on()
+        return swtpm
+
+    @property
+    def tcti(self) -> str:
+        return f"swtpm:port={self.port}"
+
+    def power_on(self) -> None:
+        """Start the process (a TPM reset: PCRs back to their initial values, NV kept)."""
+        self.port = _free_port_pair()
+        log = self.state / "swtpm.log"
+        with log.open("ab") as err:
+            self._process = subprocess.Popen(
+                [
+                    "swtpm", "socket", "--tpm2", "--tpmstate", f"dir={self.state}",
+                    "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
+                    "--ctrl", f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
+                    "--flags", "not-need-init,startup-clear",
+                ],
+                stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
+        process = self._process
+        wait_until(
+            lambda: process.poll() is not None or _accepting(self.port),
+            timeout=10,
+            what=f"swtpm on port {self.port}",
+            interval=0.01,
+        )
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"swtpm on port {self.port} exited: {log.read_text(errors='replace')}"
+            )
+
+    def power_off(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+        self._process = None
+
+    def restart(self) -> None:
+        self.power_off()
+        self.power_on()
+
+    def remove(self) -> None:
+        self.power_off()
+        shutil.rmtree(self.state, ignore_errors=True)
+
+    def __enter__(self) -> Swtpm:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.remove()
+
+
+def measured_boot(tpm: Tpm, measurements: Iterable[tuple[int, int, bytes]]) -> EventLog:
+    """Play firmware: for each (pcr, event type, event data) extend SHA-256(data) into the PCR and
+    record the event (with SHA-1 and SHA-256 digests, as real logs carry several banks)."""
+    events = []
+    for pcr, event_type, data in measurements:
+        digest = hashlib.sha256(data).digest()
+        tpm.pcr_extend(pcr, digest)
+        events.append(
+            Event(
+                pcr, event_type, {ALG_SHA1: hashlib.sha1(data).digest(), ALG_SHA256: digest}, data
+            )
+        )
+    return EventLog({ALG_SHA1: 20, ALG_SHA256: 32}, tuple(events))
