@@ -1,16 +1,16 @@
 """Enrollment: a join token or an onboarding certificate, plus a CSR, becomes a node.
 
-One transaction checks the credential, allocates the name, slot and EID prefixes, issues the
-certificate and counts the token use, so a crash or a race never leaves half a node or a token
-used twice. Enrolling again with the same key and token (an answer lost on the way) returns the
-same node without counting another use.
+One atomic store step (`Store.create_node`) counts the token use, allocates the name, slot and
+EID prefixes and stores the node with its certificate, so a crash or a race (even between
+controller replicas) never leaves half a node or a token used twice. Enrolling again with the
+same key and token (an answer lost on the way) returns the same node without counting another
+use.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +22,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from controller_api import pki
 from controller_api.gen.lispmesh.v1 import common_pb2, enrollment_pb2
 from controller_api.settings import ControllerSettings, Pools, rfc3339
-from controller_api.store import NewNode, NodeRow, PoolExhausted, Store
+from controller_api.store import (
+    Allocation,
+    AlreadyEnrolled,
+    Issued,
+    NewNode,
+    NodeRow,
+    PoolExhausted,
+    Store,
+    TokenRow,
+    TokenUnusable,
+)
 from controller_api.tokens import TokenFormatError, display_id, parse_token, secret_matches
 from mesh.identity import IdentityError
 
@@ -120,31 +130,16 @@ class Enroller:
         shown = display_id(token.token_id)
         key_fp = pki.public_key_fingerprint(public_key)
         now = self.clock()
-        with self.store.transaction() as conn:
-            row = self.store.get_token(token.token_id)
-            if row is None or not secret_matches(token.secret, row.secret_sha256):
-                raise EnrollmentError("unauthenticated", f"token {shown} is not valid here")
-            again = self.store.node_by_public_key(key_fp)
-            if again is not None and again.token_id == row.token_id:
-                return Enrolled(again, again.cert_pem.encode())
-            state = row.state(now)
-            if state == "revoked":
-                raise EnrollmentError(
-                    "denied", f"token {shown} was revoked at {rfc3339(row.revoked_at)}"
-                )
-            if state == "expired":
-                raise EnrollmentError(
-                    "denied", f"token {shown} expired at {rfc3339(row.expires_at)}"
-                )
-            if state == "used-up":
-                raise EnrollmentError(
-                    "denied", f"token {shown} is used up ({row.uses} of {row.max_uses} uses)"
-                )
-            new = self._new_node(request, request.requested_name, row.tags, key_fp)
-            new = NewNode(**{**new.__dict__, "token_id": row.token_id})
-            enrolled = self._create(conn, new, public_key, now)
-            self.store.use_token(conn, row.token_id)
-        return enrolled
+        row = self.store.get_token(token.token_id)
+        if row is None or not secret_matches(token.secret, row.secret_sha256):
+            raise EnrollmentError("unauthenticated", f"token {shown} is not valid here")
+        new = self._new_node(request, request.requested_name, row.tags, key_fp)
+        new = NewNode(**{**new.__dict__, "token_id": row.token_id})
+        try:
+            # Counts the use atomically; the same key with the same token gets its node back.
+            return self._create(new, public_key, now)
+        except TokenUnusable as exc:
+            raise _refusal(shown, exc.token, now) from None
 
     def _with_onboarding(
         self, request: enrollment_pb2.EnrollRequest, public_key: ec.EllipticCurvePublicKey
@@ -162,30 +157,30 @@ class Enroller:
             raise EnrollmentError("unauthenticated", exc.reason) from None
         key_fp = pki.public_key_fingerprint(public_key)
         now = self.clock()
-        with self.store.transaction() as conn:
-            known = self.store.node_by_onboarding(device.fingerprint)
-            if known is not None and known.revoked:
-                raise EnrollmentError(
-                    "denied",
-                    f"node {known.name} (this onboarding certificate) was revoked at "
-                    f"{rfc3339(known.revoked_at)}",
-                )
-            if known is not None:
-                # A device wiped and re-enrolled: same node and EIDs, a certificate for its new key.
-                cert = self._issue(
-                    known.name, public_key, known.eid4, known.eid6, known.instance_id
-                )
-                self.store.replace_certificate(
-                    conn, known.node_id, pki.pem(cert).decode(), pki.fingerprint(cert),
-                    cert.not_valid_after_utc.timestamp(), key_fp,
-                )  # fmt: skip
-                node = self.store.get_node(known.node_id)
-                assert node is not None
-                return Enrolled(node, pki.pem(cert))
+        known = self.store.node_by_onboarding(device.fingerprint)
+        if known is None:
             wish = request.requested_name or device.common_name
             new = self._new_node(request, wish, self.settings.onboarding_tags, key_fp)
             new = NewNode(**{**new.__dict__, "onboarding_fp": device.fingerprint})
-            return self._create(conn, new, public_key, now)
+            try:
+                return self._create(new, public_key, now)
+            except AlreadyEnrolled as exc:
+                known = exc.node  # a concurrent enrollment of the same device won
+        # A device wiped and re-enrolled: same node and EIDs, a certificate for its new key.
+        if not known.revoked:
+            cert = self._issue(known.name, public_key, known.eid4, known.eid6, known.instance_id)
+            node = self.store.replace_certificate(
+                known.node_id, pki.pem(cert).decode(), pki.fingerprint(cert),
+                cert.not_valid_after_utc.timestamp(), key_fp,
+            )  # fmt: skip
+            if node is not None:
+                return Enrolled(node, pki.pem(cert))
+            known = self.store.get_node(known.node_id) or known  # revoked meanwhile
+        raise EnrollmentError(
+            "denied",
+            f"node {known.name} (this onboarding certificate) was revoked at "
+            f"{rfc3339(known.revoked_at)}",
+        )
 
     # ------------------------------------------------------------------ the node
 
@@ -218,21 +213,29 @@ class Enroller:
     ) -> x509.Certificate:
         return self.pki.ca.issue(name, key, [(iid, eid4), (iid, eid6)])
 
-    def _create(
-        self, conn: sqlite3.Connection, new: NewNode, key: ec.EllipticCurvePublicKey, now: float
-    ) -> Enrolled:
-        p = self.pools
-        try:
-            name, slot, eid4, eid6 = self.store.allocate_node(
-                conn, new, p.pool4, p.len4, p.pool6, p.len6
+    def _create(self, new: NewNode, key: ec.EllipticCurvePublicKey, now: float) -> Enrolled:
+        def issue(alloc: Allocation) -> Issued:
+            cert = self._issue(alloc.name, key, alloc.eid4, alloc.eid6, alloc.instance_id)
+            return Issued(
+                pki.pem(cert).decode(), pki.fingerprint(cert), cert.not_valid_after_utc.timestamp()
             )
+
+        try:
+            node = self.store.create_node(new, self.pools, issue, now)
         except PoolExhausted as exc:
             raise EnrollmentError("exhausted", str(exc)) from None
-        cert = self._issue(name, key, eid4, eid6, new.instance_id)
-        self.store.insert_node(
-            conn, new, name, slot, (eid4, eid6), pki.pem(cert).decode(),
-            pki.fingerprint(cert), cert.not_valid_after_utc.timestamp(), now,
-        )  # fmt: skip
-        node = self.store.get_node(new.node_id)
-        assert node is not None
-        return Enrolled(node, pki.pem(cert))
+        return Enrolled(node, node.cert_pem.encode())
+
+
+def _refusal(shown: str, row: TokenRow | None, now: float) -> EnrollmentError:
+    """Why the token `shown` cannot count another use."""
+    if row is None:
+        return EnrollmentError("unauthenticated", f"token {shown} is not valid here")
+    state = row.state(now)
+    if state == "revoked":
+        return EnrollmentError("denied", f"token {shown} was revoked at {rfc3339(row.revoked_at)}")
+    if state == "expired":
+        return EnrollmentError("denied", f"token {shown} expired at {rfc3339(row.expires_at)}")
+    return EnrollmentError(
+        "denied", f"token {shown} is used up ({row.uses} of {row.max_uses} uses)"
+    )

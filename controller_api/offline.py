@@ -10,7 +10,7 @@ from pathlib import Path
 
 from controller_api.pki import CA_DIR
 from controller_api.server import DB_FILE
-from controller_api.store import Store, TokenRow
+from controller_api.store import SqliteStore, TokenRow
 from controller_api.tokens import JoinToken, ca_pin, new_token
 from mesh.identity import CA_KEY_FILE, CertificateAuthority
 
@@ -30,7 +30,7 @@ def create_token(
     else:
         ca = CertificateAuthority.create(ca_dir, "lispmesh controller CA")
     token = new_token(ca_pin(ca.certificate))
-    store = Store(state_dir / DB_FILE)
+    store = SqliteStore(state_dir / DB_FILE)
     try:
         now = time.time()
         row = store.add_token(

@@ -43,7 +43,7 @@ from controller_api.services import (
     StatusService,
 )
 from controller_api.settings import DEFAULT_POOL4, ControllerSettings, Pools, random_ula
-from controller_api.store import Store, StoreError
+from controller_api.store import SqliteStore, Store, StoreError
 from controller_api.tokens import ca_pin
 from mesh.identity import IdentityError
 
@@ -102,7 +102,7 @@ class Controller:
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(state_dir, 0o700)
-            self.store = store = Store(state_dir / DB_FILE)
+            self.store = store = SqliteStore(state_dir / DB_FILE)
             pools = Pools(
                 IPv4Network(_fixed(store, "pool4", _text(s.pool4), str(DEFAULT_POOL4))),
                 int(_fixed(store, "prefix_len4", _text(s.prefix_len4), "24")),

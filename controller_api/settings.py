@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
+from controller_api.store.model import EidPools
 from mesh.config import Timers
 
 DEFAULT_PORT = 7443
 DEFAULT_STATE_DIR = Path("/var/lib/lispmesh-controller")
 DEFAULT_POOL4 = IPv4Network("10.250.0.0/16")
+
+# Where EID prefixes come from (the store allocates from them).
+Pools = EidPools
 
 
 def controller_timers() -> Timers:
@@ -48,19 +52,6 @@ class ControllerSettings:
     # How often each Watch stream re-reads its node's row (revocation, config changes made by
     # another controller process): the "config cycle".
     config_cycle: float = 2.0
-
-
-@dataclass(frozen=True)
-class Pools:
-    """Where EID prefixes come from: slot i is the i-th /len4 of pool4 and /len6 of pool6."""
-
-    pool4: IPv4Network
-    len4: int
-    pool6: IPv6Network
-    len6: int
-
-    def __str__(self) -> str:
-        return f"{self.pool4} (/{self.len4} each) and {self.pool6} (/{self.len6} each)"
 
 
 def random_ula() -> IPv6Network:

@@ -19,7 +19,7 @@ from controller_api.enrollment import Enroller, EnrollmentError
 from controller_api.gen.lispmesh.v1 import enrollment_pb2
 from controller_api.pki import ControllerPki, make_csr
 from controller_api.settings import ControllerSettings, Pools
-from controller_api.store import Store
+from controller_api.store import SqliteStore as Store
 from controller_api.tokens import JoinToken, ca_pin, new_token, parse_token
 from mesh.identity import certificate_claims
 

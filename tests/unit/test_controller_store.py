@@ -10,22 +10,35 @@ from pathlib import Path
 
 import pytest
 
-from controller_api.store import NewNode, PoolExhausted, Store
+from controller_api.store import (
+    Allocation,
+    EidPools,
+    Issued,
+    NewNode,
+    PoolExhausted,
+    SqliteStore,
+    TokenUnusable,
+)
 from controller_api.tokens import hash_secret
 
 POOL4, POOL6 = IPv4Network("10.250.0.0/16"), IPv6Network("fd00:1::/48")
+Store = SqliteStore
 
 
-def _new(i: int) -> NewNode:
-    return NewNode(f"id{i:04d}", "node", 0, (), None, None, f"pk{i}", "k" * 16, "host")
+def _new(i: int, token_id: str | None = None) -> NewNode:
+    return NewNode(f"id{i:04d}", "node", 0, (), token_id, None, f"pk{i}", "k" * 16, "host")
 
 
-def _enroll(store: Store, i: int, pool4: IPv4Network = POOL4, len4: int = 24) -> str:
-    new = _new(i)
-    with store.transaction() as conn:
-        name, slot, eid4, eid6 = store.allocate_node(conn, new, pool4, len4, POOL6, 64)
-        store.insert_node(conn, new, name, slot, (eid4, eid6), "pem", f"fp{i}", 0.0, time.time())
-    return name
+def _enroll(
+    store: Store, i: int, pool4: IPv4Network = POOL4, len4: int = 24, token_id: str | None = None
+) -> str:
+    def issue(alloc: Allocation) -> Issued:
+        return Issued("pem", f"fp{i}", 0.0)
+
+    node = store.create_node(
+        _new(i, token_id), EidPools(pool4, len4, POOL6, 64), issue, time.time()
+    )
+    return node.name
 
 
 def test_wal_and_private_file(tmp_path: Path) -> None:
@@ -40,9 +53,10 @@ def test_tokens_round_trip_and_states(tmp_path: Path) -> None:
     row = store.add_token("aabbccddeeff", hash_secret("s"), now, now + 60, 2, ("a", "b"), "d")
     assert row.state(now) == "valid" and row.tags == ("a", "b")
     assert row.state(now + 61) == "expired"
-    with store.transaction() as conn:
-        store.use_token(conn, "aabbccddeeff")
-        store.use_token(conn, "aabbccddeeff")
+    _enroll(store, 0, token_id="aabbccddeeff")
+    _enroll(store, 1, token_id="aabbccddeeff")
+    with pytest.raises(TokenUnusable):
+        _enroll(store, 2, token_id="aabbccddeeff")
     assert store.get_token("aabbccddeeff").state(now) == "used-up"  # type: ignore[union-attr]
     assert store.revoke_token("aabbccddeeff", now).state(now) == "revoked"  # type: ignore[union-attr]
 

@@ -333,21 +333,21 @@ def test_map_server_policy_hook_denies_with_a_negative_reply_and_never_forwards(
 def _enroll(store: object, name: str, iid: int, tags: tuple[str, ...]) -> None:
     import time as _time
 
-    from controller_api.store import NewNode, Store
+    from controller_api.store import Allocation, EidPools, Issued, NewNode, Store
 
     assert isinstance(store, Store)
     new = NewNode(f"id-{name}", name, iid, tags, None, None, f"pk-{name}", "k" * 16, "host")
-    with store.transaction() as conn:
-        got, slot, eid4, eid6 = store.allocate_node(
-            conn, new, IPv4Network("10.250.0.0/16"), 24, IPv6Network("fd00:1::/48"), 64
-        )
-        store.insert_node(conn, new, got, slot, (eid4, eid6), "pem", f"fp-{name}", 0.0,
-                          _time.time())  # fmt: skip
+
+    def issue(alloc: Allocation) -> Issued:
+        return Issued("pem", f"fp-{name}", 0.0)
+
+    pools = EidPools(IPv4Network("10.250.0.0/16"), 24, IPv6Network("fd00:1::/48"), 64)
+    store.create_node(new, pools, issue, _time.time())
 
 
 def test_applied_policy_survives_a_restart_and_reaches_the_node_config(tmp_path: Path) -> None:
     from controller_api.policies import PolicyManager
-    from controller_api.store import Store
+    from controller_api.store import SqliteStore as Store
     from node.desired import node_policy
 
     store = Store(tmp_path / "controller.db")
