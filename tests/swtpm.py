@@ -133,12 +133,16 @@ class Swtpm:
                 stdout=subprocess.DEVNULL, stderr=err,
             )  # fmt: skip
         process = self._process
-        wait_until(
-            lambda: process.poll() is not None or _accepting(self.port),
-            timeout=10,
-            what=f"swtpm on port {self.port}",
-            interval=0.01,
-        )
+        try:
+            wait_until(
+                lambda: process.poll() is not None or _accepting(self.port),
+                timeout=10,
+                what=f"swtpm on port {self.port}",
+                interval=0.01,
+            )
+        except BaseException:
+            self.power_off()
+            raise
         if process.poll() is not None:
             raise RuntimeError(
                 f"swtpm on port {self.port} exited: {log.read_text(errors='replace')}"
@@ -169,16 +173,33 @@ class Swtpm:
         self.remove()
 
 
-def measured_boot(tpm: Tpm, measurements: Iterable[tuple[int, int, bytes]]) -> EventLog:
-    """Play firmware: for each (pcr, event type, event data) extend SHA-256(data) into the PCR and
-    record the event (with SHA-1 and SHA-256 digests, as real logs carry several banks)."""
-    events = []
-    for pcr, event_type, data in measurements:
-        digest = hashlib.sha256(data).digest()
-        tpm.pcr_extend(pcr, digest)
-        events.append(
-            Event(
-                pcr, event_type, {ALG_SHA1: hashlib.sha1(data).digest(), ALG_SHA256: digest}, data
-            )
-        )
+@dataclass(frozen=True)
+class Measurement:
+    """One boot event: `data` goes into the log, and the hash of `measured` (of `data` when not
+    given, as for separators and variables) into the PCR and the log's digests."""
+
+    pcr: int
+    event_type: int
+    data: bytes
+    measured: bytes | None = None
+
+    def digests(self) -> dict[int, bytes]:
+        content = self.data if self.measured is None else self.measured
+        return {
+            ALG_SHA1: hashlib.sha1(content).digest(),
+            ALG_SHA256: hashlib.sha256(content).digest(),
+        }
+
+
+def event_log(measurements: Iterable[Measurement]) -> EventLog:
+    """The log firmware writes for `measurements`, in the SHA-1 and SHA-256 banks."""
+    events = [Event(m.pcr, m.event_type, m.digests(), m.data) for m in measurements]
     return EventLog({ALG_SHA1: 20, ALG_SHA256: 32}, tuple(events))
+
+
+def measured_boot(tpm: Tpm, measurements: Iterable[Measurement]) -> EventLog:
+    """Play firmware: extend each measurement into its PCR and return the matching event log."""
+    log = event_log(measurements)
+    for event in log.events:
+        tpm.pcr_extend(event.pcr, event.digests[ALG_SHA256])
+    return log
