@@ -82,6 +82,10 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
             return
         core, node_id = self.core, node.node_id
         known = request.known_version
+        # Open the stream now: a node that already has the current version gets no message
+        # until the next change, and its agent waits for the stream to open before it counts
+        # itself connected (and starts reporting status).
+        await context.send_initial_metadata(())
         core.streams[node_id] += 1
         core.store.touch(node_id, core.clock())
         log.info("node %s connected (has version %d)", node.name, known)

@@ -11,6 +11,7 @@ revoked          present once the controller revoked this node
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from google.protobuf import json_format
 
 from controller_api.gen.lispmesh.v1 import config_pb2
 from mesh.identity import _write_file
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("/var/lib/lispmesh")
 
@@ -98,12 +101,20 @@ class StateDir:
             return None
         except OSError as exc:
             raise StateError(f"{self.checkpoint_file}: {exc.strerror}") from None
+        except ValueError as exc:  # not UTF-8: a torn write or a disk error
+            self._unusable_checkpoint(exc)
+            return None
         try:
             desired = config_pb2.DesiredState()
             json_format.Parse(text, desired)
             return desired
-        except json_format.ParseError:
-            return None  # a torn or foreign file: better no checkpoint than a wrong one
+        except json_format.ParseError as exc:
+            self._unusable_checkpoint(exc)
+            return None
+
+    def _unusable_checkpoint(self, exc: Exception) -> None:
+        # A torn or foreign file: better no checkpoint than a wrong one, and never a crash loop.
+        log.warning("%s: unreadable checkpoint ignored (%s)", self.checkpoint_file, exc)
 
     def save_checkpoint(self, desired: config_pb2.DesiredState) -> None:
         doc: dict[str, Any] = json_format.MessageToDict(desired, preserving_proto_field_name=True)

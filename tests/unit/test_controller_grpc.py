@@ -184,10 +184,32 @@ def test_watch_streams_the_desired_state_then_revocation(ctl: Running, tmp_path:
     assert "was revoked at" in (error.details() or "")
 
 
-def ctl_admin_revoke(ctl: Running, name: str) -> None:
-    import time
+def test_watch_with_the_current_version_still_opens_the_stream(
+    ctl: Running, tmp_path: Path
+) -> None:
+    # A node restarted from its checkpoint asks with the version it already has: nothing to send.
+    # The stream must still open (initial metadata), or the agent waits in wait_for_connection()
+    # until the next change and never reports itself connected (found by a random test order).
+    state = StateDir(tmp_path / "node")
+    enrollment = ctl.enroll(state, ctl.token())
+    creds = credentials(state.ca.read_bytes(), state.cert.read_bytes(), state.key.read_bytes())
 
-    time.sleep(0.3)
+    async def scenario() -> int:
+        async with aio_channel(enrollment.api_address, creds) as channel:
+            stub = config_pb2_grpc.NodeConfigStub(channel)
+            first = stub.Watch(config_pb2.WatchRequest())
+            current = (await first.__aiter__().__anext__()).version
+            first.cancel()
+            again = stub.Watch(config_pb2.WatchRequest(known_version=current))
+            await asyncio.wait_for(again.wait_for_connection(), 10)
+            again.cancel()
+            return current
+
+    assert ctl.loop.run_until_complete(scenario()) >= 1
+
+
+def ctl_admin_revoke(ctl: Running, name: str) -> None:
+    # Called once the stream has delivered its first desired state, so the stream is live.
     creds = ctl.admin_creds()
     with grpc.secure_channel(
         ctl.controller.api_address, creds,

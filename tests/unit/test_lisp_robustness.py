@@ -188,6 +188,7 @@ ROUNDS = 205_000
 MIN_INPUTS = 200_000
 
 
+@pytest.mark.fuzz
 def test_seeded_mutation_fuzz_raises_only_decode_error() -> None:
     rng = random.Random(0x115B)  # fixed seed: the run is reproducible
     seeds = _message_seeds()

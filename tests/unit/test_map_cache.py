@@ -444,6 +444,7 @@ def naive(by_len: dict[int, dict[int, MapCacheEntry]], width: int, a: int) -> Ma
     return None
 
 
+@pytest.mark.fuzz
 @pytest.mark.parametrize("version", [4, 6])
 def test_thousands_of_prefixes_of_every_length(version: int, incremental: bool) -> None:
     """Large enough for tables past the reweighing size and deep trees; removes half, refills."""

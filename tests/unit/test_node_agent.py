@@ -154,3 +154,22 @@ def test_status_report_from_a_runtime_status() -> None:
     assert report.uplinks[0].address == "10.77.0.11"
     m = metrics(status, 0.0)
     assert m.counters["stats.map-requests"] == 5 and m.rss_bytes > 0 and m.cpu_seconds > 0
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\xff\xfe\x00garbage", b'{"version": "\xc3\x28"}', b"[1, 2]", b"\x00" * 64],
+    ids=["not-utf8", "bad-utf8-in-json", "json-of-another-shape", "zeroes"],
+)
+def test_a_corrupted_checkpoint_is_ignored_with_one_line_not_a_crash(
+    tmp_path: Path, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A disk error or a torn write leaves any bytes: the agent must start without its
+    # checkpoint (and say so) instead of raising at every start (a crash loop under systemd).
+    state = StateDir(tmp_path / "node")
+    state.prepare()
+    state.save_checkpoint(_desired())
+    state.checkpoint_file.write_bytes(garbage)
+    with caplog.at_level("WARNING"):
+        assert state.load_checkpoint() is None
+    assert [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()], caplog.text

@@ -1,0 +1,37 @@
+"""Test tiers.
+
+- unit (tests/unit, no root): deterministic tests, seconds in all
+  (`pytest tests/unit -m "not fuzz"`).
+- fuzz: property-based tests (hypothesis) and the seeded fuzzers. They are the long runs, so they
+  form their own tier; CI still runs them (scripts/test.sh runs every tier). A hypothesis test is
+  put in this tier automatically; a non-hypothesis long run says so with `@pytest.mark.fuzz`.
+- root: namespace tests (tests/integration, tests/e2e).
+
+CI runs the whole suite in a random order (pytest-randomly; the seed is printed at the end of the
+run, `--randomly-seed=N` repeats an order), so tests that only pass after their neighbours show up.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _is_property_test(item: pytest.Item) -> bool:
+    function = getattr(item, "obj", None)
+    return bool(getattr(function, "is_hypothesis_test", False))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    fuzz = pytest.mark.fuzz
+    for item in items:
+        if _is_property_test(item) or "TestMapCacheMachine" in item.nodeid:
+            item.add_marker(fuzz)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    # `-q` hides pytest-randomly's header line: say the seed at the end, where a failure is read.
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None:
+        terminalreporter.write_line(f"random order seed: {seed} (repeat: --randomly-seed={seed})")
