@@ -1,9 +1,10 @@
 """The map-server/map-resolver embedded in the controller: one site per enrolled node.
 
-Each node's site has its own random key and allows exactly that node's EID prefixes, so a node
-can register its own EIDs only, and revoking a node removes its site, which withdraws its
-registrations at once. A guard site over the whole EID pools (a key nobody has, no
-more-specifics) makes the map-resolver answer "not registered (yet)" for a pool EID nobody
+Each node's site has its own random key and allows exactly that node's EID prefixes, so a node can
+register its own EIDs only (and not a swarm of more-specifics of them, unless
+`node_more_specifics`: a node registers its prefixes whole), and revoking a node removes its site,
+which withdraws its registrations at once. A guard site over the whole EID pools (a key nobody has,
+no more-specifics) makes the map-resolver answer "not registered (yet)" for a pool EID nobody
 holds, instead of "not in the overlay", which would send that traffic out unencrypted.
 """
 
@@ -38,8 +39,10 @@ class EmbeddedMapServer:
         port: int,
         instance_id: int,
         pools: tuple[IPv4Network, IPv6Network],
+        node_more_specifics: bool = False,
     ) -> None:
         self.listen = listen
+        self.node_more_specifics = node_more_specifics
         self.port = port
         self.instance_id = instance_id
         self.pools = pools
@@ -110,7 +113,14 @@ class EmbeddedMapServer:
             if node.revoked:
                 continue
             allowed = ((node.instance_id, node.eid4), (node.instance_id, node.eid6))
-            sites.append(Site(site_name(node), {0: node.site_key.encode()}, allowed))
+            sites.append(
+                Site(
+                    site_name(node),
+                    {0: node.site_key.encode()},
+                    allowed,
+                    accept_more_specifics=self.node_more_specifics,
+                )
+            )
         withdrawn = self.core.replace_sites(sites, time.monotonic())
         for reg in withdrawn:
             log.info("withdrew registration [%d]%s of %s", reg.iid, reg.prefix, reg.site.name)

@@ -130,6 +130,7 @@ class Controller:
             s.map_server_port,
             s.instance_id,
             (pools.pool4, pools.pool6),
+            node_more_specifics=s.node_more_specifics,
         )
         try:
             await self.map_server.start()

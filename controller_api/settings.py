@@ -41,6 +41,9 @@ class ControllerSettings:
     prefix_len6: int | None = None
     token_ttl: float = 24 * 3600.0
     map_server_port: int = 4342
+    # May a node register more-specifics of its EID prefixes at the embedded map-server? Off: a
+    # node registers its prefixes whole, and a /64 must not become millions of /128s.
+    node_more_specifics: bool = False
     onboarding_ca: Path | None = None
     onboarding_tags: tuple[str, ...] = ("onboarded",)
     timers: Timers = field(default_factory=controller_timers)

@@ -31,7 +31,8 @@ xtr:                             # the ITR+ETR role (optional)
 map_server:                      # the map-server + map-resolver role (optional)
   listen: [0.0.0.0]
   sites:
-    - {name: site-a, keys: {0: s3cret}, allowed: ["[0]10.1.0.0/16"]}
+    - {name: site-a, keys: {0: s3cret}, allowed: ["[0]10.1.0.0/16"]}   # max_registrations: 10000
+  # accept_unauthenticated_info: false   # true answers lispers.net's unsigned Info-Requests
 policy:                          # network policy (common.policy_format), compiled by the controller
   version: 3                     # absent: no policy, everything passes (as before policies);
   egress:                        # present: deny unless a rule allows (return traffic of an
@@ -51,6 +52,7 @@ import yaml
 
 from common.policy_format import NodePolicy
 from lisp.crypto_suites import CIPHER_SUITE_NAMES
+from lisp.map_server.site import MAX_REGISTRATIONS
 
 IpAddress = IPv4Address | IPv6Address
 IpNetwork = IPv4Network | IPv6Network
@@ -107,6 +109,7 @@ class SiteConfig:
     allowed: tuple[tuple[int, IpNetwork], ...]
     accept_more_specifics: bool = True
     proxy_reply: bool = False
+    max_registrations: int = MAX_REGISTRATIONS
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class MapServerConfig:
     listen: tuple[IpAddress, ...]
     sites: tuple[SiteConfig, ...]
     port: int = 4342
+    # Answer unauthenticated Info-Requests (lispers.net sends them so): off by default.
+    accept_unauthenticated_info: bool = False
 
 
 @dataclass(frozen=True)
@@ -351,6 +356,7 @@ def _map_server(fields: _Fields) -> MapServerConfig:
                 allowed=allowed,
                 accept_more_specifics=sub.boolean("accept_more_specifics", True),
                 proxy_reply=sub.boolean("proxy_reply", False),
+                max_registrations=sub.integer("max_registrations", MAX_REGISTRATIONS, 1, 1 << 31),
             )
         )
         sub.finish()
@@ -359,6 +365,7 @@ def _map_server(fields: _Fields) -> MapServerConfig:
         listen=listen or (IPv4Address("0.0.0.0"),),
         sites=tuple(sites),
         port=fields.integer("port", 4342, 1, 65535),
+        accept_unauthenticated_info=fields.boolean("accept_unauthenticated_info", False),
     )
     fields.finish()
     return config

@@ -58,6 +58,7 @@ def _sites(config: NodeConfig) -> list[Site]:
             allowed=s.allowed,
             accept_more_specifics=s.accept_more_specifics,
             proxy_reply=s.proxy_reply,
+            max_registrations=s.max_registrations,
         )
         for s in config.map_server.sites
     ]
@@ -183,7 +184,9 @@ class NodeRuntime:
                 self._add_reader(control_sock.fileno(), self._control_readable, control_sock, local)
         if config.map_server is not None:
             msc = config.map_server
-            core = MapServer(_sites(config))
+            core = MapServer(
+                _sites(config), accept_unauthenticated_info=msc.accept_unauthenticated_info
+            )
             self.map_server = MapServerService(core, self._ms_send)
             for address in msc.listen:
                 if str(address) in self.control_socks and msc.port == CONTROL_PORT:
@@ -433,8 +436,12 @@ class NodeRuntime:
     ) -> None:
         msg_type = data[0] >> 4 if data else 0
         for_etr = msg_type == 8 and len(data) > 0 and bool(data[0] & TO_ETR_BIT)
+        info_request = msg_type == 7 and not data[0] & 0x08  # R=0; an Info-Reply is an xTR's
         if self.map_server is not None and (
-            msg_type == 3 or (msg_type == 8 and not for_etr) or (msg_type == 1 and self.xtr is None)
+            msg_type == 3
+            or info_request
+            or (msg_type == 8 and not for_etr)
+            or (msg_type == 1 and self.xtr is None)
         ):
             self.map_server.handle(data, source)
             return

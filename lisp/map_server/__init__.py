@@ -9,7 +9,8 @@ Bytes and `now` (monotonic seconds, passed in; nothing here reads a clock) go in
 - `registry`: the allowances and the registrations, their expiry and paging (`Registry`);
 - `register`: Map-Register in, Map-Notify out (`Registrar`: authentication, nonces, lifetimes);
 - `resolve`: Map-Requests answered, forwarded or refused (`Resolver`);
-- `server`: `MapServer`, the three composed behind one `handle`.
+- `info_reply`: Info-Requests answered with what the map-server sees (`InfoResponder`);
+- `server`: `MapServer`, these composed behind one `handle`.
 """
 
 from lisp.map_server.eids import ip_of

@@ -2,9 +2,17 @@
 
 The longest allowed prefix covering each record names the site (all records of one message must
 name the same site; more-specifics only if the site accepts them), then the HMAC is checked with
-that site's key for the message's key-id, then the nonce: a nonce the site used within the
-lifetime of what it registered (capped at `max_replay_window`) is a replay; nonce 0 is refused
-unless `accept_zero_nonce` (it cannot be replay-checked). A Record TTL of 0 deregisters.
+that site's key for the message's key-id, then the nonce, then the site's registration limit
+(`Site.max_registrations`). A Record TTL of 0 deregisters.
+
+Nonces (RFC 9301 §5.6, §8.2): the Nonce only has to be non-zero when a Map-Notify is wanted, and
+some xTRs (lispers.net) send the same nonce in every Map-Register. So a nonce the site used within
+the lifetime of what it registered (capped at `max_replay_window`) is accepted again only as a
+refresh: every record already registered, live, with the same bytes (RLOC-set, TTL), lifetime,
+xTR-ID, site-ID and proxy flag. A repeated nonce that would change anything (other RLOCs, another
+TTL, a removal, a registration that expired meanwhile) is refused as `replayed-nonce`: this is
+what keeps a recorded older Map-Register from reverting the site to an older RLOC-set. Nonce 0
+with the M bit set is refused (`zero-nonce`) unless `accept_zero_nonce`.
 
 Per record only ints and the record's own bytes are handled: the common plain-address shape of
 Map-Register is read with struct calls and the Map-Notify reuses the received record bytes
@@ -19,7 +27,7 @@ from collections import Counter
 
 from lisp import auth
 from lisp.errors import DecodeError, EncodeError
-from lisp.map_register import notify_from_register, split_register
+from lisp.map_register import RegisterParts, notify_from_register, split_register
 from lisp.map_server.eids import ip_from_int
 from lisp.map_server.prefixes import MASKS, shown
 from lisp.map_server.registry import Registration, Registry
@@ -27,6 +35,9 @@ from lisp.map_server.site import Log, MsAction, Refused, SendTo, Site, clean, sh
 from lisp.records import TTL_UNLIMITED
 
 NONCE_SWEEP_INTERVAL = 10.0  # seconds between sweeps of forgotten Map-Register nonces
+
+# One record of a Map-Register placed in a site: (record bytes, Record TTL, iid, family, net, len).
+Placed = tuple[bytes, int, int, int, int, int]
 
 
 class Registrar:
@@ -69,7 +80,7 @@ class Registrar:
         if not parts.records:
             raise Refused("malformed", "no EID-records", logging.INFO)
         site: Site | None = None
-        placed: list[tuple[bytes, int, int, int, int, int]] = []
+        placed: list[Placed] = []
         allowance_of = self.registry.allowance
         for index, (record_raw, ttl, iid, version, address, mask_len) in enumerate(parts.records):
             if version == 0:
@@ -109,7 +120,12 @@ class Registrar:
             )
         ttl_timeout = parts.ttl_timeout
         lifetimes = [self._lifetime(ttl_timeout, ttl) for _r, ttl, *_ in placed]
-        self._check_nonce(site, parts.nonce, min(max(lifetimes), self.max_replay_window), now)
+        refresh = self._check_nonce(site, parts, placed, lifetimes, now)
+        self._check_limit(site, placed, lifetimes)
+        window = min(max(lifetimes), self.max_replay_window)
+        self._nonces.setdefault(site.name, {})[parts.nonce] = now + window
+        if refresh:
+            self.counters["nonce-refresh"] += 1
         actions: list[MsAction] = []
         registry = self.registry
         store = registry.store
@@ -126,8 +142,8 @@ class Registrar:
                     registry.queue_expiry(until, fresh)
                     fresh = []
                 last_lifetime, until = lifetime, now + lifetime
-            moved = store(site, parts, record_raw, (iid, version, net, length), until, source,
-                          now, fresh)  # fmt: skip
+            moved = store(site, parts, record_raw, (iid, version, net, length), lifetime,
+                          source, now, fresh)  # fmt: skip
             if moved is not None:
                 actions.append(moved)
         if fresh:  # one expiry entry for the records of a message, not one each
@@ -155,25 +171,83 @@ class Registrar:
             return self.max_lifetime
         return min(ttl * 60.0, self.max_lifetime)
 
-    def _check_nonce(self, site: Site, nonce: int, window: float, now: float) -> None:
-        """Refuse a nonce this site used within its replay window, then remember this one.
+    def _check_nonce(
+        self,
+        site: Site,
+        parts: RegisterParts,
+        placed: list[Placed],
+        lifetimes: list[float],
+        now: float,
+    ) -> bool:
+        """Refuse a nonce that cannot be accepted (see the module docstring); True if this is a
+        refresh under a nonce seen before.
 
         Only authenticated messages get here, so an attacker cannot fill the table; a nonce is
         kept for the lifetime of what it registered (capped at max_replay_window) and swept by
         `sweep`. A replay after that window is accepted: LISP has no timestamp to catch it.
         """
-        if nonce == 0 and not self.accept_zero_nonce:
+        nonce = parts.nonce
+        if nonce == 0 and parts.want_map_notify and not self.accept_zero_nonce:
             raise Refused(
                 "zero-nonce",
-                f"site {site.name}: nonce 0 cannot be checked for replay "
-                "(make the xTR send random nonces, or set accept_zero_nonce)",
+                f"site {site.name}: nonce 0 with a Map-Notify requested (RFC 9301 allows 0 only "
+                "without the M bit; make the xTR send random nonces, or set accept_zero_nonce)",
             )
-        seen = self._nonces.setdefault(site.name, {})
-        if nonce:
-            until = seen.get(nonce)
-            if until is not None and until > now:
-                raise Refused("replayed-nonce", f"site {site.name}: replayed nonce {nonce:#018x}")
-            seen[nonce] = now + window
+        seen = self._nonces.get(site.name)
+        until = None if seen is None else seen.get(nonce)
+        if until is None or until <= now:
+            return False
+        if self._changes_state(parts, placed, lifetimes, now):
+            raise Refused(
+                "replayed-nonce",
+                f"site {site.name}: replayed nonce {nonce:#018x} with other registration "
+                "content (an old Map-Register, or an xTR that reuses its nonce for a change)",
+            )
+        return True
+
+    def _changes_state(
+        self, parts: RegisterParts, placed: list[Placed], lifetimes: list[float], now: float
+    ) -> bool:
+        """Would this Map-Register change what is registered (beyond the expiry times)?"""
+        get = self.registry.get
+        for (record_raw, _ttl, iid, version, net, length), lifetime in zip(
+            placed, lifetimes, strict=True
+        ):
+            if lifetime <= 0:
+                return True  # a removal
+            reg = get(iid, version, net, length)
+            if (
+                reg is None
+                or reg.expires <= now
+                or reg.raw != record_raw
+                or reg.lifetime != lifetime
+                or reg.xtr_id != parts.xtr_id
+                or reg.site_id != parts.site_id
+                or reg.proxy_reply != parts.proxy_reply
+            ):
+                return True
+        return False
+
+    def _check_limit(self, site: Site, placed: list[Placed], lifetimes: list[float]) -> None:
+        """Refuse a Map-Register that would take the site past `max_registrations`."""
+        held = self.registry.per_site[site.name]
+        limit = site.max_registrations
+        if held + len(placed) <= limit:  # the common case: no lookups
+            return
+        get = self.registry.get
+        new = sum(
+            1
+            for (_raw, _ttl, iid, version, net, length), lifetime in zip(
+                placed, lifetimes, strict=True
+            )
+            if lifetime > 0 and get(iid, version, net, length) is None
+        )
+        if held + new > limit:
+            raise Refused(
+                "site-limit",
+                f"site {site.name}: holds {held} registrations, {new} more would pass its "
+                f"limit of {limit}",
+            )
 
     def sweep(self, now: float) -> None:
         """Forget the nonces whose replay window is over (at most every NONCE_SWEEP_INTERVAL)."""

@@ -49,6 +49,7 @@ class Registration:
         "iid",
         "last_registered",
         "length",
+        "lifetime",
         "net",
         "proxy_reply",
         "raw",
@@ -70,6 +71,7 @@ class Registration:
         self.first_registered = now
         self.last_registered = now
         self.expires = now
+        self.lifetime = 0.0  # seconds the last Map-Register gave it
         self.raw = b""  # the EID-record as registered (wire bytes)
         self.xtr_id: int | None = None
         self.site_id = 0
@@ -152,6 +154,7 @@ class Registry:
     def __init__(self, sites: Iterable[Site], counters: Counter[str]) -> None:
         self.sites: tuple[Site, ...] = tuple(sites)
         self.counters = counters
+        self.per_site: Counter[str] = Counter()  # registrations held, by site name
         self.allowed: dict[tuple[int, int], PrefixTable[Allowance]] = allowance_tables(self.sites)
         self.registered: dict[tuple[int, int], PrefixTable[Registration]] = {}
         self.bounds: dict[tuple[int, int], PrefixSet] = {}
@@ -178,6 +181,7 @@ class Registry:
             allowance = self.allowance(reg.iid, reg.version, reg.net, reg.length)
             if site is None or allowance is None or allowance.site is not site:
                 self.registered[(reg.iid, reg.version)].remove(reg.net, reg.length)
+                self._uncount(reg.site.name)
                 withdrawn.append(reg)
             else:
                 reg.site = site  # its new keys and flags
@@ -213,7 +217,7 @@ class Registry:
         parts: RegisterParts,
         record_raw: bytes,
         key: tuple[int, int, int, int],
-        until: float,
+        lifetime: float,
         source: tuple[str, int],
         now: float,
         fresh: list[Registration],
@@ -232,6 +236,7 @@ class Registry:
             self._bound_set((iid, version)).add(net, length)
             fresh.append(reg)
             self.counters["new-registration"] += 1
+            self.per_site[site.name] += 1
             self._membership += 1
         elif reg.raw != record_raw:  # a byte-identical refresh has the same RLOC-set
             old_rlocs, new_rlocs = reg.rlocs, decode_record(record_raw).rlocs
@@ -249,16 +254,31 @@ class Registry:
         reg.source = source
         reg.proxy_reply = parts.proxy_reply
         reg.last_registered = now
-        reg.expires = until
+        reg.lifetime = lifetime
+        reg.expires = now + lifetime
         return moved
 
     def deregister(self, iid: int, version: int, net: int, length: int) -> None:
         table = self.registered.get((iid, version))
-        if table is not None and table.get(net, length) is not None:
+        reg = None if table is None else table.get(net, length)
+        if table is not None and reg is not None:
             table.remove(net, length)
+            self._uncount(reg.site.name)
             self._unbound(iid, version, net, length)
             self.counters["deregistered"] += 1
             self._membership += 1
+
+    def _uncount(self, site: str) -> None:
+        left = self.per_site[site] - 1
+        if left > 0:
+            self.per_site[site] = left
+        else:
+            del self.per_site[site]
+
+    def get(self, iid: int, version: int, net: int, length: int) -> Registration | None:
+        """The registration of exactly this prefix (expired ones not swept yet included)."""
+        table = self.registered.get((iid, version))
+        return None if table is None else table.get(net, length)
 
     def _unbound(self, iid: int, version: int, net: int, length: int) -> None:
         """A registered prefix is gone: drop it from the hole bounds unless also configured."""
@@ -291,6 +311,7 @@ class Registry:
                     continue
                 table.remove(reg.net, reg.length)
                 self._unbound(reg.iid, reg.version, reg.net, reg.length)
+                self._uncount(reg.site.name)
                 expired.append(reg)
         for when, regs in later.items():  # a message's records share their expiry float
             heapq.heappush(heap, (when, tuple(regs)))

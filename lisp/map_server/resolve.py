@@ -133,7 +133,7 @@ class Resolver:
         if reg is None:
             return [self._negative(request.nonce, iid, eid, as_lcaf, reply_to)]
         if self.policy_check is not None:
-            verdict = self.policy_check(self._requester(request, source, now), iid, eid)
+            verdict = self.policy_check(self._requester(request, now), iid, eid)
             if verdict is not True:
                 if verdict is None:
                     action, ttl = self.unregistered_action, self.unregistered_ttl
@@ -190,9 +190,14 @@ class Resolver:
         self.counters["negative-reply"] += 1
         return SendTo(MapReply(nonce, (record,)).encode(), reply_to)
 
-    def _requester(self, request: MapRequest, source: tuple[str, int], now: float) -> str | None:
-        """The site whose live registration holds the request's source EID and one of its
-        ITR-RLOCs (or the address it came from); None if no site does."""
+    def _requester(self, request: MapRequest, now: float) -> str | None:
+        """The site whose live registration holds the request's source EID and every one of its
+        ITR-RLOCs; None if no site does.
+
+        The source EID and the ITR-RLOCs are the requester's own claims (so is the UDP source),
+        but every answer goes to an ITR-RLOC: requiring all of them to be the named site's
+        registered RLOCs means the policy is decided for the site that receives the answer. A
+        forger naming another site gets its answers sent to that site, never to itself."""
         split = split_eid(request.source_eid)
         if split is None:
             return None
@@ -200,8 +205,8 @@ class Resolver:
         if reg is None:
             return None
         registered = {ip_of(r.address) for r in reg.record.rlocs} - {None}
-        heard = {ip_of(a) for a in request.itr_rlocs} | {parse_host(source[0])}
-        return reg.site.name if registered & heard else None
+        itr_rlocs = {ip_of(a) for a in request.itr_rlocs} - {None}
+        return reg.site.name if itr_rlocs and itr_rlocs <= registered else None
 
     @staticmethod
     def _reply_address(

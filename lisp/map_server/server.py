@@ -11,8 +11,9 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 
-from lisp.address import IpAddress
+from lisp.address import Address, IpAddress
 from lisp.ecm import CONTROL_PORT
+from lisp.map_server.info_reply import InfoResponder
 from lisp.map_server.register import Registrar
 from lisp.map_server.registry import Registration, Registry
 from lisp.map_server.resolve import Resolver
@@ -23,8 +24,9 @@ from lisp.records import Action
 class MapServer:
     """Registrations in, Map-Notifies, Map-Replies and forwarded Map-Requests out.
 
-    The keyword arguments configure the register path (`Registrar`: timeouts, nonce rules) and
-    the resolver (`Resolver`: negative replies, forwarding, the policy check).
+    The keyword arguments configure the register path (`Registrar`: timeouts, nonce rules), the
+    resolver (`Resolver`: negative replies, forwarding, the policy check) and the answers to
+    Info-Requests (`InfoResponder`: unauthenticated ones, the RTRs to announce).
     """
 
     def __init__(
@@ -44,6 +46,8 @@ class MapServer:
         mark_to_etr: bool = True,
         policy_check: PolicyCheck | None = None,
         policy_denied_ttl: int = 1,
+        accept_unauthenticated_info: bool = False,
+        rtrs: tuple[Address, ...] = (),
     ) -> None:
         self.counters: Counter[str] = Counter()
         self.registry = Registry(sites, self.counters)
@@ -67,6 +71,12 @@ class MapServer:
             mark_to_etr=mark_to_etr,
             policy_check=policy_check,
             policy_denied_ttl=policy_denied_ttl,
+        )
+        self.info = InfoResponder(
+            self.registry,
+            self.counters,
+            accept_unauthenticated=accept_unauthenticated_info,
+            rtrs=rtrs,
         )
 
     @property
@@ -99,6 +109,8 @@ class MapServer:
             return self.registrar.handle(raw, source, now)
         if msg_type in (1, 8):
             return self.resolver.handle(raw, source, now)
+        if msg_type == 7:
+            return self.info.handle(raw, source, now)
         return self._refuse(
             "unsupported-type", source, f"message type {msg_type} is not for a map-server",
             logging.INFO,

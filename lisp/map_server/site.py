@@ -22,6 +22,9 @@ Prefix: TypeAlias = IPv4Network | IPv6Network
 # and RLOC; None if none does) learn the mapping of (instance-id, EID)? True: answer as usual;
 # False: a negative reply, DROP_POLICY_DENIED; None: cannot tell yet (ask again later).
 PolicyCheck: TypeAlias = Callable[[str | None, int, IpAddress], bool | None]
+# Registrations one site may hold at once: a site allowed a /64 that accepts more-specifics could
+# otherwise fill the map-server's memory with /128s (issue 12 #11).
+MAX_REGISTRATIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +32,8 @@ class Site:
     """A registering site: the EID-prefixes it may register and its shared keys (by key-id).
 
     Several keys allow a rollover: the Map-Register's key-id picks the key. `keys` is left out of
-    repr, so logging a Site never leaks a secret.
+    repr, so logging a Site never leaks a secret. `max_registrations` bounds how many prefixes
+    the site holds at once (a Map-Register that would pass it is refused, `site-limit`).
     """
 
     name: str
@@ -37,6 +41,7 @@ class Site:
     allowed: tuple[tuple[int, Prefix], ...] = ()
     accept_more_specifics: bool = True
     proxy_reply: bool = False
+    max_registrations: int = MAX_REGISTRATIONS
 
     def __post_init__(self) -> None:
         keys: dict[int, bytes] = {}
@@ -49,6 +54,9 @@ class Site:
             keys[key_id] = raw
         if not keys:
             raise ValueError(f"site {self.name}: no authentication key")
+        limit = self.max_registrations
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"site {self.name}: max_registrations {limit!r} is not a count >= 1")
         allowed: list[tuple[int, Prefix]] = []
         for iid, prefix in self.allowed:
             if not isinstance(iid, int) or not 0 <= iid < 1 << 32:

@@ -137,3 +137,102 @@ def test_register_notify_forward_and_negative_over_udp() -> None:
     assert counters["forwarded"] == 1
     assert counters["negative-reply"] == 1
     assert counters["malformed"] == 2
+
+
+class Clock:
+    """The service's clock, moved by the test (refresh intervals without waiting for them)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+INTERVALS = 5
+REFRESH = 60.0  # seconds between an xTR's Map-Registers (lispers.net: 1 min, TTL 3 min)
+
+
+async def constant_nonce_scenario() -> dict[str, int]:
+    xtr_t, xtr = await endpoint(Inbox)
+    itr_t, itr = await endpoint(Inbox)
+    ms_t, ms_proto = await endpoint(ServiceEndpoint)
+    site = Site("lispers", {0: KEY}, ((0, ip_network("10.60.0.0/16")),), proxy_reply=True)
+    clock = Clock()
+    service = MapServerService(MapServer([site]), ms_t.sendto, clock)
+    ms_proto.service = service
+    ms_addr = ("127.0.0.1", int(ms_t.get_extra_info("sockname")[1]))
+    home = (RlocRecord(LOOPBACK, local=True),)
+    elsewhere = (RlocRecord(IPv4Address("127.0.0.99"), local=True),)
+
+    def signed(rlocs: tuple[RlocRecord, ...], ttl: int = 3) -> bytes:
+        record = EidRecord(IPv4Address("10.60.1.0"), 24, rlocs, ttl)
+        register = MapRegister(0x11223344, (record,), want_map_notify=True, ttl_timeout=True)
+        return auth.sign(register.encode(), KEY)
+
+    refresh = signed(home)
+    replays = [signed(elsewhere), signed(home, ttl=30), signed(home, ttl=0)]
+    try:
+        for n in range(INTERVALS + 1):
+            clock.now = 1000.0 + n * REFRESH
+            assert service.expire() == 0  # still registered when the next refresh is due
+            xtr.send(refresh, ms_addr)
+            data, _ = await xtr.receive()  # the refresh is accepted: its Map-Notify
+            assert MapNotify.decode(data).nonce == 0x11223344
+            for replayed in replays:  # the same nonce, other content: refused, no Map-Notify
+                xtr.send(replayed, ms_addr)
+            # The ITR's answer comes after the replays were handled (one socket, in order).
+            eid = IPv4Address("10.60.1.9")
+            inner = MapRequest(n + 1, (LOOPBACK,), (RequestRecord(eid, 32),)).encode()
+            itr.send(EncapsulatedControl(LOOPBACK, eid, inner, source_port=itr.port).encode(),
+                     ms_addr)  # fmt: skip
+            data, _ = await itr.receive()
+            reply = MapReply.decode(data)
+            assert reply.nonce == n + 1
+            assert [r.address for r in reply.records[0].rlocs] == [LOOPBACK]
+            assert service.counters["replayed-nonce"] == 3 * (n + 1)
+        assert xtr.queue.empty()  # no Map-Notify for any replay
+        return dict(service.counters)
+    finally:
+        for transport in (xtr_t, itr_t, ms_t):
+            transport.close()
+
+
+def test_constant_nonce_refreshes_stay_registered_and_replays_are_refused_over_udp() -> None:
+    counters = asyncio.run(asyncio.wait_for(constant_nonce_scenario(), 20))
+    assert counters["registered"] == INTERVALS + 1 and counters["nonce-refresh"] == INTERVALS
+    assert counters["expired"] == 0 and counters["replayed-nonce"] == 3 * (INTERVALS + 1)
+
+
+async def info_scenario() -> tuple[bytes, int, dict[str, int]]:
+    from lisp import InfoMessage
+    from lisp.auth import AuthAlg
+
+    xtr_t, xtr = await endpoint(Inbox)
+    ms_t, ms_proto = await endpoint(ServiceEndpoint)
+    site = Site("edge", {0: KEY}, ((0, ip_network("10.50.0.0/16")),))
+    service = MapServerService(MapServer([site]), ms_t.sendto)
+    ms_proto.service = service
+    ms_addr = ("127.0.0.1", int(ms_t.get_extra_info("sockname")[1]))
+    try:
+        request = InfoMessage(0xFEED, False, 0, AuthAlg.HMAC_SHA_256_128, b"", 0,
+                              IPv4Address("10.50.1.0"), 24)  # fmt: skip
+        xtr.send(auth.sign(request.encode(), KEY), ms_addr)
+        data, addr = await xtr.receive()
+        assert addr == ms_addr
+        return data, xtr.port, dict(service.counters)
+    finally:
+        for transport in (xtr_t, ms_t):
+            transport.close()
+
+
+def test_info_request_answered_over_udp_with_the_address_and_port_seen() -> None:
+    from lisp import InfoMessage, NatTraversal
+
+    data, port, counters = asyncio.run(asyncio.wait_for(info_scenario(), 20))
+    assert auth.verify(data, KEY)
+    reply = InfoMessage.decode(data)
+    assert reply.is_reply and reply.nonce == 0xFEED
+    assert isinstance(reply.payload, NatTraversal)
+    assert (reply.payload.global_etr, reply.payload.etr_port) == (LOOPBACK, port)
+    assert counters["info-reply"] == 1 and "unsupported-type" not in counters

@@ -75,3 +75,30 @@ def test_embedded_map_server_has_one_site_per_live_node() -> None:
     _register(ms.core, "10.250.0.0/24", b"site-key-a", 1)
     assert ms.core.registration_count() == 1
     assert ms.set_nodes([node("a", 0, True)]) == 1
+
+
+def test_a_node_site_refuses_more_specifics_unless_allowed() -> None:
+    """The attack: an enrolled node registers host routes (/32) inside its own /24 to flood the
+    embedded map-server; its site takes its prefixes whole only, unless the knob allows more."""
+    from ipaddress import IPv4Network, IPv6Network
+
+    from controller_api.embedded_ms import EmbeddedMapServer
+    from controller_api.store import NodeRow
+
+    row = NodeRow(
+        "a", "a", 0, 0, IPv4Network("10.250.0.0/24"), IPv6Network("fd00:1:0:0::/64"), (), None,
+        None, "", "", "a", 0.0, "site-key-a", "", 0.0, None, 0, "", 0, "", None, {}, {},
+    )  # fmt: skip
+    pools = (IPv4Network("10.250.0.0/16"), IPv6Network("fd00:1::/48"))
+    strict = EmbeddedMapServer("127.0.0.1", 0, 0, pools)
+    strict.set_nodes([row])
+    for n in range(1, 4):
+        _register(strict.core, f"10.250.0.{n}/32", b"site-key-a", n)
+    assert strict.core.registration_count() == 0
+    assert strict.core.counters["prefix-not-allowed"] == 3
+    _register(strict.core, "10.250.0.0/24", b"site-key-a", 9)  # the whole prefix: fine
+    assert strict.core.registration_count() == 1
+    lenient = EmbeddedMapServer("127.0.0.1", 0, 0, pools, node_more_specifics=True)
+    lenient.set_nodes([row])
+    _register(lenient.core, "10.250.0.1/32", b"site-key-a", 1)
+    assert lenient.core.registration_count() == 1

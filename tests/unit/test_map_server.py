@@ -226,29 +226,91 @@ def test_key_rollover_both_keys_accepted() -> None:
     assert ms.counters["registered"] == 2 and ms.counters["bad-auth"] == 1
 
 
-def test_replayed_nonce_is_refused_until_the_window_is_over() -> None:
+MOVED = (RlocRecord(IPv4Address("203.0.113.7"), local=True),)
+
+
+def test_replayed_nonce_with_other_content_is_refused_until_the_window_is_over() -> None:
     ms = make_ms()
-    raw = register(rec("10.1.5.0/24"), nonce=0x77)
-    assert sends(ms.handle(raw, XTR, 0.0))
-    actions = ms.handle(raw, XTR, 10.0)
+    first = register(rec("10.1.5.0/24"), nonce=0x77)
+    other = register(rec("10.1.5.0/24", MOVED), nonce=0x77)  # same nonce, other RLOCs
+    assert sends(ms.handle(first, XTR, 0.0))
+    actions = ms.handle(other, XTR, 10.0)
     assert sends(actions) == [] and ms.counters["replayed-nonce"] == 1
     assert "replayed nonce" in logs(actions)[0].message
+    assert ms.lookup(IPv4Address("10.1.5.1"), now=10.0).rlocs == rec("10.1.5.0/24").rlocs  # type: ignore[union-attr]
     # The same nonce from another site is that site's business.
     assert sends(ms.handle(register(rec("10.2.0.0/16"), key=KEY_B, nonce=0x77), XTR, 10.0))
     # Remembered for the registration lifetime (180 s without T), then forgotten.
-    assert sends(ms.handle(raw, XTR, 179.0)) == []
+    assert sends(ms.handle(other, XTR, 179.0)) == []
     ms.expire(181.0)
-    assert sends(ms.handle(raw, XTR, 181.0))
+    assert sends(ms.handle(other, XTR, 181.0))
     assert ms.counters["replayed-nonce"] == 2
 
 
 def test_replay_window_follows_the_record_ttl() -> None:
     ms = make_ms()
     raw = register(rec("10.1.5.0/24", ttl=10), nonce=0x99, ttl_timeout=True)
+    changed = register(rec("10.1.5.0/24", ttl=20), nonce=0x99, ttl_timeout=True)  # other TTL
     assert sends(ms.handle(raw, XTR, 0.0))
-    assert sends(ms.handle(raw, XTR, 599.0)) == []
+    assert sends(ms.handle(changed, XTR, 599.0)) == []
     ms.expire(600.0)
-    assert sends(ms.handle(raw, XTR, 600.0))
+    assert sends(ms.handle(changed, XTR, 600.0))
+
+
+def test_a_constant_nonce_refresh_stays_registered_across_five_intervals() -> None:
+    """RFC 9301 / lispers.net: the same nonce in every Map-Register. A refresh with the same
+    content is accepted (and extends the registration); a replayed *different* registration under
+    that nonce (other RLOCs, other TTL, a removal) is refused and changes nothing."""
+    ms = make_ms()
+    refresh = register(rec("10.1.5.0/24"), nonce=0x5EED, want_map_notify=False)
+    moved = register(rec("10.1.5.0/24", MOVED), nonce=0x5EED, want_map_notify=False)
+    longer = register(rec("10.1.5.0/24", ttl=9), nonce=0x5EED, want_map_notify=False,
+                      ttl_timeout=True)  # fmt: skip
+    removal = register(rec("10.1.5.0/24", ttl=0), nonce=0x5EED, want_map_notify=False)
+    interval = 60.0
+    assert ms.handle(refresh, XTR, 0.0) == [] and ms.counters["registered"] == 1
+    for n in range(1, 6):
+        now = n * interval
+        ms.expire(now)
+        assert ms.handle(refresh, XTR, now) == []  # accepted: no refusal line
+        for replayed in (moved, longer, removal):
+            assert [a.reason for a in logs(ms.handle(replayed, XTR, now + 1))] == ["replayed-nonce"]
+        reg = ms.lookup(IPv4Address("10.1.5.1"), now=now + 1)
+        assert reg is not None and reg.rlocs == rec("10.1.5.0/24").rlocs
+        assert reg.expires == now + 180.0
+    assert ms.counters["registered"] == 6 and ms.counters["nonce-refresh"] == 5
+    assert ms.counters["replayed-nonce"] == 15 and ms.counters["expired"] == 0
+    # Without refreshes it expires as usual, and the nonce is forgotten with it.
+    ms.expire(5 * interval + 181.0)
+    assert ms.registration_count() == 0
+
+
+def test_a_replayed_older_registration_cannot_revert_a_newer_one() -> None:
+    ms = make_ms()
+    old = register(rec("10.1.5.0/24"), nonce=0xA1)
+    assert sends(ms.handle(old, XTR, 0.0))
+    assert sends(ms.handle(register(rec("10.1.5.0/24", MOVED), nonce=0xA2), XTR, 30.0))
+    assert sends(ms.handle(old, XTR, 40.0)) == [] and ms.counters["replayed-nonce"] == 1
+    assert ms.lookup(IPv4Address("10.1.5.1"), now=40.0).rlocs == MOVED  # type: ignore[union-attr]
+    # Nor is a registration that expired while its nonce is still remembered (a message whose
+    # other record lives longer keeps the nonce).
+    both = register(rec("10.1.5.0/24", ttl=1), rec("10.1.6.0/24", ttl=10), nonce=0xA3,
+                    ttl_timeout=True)  # fmt: skip
+    ms2 = make_ms()
+    assert sends(ms2.handle(both, XTR, 0.0))
+    assert [r.prefix for r in ms2.expire(61.0)] == [ip_network("10.1.5.0/24")]
+    assert sends(ms2.handle(both, XTR, 61.0)) == [] and ms2.counters["replayed-nonce"] == 1
+    assert ms2.lookup(IPv4Address("10.1.5.1"), now=61.0) is None
+
+
+def test_zero_nonce_is_legal_without_a_map_notify() -> None:
+    ms = make_ms()
+    quiet = register(rec("10.1.5.0/24"), nonce=0, want_map_notify=False)
+    assert ms.handle(quiet, XTR, 0.0) == [] and ms.registration_count() == 1
+    assert ms.handle(quiet, XTR, 60.0) == []  # the same again: a refresh
+    other = register(rec("10.1.5.0/24", MOVED), nonce=0, want_map_notify=False)
+    assert [a.reason for a in logs(ms.handle(other, XTR, 61.0))] == ["replayed-nonce"]
+    assert ms.counters["registered"] == 2 and ms.counters["zero-nonce"] == 0
 
 
 def test_zero_nonce_refused_unless_configured() -> None:
@@ -768,3 +830,154 @@ def test_ip_address_helper_sanity() -> None:
     raw, _ = ecm_request(IPv4Address("10.1.9.1"), itr_rlocs=(IPv6Address("fe80::1"), ITR))
     [out] = ms.handle(raw, ("fe80::2%eth0", 4342), 0.0)
     assert isinstance(out, SendTo) and ip_address(out.address[0]) == IPv6Address("fe80::1")
+
+
+# -- hardening (issue 12) and Info-Request (issue 16) ---------------------------------------------
+
+
+def _host_records(first: int, count: int) -> tuple[EidRecord, ...]:
+    return tuple(rec(f"{IPv4Address(0x0A080000 + first + i)}/32") for i in range(count))
+
+
+def test_a_site_cannot_register_unlimited_more_specifics() -> None:
+    """The attack: a site allowed 10.8.0.0/16 (more-specifics accepted) registers /32 after /32,
+    255 per Map-Register, well past any sane number. The site's limit stops it, counted, and
+    what it holds keeps being refreshed."""
+    site = Site("greedy", {0: KEY_A}, ((0, ip_network("10.8.0.0/16")),))
+    ms = MapServer([site])
+    limit = 10_000  # the default of Site.max_registrations
+    sent = 0
+    while sent < limit + 1000:
+        ms.handle(register(*_host_records(sent, 250), want_map_notify=False), XTR, 0.0)
+        sent += 250
+    assert ms.registration_count() <= limit
+    assert ms.registration_count() >= limit - 250  # refused whole messages only past the limit
+    assert ms.counters["site-limit"] >= 4
+    held = ms.registration_count()
+    # What it holds refreshes fine at the limit; a deregistration makes room again.
+    assert ms.handle(register(*_host_records(0, 250), want_map_notify=False), XTR, 1.0) == []
+    gone = tuple(replace_ttl(r, 0) for r in _host_records(0, 10))
+    assert ms.handle(register(*gone, want_map_notify=False), XTR, 2.0) == []
+    assert ms.registration_count() == held - 10
+    fresh = register(*_host_records(sent + 10, 10), want_map_notify=False)
+    assert ms.handle(fresh, XTR, 3.0) == [] and ms.registration_count() == held
+    assert site.max_registrations == limit
+    with pytest.raises(ValueError, match="max_registrations"):
+        Site("zero", {0: b"k"}, (), max_registrations=0)
+
+
+def replace_ttl(record: EidRecord, ttl: int) -> EidRecord:
+    return EidRecord(record.eid, record.mask_len, record.rlocs, ttl, authoritative=True)
+
+
+def test_a_forged_source_eid_does_not_identify_another_site() -> None:
+    """The attack: a requester that no policy allows claims the source EID of a site that is
+    allowed, lists that site's RLOC among its ITR-RLOCs and its own address first, and asks a
+    proxy-replying site's EID. Before the fix it was taken for the allowed site and the locators
+    went to the attacker's address; now it is not identified at all."""
+    sites = [
+        Site("allowed", {0: KEY_A}, ((0, ip_network("10.1.0.0/16")),)),
+        Site("target", {3: KEY_C}, ((0, ip_network("10.3.0.0/16")),), proxy_reply=True),
+    ]
+    ms = MapServer(sites, policy_check=lambda site, iid, eid: None if site is None else True)
+    allowed_rloc = RlocRecord(IPv4Address("192.0.2.10"), local=True)
+    ms.handle(register(rec("10.1.0.0/16", (allowed_rloc,))), XTR, 0.0)
+    ms.handle(register(rec("10.3.0.0/16", ETR_RLOCS[:1]), key=KEY_C, key_id=3), XTR, 0.0)
+    attacker = IPv4Address("198.51.100.66")
+
+    def ask(itr_rlocs: tuple[Any, ...]) -> MapReply:
+        request = MapRequest(
+            7, itr_rlocs, (RequestRecord(IPv4Address("10.3.0.1"), 32),),
+            source_eid=IPv4Address("10.1.0.1"),
+        )  # fmt: skip
+        [out] = ms.handle(request.encode(), (str(attacker), 4342), 1.0)
+        assert isinstance(out, SendTo)
+        return MapReply.decode(out.data)
+
+    forged = ask((attacker, allowed_rloc.address))
+    assert forged.records[0].rlocs == () and ms.counters["requester-unknown"] == 1
+    # The real site (all its ITR-RLOCs registered) is still identified and answered.
+    assert ask((allowed_rloc.address,)).records[0].rlocs
+
+
+def _info_request(eid: Any = None, mask_len: int = 24, key: bytes | None = KEY_A) -> bytes:
+    from lisp import InfoMessage
+    from lisp.auth import AuthAlg
+
+    eid = IPv4Address("10.1.5.0") if eid is None else eid
+    alg = AuthAlg.HMAC_SHA_256_128 if key is not None else AuthAlg.NONE
+    raw = InfoMessage(0x1F0A, False, 0, alg, b"", 0, eid, mask_len).encode()
+    return auth.sign(raw, key) if key is not None else raw
+
+
+NATTED = ("203.0.113.50", 61001)  # the address and port a NAT translated the xTR to
+
+
+def test_info_request_is_answered_with_the_global_address_and_port() -> None:
+    from lisp import InfoMessage, NatTraversal
+
+    ms = make_ms()
+    [out] = ms.handle(_info_request(), NATTED, 0.0)
+    assert isinstance(out, SendTo) and out.address == NATTED
+    assert auth.verify(out.data, KEY_A)  # signed with the site's key
+    reply = InfoMessage.decode(out.data)
+    assert reply.is_reply and reply.nonce == 0x1F0A and reply.key_id == 0
+    assert (reply.eid, reply.mask_len) == (IPv4Address("10.1.5.0"), 24)
+    nat = reply.payload
+    assert isinstance(nat, NatTraversal)
+    assert (nat.global_etr, nat.etr_port, nat.ms_port) == (IPv4Address(NATTED[0]), NATTED[1], 4342)
+    assert ms.counters["info-request"] == 1 and ms.counters["info-reply"] == 1
+    assert ms.counters["unsupported-type"] == 0
+
+
+def test_info_requests_that_cannot_be_authenticated_are_refused_and_counted() -> None:
+    ms = make_ms()
+    cases = [
+        (_info_request(key=KEY_B), "bad-auth"),  # not alpha's key
+        (_info_request(IPv4Address("10.9.0.0"), 16), "prefix-not-allowed"),
+        (_info_request(DistinguishedName("vm"), 0), "bad-auth"),  # signed, but names no site
+        (_info_request(DistinguishedName("vm"), 0, key=None), "info-unauthenticated"),
+        (_info_request()[:20], "malformed"),
+    ]
+    for raw, reason in cases:
+        assert [(type(a).__name__, a.reason) for a in ms.handle(raw, NATTED, 0.0)] == [  # type: ignore[union-attr]
+            ("Log", reason)
+        ], reason
+    reply = bytes((0x78,)) + _info_request()[1:]  # an Info-Reply (R bit) sent to us
+    assert [a.reason for a in logs(ms.handle(reply, NATTED, 0.0))] == ["info-reply-not-for-ms"]
+    assert ms.counters["info-reply"] == 0 and ms.counters["unsupported-type"] == 0
+
+
+def test_unauthenticated_info_requests_answered_when_enabled_like_lispers_net() -> None:
+    from lisp import InfoMessage, NatTraversal
+
+    ms = make_ms(accept_unauthenticated_info=True, rtrs=(IPv4Address("10.77.0.9"),))
+    [out] = ms.handle(_info_request(DistinguishedName("vm"), 0, key=None), NATTED, 0.0)
+    assert isinstance(out, SendTo)
+    reply = InfoMessage.decode(out.data)
+    assert reply.alg_id == 0 and reply.auth_data == b""
+    nat = reply.payload
+    assert isinstance(nat, NatTraversal)
+    assert nat.private_etr == DistinguishedName("vm") and nat.rtrs == (IPv4Address("10.77.0.9"),)
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_mutated_info_requests_never_raise_and_are_counted_once(data: st.DataObject) -> None:
+    """The Info-Request path fuzzed like the decoders: any mutation of a signed request (or of
+    an unsigned one, with unauthenticated requests accepted) gives one answer or one refusal."""
+    from lisp import InfoMessage
+
+    lenient = data.draw(st.booleans())
+    base = _info_request(key=None if lenient else KEY_A)
+    raw = bytearray(base)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    ms = make_ms(accept_unauthenticated_info=lenient)
+    actions = ms.handle(bytes(raw[:cut]) + data.draw(st.binary(max_size=16)), NATTED, 0.0)
+    assert len(actions) == 1
+    if isinstance(actions[0], SendTo):
+        assert InfoMessage.decode(actions[0].data).is_reply
+    assert sum(ms.counters.values()) >= 1
