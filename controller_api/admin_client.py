@@ -1,4 +1,5 @@
-"""The admin side of the CLI: an mTLS channel with the admin certificate, one call per command.
+"""The admin side of the API for a person or a script: an mTLS channel with the admin
+certificate, one call per command, failures as one line.
 
 The admin certificate, the CA and the controller's address are read from the controller's state
 dir (`admin.crt`, `admin.key`, `ca.crt`, `controller.json`) unless given explicitly, so on the
@@ -7,23 +8,32 @@ controller machine `lispmesh controller node list` just works.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
-from controller_api.client import credentials, explain, sync_channel
-from controller_api.gen.lispmesh.v1 import admin_pb2_grpc
+from common.errors import LispmeshError
+from controller_api.client import ControllerUnreachable, credentials, explain, sync_channel
+from controller_api.gen.lispmesh.v1 import admin_pb2_grpc, policy_pb2_grpc
 from controller_api.server import read_info
 
-T = TypeVar("T")
 RPC_TIMEOUT = 10.0
 
+# The admin services, by the name a caller gives (the generated stubs are untyped).
+SERVICES: dict[str, Any] = {
+    "Admin": admin_pb2_grpc.AdminStub,
+    "PolicyAdmin": policy_pb2_grpc.PolicyAdminStub,
+}
 
-class AdminError(Exception):
-    """One line for the operator."""
+
+class AdminError(LispmeshError):
+    """One line for the operator: the controller refused the call."""
+
+
+class AdminUnreachable(AdminError):
+    """The controller, or the admin files needed to reach it, cannot be used (one line)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise AdminError(
+        raise AdminUnreachable(
             f"cannot read the {what} {path}: {exc.strerror} (run on the controller machine, "
             "or give --admin-cert/--admin-key/--ca-cert)"
         ) from None
@@ -61,13 +71,16 @@ def resolve_target(
     )
 
 
-def call(target: AdminTarget, method: Callable[[Any], Callable[..., T]], request: Any) -> T:
-    """`method(stub)(request)` over a fresh channel; AdminError with one line on failure."""
+def call(target: AdminTarget, service: str, rpc: str, request: Any) -> Any:
+    """`service.rpc(request)` over a fresh channel: the reply, AdminUnreachable when the
+    controller cannot be reached, AdminError when it refuses."""
     creds = credentials(target.ca_pem, target.cert_pem, target.key_pem)
     with sync_channel(target.address, creds) as channel:
-        stub_class: Any = admin_pb2_grpc.AdminStub  # generated, untyped
-        stub = stub_class(channel)
+        stub = SERVICES[service](channel)
         try:
-            return method(stub)(request, timeout=RPC_TIMEOUT)
+            return getattr(stub, rpc)(request, timeout=RPC_TIMEOUT)
         except grpc.RpcError as exc:
-            raise AdminError(str(explain(exc, target.address))) from None
+            error = explain(exc, target.address)
+            if isinstance(error, ControllerUnreachable):
+                raise AdminUnreachable(str(error)) from None
+            raise AdminError(str(error)) from None

@@ -17,13 +17,14 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from common.errors import LispmeshError
 from controller_api.pki import SERVER_NAME
 
 CONNECT_TIMEOUT = 5.0
 _ENCODING_DER: Any = vars(ssl)["_ssl"].ENCODING_DER  # no public name in 3.11
 
 
-class ControllerUnreachable(Exception):
+class ControllerUnreachable(LispmeshError):
     """One line: `cannot reach the controller at ADDR: why`."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from common.errors import LispmeshError
 from controller_api import pki as pki_mod
 from controller_api.auth import Authenticator
 from controller_api.core import ControllerCore
@@ -53,7 +54,7 @@ DB_FILE = "controller.db"
 INFO_FILE = "controller.json"
 
 
-class ControllerError(Exception):
+class ControllerError(LispmeshError):
     """The controller cannot start (one line)."""
 
 

@@ -1,30 +1,21 @@
-"""The `lispmesh` command: one entry point, one sub-command group per layer.
+"""The `lispmesh` command: one entry point, one verb group per module in `lispmesh.commands`.
 
-Each layer that has commands exposes `register(subparsers)` in its own `cli` module, so this file
-only wires them together. A command returns an exit code; errors a person can act on are raised as
-`CliError` and printed as one line, never as a traceback.
+This file only wires the groups together and is the one place where errors become output: any
+`common.errors.LispmeshError` (each layer's own errors derive from it, and `CliError` for the
+command line's own) is printed as one line, `lispmesh: error: ...`, and its `code` returned.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from lispmesh.errors import CliError
+from common.errors import LispmeshError
+from lispmesh.commands import controller, demo, lab, node, ops, policy
 
-# Modules that contribute commands: each has `register(subparsers) -> None`. A module that is
-# missing (a layer not built yet) is skipped so the rest of the CLI keeps working.
-COMMAND_MODULES = (
-    "lispmesh.demo_cli",
-    "netlab.cli",
-    "mesh.cli",
-    "node.cli",
-    "controller_api.cli",
-    "controller_api.policy_cli",
-    "lispmesh.ops_cli",
-)
+# In the order `lispmesh --help` lists them.
+GROUPS = (demo, lab, node, controller, policy, ops)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lispmesh", description="lispmesh: an encrypted LISP mesh for edge computing"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    for module in GROUPS:
         module.register(subparsers)
     return parser
 
@@ -52,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except CliError as exc:
+    except LispmeshError as exc:
         print(f"lispmesh: error: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
@@ -61,5 +46,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-__all__ = ["CliError", "main"]

@@ -50,6 +50,7 @@ from typing import Any
 
 import yaml
 
+from common.errors import LispmeshError
 from common.policy_format import NodePolicy
 from lisp.crypto_suites import CIPHER_SUITE_NAMES
 from lisp.map_server.site import MAX_REGISTRATIONS
@@ -58,7 +59,7 @@ IpAddress = IPv4Address | IPv6Address
 IpNetwork = IPv4Network | IPv6Network
 
 
-class ConfigError(ValueError):
+class ConfigError(LispmeshError, ValueError):
     """One line: file, field path, problem."""
 
 

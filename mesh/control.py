@@ -15,11 +15,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from common.errors import LispmeshError
+
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 MAX_REQUEST = 64 * 1024
 
 
-class ControlError(Exception):
+class ControlError(LispmeshError):
     """The node could not be reached or answered with an error (one line for the user)."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+from common.errors import LispmeshError
 from lisp import Action, MapReply
 from lisp.map_cache import MapCacheEntry
 from mesh.peer_stats import PATH_DIRECT
@@ -25,7 +26,7 @@ MAX_COUNT = 100
 MAX_TIMEOUT = 10.0
 
 
-class DiagnosticError(Exception):
+class DiagnosticError(LispmeshError):
     """The request cannot be carried out (one line for the operator)."""
 
 

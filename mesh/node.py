@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from common.errors import LispmeshError
 from lisp import DecodeError, EncapsulatedControl, decode_control
 from lisp.ecm import TO_ETR_BIT
 from lisp.map_server import MapServer, Site
@@ -64,7 +65,7 @@ def _sites(config: NodeConfig) -> list[Site]:
     ]
 
 
-class NodeSetupError(Exception):
+class NodeSetupError(LispmeshError):
     """The node could not start (one line for the operator)."""
 
 

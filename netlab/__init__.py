@@ -19,7 +19,7 @@ namespace, veth, bridge and process the deploy created, using the state file in 
 even after a deploy that failed half-way. Errors a user can act on are `NetlabError` (bad
 topology files raise its subclass `TopologyError`, whose message names file, line and field).
 
-Command line: `lispmesh lab deploy|destroy|inspect|graph|exec|tools` (see netlab/cli.py).
+Command line: `lispmesh lab deploy|destroy|inspect|graph|exec|tools` (see lispmesh/commands/lab.py).
 """
 
 from netlab.errors import NetemUnavailable, NetlabError, TopologyError

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from common.errors import LispmeshError
 
-class NetlabError(Exception):
+
+class NetlabError(LispmeshError):
     """A failure the user can act on (bad topology, busy name, failed exec...)."""
 
 

@@ -1,4 +1,5 @@
-"""`inspect`: containerlab's table (and JSON) of a lab's nodes and their state."""
+"""`inspect`: containerlab's rows (and JSON) of a lab's nodes and their state (the table is
+lispmesh/views/lab.py)."""
 
 from __future__ import annotations
 
@@ -59,42 +60,3 @@ def rows(topo: Topology) -> list[dict[str, Any]]:
 
 def to_json(all_rows: list[dict[str, Any]]) -> str:
     return json.dumps({"containers": all_rows}, indent=2)
-
-
-def console() -> Any:
-    """A rich console; when output is not a terminal, wide enough not to truncate tables."""
-    import sys
-
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=250)
-
-
-def render_table(all_rows: list[dict[str, Any]]) -> None:
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SQUARE, show_lines=False)
-    for col in (
-        "#",
-        "Name",
-        "Container ID",
-        "Image",
-        "Kind",
-        "State",
-        "IPv4 Address",
-        "IPv6 Address",
-    ):
-        table.add_column(col)
-    for i, r in enumerate(all_rows, 1):
-        table.add_row(
-            str(i),
-            r["name"],
-            r["container_id"],
-            r["image"],
-            r["kind"],
-            r["state"],
-            r["ipv4_address"],
-            r["ipv6_address"],
-        )
-    console().print(table)

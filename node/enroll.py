@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from common.errors import LispmeshError
 from controller_api.client import (
     ControllerRefused,
     ControllerUnreachable,
@@ -41,7 +42,7 @@ AGENT_VERSION = "0.1.0"
 ENROLL_TIMEOUT = 15.0
 
 
-class EnrollError(Exception):
+class EnrollError(LispmeshError):
     """One line. `retry`: the controller could not be reached (worth trying again)."""
 
     def __init__(self, message: str, retry: bool = False) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from common.errors import LispmeshError
 from controller_api.gen.lispmesh.v1 import config_pb2
 from mesh.identity import _write_file
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STATE_DIR = Path("/var/lib/lispmesh")
 
 
-class StateError(Exception):
+class StateError(LispmeshError):
     """One line for the operator."""
 
 

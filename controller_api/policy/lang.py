@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from common.errors import LispmeshError
+
 IpNetwork = IPv4Network | IPv6Network
 Path = tuple[str | int, ...]
 
@@ -35,7 +37,7 @@ _RULE = ("name", "from", "to", "proto", "ports", "action")
 _TEST = ("name", "from", "to", "proto", "port", "expect")
 
 
-class PolicyError(ValueError):
+class PolicyError(LispmeshError, ValueError):
     """A policy that cannot be accepted: one line (file:line: field: problem)."""
 
 

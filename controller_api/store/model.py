@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
+from common.errors import LispmeshError
 
-class StoreError(Exception):
+
+class StoreError(LispmeshError):
     """A state problem the operator can act on (one line)."""
 
 

@@ -13,8 +13,10 @@ import pytest
 from rich.console import Console
 
 from controller_api.gen.lispmesh.v1 import admin_pb2, common_pb2, status_pb2
-from lispmesh import render_graph, render_node, render_topology
 from lispmesh.topology_model import ACTIVE, DOWN, document
+from lispmesh.views import graph as render_graph
+from lispmesh.views import node as render_node
+from lispmesh.views import topology as render_topology
 
 
 def _peer(name: str, local: str, rloc: str, rtt: float, up: bool = True) -> status_pb2.Peer:

@@ -21,21 +21,18 @@ from pathlib import Path
 
 from rich.console import Console
 
+from lispmesh.commands.options import Subparsers
+from lispmesh.errors import CliError
+
 WAIT_JOIN = 60.0
 WAIT_MESH = 60.0
 
 
-def _fail(message: str) -> Exception:
-    from lispmesh.errors import CliError
-
-    return CliError(message)
-
-
 def _check_machine() -> None:
     if os.geteuid() != 0:
-        raise _fail("the demo builds network namespaces and TUN devices: run it as root")
+        raise CliError("the demo builds network namespaces and TUN devices: run it as root")
     if not Path("/dev/net/tun").exists():
-        raise _fail("no /dev/net/tun on this machine: the overlay needs TUN devices")
+        raise CliError("no /dev/net/tun on this machine: the overlay needs TUN devices")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -53,7 +50,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         lab.deploy()
     except NetlabError as exc:
-        raise _fail(f"cannot deploy the lab: {exc}") from None
+        raise CliError(f"cannot deploy the lab: {exc}") from None
     keep = args.keep
     try:
         deployed = time.monotonic()
@@ -68,12 +65,12 @@ def run_demo(args: argparse.Namespace) -> int:
         # Give the nodes a moment to report their peers (they do when their state changes).
         with contextlib.suppress(TimeoutError):
             wait_for(partial(_all_report_peers, lab), 10, "the nodes' status reports", 0.5)
-        console.rule("topology (lispmesh controller topology)")
+        console.rule("topology (lispmesh topology)")
         out = lab.lab.exec(
             CONTROLLER,
-            [sys.executable, "-m", "lispmesh", "controller", "topology",
+            [sys.executable, "-m", "lispmesh", "topology",
              "--state-dir", str(lab.state / CONTROLLER)],
-            timeout=30, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            timeout=30, env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )  # fmt: skip
         print(out.stdout or out.stderr)
         a, b = lab.nodes[0], lab.nodes[-1]
@@ -84,11 +81,11 @@ def run_demo(args: argparse.Namespace) -> int:
         _show_ciphertext(lab, a, target, console)
         if ping.returncode != 0:
             keep = True
-            raise _fail(f"the ping failed; the lab is kept for a look: {lab.name}")
+            raise CliError(f"the ping failed; the lab is kept for a look: {lab.name}")
     except TimeoutError as exc:
         keep = True
         print(lab.dump(), file=sys.stderr)
-        raise _fail(f"{exc}; the lab is kept for a look (see the logs above)") from None
+        raise CliError(f"{exc}; the lab is kept for a look (see the logs above)") from None
     finally:
         if keep:
             console.print(
@@ -145,7 +142,7 @@ def destroy_workdir(workdir: Path) -> int:
 
     labs = sorted(workdir.glob("clab-*"))
     if not labs:
-        raise _fail(f"no lab in {workdir}")
+        raise CliError(f"no lab in {workdir}")
     for labdir in labs:
         name = labdir.name.removeprefix("clab-")
         # Destroy reads what was built from the lab's state file; the variables only parse.
@@ -161,7 +158,7 @@ def _main(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "demo", help="a controller and three nodes join an encrypted mesh (live lab)"
     )

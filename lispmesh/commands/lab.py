@@ -1,7 +1,7 @@
 """`lispmesh lab ...`: containerlab's verbs, flags and output shapes over netlab.
 
 deploy, destroy, inspect, graph, exec, tools link {show,set}, tools netem {set,show}.
-Errors a person can act on become `lispmesh.errors.CliError` (one line, no traceback).
+netlab's own errors (`netlab.NetlabError`) reach `lispmesh.cli.main` as they are: one line.
 """
 
 from __future__ import annotations
@@ -13,15 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from netlab import destroy, graph, inspect, labdir, netns, state, tools, topology
-from netlab.errors import NetlabError
+from lispmesh.commands.options import Subparsers, group
+from lispmesh.commands.output import write_text
+from lispmesh.errors import CliError
+from lispmesh.views import lab as lab_view
+from netlab import NetlabError, destroy, graph, inspect, labdir, netns, state, tools, topology
 from netlab.model import Topology
-
-
-def _cli_error(message: str, code: int = 1) -> Exception:
-    from lispmesh.errors import CliError
-
-    return CliError(message, code)
 
 
 def _topology_path(args: argparse.Namespace) -> tuple[Path, dict[str, str] | None]:
@@ -32,12 +29,12 @@ def _topology_path(args: argparse.Namespace) -> tuple[Path, dict[str, str] | Non
     if lab:
         entry = state.lookup(lab)
         if entry is None:
-            raise _cli_error(f"no deployed lab named '{lab}' (give the topology with -t FILE)")
+            raise CliError(f"no deployed lab named '{lab}' (give the topology with -t FILE)")
         return Path(entry["topology"]), entry
     found = sorted(Path.cwd().glob("*.clab.y*ml"))
     if len(found) == 1:
         return found[0], None
-    raise _cli_error(
+    raise CliError(
         "no topology file given: use -t FILE"
         + (f" (several in this directory: {', '.join(p.name for p in found)})" if found else "")
     )
@@ -63,18 +60,6 @@ def _load(args: argparse.Namespace, warn: bool = False) -> Topology:
     return topo
 
 
-def _handler(fn: Any) -> Any:
-    """Turn NetlabError into CliError so the entry point prints one line."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return int(fn(args) or 0)
-        except NetlabError as exc:
-            raise _cli_error(str(exc)) from None
-
-    return wrapped
-
-
 # --- verbs -------------------------------------------------------------------------------------
 
 
@@ -83,7 +68,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     topo = _load(args, warn=True)
     if args.max_workers is not None and args.max_workers < 1:
-        raise _cli_error("--max-workers must be at least 1")
+        raise CliError("--max-workers must be at least 1")
     deployer = Deployer(topo, max_workers=args.max_workers, exec_timeout=args.exec_timeout)
     if sys.stdout.isatty():
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -141,7 +126,7 @@ def _print_inspect(topos: list[Topology], fmt: str) -> None:
     if fmt == "json":
         print(inspect.to_json(rows))
     else:
-        inspect.render_table(rows)
+        lab_view.console().print(lab_view.containers(rows))
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -159,28 +144,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_or_print(text: str, output: str | None) -> None:
-    if output:
-        Path(output).write_text(text)
-        print(f"wrote {output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-
-
 def cmd_graph(args: argparse.Namespace) -> int:
     topo = _load(args)
     if args.dot:
-        _write_or_print(graph.to_dot(topo), args.output)
+        write_text(args.output, graph.to_dot(topo), announce=True)
     elif args.mermaid:
-        _write_or_print(graph.to_mermaid(topo), args.output)
+        write_text(args.output, graph.to_mermaid(topo), announce=True)
     if args.svg:
-        Path(args.svg).write_text(graph.to_svg(topo))
-        print(f"wrote {args.svg}", file=sys.stderr)
+        write_text(args.svg, graph.to_svg(topo), announce=True)
     if args.html or not (args.dot or args.mermaid or args.svg):
         out = Path(args.html) if args.html else topo.labdir / "graph" / f"{topo.name}.html"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(graph.to_html(topo))
-        print(f"wrote {out}", file=sys.stderr)
+        write_text(str(out), graph.to_html(topo), announce=True)
     return 0
 
 
@@ -188,7 +163,7 @@ def _select_nodes(topo: Topology, label_filters: list[str]) -> list[str]:
     wanted = []
     for f in label_filters:
         if "=" not in f:
-            raise _cli_error(f"--label '{f}' must be key=value (e.g. clab-node-name=r1)")
+            raise CliError(f"--label '{f}' must be key=value (e.g. clab-node-name=r1)")
         wanted.append(tuple(f.split("=", 1)))
     out = []
     for n in topo.nodes.values():
@@ -202,18 +177,18 @@ def cmd_exec(args: argparse.Namespace) -> int:
     topo = _load(args)
     nodes = _select_nodes(topo, args.label or [])
     if not nodes:
-        raise _cli_error("no node matches the given labels")
+        raise CliError("no node matches the given labels")
     try:
         argv = shlex.split(args.cmd)
     except ValueError as exc:
-        raise _cli_error(f"cannot split --cmd: {exc}") from None
+        raise CliError(f"cannot split --cmd: {exc}") from None
     results: dict[str, list[dict[str, Any]]] = {}
     worst = 0
     for name in nodes:
         ns = topo.nodes[name].ns
         assert ns is not None
         if not netns.exists(ns):
-            raise _cli_error(f"lab '{topo.name}' is not deployed (no namespace {ns})")
+            raise CliError(f"lab '{topo.name}' is not deployed (no namespace {ns})")
         entry: dict[str, Any]
         try:
             res = netns.run(ns, argv, env=topo.nodes[name].env, timeout=args.timeout)
@@ -260,34 +235,14 @@ def cmd_link_show(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"links": rows}, indent=2))
         return 0
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SQUARE)
-    for col in ("Endpoint", "Peer", "Interface", "State", "MTU", "Rate", "Delay", "Jitter", "Loss"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["endpoint"],
-            r["peer"],
-            r["ifname"],
-            r["state"],
-            str(r["mtu"] or ""),
-            r.get("rate", ""),
-            r.get("delay", ""),
-            r.get("jitter", ""),
-            r.get("loss", ""),
-        )
-    inspect.console().print(table)
+    lab_view.console().print(lab_view.links(rows))
     return 0
 
 
 def cmd_link_set(args: argparse.Namespace) -> int:
     topo = _load(args)
     if not any((args.state, args.rate, args.delay, args.jitter, args.loss, args.clear)):
-        raise _cli_error(
-            "nothing to set: give --state, --rate, --delay, --jitter, --loss or --clear"
-        )
+        raise CliError("nothing to set: give --state, --rate, --delay, --jitter, --loss or --clear")
     node, _, iface = args.endpoint.partition(":")
     t = tools.target(topo, node, iface)
     tools.set_link(
@@ -310,9 +265,9 @@ def _netem_target(args: argparse.Namespace) -> tools.Target:
         for n in topo.nodes.values():
             if args.node in (n.name, n.ns):
                 return tools.target(topo, n.name, args.interface)
-        raise _cli_error(f"lab '{topo.name}' has no node '{args.node}'")
+        raise CliError(f"lab '{topo.name}' has no node '{args.node}'")
     if not netns.exists(args.node):
-        raise _cli_error(f"no namespace '{args.node}' (give the lab with -t FILE)")
+        raise CliError(f"no namespace '{args.node}' (give the lab with -t FILE)")
     return tools.Target(args.node, args.node, args.interface)
 
 
@@ -338,10 +293,10 @@ def _topo_args(p: argparse.ArgumentParser, name_help: str = "lab name") -> None:
     p.add_argument("--name", help=name_help)
 
 
-def register(subparsers: Any) -> None:
-    lab = subparsers.add_parser("lab", help="containerlab-compatible labs of network namespaces")
-    verbs = lab.add_subparsers(dest="lab_command", metavar="VERB")
-    lab.set_defaults(handler=lambda _a: (lab.print_help(), 2)[1])
+def register(subparsers: Subparsers) -> None:
+    _, verbs = group(
+        subparsers, "lab", "containerlab-compatible labs of network namespaces", "VERB"
+    )
 
     p = verbs.add_parser("deploy", help="build a lab from a topology file")
     _topo_args(p, "lab name (overrides the file's)")
@@ -359,20 +314,20 @@ def register(subparsers: Any) -> None:
         help="seconds each exec command may take (default 30)",
     )
     p.add_argument("-f", "--format", choices=("table", "json"), default="table")
-    p.set_defaults(handler=_handler(cmd_deploy))
+    p.set_defaults(handler=cmd_deploy)
 
     p = verbs.add_parser("destroy", help="remove everything a deploy created")
     _topo_args(p)
     p.add_argument("-a", "--all", action="store_true", help="destroy every deployed lab")
     p.add_argument("-c", "--cleanup", action="store_true", help="also delete the lab directory")
-    p.set_defaults(handler=_handler(cmd_destroy))
+    p.set_defaults(handler=cmd_destroy)
 
     p = verbs.add_parser("inspect", help="show the nodes of a lab")
     _topo_args(p)
     p.add_argument("-a", "--all", action="store_true", help="show every deployed lab")
     p.add_argument("-f", "--format", choices=("table", "json"), default="table")
     p.add_argument("--details", action="store_true", help="print topology-data.json")
-    p.set_defaults(handler=_handler(cmd_inspect))
+    p.set_defaults(handler=cmd_inspect)
 
     p = verbs.add_parser("graph", help="draw the topology (HTML by default)")
     _topo_args(p)
@@ -381,7 +336,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write --dot/--mermaid to FILE")
     p.add_argument("--svg", metavar="FILE", help="write an SVG picture (needs graphviz)")
     p.add_argument("--html", metavar="FILE", help="write an HTML page embedding the SVG")
-    p.set_defaults(handler=_handler(cmd_graph))
+    p.set_defaults(handler=cmd_graph)
 
     p = verbs.add_parser("exec", help="run a command in lab nodes")
     _topo_args(p)
@@ -394,19 +349,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("-f", "--format", choices=("plain", "json"), default="plain")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per node (default 30)")
-    p.set_defaults(handler=_handler(cmd_exec))
+    p.set_defaults(handler=cmd_exec)
 
-    p = verbs.add_parser("tools", help="link state, rate, delay and loss")
-    tverbs = p.add_subparsers(dest="tools_command", metavar="TOOL")
-    p.set_defaults(handler=lambda _a: (p.print_help(), 2)[1])
-
-    link = tverbs.add_parser("link", help="show or set link state and shaping")
-    lverbs = link.add_subparsers(dest="link_command", metavar="ACTION")
-    link.set_defaults(handler=lambda _a: (link.print_help(), 2)[1])
+    _, tverbs = group(verbs, "tools", "link state, rate, delay and loss", "TOOL")
+    _, lverbs = group(tverbs, "link", "show or set link state and shaping", "ACTION")
     ls = lverbs.add_parser("show", help="state, MTU and shaping of every link end")
     _topo_args(ls)
     ls.add_argument("-f", "--format", choices=("table", "json"), default="table")
-    ls.set_defaults(handler=_handler(cmd_link_show))
+    ls.set_defaults(handler=cmd_link_show)
     lset = lverbs.add_parser("set", help="set one link end's state and egress shaping")
     _topo_args(lset)
     lset.add_argument("-e", "--endpoint", required=True, metavar="NODE:IF")
@@ -416,11 +366,9 @@ def register(subparsers: Any) -> None:
     lset.add_argument("--jitter", help="delay jitter (netem), e.g. 5ms")
     lset.add_argument("--loss", help="loss (netem), e.g. 1%%")
     lset.add_argument("--clear", action="store_true", help="remove any shaping first")
-    lset.set_defaults(handler=_handler(cmd_link_set))
+    lset.set_defaults(handler=cmd_link_set)
 
-    netem = tverbs.add_parser("netem", help="containerlab-style netem on one interface")
-    nverbs = netem.add_subparsers(dest="netem_command", metavar="ACTION")
-    netem.set_defaults(handler=lambda _a: (netem.print_help(), 2)[1])
+    _, nverbs = group(tverbs, "netem", "containerlab-style netem on one interface", "ACTION")
     for action in ("set", "show"):
         np_ = nverbs.add_parser(action, help=f"{action} impairments of an interface")
         np_.add_argument("-t", "--topo", metavar="FILE", help="topology (when -n is a node name)")
@@ -431,6 +379,6 @@ def register(subparsers: Any) -> None:
             np_.add_argument("--jitter")
             np_.add_argument("--loss")
             np_.add_argument("--rate", help="kbit/s (containerlab) or e.g. 10mbit")
-            np_.set_defaults(handler=_handler(cmd_netem_set), name=None)
+            np_.set_defaults(handler=cmd_netem_set, name=None)
         else:
-            np_.set_defaults(handler=_handler(cmd_netem_show), name=None)
+            np_.set_defaults(handler=cmd_netem_show, name=None)

@@ -1,4 +1,5 @@
-"""Tables for people (the admin commands' --json output is for scripts)."""
+"""The controller's records for people: join tokens, nodes, one node in detail (the admin
+commands' --json output is for scripts; the topology is lispmesh/views/topology.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-
-def _console() -> Console:
-    return Console(width=160)
+from lispmesh.views.policy import node_policy_lines
 
 
-def tokens_table(tokens: Iterable[Any]) -> None:
+def tokens(records: Iterable[Any], console: Console) -> None:
+    """`controller token list` (never a secret)."""
     table = Table("token", "state", "uses", "expires", "tags", "description", title="join tokens")
-    for t in tokens:
+    for t in records:
         table.add_row(
             f"lmj1.{t.token_id}…",
             t.state,
@@ -25,14 +25,15 @@ def tokens_table(tokens: Iterable[Any]) -> None:
             ",".join(t.tags),
             t.description,
         )
-    _console().print(table)
+    console.print(table)
 
 
-def nodes_table(nodes: Iterable[Any]) -> None:
+def nodes(records: Iterable[Any], console: Console) -> None:
+    """`controller node list`."""
     table = Table(
         "name", "id", "state", "EID prefixes", "RLOCs", "config", "last seen", title="nodes"
     )
-    for n in nodes:
+    for n in records:
         rlocs = ", ".join(f"{u.address} ({u.interface})" for u in n.uplinks) or "-"
         table.add_row(
             n.name,
@@ -43,12 +44,12 @@ def nodes_table(nodes: Iterable[Any]) -> None:
             f"v{n.applied_version}/v{n.config_version}",
             n.last_seen or "-",
         )
-    _console().print(table)
+    console.print(table)
 
 
-def node_detail(detail: Any) -> None:
+def node_detail(detail: Any, console: Console) -> None:
+    """`controller node describe`: its record, certificate, last status and policy counters."""
     n = detail.node
-    console = _console()
     console.print(f"[bold]{n.name}[/bold] ({n.node_id})  state: {n.state}  iid {n.instance_id}")
     console.print(f"EIDs: {', '.join(n.eid_prefixes)}   tags: {', '.join(n.tags) or '-'}")
     console.print(
@@ -78,27 +79,5 @@ def node_detail(detail: Any) -> None:
             f"cpu {metrics.get('cpu_seconds', 0):.1f} s, "
             f"rss {int(metrics.get('rss_bytes', 0)) >> 20} MiB"
         )
-    from controller_api.policy_views import node_policy_lines
-
     for line in node_policy_lines(status):
         console.print(line, highlight=False, markup=False)
-
-
-def topology_view(topo: Any) -> None:
-    console = _console()
-    console.print(
-        f"controller {topo.controller_address}   map-servers: "
-        f"{', '.join(topo.map_servers)}   EID pools: {', '.join(topo.eid_pools)}"
-    )
-    table = Table("node", "state", "EID prefixes", "RLOCs (registered)", "peers", title="topology")
-    for t in topo.nodes:
-        n = t.node
-        regs = sorted({rloc for r in t.registrations for rloc in r.rlocs})
-        table.add_row(
-            n.name,
-            n.state,
-            "\n".join(n.eid_prefixes),
-            ", ".join(regs) or "-",
-            ", ".join(t.peers) or "-",
-        )
-    console.print(table)

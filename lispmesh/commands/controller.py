@@ -1,4 +1,8 @@
-"""`lispmesh controller ...`: run the controller, and administer it (tokens, nodes, topology)."""
+"""`lispmesh controller ...`: run the controller, and administer it (tokens, nodes, topology).
+
+`controller topology` is the old spelling of `lispmesh topology` (kept for scripts): the same
+verb, flags and output.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,20 @@ import argparse
 import asyncio
 import json
 import logging
-import re
 import sys
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any
 
-from controller_api.settings import DEFAULT_PORT, DEFAULT_STATE_DIR
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)\Z")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _fail(message: str) -> Exception:
-    from lispmesh.errors import CliError
-
-    return CliError(message)
-
-
-def parse_duration(text: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 90s, 30m, 1h, 7d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+from lispmesh.commands import ops
+from lispmesh.commands.options import Subparsers, add_controller_target, group, parse_duration
+from lispmesh.commands.output import console, print_json
+from lispmesh.commands.rpc import ask_controller
+from lispmesh.errors import CliError
 
 
 def _listen(text: str) -> tuple[str, int]:
     from controller_api.client import split_address
+    from controller_api.settings import DEFAULT_PORT
 
     try:
         return split_address(text, DEFAULT_PORT)
@@ -73,11 +64,11 @@ def _serve(args: argparse.Namespace) -> int:
             rekey_after_seconds=args.rekey_after,
         )
     except ValueError as exc:
-        raise _fail(f"bad EID pool: {exc}") from None
+        raise CliError(f"bad EID pool: {exc}") from None
     try:
         asyncio.run(Controller(settings).serve())
     except ControllerError as exc:
-        raise _fail(f"controller: {exc}") from None
+        raise CliError(f"controller: {exc}") from None
     return 0
 
 
@@ -85,40 +76,11 @@ def _serve(args: argparse.Namespace) -> int:
 # admin commands
 
 
-def _target(args: argparse.Namespace) -> Any:
-    from controller_api.admin_client import AdminError, resolve_target
-
-    try:
-        return resolve_target(
-            Path(args.state_dir), args.controller, args.admin_cert, args.admin_key, args.ca_cert
-        )
-    except AdminError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _call(args: argparse.Namespace, rpc: str, request: Any) -> Any:
-    from controller_api.admin_client import AdminError, call
-
-    try:
-        return call(_target(args), lambda stub: getattr(stub, rpc), request)
-    except AdminError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _print_json(message: Any) -> None:
-    from google.protobuf import json_format
-
-    doc = json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    print(json.dumps(doc, indent=2, sort_keys=True))
-
-
 def _token_tags(args: argparse.Namespace) -> list[str]:
     tags = list(args.tag or [])
     if args.instance_id is not None:
         if not 0 <= args.instance_id < 1 << 24:
-            raise _fail(f"instance-id {args.instance_id} is not in 0..16777215")
+            raise CliError(f"instance-id {args.instance_id} is not in 0..16777215")
         tags.append(f"iid:{args.instance_id}")
     return tags
 
@@ -135,9 +97,9 @@ def _token_create(args: argparse.Namespace) -> int:
         tags=args.tag or [],
         description=args.description or "",
     )
-    reply = _call(args, "CreateToken", request)
+    reply = ask_controller(args, "CreateToken", request)
     if args.json:
-        _print_json(reply)
+        print_json(reply)
     else:
         t = reply.token
         print(reply.token_secret)
@@ -164,7 +126,7 @@ def _token_create_offline(args: argparse.Namespace) -> int:
             args.description or "",
         )
     except (StoreError, IdentityError, OSError) as exc:
-        raise _fail(f"cannot create a token in {args.state_dir}: {exc}") from None
+        raise CliError(f"cannot create a token in {args.state_dir}: {exc}") from None
     if args.json:
         print(
             json.dumps(
@@ -183,22 +145,22 @@ def _token_create_offline(args: argparse.Namespace) -> int:
 
 def _token_list(args: argparse.Namespace) -> int:
     from controller_api.gen.lispmesh.v1 import admin_pb2
-    from controller_api.views import tokens_table
+    from lispmesh.views import controller as view
 
-    reply = _call(args, "ListTokens", admin_pb2.ListTokensRequest())
+    reply = ask_controller(args, "ListTokens", admin_pb2.ListTokensRequest())
     if args.json:
-        _print_json(reply)
+        print_json(reply)
     else:
-        tokens_table(reply.tokens)
+        view.tokens(reply.tokens, console())
     return 0
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
     from controller_api.gen.lispmesh.v1 import admin_pb2
 
-    reply = _call(args, "RevokeToken", admin_pb2.RevokeTokenRequest(token_id=args.token))
+    reply = ask_controller(args, "RevokeToken", admin_pb2.RevokeTokenRequest(token_id=args.token))
     if args.json:
-        _print_json(reply)
+        print_json(reply)
     else:
         print(f"token lmj1.{reply.token_id}… revoked at {reply.revoked_at}")
     return 0
@@ -206,48 +168,36 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 def _node_list(args: argparse.Namespace) -> int:
     from controller_api.gen.lispmesh.v1 import admin_pb2
-    from controller_api.views import nodes_table
+    from lispmesh.views import controller as view
 
-    reply = _call(args, "ListNodes", admin_pb2.ListNodesRequest(include_revoked=args.all))
+    reply = ask_controller(args, "ListNodes", admin_pb2.ListNodesRequest(include_revoked=args.all))
     if args.json:
-        _print_json(reply)
+        print_json(reply)
     else:
-        nodes_table(reply.nodes)
+        view.nodes(reply.nodes, console())
     return 0
 
 
 def _node_describe(args: argparse.Namespace) -> int:
     from controller_api.gen.lispmesh.v1 import admin_pb2
-    from controller_api.views import node_detail
+    from lispmesh.views import controller as view
 
-    reply = _call(args, "DescribeNode", admin_pb2.DescribeNodeRequest(node=args.node))
+    reply = ask_controller(args, "DescribeNode", admin_pb2.DescribeNodeRequest(node=args.node))
     if args.json:
-        _print_json(reply)
+        print_json(reply)
     else:
-        node_detail(reply)
+        view.node_detail(reply, console())
     return 0
 
 
 def _node_revoke(args: argparse.Namespace) -> int:
     from controller_api.gen.lispmesh.v1 import admin_pb2
 
-    reply = _call(args, "RevokeNode", admin_pb2.RevokeNodeRequest(node=args.node))
+    reply = ask_controller(args, "RevokeNode", admin_pb2.RevokeNodeRequest(node=args.node))
     if args.json:
-        _print_json(reply)
+        print_json(reply)
     else:
         print(f"node {reply.name} ({reply.node_id}) revoked at {reply.revoked_at}")
-    return 0
-
-
-def _topology(args: argparse.Namespace) -> int:
-    from controller_api.gen.lispmesh.v1 import admin_pb2
-    from controller_api.views import topology_view
-
-    reply = _call(args, "GetTopology", admin_pb2.GetTopologyRequest())
-    if args.json:
-        _print_json(reply)
-    else:
-        topology_view(reply)
     return 0
 
 
@@ -255,34 +205,10 @@ def _topology(args: argparse.Namespace) -> int:
 # wiring
 
 
-def _admin_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--controller", help="the API address HOST:PORT (default: from the state dir)"
-    )
-    parser.add_argument(
-        "--state-dir", default=str(DEFAULT_STATE_DIR), help="the controller's state dir"
-    )
-    parser.add_argument("--admin-cert", help="admin certificate (default: STATE_DIR/admin.crt)")
-    parser.add_argument("--admin-key", help="admin key (default: STATE_DIR/admin.key)")
-    parser.add_argument("--ca-cert", help="controller CA (default: STATE_DIR/ca.crt)")
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+def register(subparsers: Subparsers) -> None:
+    from controller_api.settings import DEFAULT_PORT, DEFAULT_STATE_DIR
 
-
-def _group(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    parser = sub.add_parser(name, help=help_text)
-    inner = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
-    parser.set_defaults(handler=lambda args: _usage(parser))
-    return inner
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    controller = subparsers.add_parser(
-        "controller", help="run the lispmesh controller and administer it"
-    )
-    sub = controller.add_subparsers(dest="controller_command", metavar="COMMAND")
-    controller.set_defaults(handler=lambda args: _usage(controller))
+    _, sub = group(subparsers, "controller", "run the lispmesh controller and administer it")
 
     serve = sub.add_parser("serve", help="run the controller (foreground)")
     serve.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
@@ -324,7 +250,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--config", help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
-    tokens = _group(sub, "token", "join tokens: create, list, revoke")
+    _, tokens = group(sub, "token", "join tokens: create, list, revoke")
     create = tokens.add_parser("create", help="create a join token (printed once)")
     create.add_argument("--ttl", type=parse_duration, help="lifetime, e.g. 1h (default 24h)")
     create.add_argument("--uses", type=int, default=1, help="how many nodes may join (1)")
@@ -340,35 +266,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="write it straight into --state-dir (the controller need not run)",
     )
-    _admin_options(create)
+    add_controller_target(create)
     create.set_defaults(handler=_token_create)
     tlist = tokens.add_parser("list", help="list join tokens (never their secrets)")
-    _admin_options(tlist)
+    add_controller_target(tlist)
     tlist.set_defaults(handler=_token_list)
     trevoke = tokens.add_parser("revoke", help="revoke a join token")
     trevoke.add_argument("token", help="token id (or the whole token)")
-    _admin_options(trevoke)
+    add_controller_target(trevoke)
     trevoke.set_defaults(handler=_token_revoke)
 
-    nodes = _group(sub, "node", "enrolled nodes: list, describe, revoke")
+    _, nodes = group(sub, "node", "enrolled nodes: list, describe, revoke")
     nlist = nodes.add_parser("list", help="list nodes")
     nlist.add_argument("--all", action="store_true", help="include revoked nodes")
-    _admin_options(nlist)
+    add_controller_target(nlist)
     nlist.set_defaults(handler=_node_list)
     describe = nodes.add_parser("describe", help="one node in detail")
     describe.add_argument("node", help="name or id")
-    _admin_options(describe)
+    add_controller_target(describe)
     describe.set_defaults(handler=_node_describe)
     revoke = nodes.add_parser("revoke", help="revoke a node: cut off, registrations withdrawn")
     revoke.add_argument("node", help="name or id")
-    _admin_options(revoke)
+    add_controller_target(revoke)
     revoke.set_defaults(handler=_node_revoke)
 
-    topology = sub.add_parser("topology", help="nodes, EIDs, RLOCs and registrations")
-    _admin_options(topology)
-    topology.set_defaults(handler=_topology)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
+    ops.add_topology(sub, "topology", "nodes, EIDs, RLOCs and registrations (= lispmesh topology)")

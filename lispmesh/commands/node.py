@@ -1,4 +1,10 @@
-"""`lispmesh node join` and the controller-managed `lispmesh node run` (no --config)."""
+"""`lispmesh node ...`: join the mesh, run a node, and ask a running node how it is doing.
+
+`node run --config FILE` runs a node from its own config file; without --config the node is
+controller-managed (node/agent.py): it joins on first boot (--controller, --token) and reuses
+its identity from the state dir on every later boot. `node status` is the older spelling of
+`lispmesh status` (the same verb, flags and output).
+"""
 
 from __future__ import annotations
 
@@ -8,89 +14,101 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from node.state import DEFAULT_STATE_DIR, Enrollment, StateDir, StateError
+from lispmesh.commands import ops
+from lispmesh.commands.options import DEFAULT_RUN_DIR, Subparsers, group
+from lispmesh.errors import CliError
 
 log = logging.getLogger("lispmesh.agent")
-EXIT_REFUSED = 78  # as for a revoked node: restarting cannot help
+EXIT_REFUSED = 78  # as for a revoked node: restarting cannot help (the systemd unit knows it)
 
 
-def _fail(message: str, code: int = 1) -> Exception:
-    from lispmesh.errors import CliError
-
-    return CliError(message, code)
-
-
-def _logging(args: argparse.Namespace, name: str) -> None:
-    level = getattr(logging, (args.log_level or "info").upper(), logging.INFO)
+def _logging(level: str, name: str) -> None:
     logging.basicConfig(
-        level=level,
+        level=getattr(logging, level.upper(), logging.INFO),
         format=f"%(asctime)s {name} %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
 
 
-def _onboarding(args: argparse.Namespace) -> object | None:
+# ---------------------------------------------------------------------------------------------
+# run from a config file (no controller)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mesh.config import load_config
+    from mesh.node import NodeRuntime, NodeSetupError
+
+    if not args.config:
+        return _run_managed(args)
+    config = load_config(Path(args.config))
+    _logging(args.log_level or config.log_level, config.name)
+    try:
+        asyncio.run(NodeRuntime(config).run())
+    except NodeSetupError as exc:
+        raise CliError(f"node {config.name}: {exc}") from None
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# join, and the controller-managed run
+
+
+def _onboarding(args: argparse.Namespace) -> Any:
     from node.enroll import Onboarding
 
     if not args.onboarding_cert:
         return None
     if not args.onboarding_key:
-        raise _fail("--onboarding-cert needs --onboarding-key")
+        raise CliError("--onboarding-cert needs --onboarding-key")
     return Onboarding(Path(args.onboarding_cert), Path(args.onboarding_key))
 
 
-def _enroll_once(args: argparse.Namespace, state: StateDir) -> Enrollment:
-    from node.enroll import Onboarding, enroll
+def _enroll_once(args: argparse.Namespace, state: Any) -> Any:
+    from node.enroll import enroll
 
-    onboarding = _onboarding(args)
-    assert onboarding is None or isinstance(onboarding, Onboarding)
     return enroll(
         state,
         args.controller,
         token=args.token,
-        onboarding=onboarding,
+        onboarding=_onboarding(args),
         name=args.name,
         ca_cert=Path(args.ca_cert) if args.ca_cert else None,
     )
 
 
-def _print_joined(enrollment: Enrollment) -> None:
-    print(
-        f"joined as {enrollment.name} ({enrollment.node_id}): EIDs "
-        f"{', '.join(enrollment.eid_prefixes)}, controller API {enrollment.api_address}"
-    )
-
-
-def join(args: argparse.Namespace) -> int:
+def _join(args: argparse.Namespace) -> int:
     from node.enroll import EnrollError
+    from node.state import StateDir
 
     if not args.controller:
-        raise _fail("--controller is required")
+        raise CliError("--controller is required")
     state = StateDir(Path(args.state_dir))
     if state.enrolled() and state.revoked_message() is None and not args.force:
         enrollment = state.load_enrollment()
-        raise _fail(
+        raise CliError(
             f"already enrolled as {enrollment.name} ({enrollment.node_id}) in {state.path} "
             "(--force to join again as a new node)"
         )
     try:
         enrollment = _enroll_once(args, state)
     except EnrollError as exc:
-        raise _fail(str(exc), 1 if exc.retry else EXIT_REFUSED) from None
-    except StateError as exc:
-        raise _fail(str(exc)) from None
-    _print_joined(enrollment)
+        raise CliError(str(exc), 1 if exc.retry else EXIT_REFUSED) from None
+    print(
+        f"joined as {enrollment.name} ({enrollment.node_id}): EIDs "
+        f"{', '.join(enrollment.eid_prefixes)}, controller API {enrollment.api_address}"
+    )
     return 0
 
 
-def _join_on_boot(args: argparse.Namespace, state: StateDir) -> Enrollment:
+def _join_on_boot(args: argparse.Namespace, state: Any) -> Any:
     """Enroll, retrying while the controller cannot be reached (it may boot after us)."""
     from node.backoff import Backoff
     from node.enroll import EnrollError
 
     if not args.controller or not (args.token or args.onboarding_cert):
-        raise _fail(
+        raise CliError(
             f"this node is not enrolled yet ({state.path}): give --controller and --token "
             "(or run `lispmesh node join` first)"
         )
@@ -100,7 +118,7 @@ def _join_on_boot(args: argparse.Namespace, state: StateDir) -> Enrollment:
             enrollment = _enroll_once(args, state)
         except EnrollError as exc:
             if not exc.retry:
-                raise _fail(str(exc), EXIT_REFUSED) from None
+                raise CliError(str(exc), EXIT_REFUSED) from None
             delay = backoff.next()
             log.warning("%s; retrying in %.1f s", exc, delay)
             time.sleep(delay)
@@ -112,24 +130,22 @@ def _join_on_boot(args: argparse.Namespace, state: StateDir) -> Enrollment:
         return enrollment
 
 
-def run_managed(args: argparse.Namespace) -> int:
+def _run_managed(args: argparse.Namespace) -> int:
     from node.agent import Agent, AgentOptions
+    from node.state import StateDir
 
     state = StateDir(Path(args.state_dir))
-    _logging(args, "agent")
-    try:
-        state.prepare()
-        revoked = state.revoked_message()
-        if revoked is not None and not args.token:
-            raise _fail(f"{revoked} (join again with a new token)", EXIT_REFUSED)
-        if state.enrolled() and revoked is None:
-            enrollment = state.load_enrollment()
-            if args.token:
-                log.info("already enrolled as %s: --token not needed", enrollment.name)
-        else:
-            enrollment = _join_on_boot(args, state)
-    except StateError as exc:
-        raise _fail(str(exc)) from None
+    _logging(args.log_level or "info", "agent")
+    state.prepare()
+    revoked = state.revoked_message()
+    if revoked is not None and not args.token:
+        raise CliError(f"{revoked} (join again with a new token)", EXIT_REFUSED)
+    if state.enrolled() and revoked is None:
+        enrollment = state.load_enrollment()
+        if args.token:
+            log.info("already enrolled as %s: --token not needed", enrollment.name)
+    else:
+        enrollment = _join_on_boot(args, state)
     options = AgentOptions(
         state_dir=state.path,
         run_dir=Path(args.run_dir),
@@ -141,11 +157,17 @@ def run_managed(args: argparse.Namespace) -> int:
     )
     code = asyncio.run(Agent(state, enrollment, options).run())
     if code:
-        raise _fail(state.revoked_message() or "the node agent stopped", code)
+        raise CliError(state.revoked_message() or "the node agent stopped", code)
     return 0
 
 
-def add_join_options(parser: argparse.ArgumentParser) -> None:
+# ---------------------------------------------------------------------------------------------
+# wiring
+
+
+def _join_options(parser: argparse.ArgumentParser) -> None:
+    from node.state import DEFAULT_STATE_DIR
+
     parser.add_argument("--controller", help="the controller's join address HOST[:PORT]")
     parser.add_argument("--token", help="join token lmj1.<id>.<secret>.<ca-pin>")
     parser.add_argument("--name", help="node name wish (default: the host name)")
@@ -158,7 +180,8 @@ def add_join_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", help="debug, info, warning (default info)")
 
 
-def add_run_options(parser: argparse.ArgumentParser, run_dir: Path) -> None:
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    run_dir = DEFAULT_RUN_DIR
     parser.add_argument("--run-dir", default=str(run_dir), help=f"control socket dir ({run_dir})")
     parser.add_argument("--uplink", action="append", help="uplink interface (repeatable; "
                         "default: every interface with a global address)")  # fmt: skip
@@ -168,3 +191,23 @@ def add_run_options(parser: argparse.ArgumentParser, run_dir: Path) -> None:
                         help="longest wait between retries, seconds (30)")  # fmt: skip
     parser.add_argument("--metrics-interval", type=float, default=30.0,
                         help="seconds between metrics reports (30)")  # fmt: skip
+
+
+def register(subparsers: Subparsers) -> None:
+    _, sub = group(subparsers, "node", "run a lispmesh node and inspect it")
+
+    join = sub.add_parser("join", help="enroll this machine with the controller (once)")
+    _join_options(join)
+    join.add_argument("--force", action="store_true", help="join again as a new node")
+    join.set_defaults(handler=_join)
+
+    run = sub.add_parser(
+        "run",
+        help="run a node: controller-managed (joins on first boot), or from --config FILE",
+    )
+    run.add_argument("--config", help="node config file (YAML): a node without a controller")
+    _join_options(run)
+    _run_options(run)
+    run.set_defaults(handler=_run)
+
+    ops.add_status(sub, "status", "this node's state (= lispmesh status)")

@@ -1,4 +1,4 @@
-"""Policy output for people: `policy explain`, `policy show`, and the policy part of
+"""Policy for people: `policy explain`, `policy show`, and the policy part of
 `controller node describe` (per-rule counters and the flow log a node reported)."""
 
 from __future__ import annotations
@@ -12,12 +12,8 @@ from rich.table import Table
 PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
 
-def _console() -> Console:
-    return Console(width=160)
-
-
-def explanation_view(reply: Any) -> None:
-    console = _console()
+def explanation(reply: Any, console: Console) -> None:
+    """`policy explain`: the verdict, the deciding rule, and why the earlier rules did not."""
     color = "green" if reply.verdict == "allow" else "red"
     port = f"/{reply.port}" if reply.port else ""
     console.print(
@@ -34,8 +30,8 @@ def explanation_view(reply: Any) -> None:
         console.print(table)
 
 
-def policy_view(state: Any) -> None:
-    console = _console()
+def applied(state: Any, console: Console) -> None:
+    """`policy show`: the applied version and how many rules each node got."""
     if not state.installed:
         console.print("no policy applied: every node allows everything")
         return

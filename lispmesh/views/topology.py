@@ -46,6 +46,7 @@ def _direction(view: dict[str, Any] | None) -> str:
 
 
 def table(doc: dict[str, Any]) -> RenderableType:
+    """`lispmesh topology` (= `controller topology`): the nodes, then the paths between them."""
     nodes = Table("node", "state", "EID prefixes", "uplinks (RLOCs)", "peers", title="nodes")
     for entry in doc.get("nodes", []):
         n = entry["node"]
@@ -72,6 +73,7 @@ def table(doc: dict[str, Any]) -> RenderableType:
 
 
 def tree(doc: dict[str, Any]) -> RenderableType:
+    """`lispmesh topology --tree`: each node, its uplinks and its peers."""
     root = Tree(_header(doc))
     for entry in doc.get("nodes", []):
         n = entry["node"]
@@ -82,6 +84,10 @@ def tree(doc: dict[str, Any]) -> RenderableType:
         uplinks = branch.add("uplinks")
         for up in n.get("uplinks", []):
             uplinks.add(Text(uplink_text(up), style="" if up.get("up") else "bold red"))
+        registered = sorted(
+            {rloc for r in entry.get("registrations", []) for rloc in r.get("rlocs", [])}
+        )
+        branch.add(f"registered at the map-server: {', '.join(registered) or '-'}")
         peers = branch.add("peers")
         for peer in entry.get("peer_paths", []):
             path = peer.get("path") or "inbound only"

@@ -1,4 +1,4 @@
-"""The local node for people: status with its peers table, map-cache, ping, trace, netcheck.
+"""The local node for people: status (with its peers), map-cache, ping, trace, netcheck.
 
 Each function takes the JSON document the node's control socket returned (the same that
 `--json` prints) and prints it with rich.
@@ -55,31 +55,68 @@ def peers_table(peers: list[dict[str, Any]]) -> Table:
 
 
 def status(doc: dict[str, Any], console: Console) -> None:
+    """`lispmesh status` (= `lispmesh node status`): identity, controller, EIDs, uplinks,
+    map-servers, peers, map-cache, drops and recent errors of a running node."""
     agent = doc.get("agent") or {}
     console.print(
         f"[bold]{doc['name']}[/bold]  node id {agent.get('node_id', '-')}  "
         f"roles: {', '.join(doc.get('roles', [])) or '-'}  uptime {doc.get('uptime', 0)} s"
     )
+    if "encryption" in doc:
+        crypto = "on" if doc["encryption"] else "[red]OFF[/red]"
+        auth = "authenticated" if doc.get("authenticated_key_exchange") else "[red]interop[/red]"
+        console.print(f"encryption: {crypto} ({auth} key exchange)")
     if agent:
         line = agent.get("controller", "")
         style = "" if agent.get("controller_state") == "connected" else "yellow"
         console.print(
             Text.assemble(f"controller {agent.get('controller_address')}: ", (line, style))
         )
+        if "applied_version" in agent:
+            error = agent.get("apply_error")
+            console.print(
+                f"desired state: v{agent['applied_version']} ({agent.get('config_source', '-')})"
+                + (f"  [red]{error}[/red]" if error else "")
+            )
     xtr = doc.get("xtr")
-    if not xtr:
+    if xtr:
+        _xtr(xtr, console)
+    elif not doc.get("map_server"):
         console.print("no xTR running (waiting for a desired state?)")
-        return
+    ms = doc.get("map_server")
+    if ms:
+        count = ms.get("registration_count", len(ms.get("registrations", [])))
+        console.print(f"map-server: {count} registrations")
+
+
+def _xtr(xtr: dict[str, Any], console: Console) -> None:
     console.print(f"EIDs: {', '.join(xtr['eid_prefixes'])}  (instance-id {xtr['instance_id']})")
-    uplinks = Table("uplink", "RLOC", "state", title="uplinks")
+    uplinks = Table("uplink", "RLOC", "priority", "weight", "state", title="uplinks")
     for up in xtr["uplinks"]:
-        uplinks.add_row(up.get("interface") or "-", up["address"], _up(up["up"]))
+        uplinks.add_row(up.get("interface") or "-", up["address"], str(up.get("priority", "-")),
+                        str(up.get("weight", "-")), _up(up["up"]))  # fmt: skip
     console.print(uplinks)
-    servers = Table("map-server", "registered", title="map-servers")
+    servers = Table("map-server", "registered", "sent", "notifies", title="map-servers")
     for ms in xtr["map_servers"]:
-        servers.add_row(ms["address"], "yes" if ms["registered"] else Text("no", style="red"))
+        registered = "yes" if ms["registered"] else Text("no", style="red")
+        sent, notifies = str(ms.get("registers_sent", "-")), str(ms.get("notifies", "-"))
+        servers.add_row(ms["address"], registered, sent, notifies)
     console.print(servers)
     console.print(peers_table(xtr.get("peers", [])))
+    if "map_cache" in xtr:
+        cache = Table("EID prefix", "peer", "RLOC in use", "key-id", "TTL s", title="map-cache")
+        for entry in xtr["map_cache"]:
+            cache.add_row(entry["prefix"], entry.get("peer") or entry.get("action") or "-",
+                          entry.get("in_use") or "-", str(entry.get("key_id") or "-"),
+                          str(entry.get("ttl_remaining")))  # fmt: skip
+        console.print(cache)
+    if xtr.get("drops"):
+        drops = Table("reason", "packets", title="drops")
+        for reason, count in sorted(xtr["drops"].items()):
+            drops.add_row(reason, str(count))
+        console.print(drops)
+    for error in xtr.get("errors", [])[-5:]:
+        console.print(f"[yellow]recent: {error}[/yellow]")
 
 
 def map_cache(entries: list[dict[str, Any]], console: Console) -> None:
