@@ -21,7 +21,8 @@ Suites (IANA "LISP Crypto Cipher Suite"):
   lispers.net over CS 6 is not supported.
 
 Note that lispers.net's CS 5 data plane appends an HMAC ICV after the GCM tag and pads the
-plaintext; our framing does neither, so the KDF matches lispers.net but the CS 5 packets do not.
+plaintext, and hashes the X25519 output before the KDF; our framing does none of these. The
+lispers.net framing (CS 5 and CS 2) is lisp/lispers_profile.py, an opt-in interop profile.
 
 Key uniqueness: the KDF is symmetric (both ends derive the same key from one exchange), so one
 exchange keys exactly one direction. A node offers one key pair as ITR and another as ETR, so the

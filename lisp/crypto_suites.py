@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Final
 
+# CS 2 (X25519 + AES-128-CBC + HMAC-SHA-256) exists only in the lispers.net interop profile
+# (lisp/lispers_profile.py), so it has no config-file name here.
+CS_AES128_CBC_SHA256: Final = 2
 CS_AES128_GCM: Final = 5
 CS_CHACHA20_POLY1305: Final = 6
 
