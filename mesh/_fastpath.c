@@ -407,7 +407,10 @@ static double mono_now(void) {
     return (double)((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;
 }
 
-/* The 5-tuple of an IPv4/IPv6 packet (mesh.policy.parse_flow); -1 if it is not one. */
+/* The 5-tuple of an IPv4/IPv6 packet (mesh.policy.parse_flow); -1 if it is not one or is
+   malformed: an IPv6 header chain cut short or longer than MAX_V6_HEADERS, or a TCP/UDP packet
+   (or first fragment) without its ports (seen as "protocol 60 without ports" it would slip past
+   a `deny tcp/22` rule and still reach port 22). */
 static int parse_flow(const uint8_t *p, size_t len, FlowTuple *f) {
     memset(f, 0, sizeof(*f));
     if (len < 1) return -1;
@@ -428,13 +431,14 @@ static int parse_flow(const uint8_t *p, size_t len, FlowTuple *f) {
         memcpy(f->dst, p + 24, 16);
         proto = p[6];
         off = 40;
-        for (int i = 0; i < MAX_V6_HEADERS; i++) {
+        int walked = 0;
+        for (; walked < MAX_V6_HEADERS; walked++) {
             if (proto == 0 || proto == 43 || proto == 60) { /* hop-by-hop, routing, dest opts */
-                if (len < off + 2) break;
+                if (len < off + 2) return -1; /* the chain is cut short */
                 proto = p[off];
                 off += ((size_t)p[off + 1] + 1) * 8;
             } else if (proto == 44) { /* fragment: only the first one has the L4 header */
-                if (len < off + 8) break;
+                if (len < off + 8) return -1;
                 int offset = get16(p + off + 2) & 0xFFF8;
                 proto = p[off];
                 off += 8;
@@ -443,13 +447,16 @@ static int parse_flow(const uint8_t *p, size_t len, FlowTuple *f) {
                 break;
             }
         }
+        if (walked == MAX_V6_HEADERS && (proto == 0 || proto == 43 || proto == 60 || proto == 44))
+            return -1; /* more extension headers than we walk */
     } else {
         return -1;
     }
     f->version = version;
     f->proto = proto;
     if (frag) return 0;
-    if ((proto == 6 || proto == 17) && len >= off + 4) {
+    if ((proto == 6 || proto == 17) && len < off + 4) return -1; /* no ports */
+    if (proto == 6 || proto == 17) {
         f->sport = get16(p + off);
         f->dport = get16(p + off + 2);
         f->has_ports = 1;

@@ -5,6 +5,12 @@ two to the same tuples. ICMP/ICMPv6 echo carries its identifier as (id, 0) in a 
 (0, id) in a reply, so a reply is the reverse of its request while an echo request from the other
 side is a new flow. Fragments after the first and other protocols have no ports. IPv6
 hop-by-hop, routing, destination-options and fragment headers are walked.
+
+Malformed (None, counted and dropped by the engines): a packet shorter than its IP header, an
+IPv6 header chain longer than `_MAX_V6_HEADERS` or cut short, and a TCP or UDP packet (or first
+fragment) too short to hold its ports. Evaluated as "protocol 60 (or 44, or 6) without ports",
+such a packet would slip past a rule like `deny tcp/22` and still reach port 22 once the receiver
+walks the rest of its chain or reassembles it.
 """
 
 from __future__ import annotations
@@ -80,20 +86,25 @@ def _parse_walk(packet: bytes) -> Parsed | None:
         for _ in range(_MAX_V6_HEADERS):
             if protocol in _V6_OPTION_HEADERS:
                 if n < off + 2:
-                    break
+                    return None  # the chain is cut short
                 protocol, off = packet[off], off + (packet[off + 1] + 1) * 8
             elif protocol == _V6_FRAGMENT:
                 if n < off + 8:
-                    break
+                    return None
                 later = packet[off + 2] or packet[off + 3] & 0xF8  # offset != 0
                 protocol, off = packet[off], off + 8
                 if later:
                     return (6, src, dst, protocol, 0, 0, False, 0)
             else:
                 break
+        else:
+            if protocol in _V6_OPTION_HEADERS or protocol == _V6_FRAGMENT:
+                return None  # more extension headers than we walk
     else:
         return None
-    if protocol in (TCP, UDP) and n >= off + 4:
+    if protocol in (TCP, UDP) and n < off + 4:
+        return None  # a TCP/UDP packet (or first fragment) without its ports
+    if protocol in (TCP, UDP):
         flags = packet[off + 13] if protocol == TCP and n >= off + 14 else 0
         sport = packet[off] << 8 | packet[off + 1]
         dport = packet[off + 2] << 8 | packet[off + 3]

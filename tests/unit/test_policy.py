@@ -22,6 +22,7 @@ from scapy.layers.inet6 import (
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
     IPv6,
+    IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
 )
@@ -31,6 +32,8 @@ from lisp.crypto import CS_AES128_GCM, PacketCipher
 from mesh import fastpath
 from mesh.keys import data_header
 from mesh.policy import FlowTuple, PolicyEngine, parse_flow
+
+needs_c = pytest.mark.skipif(not fastpath.available(), reason="mesh._fastpath is not built")
 
 A4, B4, C4 = "10.1.1.1", "10.1.2.1", "10.1.3.1"
 A6, B6 = "fd00:1:1::1", "fd00:1:2::1"
@@ -236,6 +239,62 @@ def test_parse_flow_reads_the_5_tuple() -> None:
     )
     for bad in (b"", b"\x45" * 19, b"\x60" * 39, b"\x10" * 40, b"\x44" + bytes(30)):
         assert parse_flow(bad) is None
+
+
+def _chain_attacks() -> dict[str, bytes]:
+    """Packets that reach TCP port 22 at the receiver but hide it from a naive parser."""
+    ssh6, ssh4 = bytes(TCP(sport=4000, dport=22, flags="S")), bytes(TCP(sport=4000, dport=22))
+    nine = IPv6(src=A6, dst=B6)
+    for _ in range(9):
+        nine = nine / IPv6ExtHdrDestOpt()
+    cut_chain = bytes(IPv6(src=A6, dst=B6) / IPv6ExtHdrDestOpt(len=4, nh=6) / ssh6[:8])
+    first6 = IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(offset=0, m=1, nh=6)
+    cut_fragment = bytes(IPv6(src=A6, dst=B6, nh=44)) + b"\x06\x00"  # fragment header cut
+    return {
+        "nine extension headers": bytes(nine / TCP(sport=4000, dport=22)),
+        "a chain cut short": cut_chain,
+        "a fragment header cut short": cut_fragment,
+        "an IPv6 first fragment without the ports": bytes(first6) + ssh6[:2],
+        "an IPv4 first fragment without the ports": bytes(IP(src=A4, dst=B4, flags="MF", proto=6))
+        + ssh4[:2],
+    }
+
+
+def _deny_ssh_allow_rest() -> NodePolicy:
+    return NodePolicy(1, egress=(rule(1, "deny", protocol="tcp", ports=[22]), rule(2)))
+
+
+@pytest.mark.parametrize("name", list(_chain_attacks()))
+def test_a_hidden_or_cut_header_chain_is_malformed_not_a_bypass(name: str) -> None:
+    """The attack: `deny tcp/22` first, allow the rest. Seen as "protocol 60/44/6 without
+    ports", these packets matched the allow rule; they are malformed, counted and dropped."""
+    packet = _chain_attacks()[name]
+    assert parse_flow(packet) is None
+    engine = PolicyEngine(_deny_ssh_allow_rest())
+    assert check(engine, packet, "egress") == "deny:malformed"
+    assert engine.counters.malformed == 1
+    assert check(engine, tcp(A6, B6, 4000, 22), "egress") == "deny:denied"  # the rule itself
+    # Eight headers are still walked, and a complete first fragment still has its ports.
+    eight = IPv6(src=A6, dst=B6)
+    for _ in range(8):
+        eight = eight / IPv6ExtHdrDestOpt()
+    assert check(engine, bytes(eight / TCP(sport=4000, dport=22)), "egress") == "deny:denied"
+    first = IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(offset=0, m=1) / TCP(sport=1, dport=22)
+    assert check(engine, bytes(first), "egress") == "deny:denied"
+
+
+@needs_c
+@pytest.mark.parametrize("name", list(_chain_attacks()))
+def test_the_c_engine_drops_the_same_hidden_chains(name: str) -> None:
+    c = fastpath.FastPath(-1, 0, CS_AES128_GCM)
+    c.set_policy(_deny_ssh_allow_rest(), 0.0)
+    assert c.engine.policy_check(_chain_attacks()[name], "egress", 1.0) == (
+        False,
+        None,
+        "malformed",
+    )
+    found = c.policy_counters(1.0)
+    assert found is not None and found[0].malformed == 1
 
 
 # ---------------------------------------------------------------------------- semantics
@@ -685,8 +744,6 @@ def test_the_engine_agrees_with_the_naive_model(seed: int) -> None:
 
 
 # ---------------------------------------------------------------------------- the C engine
-
-needs_c = pytest.mark.skipif(not fastpath.available(), reason="mesh._fastpath is not built")
 
 
 def run_both(
