@@ -80,8 +80,11 @@ def _agent_connected(lab: MeshLab, node: str) -> bool:
 
 
 def _nodes(lab: MeshLab) -> dict[str, dict[str, object]]:
+    """The lab's own three nodes as the controller lists them. Other tests enroll more nodes
+    (the token test joins one that never comes online): they are not part of the lab's state."""
+    ours = {lab.enrollment(node).name for node in lab.nodes}
     reply = lab.admin("node", "list", "--all")
-    return {n["name"]: n for n in reply.get("nodes", [])}
+    return {n["name"]: n for n in reply.get("nodes", []) if n["name"] in ours}
 
 
 def test_nodes_join_and_reach_each_other(lab: MeshLab) -> None:
@@ -107,8 +110,12 @@ def test_nodes_join_and_reach_each_other(lab: MeshLab) -> None:
 
 
 def _reported(lab: MeshLab) -> dict[str, object] | None:
+    ours = {lab.enrollment(node).name for node in lab.nodes}
     topology = lab.admin("topology")
-    done = all(len(e["peers"]) == 2 and e["node"]["uplinks"] for e in topology["nodes"])
+    topology["nodes"] = [e for e in topology["nodes"] if e["node"]["name"] in ours]
+    done = len(topology["nodes"]) == 3 and all(
+        len(e["peers"]) == 2 and e["node"]["uplinks"] for e in topology["nodes"]
+    )
     return topology if done else None
 
 

@@ -3,7 +3,8 @@ controller and three nodes, n1 with two uplinks. `lispmesh status`, `map-cache`,
 `trace`, `netcheck` and `topology` (JSON, DOT, SVG, HTML, --watch in tmux) must show the lab's
 real state; a cut uplink must show up in `topology` within 5 s.
 
-One lab for the module; the tests run in order (the link cut comes last).
+One lab for the module. CI runs tests in a random order, so the link-cut test puts the link back
+and waits for the mesh to use it again before it returns.
 """
 
 from __future__ import annotations
@@ -233,12 +234,30 @@ def test_cut_link_shows_in_topology_and_watch(lab: MeshLab) -> None:
         assert "paths" in screen and "active" in screen
         assert lab.lab.exec("n1", ["ip", "link", "set", "eth2", "down"]).returncode == 0
         cut = time.monotonic()
-        wait_for(lambda: _uplink_up(lab, "10.78.0.11") is False, 15, "the cut in topology", 0.05)
+        # The issue's bound (5 s) is the wait's limit; the figure is printed, never asserted.
+        wait_for(lambda: _uplink_up(lab, "10.78.0.11") is False, CUT_WITHIN, "the cut in topology",
+                 0.05)  # fmt: skip
         seen = time.monotonic() - cut
         print(f"\nlink cut to `lispmesh topology`: {seen:.2f} s (target {CUT_WITHIN:g} s)")
-        assert seen < CUT_WITHIN
         screen = wait_for(lambda: "eth2 10.78.0.11 DOWN" in (s := _tmux("capture-pane", "-p",
                           "-t", session)) and s, 10, "the cut in the watch view")  # fmt: skip
         assert screen.count("lispmesh topology (Ctrl-C to stop)") == 1  # refreshed in place
     finally:
         _tmux("kill-session", "-t", session)
+        _restore_uplink(lab)
+
+
+def _restore_uplink(lab: MeshLab) -> None:
+    """Put n1's second uplink back (with the route the kernel dropped with the link, as in
+    topology_cli.clab.yml) and wait until the topology and n2's probes use it again."""
+    assert lab.lab.exec("n1", ["ip", "link", "set", "eth2", "up"]).returncode == 0
+    route = ["ip", "route", "replace", "10.77.0.0/24", "via", "10.78.0.254", "dev", "eth2",
+             "metric", "200"]  # fmt: skip
+    assert lab.lab.exec("n1", route).returncode == 0
+    wait_for(lambda: _uplink_up(lab, "10.78.0.11"), 30, "n1's eth2 back in the topology", 0.1)
+    wait_for(partial(_both_rlocs_answer, lab), 30, "n2's probes answered on both n1 RLOCs", 0.1)
+
+
+def _both_rlocs_answer(lab: MeshLab) -> bool:
+    ping = node_json(lab, "n2", "ping", lab.eid("n1"), "-c", "1")
+    return {r["rloc"] for r in ping["rlocs"] if r["received"]} == ADDRESSES["n1"]
