@@ -5,14 +5,18 @@ Enrollment: verify_ek_certificate -> check_attestation_key -> start_activation /
 verify_certification of the mesh key. Each attestation round: appraise (quote + event log + policy).
 """
 
-from controller_api.attestation.appraisal import Appraisal, PolicyViolation, appraise
+from controller_api.attestation.appraisal import PolicyViolation, appraise
 from controller_api.attestation.certify import verify_certification
 from controller_api.attestation.credential import (
     PendingActivation,
     activation_proof,
     start_activation,
 )
-from controller_api.attestation.ek_certificate import ManufacturerCAs, verify_ek_certificate
+from controller_api.attestation.ek_certificate import (
+    ManufacturerCAs,
+    verify_ek_certificate,
+    verify_endorsement,
+)
 from controller_api.attestation.errors import AttestationRefused
 from controller_api.attestation.eventlog import Event, EventLog, EventLogError
 from controller_api.attestation.evidence import (
@@ -26,7 +30,6 @@ from controller_api.attestation.policy import AttestationPolicy, Failure, Verdic
 from controller_api.attestation.quote import TpmClock, VerifiedQuote, verify_quote
 
 __all__ = [
-    "Appraisal",
     "AttestationPolicy",
     "AttestationRefused",
     "CredentialChallenge",
@@ -50,5 +53,6 @@ __all__ = [
     "start_activation",
     "verify_certification",
     "verify_ek_certificate",
+    "verify_endorsement",
     "verify_quote",
 ]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tpm2_pytss import TPMT_PUBLIC
 
 from controller_api.attestation.errors import AttestationRefused
 from controller_api.attestation.eventlog import EventLog
 from controller_api.attestation.evidence import Quote
 from controller_api.attestation.policy import AttestationPolicy, Verdict
-from controller_api.attestation.quote import TpmClock, verify_quote
+from controller_api.attestation.quote import TpmClock, VerifiedQuote, verify_quote
 
 
 class PolicyViolation(AttestationRefused):
@@ -24,14 +22,6 @@ class PolicyViolation(AttestationRefused):
         self.verdict = verdict
 
 
-@dataclass(frozen=True)
-class Appraisal:
-    """An accepted attestation: keep `clock` to check the next quote against."""
-
-    clock: TpmClock
-    pcrs: dict[int, bytes]
-
-
 def appraise(
     quote: Quote,
     ak_public: TPMT_PUBLIC,
@@ -39,10 +29,10 @@ def appraise(
     previous: TpmClock | None,
     event_log: bytes | None,
     policy: AttestationPolicy,
-) -> Appraisal:
-    """Accept the node's attestation or raise AttestationRefused saying which check, PCR or event
-    failed. `ak_public` must come from an activated enrollment, `previous` from the last accepted
-    appraisal of this node."""
+) -> VerifiedQuote:
+    """The accepted quote, or AttestationRefused saying which check, PCR or event failed.
+    `ak_public` must come from an activated enrollment; `previous` is the clock of this node's last
+    accepted quote (keep the returned one for the next round)."""
     verified = verify_quote(quote, ak_public, nonce, policy.pcrs, previous)
     log = None
     if event_log is not None:
@@ -54,9 +44,8 @@ def appraise(
             if verified.pcrs[pcr] != claimed:
                 raise AttestationRefused(
                     f"PCR {pcr}: the TPM quoted {verified.pcrs[pcr].hex()}, the event log "
-                    f"replays to "
-                    f"{claimed.hex()} (an event was added, removed or altered, or the PCR was "
-                    "extended outside the log)",
+                    f"replays to {claimed.hex()} (an event was added, removed or altered, or "
+                    "the PCR was extended outside the log)",
                     "event-log-replay",
                     pcr=pcr,
                 )
@@ -65,4 +54,4 @@ def appraise(
     verdict = policy.evaluate(verified.pcrs, log)
     if not verdict.ok:
         raise PolicyViolation(verdict)
-    return Appraisal(clock=verified.clock, pcrs=verified.pcrs)
+    return verified

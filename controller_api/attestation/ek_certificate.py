@@ -9,7 +9,7 @@ what makes the certificate mean something here is that its key is the EK the nod
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -19,7 +19,7 @@ from tpm2_pytss import TPMT_PUBLIC
 
 from controller_api.attestation.errors import AttestationRefused
 from controller_api.attestation.evidence import Endorsement
-from controller_api.attestation.structures import decode
+from controller_api.attestation.structures import decode, name
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ def verify_ek_certificate(
         cert = x509.load_der_x509_certificate(endorsement.certificate)
     except ValueError as exc:
         raise AttestationRefused(f"EK certificate: malformed ({exc})", "ek-certificate") from None
+    if not trusted.roots:
+        raise AttestationRefused(
+            "EK certificate: no TPM manufacturer CA is configured", "ek-certificate"
+        )
     verifier = (
         verification.PolicyBuilder()
         .store(verification.Store(list(trusted.roots)))
@@ -90,3 +94,22 @@ def verify_ek_certificate(
             "EK certificate: certifies another key than the EK the node presented", "ek-certificate"
         )
     return cert
+
+
+def verify_endorsement(
+    endorsement: Endorsement,
+    trusted: ManufacturerCAs,
+    now: dt.datetime,
+    allowed_uncertified: Collection[bytes] = (),
+) -> x509.Certificate | None:
+    """The EK's certificate as verify_ek_certificate checks it; or, for a TPM without one, None when
+    the operator allowed this EK by its TPM name (listed in `allowed_uncertified`)."""
+    if endorsement.certificate is not None:
+        return verify_ek_certificate(endorsement, trusted, now)
+    ek_name = name(decode(TPMT_PUBLIC, endorsement.public, "EK public area"))
+    if ek_name not in allowed_uncertified:
+        raise AttestationRefused(
+            f"EK {ek_name.hex()}: no EK certificate, and this EK is not allowed without one",
+            "ek-certificate",
+        )
+    return None

@@ -20,7 +20,9 @@ BOOT_LOG_PCRS = tuple(range(8))
 
 @dataclass(frozen=True)
 class Failure:
-    pcr: int
+    """One measurement the policy does not allow: a PCR value (event None) or an event."""
+
+    pcr: int | None
     event: int | None
     message: str
 
@@ -104,7 +106,7 @@ class AttestationPolicy:
         if self.allowed_events:
             if log is None:
                 return Verdict(
-                    (*failures, Failure(-1, None, "no event log to check events against"))
+                    (*failures, Failure(None, None, "no event log to check events against"))
                 )
             for index, event in enumerate(log.events):
                 permitted = self.allowed_events.get(event.pcr)

@@ -17,7 +17,9 @@ from controller_api.attestation.structures import verify_signed
 @dataclass(frozen=True, order=True)
 class TpmClock:
     """The TPM's clock at a quote. Ordered by (reset, restart, clock): the TPM never reports a
-    smaller triple later, so a quote that is not greater than the last one is a replay."""
+    smaller triple later, so a quote that is not greater than the last one is a replay. (The TPM
+    reports the counters in the clear only for keys in the endorsement or platform hierarchy, which
+    is one reason the AK lives in the endorsement hierarchy.)"""
 
     reset_count: int
     restart_count: int

@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from controller_api.attestation import (
-    Appraisal,
     AttestationPolicy,
     AttestationRefused,
     EventLog,
     PolicyViolation,
     Quote,
+    VerifiedQuote,
     appraise,
     check_attestation_key,
 )
@@ -101,7 +101,9 @@ def node(tpm: Tpm) -> Node:
     return Node(tpm, boot_measurements())
 
 
-def _round(node: Node, policy: AttestationPolicy, previous: Appraisal | None = None) -> Appraisal:
+def _round(
+    node: Node, policy: AttestationPolicy, previous: VerifiedQuote | None = None
+) -> VerifiedQuote:
     nonce = os.urandom(20)
     ak = check_attestation_key(node.ak.public())
     clock = previous.clock if previous else None

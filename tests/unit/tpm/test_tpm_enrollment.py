@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tpm2_pytss import (
     TPM2_ALG,
     TPM2_RH,
@@ -31,6 +31,7 @@ from controller_api.attestation import (
     start_activation,
     verify_certification,
     verify_ek_certificate,
+    verify_endorsement,
     verify_quote,
 )
 from node.tpm import AttestationKey, EndorsementKey, MeshKey, Tpm, TpmError
@@ -48,17 +49,24 @@ def _spki(key: ec.EllipticCurvePublicKey) -> bytes:
     )
 
 
-def test_full_enrollment_flow(tpm: Tpm, ca: ManufacturerCA) -> None:
+@pytest.mark.parametrize(
+    ("ek_type", "ek_key"),
+    [("EK-RSA2048", rsa.RSAPublicKey), ("EK-HIGH-ECC384", ec.EllipticCurvePublicKey)],
+)
+def test_full_enrollment_flow(tpm: Tpm, ca: ManufacturerCA, ek_type: str, ek_key: type) -> None:
+    """Both EKs swtpm certifies: RSA 2048 (credential seed by RSA-OAEP) and ECC P-384 (by ECDH)."""
     # Node: what it sends.
-    ek = EndorsementKey.read(tpm)
+    ek = EndorsementKey.read(tpm, [ek_type])
+    assert ek.ek_type == ek_type
     endorsement = ek.evidence(tpm)
     ak = AttestationKey(tpm)
     mesh = MeshKey(tpm)
     assert endorsement.certificate is not None
 
     # Controller: the EK chains to the manufacturer, the AK is a proper attestation key.
-    cert = verify_ek_certificate(endorsement, ca.trusted(), now())
-    assert cert.issuer.rfc4514_string() == "CN=swtpm-localca"
+    cert = verify_endorsement(endorsement, ca.trusted(), now())
+    assert cert is not None and cert.issuer.rfc4514_string() == "CN=swtpm-localca"
+    assert isinstance(cert.public_key(), ek_key)
     ak_public = check_attestation_key(ak.public())
     pending = start_activation(endorsement.public, ak_public)
 
@@ -73,6 +81,20 @@ def test_full_enrollment_flow(tpm: Tpm, ca: ManufacturerCA) -> None:
     assert _spki(mesh_public) == _spki(mesh.private_key().public_key())
     signature = mesh.private_key().sign(b"hello controller", ec.ECDSA(hashes.SHA256()))
     mesh_public.verify(signature, b"hello controller", ec.ECDSA(hashes.SHA256()))
+
+
+def test_an_uncertified_ek_enrolls_only_when_the_operator_allowed_it(tpm: Tpm) -> None:
+    """A low-range ECC P-256 EK (swtpm certifies none): allowed by its name, then activated."""
+    ek = EndorsementKey.read(tpm, ["EK-ECC256"])
+    endorsement = ek.evidence(tpm)
+    assert endorsement.certificate is None
+    with pytest.raises(AttestationRefused, match="no EK certificate, and this EK is not allowed"):
+        verify_endorsement(endorsement, _no_cas(), now())
+    ek_name = _public(endorsement.public).get_name()
+    assert verify_endorsement(endorsement, _no_cas(), now(), {bytes(ek_name)}) is None
+    ak = AttestationKey(tpm)
+    pending = start_activation(endorsement.public, check_attestation_key(ak.public()))
+    pending.check(activation_proof(ak.activate(ek, pending.challenge), ak.name()))
 
 
 def test_credential_activation_on_a_second_tpm_is_refused(
@@ -186,5 +208,12 @@ def test_malformed_evidence_is_one_clear_refusal() -> None:
         verify_ek_certificate(Endorsement(b"", b"not der"), _no_cas(), now())
 
 
+def test_a_verifier_without_manufacturer_cas_refuses_every_ek_certificate(tpm: Tpm) -> None:
+    endorsement = EndorsementKey.read(tpm).evidence(tpm)
+    with pytest.raises(AttestationRefused, match="no TPM manufacturer CA is configured"):
+        verify_ek_certificate(endorsement, _no_cas(), now())
+
+
 def _no_cas() -> ManufacturerCAs:
+    """A verifier configured with no manufacturer at all."""
     return ManufacturerCAs(roots=())
