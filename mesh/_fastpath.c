@@ -121,7 +121,8 @@ typedef struct {
 #define UDP_TIMEOUT 60.0
 #define ICMP_TIMEOUT 30.0
 #define OTHER_TIMEOUT 60.0
-#define EVICT_FRACTION 8 /* a full table drops this fraction at once: eviction stays rare */
+#define EVICT_FRACTION 8 /* a full table frees this fraction at once: rebuilds stay rare */
+#define PEER_SHARE 16    /* a peer's flows past max_flows / PEER_SHARE are evicted first */
 #define MAX_V6_HEADERS 8
 #define MAX_FLOWS_LIMIT (1 << 22)
 
@@ -149,7 +150,7 @@ typedef struct {
 } Rule;
 
 typedef struct {
-    uint8_t used, dir, version, proto, has_ports, closing;
+    uint8_t used, dir, version, proto, has_ports, closing, excess; /* excess: flow_make_room */
     uint16_t sport, dport;
     int32_t rule; /* index into the rules of `dir`, the direction the flow was opened in */
     uint32_t hash;
@@ -558,31 +559,73 @@ static int flow_older(const void *a, const void *b) {
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Refill the table with `keep[start..n)` (a rebuild never breaks a probe chain). */
-static void flow_refill(Policy *pol, Flow *keep, int start, int n) {
+/* Refill the table with the flows of `keep[0..n)` still marked used (a rebuild never breaks a
+   probe chain). */
+static void flow_refill(Policy *pol, Flow *keep, int n) {
     memset(pol->flows, 0, (pol->mask + 1) * sizeof(Flow));
     pol->n_flows = 0;
-    for (int k = start; k < n; k++) flow_place(pol, &keep[k]);
+    for (int k = 0; k < n; k++)
+        if (keep[k].used) flow_place(pol, &keep[k]);
 }
 
-/* A full table: drop the expired flows, then if still full the least recently seen eighth.
-   Runs without the GIL (ingress), hence malloc rather than PyMem. */
+/* Who a flow counts against (mesh.policy.flows.peer_of): the remote end's /24 or /64. */
+static const uint8_t *flow_peer(const Flow *f, size_t *len) {
+    *len = f->version == 4 ? 3 : 8;
+    return f->dir == POL_EGRESS ? f->dst : f->src;
+}
+
+static int same_peer(const Flow *x, const Flow *y) {
+    size_t lx, ly;
+    const uint8_t *px = flow_peer(x, &lx), *py = flow_peer(y, &ly);
+    return lx == ly && memcmp(px, py, lx) == 0;
+}
+
+static int flow_peer_then_older(const void *a, const void *b) {
+    const Flow *x = a, *y = b;
+    size_t lx, ly;
+    const uint8_t *px = flow_peer(x, &lx), *py = flow_peer(y, &ly);
+    if (lx != ly) return lx < ly ? -1 : 1;
+    int c = memcmp(px, py, lx);
+    return c ? c : flow_older(a, b);
+}
+
+/* A full table (mesh.policy.flows.FlowTable._make_room): drop the expired flows; if that freed
+   less than an eighth, evict the least recently seen flows of peers past their share
+   (max_flows / PEER_SHARE), then the least recently seen of anyone, until an eighth is free.
+   One rebuild per max_flows / 8 new flows at most, and one peer cannot push out the flows of
+   peers within their share. Runs without the GIL (ingress), hence malloc rather than PyMem. */
 static void flow_make_room(Policy *pol, double now) {
     Flow *keep = malloc(sizeof(Flow) * ((size_t)pol->n_flows + 1));
     if (!keep) { /* no memory: forget every flow; their next packets meet the rules again */
-        flow_refill(pol, NULL, 0, 0);
+        flow_refill(pol, NULL, 0);
         return;
     }
     int n = 0;
     for (size_t i = 0; i <= pol->mask; i++)
         if (pol->flows[i].used && !flow_expired(&pol->flows[i], now)) keep[n++] = pol->flows[i];
-    int start = 0;
-    if (n >= pol->max_flows) {
+    int target = pol->max_flows / EVICT_FRACTION;
+    if (target < 1) target = 1;
+    int need = n - (pol->max_flows - target);
+    if (need > 0) {
+        int quota = pol->max_flows / PEER_SHARE;
+        if (quota < 1) quota = 1;
+        /* Mark each peer's oldest flows beyond its share... */
+        qsort(keep, (size_t)n, sizeof(Flow), flow_peer_then_older);
+        for (int start = 0; start < n;) {
+            int end = start + 1;
+            while (end < n && same_peer(&keep[start], &keep[end])) end++;
+            for (int k = start; k < end; k++) keep[k].excess = k - start < end - start - quota;
+            start = end;
+        }
+        /* ...then evict in age order: those marked first, anyone after. */
         qsort(keep, (size_t)n, sizeof(Flow), flow_older);
-        start = pol->max_flows / EVICT_FRACTION;
-        if (start < 1) start = 1;
+        for (int k = 0; k < n && need > 0; k++)
+            if (keep[k].excess) { keep[k].used = 0; need--; }
+        for (int k = 0; k < n && need > 0; k++)
+            if (keep[k].used) { keep[k].used = 0; need--; }
+        for (int k = 0; k < n; k++) keep[k].excess = 0;
     }
-    flow_refill(pol, keep, start, n);
+    flow_refill(pol, keep, n);
     free(keep);
 }
 
@@ -1485,7 +1528,7 @@ fail:
 static void policy_recheck(Policy *pol, double now) {
     Flow *keep = PyMem_Malloc(sizeof(Flow) * ((size_t)pol->n_flows + 1));
     if (!keep) { /* no memory: forget every flow; their next packets meet the new rules */
-        flow_refill(pol, NULL, 0, 0);
+        flow_refill(pol, NULL, 0);
         return;
     }
     int n = 0;
@@ -1509,7 +1552,7 @@ static void policy_recheck(Policy *pol, double now) {
         f->rule = k;
         keep[n++] = *f;
     }
-    flow_refill(pol, keep, 0, n);
+    flow_refill(pol, keep, n);
     PyMem_Free(keep);
 }
 

@@ -1,17 +1,27 @@
 """The stateful part of the policy: allowed flows by 5-tuple and direction, bounded, idling out.
 
 Flows idle out (TCP 300 s, 10 s once a FIN or RST was seen; UDP 60 s; ICMP 30 s; others 60 s).
-The table is bounded: when full, expired flows go first, then the least recently seen eighth.
+The table is bounded. When a new flow finds it full, one rebuild makes room for the next eighth
+of the table at once: the expired flows go, then (if that freed less than an eighth) the least
+recently seen flows of the peers holding more than their share (`max_flows // PEER_SHARE`), and
+only then the least recently seen flows of anyone. So
+
+- one peer cannot evict the established flows of others by opening new ones: its own flows past
+  its share go first (a peer is the remote end's /24 or /64: a node's EID prefix);
+- flows that expire one at a time (staggered on purpose) cannot force a rebuild per new flow:
+  every rebuild frees an eighth, so there is at most one per `max_flows // 8` new flows.
+
 The C engine's flow table (mesh/_fastpath.c) follows the same rules.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from common.policy_format import ICMP, ICMPV6, TCP, UDP
+from common.policy_format import EGRESS, ICMP, ICMPV6, TCP, UDP
 
 TCP_TIMEOUT = 300.0
 TCP_CLOSING_TIMEOUT = 10.0  # after a FIN or RST: the connection is going away
@@ -19,7 +29,8 @@ UDP_TIMEOUT = 60.0
 ICMP_TIMEOUT = 30.0
 OTHER_TIMEOUT = 60.0
 MAX_FLOWS = 65536
-EVICT_FRACTION = 8  # a full table drops this fraction at once, so eviction is rare, not per flow
+EVICT_FRACTION = 8  # a full table frees this fraction at once, so rebuilds are rare, not per flow
+PEER_SHARE = 16  # no peer's flows beyond max_flows // PEER_SHARE survive a peer with fewer
 
 
 class Verdict(NamedTuple):
@@ -73,6 +84,14 @@ def _idle_timeout(protocol: int) -> float:
     return OTHER_TIMEOUT
 
 
+def peer_of(key: FlowKey) -> bytes:
+    """Who a flow counts against: the remote end's /24 (IPv4) or /64 (IPv6), the destination
+    of an egress flow and the source of an ingress one."""
+    direction, src, dst = key[0], key[1], key[2]
+    remote = dst if direction == EGRESS else src
+    return remote[:3] if len(remote) == 4 else remote[:8]
+
+
 class FlowTable:
     """Allowed flows by 5-tuple and direction, bounded, with idle expiry on lookup."""
 
@@ -80,6 +99,7 @@ class FlowTable:
         if max_flows < 1:
             raise ValueError("max_flows must be at least 1")
         self.max_flows = max_flows
+        self.quota = max(1, max_flows // PEER_SHARE)
         self.flows: dict[FlowKey, Flow] = {}
         self.seq = 0
 
@@ -101,13 +121,28 @@ class FlowTable:
         self.flows[key] = flow
 
     def _make_room(self, now: float) -> None:
-        self.flows = {k: f for k, f in self.flows.items() if not f.expired(now)}
-        if len(self.flows) < self.max_flows:
+        live = {k: f for k, f in self.flows.items() if not f.expired(now)}
+        self.flows = live
+        need = len(live) - (self.max_flows - max(1, self.max_flows // EVICT_FRACTION))
+        if need <= 0:
             return
-        count = max(1, self.max_flows // EVICT_FRACTION)
-        oldest = sorted(self.flows.items(), key=lambda kf: (kf[1].last_seen, kf[1].seq))
-        for key, _ in oldest[:count]:
-            del self.flows[key]
+        oldest = sorted(live.items(), key=lambda kf: (kf[1].last_seen, kf[1].seq))
+        held = Counter(peer_of(key) for key in live)
+        quota = self.quota
+        for key, _ in oldest:  # first the flows of peers past their share, oldest first
+            if need == 0:
+                return
+            peer = peer_of(key)
+            if held[peer] > quota:
+                held[peer] -= 1
+                del live[key]
+                need -= 1
+        for key, _ in oldest:  # still short: the oldest of anyone
+            if need == 0:
+                return
+            if key in live:
+                del live[key]
+                need -= 1
 
     def live(self, now: float) -> int:
         return sum(1 for f in self.flows.values() if not f.expired(now))

@@ -934,3 +934,88 @@ def test_c_ingress_writes_only_allowed_packets_to_the_tun(wire: Any) -> None:
     assert fp.stats()["policy-denied"] == 2
     assert fp.stats()["opened"] == 4
     assert fp.policy_status(1.0)["rules"]["ingress"][0]["packets"] == 2
+
+
+# ---------------------------------------------------------------------------- a full table
+
+
+def _eviction_attack() -> tuple[NodePolicy, list[tuple[str, Any]], list[bytes]]:
+    """Our workload holds TCP connections to eight peers; one peer allowed to send UDP opens
+    300 flows into a table of 64. Then each connection's next reply comes back."""
+    policy = NodePolicy(1, egress=(rule(1, protocol="tcp"),), ingress=(rule(2, protocol="udp"),))
+    events: list[tuple[str, Any]] = []
+    replies = []
+    for i in range(8):
+        peer = f"10.2.{i}.1"
+        events.append(("packet", (tcp(A4, peer, 5000 + i, 443), "egress", 0.0)))
+        replies.append(tcp(peer, A4, 443, 5000 + i, "SA"))
+    for j in range(300):
+        events.append(("packet", (udp("10.9.9.1", A4, 1 + j, 53), "ingress", 1.0 + j * 0.01)))
+    return policy, events, replies
+
+
+def test_one_peer_cannot_evict_the_established_flows_of_others() -> None:
+    """The attack: the table is shared, and a full one evicted the least recently seen flows of
+    anyone, so a flood of new flows from one allowed peer cut everybody else's connections
+    (their replies then met the ingress rules: default deny). Now that peer's flows past its
+    share (64 // 16 = 4) go first."""
+    policy, events, replies = _eviction_attack()
+    engine = PolicyEngine(policy, max_flows=64)
+    for _, (packet, direction, now) in events:
+        engine.check(packet, direction, now)
+    assert len(engine.flows) <= 64
+    assert [check(engine, r, "ingress", 10.0) for r in replies] == ["allow:return"] * 8
+    # The flooding peer still has flows, only not at the others' expense.
+    assert check(engine, udp("10.9.9.1", A4, 300, 53), "ingress", 10.0) == "allow:established"
+
+
+@needs_c
+def test_the_c_engine_keeps_the_same_flows_under_the_eviction_attack() -> None:
+    policy, events, replies = _eviction_attack()
+    events += [("packet", (r, "ingress", 10.0)) for r in replies]
+    run_both(events, policy, 64, 16)
+    c = fastpath.FastPath(-1, 0, CS_AES128_GCM)
+    c.set_policy(policy, 0.0, max_flows=64)
+    for _, (packet, direction, now) in events[:-8]:
+        c.engine.policy_check(packet, direction, now)
+    got = [c.engine.policy_check(r, "ingress", 10.0)[2] for r in replies]
+    assert got == ["return"] * 8
+
+
+def _staggered(count: int) -> list[tuple[str, Any]]:
+    """64 flows one second apart, then new ones timed so that exactly one old flow has idled
+    out (UDP: 60 s) whenever a new one arrives at the full table."""
+    events: list[tuple[str, Any]] = []
+    for i in range(64):
+        events.append(("packet", (udp(A4, f"10.{i}.0.1", 1000, 53), "egress", float(i))))
+    for j in range(count):
+        packet = udp(A4, f"10.{100 + j % 100}.{j // 100}.1", 2000, 53)
+        events.append(("packet", (packet, "egress", 60.5 + j)))
+    return events
+
+
+def test_staggered_expiry_cannot_force_a_rebuild_per_new_flow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attack: with one flow expiring just before each new one, every new flow found the
+    table full, rebuilt all of it and freed one slot: a full rebuild per packet. Now a rebuild
+    frees an eighth of the table, so 400 new flows cost at most 400 / 8 + 1 rebuilds."""
+    from mesh.policy.flows import FlowTable
+
+    rebuilds = []
+    real = FlowTable._make_room
+
+    def counting(table: FlowTable, now: float) -> None:
+        rebuilds.append(now)
+        real(table, now)
+
+    monkeypatch.setattr(FlowTable, "_make_room", counting)
+    engine = PolicyEngine(NodePolicy(1, egress=(rule(1),)), max_flows=64)
+    verdicts = [engine.check(*event) for _, event in _staggered(400)]
+    assert all(v.allowed for v in verdicts) and len(engine.flows) <= 64
+    assert 0 < len(rebuilds) <= 400 // 8 + 1, len(rebuilds)
+
+
+@needs_c
+def test_the_c_engine_rebuilds_the_same_way_under_staggered_expiry() -> None:
+    run_both(_staggered(400), NodePolicy(1, egress=(rule(1),)), 64, 16)
