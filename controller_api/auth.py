@@ -2,10 +2,14 @@
 
 gRPC has already checked the client certificate chains to the controller CA; here the exact
 certificate must belong to a node that is not revoked (a re-enrolled node's old certificate no
-longer counts), or carry the admin URI. Everything but Enrollment goes through one of these.
+longer counts; a renewed node's old one only until the end of its grace period), or carry the
+admin URI. Everything but Enrollment goes through one of these.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import grpc
 from cryptography import x509
@@ -42,9 +46,12 @@ def _uris(cert: x509.Certificate) -> list[str]:
 
 
 class Authenticator:
-    def __init__(self, store: Store, ca: x509.Certificate) -> None:
+    def __init__(
+        self, store: Store, ca: x509.Certificate, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.ca = ca
+        self.clock = clock
 
     def _chained(self, cert: x509.Certificate | None, what: str) -> x509.Certificate:
         if cert is None:
@@ -63,7 +70,8 @@ class Authenticator:
 
     def node(self, context: grpc.aio.ServicerContext) -> NodeRow:
         cert = self._chained(peer_certificate(context), "a node")
-        node = self.store.node_by_cert(pki.fingerprint(cert))
+        fp = pki.fingerprint(cert)
+        node = self.store.node_by_cert(fp) or self.store.node_by_retired_cert(fp, self.clock())
         if node is None:
             raise Denied(
                 grpc.StatusCode.UNAUTHENTICATED,

@@ -126,6 +126,7 @@ class ControllerCore:
             applied_version=node.applied_version,
             uplinks=uplinks,
             token_id=node.token_id or "",
+            cert_not_after=rfc3339(node.cert_not_after),
         )
 
     def node_detail(self, node: NodeRow) -> admin_pb2.NodeDetail:

@@ -211,7 +211,36 @@ class Enroller:
         eid6: IPv6Network,
         iid: int,
     ) -> x509.Certificate:
-        return self.pki.ca.issue(name, key, [(iid, eid4), (iid, eid6)])
+        return self.pki.ca.issue(
+            name, key, [(iid, eid4), (iid, eid6)],
+            valid_days=self.settings.cert_lifetime / 86400, now=self.clock(),
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ renewal
+
+    def renew(self, node: NodeRow, csr_der: bytes) -> tuple[x509.Certificate, float]:
+        """A new certificate for `node` (authenticated by its current or retired certificate)
+        and the new key in `csr_der`; the replaced certificate is accepted until the returned
+        time. The key must be new: a renewal that kept a key would also keep a stolen one."""
+        try:
+            public_key = pki.parse_csr(csr_der)
+        except IdentityError as exc:
+            raise EnrollmentError("invalid", exc.reason) from None
+        key_fp = pki.public_key_fingerprint(public_key)
+        if key_fp == node.public_key_fp:
+            raise EnrollmentError(
+                "invalid", "a renewal needs a new key (the CSR holds the old one)"
+            )
+        now = self.clock()
+        cert = self._issue(node.name, public_key, node.eid4, node.eid6, node.instance_id)
+        grace_until = now + self.settings.cert_grace
+        renewed = self.store.replace_certificate(
+            node.node_id, pki.pem(cert).decode(), pki.fingerprint(cert),
+            cert.not_valid_after_utc.timestamp(), key_fp, retire_until=grace_until,
+        )  # fmt: skip
+        if renewed is None:
+            raise EnrollmentError("denied", f"node {node.name} was revoked")
+        return cert, grace_until
 
     def _create(self, new: NewNode, key: ec.EllipticCurvePublicKey, now: float) -> Enrolled:
         def issue(alloc: Allocation) -> Issued:

@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
@@ -84,8 +86,11 @@ def _text(value: object) -> str | None:
 
 
 class Controller:
-    def __init__(self, settings: ControllerSettings) -> None:
+    def __init__(
+        self, settings: ControllerSettings, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = settings
+        self.clock = clock  # wall-clock seconds: tests move it (certificate lifetimes)
         self.store: Store | None = None
         self.map_server: EmbeddedMapServer | None = None
         self.server: grpc.aio.Server | None = None
@@ -137,17 +142,22 @@ class Controller:
             await self.map_server.start()
         except Exception as exc:
             raise ControllerError(f"embedded map-server: {exc}") from None
-        self.core = core = ControllerCore(store, s, pools, advertise, self.map_server)
+        self.core = core = ControllerCore(
+            store, s, pools, advertise, self.map_server, clock=self.clock
+        )
         core.sync_map_server()
-        auth = Authenticator(store, ca_pki.ca.certificate)
-        enroller = Enroller(store, ca_pki, s, pools, cas)
+        auth = Authenticator(store, ca_pki.ca.certificate, self.clock)
+        enroller = Enroller(store, ca_pki, s, pools, cas, clock=self.clock)
         server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1)])
         for add, servicer in (
             (
                 enrollment_pb2_grpc.add_EnrollmentServicer_to_server,
                 EnrollmentService(core, enroller),
             ),
-            (config_pb2_grpc.add_NodeConfigServicer_to_server, NodeConfigService(core, auth)),
+            (
+                config_pb2_grpc.add_NodeConfigServicer_to_server,
+                NodeConfigService(core, auth, enroller),
+            ),
             (status_pb2_grpc.add_StatusServicer_to_server, StatusService(core, auth)),
             (admin_pb2_grpc.add_AdminServicer_to_server, AdminService(core, auth, self.pin)),
             (policy_pb2_grpc.add_PolicyAdminServicer_to_server, PolicyService(core, auth)),

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from controller_api import pki
 from controller_api.auth import Authenticator, Denied
 from controller_api.core import ControllerCore
 from controller_api.enrollment import Enroller, EnrollmentError
@@ -68,9 +69,10 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
 
 
 class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
-    def __init__(self, core: ControllerCore, auth: Authenticator) -> None:
+    def __init__(self, core: ControllerCore, auth: Authenticator, enroller: Enroller) -> None:
         self.core = core
         self.auth = auth
+        self.enroller = enroller
 
     async def Watch(
         self, request: config_pb2.WatchRequest, context: grpc.aio.ServicerContext
@@ -118,6 +120,30 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
         if error:
             log.warning("node %s could not apply version %d: %s", node.name, request.version, error)
         return config_pb2.AckResponse()
+
+    async def Renew(
+        self, request: config_pb2.RenewRequest, context: grpc.aio.ServicerContext
+    ) -> config_pb2.RenewResponse:
+        try:
+            node = self.auth.node(context)
+        except Denied as denied:
+            await _deny(context, denied)
+            raise
+        try:
+            cert, previous_until = self.enroller.renew(node, request.csr_der)
+        except EnrollmentError as exc:
+            log.warning("renewal for node %s refused: %s", node.name, exc)
+            await context.abort(_ENROLL_CODES[exc.code], str(exc))
+            raise  # not reached: abort raises
+        log.info(
+            "node %s renewed its certificate (valid until %s; the old one until %s)",
+            node.name, rfc3339(cert.not_valid_after_utc.timestamp()), rfc3339(previous_until),
+        )  # fmt: skip
+        return config_pb2.RenewResponse(
+            certificate_pem=pki.pem(cert),
+            ca_certificate_pem=self.enroller.pki.ca_pem,
+            previous_valid_until=rfc3339(previous_until),
+        )
 
 
 class StatusService(status_pb2_grpc.StatusServicer):

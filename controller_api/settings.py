@@ -52,6 +52,10 @@ class ControllerSettings:
     # keys) stays unreachable from nodes holding its old key.
     rekey_after_seconds: float = 120.0
     mtu: int = 1400
+    # Node certificates: their lifetime (nodes renew at 2/3 of it), and how long a certificate
+    # replaced by a renewal is still accepted (a node whose renewal answer was lost asks again).
+    cert_lifetime: float = 365 * 86400.0
+    cert_grace: float = 86400.0
     # How often each Watch stream re-reads its node's row (revocation, config changes made by
     # another controller process): the "config cycle".
     config_cycle: float = 2.0

@@ -324,7 +324,7 @@ class CertificateAuthority:
         public_key: ec.EllipticCurvePublicKey,
         eids: Sequence[Eid],
         rlocs: Sequence[IpNetwork] | None = None,
-        valid_days: int = 365,
+        valid_days: float = 365,
         now: Now = None,
     ) -> x509.Certificate:
         """A node certificate for `node_name` and its EID prefixes (and RLOC prefixes, if the
@@ -334,8 +334,11 @@ class CertificateAuthority:
             public_key.curve, ec.SECP256R1
         ):
             raise IdentityError("node keys must be ECDSA P-256")
+        # Valid a little before now (peers' clocks differ) and `valid_days` from now: a short
+        # lifetime (a lab renewing every few minutes) is not eaten by the back-dating.
         start = _utcnow(now) - _CLOCK_SKEW
-        end = min(start + dt.timedelta(days=valid_days), self.certificate.not_valid_after_utc)
+        end = _utcnow(now) + dt.timedelta(days=valid_days)
+        end = min(end, self.certificate.not_valid_after_utc)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_name)]))

@@ -287,6 +287,13 @@ class NodeRuntime:
             self.map_server.core.replace_sites(_sites(config), time.monotonic())
         log.info("node %s reconfigured", config.name)
 
+    def reload_identity(self) -> None:
+        """The key and certificate files were replaced (a renewal): key exchanges from now on
+        are signed with the new pair; keys already agreed stay until their next rekey."""
+        if self.xtr is not None and self.config.xtr is not None:
+            self.xtr.reconfigure(self.config, self._load_identity())
+            log.info("node %s: identity reloaded", self.config.name)
+
     def _update_tun(self, old: XtrConfig, new: XtrConfig) -> None:
         if (old.eid_addresses, old.overlay_routes, old.mtu) == (
             new.eid_addresses,

@@ -6,7 +6,8 @@ back from its checkpoint. While the controller is unreachable it retries with ex
 backoff and full jitter, and says so in its status (`lispmesh node status`, section `agent`).
 It reports its state to the controller when that changes, and its metrics periodically.
 A revocation stops the runtime, forgets the checkpoint and ends the agent (exit code 78, which
-the systemd unit does not restart).
+the systemd unit does not restart). It renews its certificate at 2/3 of its lifetime
+(node/renewal.py), then reconnects with the new one and the runtime signs with the new key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 from controller_api.client import ControllerUnreachable, aio_channel, credentials, explain
 from controller_api.gen.lispmesh.v1 import config_pb2, config_pb2_grpc, status_pb2_grpc
@@ -33,6 +35,7 @@ from mesh.node import NodeRuntime, NodeSetupError
 from node import telemetry
 from node.backoff import Backoff
 from node.desired import DesiredStateError, LocalFacts, to_node_config
+from node.renewal import RenewalError, RenewalSchedule, renew_certificate
 from node.state import Enrollment, StateDir
 from node.uplinks import as_rlocs, discover
 
@@ -53,6 +56,9 @@ class AgentOptions:
     status_interval: float = 1.0  # how often the state is compared with what was last sent
     volatile_interval: float = 10.0  # RTTs and traffic counters: refreshed at most this often
     metrics_interval: float = 30.0
+    renew_backoff_base: float = 5.0
+    renew_backoff_cap: float = 3600.0
+    renew_recheck: float = 600.0  # the longest single wait for the renewal time (clock jumps)
 
 
 class Revoked(Exception):
@@ -94,6 +100,8 @@ class Agent:
         self.connected_at: float | None = None
         self.status_stub: Any = None
         self.force_report = True
+        self.renewal: RenewalSchedule | None = None
+        self.credentials_changed = asyncio.Event()  # a renewal: reconnect with the new pair
 
     # ------------------------------------------------------------------ main
 
@@ -101,6 +109,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
+        self.state.finish_renewal()
         await self._start_standby()
         checkpoint = self.state.load_checkpoint()
         if checkpoint is not None and not checkpoint.revoked:
@@ -111,6 +120,7 @@ class Agent:
         tasks = [
             asyncio.create_task(self._controller_loop(), name="controller"),
             asyncio.create_task(self._report_loop(), name="reports"),
+            asyncio.create_task(self._renewal_loop(), name="renewal"),
         ]
         try:
             await self.stop_event.wait()
@@ -147,6 +157,17 @@ class Agent:
             "applied_version": self.applied_version,
             "config_source": self.config_source,
             "apply_error": self.apply_error,
+            **self._certificate_status(),
+        }
+
+    def _certificate_status(self) -> dict[str, Any]:
+        schedule = self.renewal
+        if schedule is None:
+            return {}
+        return {
+            "cert_not_after": rfc3339(schedule.not_after),
+            "cert_renew_at": rfc3339(schedule.next_attempt()),
+            "cert_renewal_error": schedule.last_error,
         }
 
     # ------------------------------------------------------------------ the controller
@@ -155,7 +176,8 @@ class Agent:
         backoff = Backoff(self.options.backoff_base, self.options.backoff_cap)
         while True:
             try:
-                await self._watch(backoff)
+                if await self._watch_until_renewed(backoff):
+                    continue  # a new certificate: reconnect with it at once
                 self._unreachable("the controller ended the stream")
             except Revoked as revoked:
                 await self._revoked(str(revoked))
@@ -174,6 +196,23 @@ class Agent:
             delay = backoff.next()
             self.next_retry_at = time.monotonic() + delay
             await asyncio.sleep(delay)
+
+    async def _watch_until_renewed(self, backoff: Backoff) -> bool:
+        """Watch until the stream ends (False) or a renewal changed the credentials (True)."""
+        watch = asyncio.create_task(self._watch(backoff))
+        changed = asyncio.create_task(self.credentials_changed.wait())
+        try:
+            await asyncio.wait({watch, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watch, changed):
+                task.cancel()
+        if not watch.done() or watch.cancelled():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watch
+            self.credentials_changed.clear()
+            return True
+        watch.result()  # raises what ended the session
+        return False
 
     async def _watch(self, backoff: Backoff) -> None:
         creds = credentials(
@@ -230,6 +269,37 @@ class Agent:
         for _, registration in getattr(xtr, "registrations", {}).values():
             with contextlib.suppress(Exception):
                 registration.refresh_now(time.monotonic())
+
+    # ------------------------------------------------------------------ renewal
+
+    async def _renewal_loop(self) -> None:
+        opts = self.options
+        backoff = Backoff(opts.renew_backoff_base, opts.renew_backoff_cap)
+        cert = x509.load_pem_x509_certificate(self.state.cert.read_bytes())
+        self.renewal = schedule = RenewalSchedule.for_certificate(cert, backoff)
+        while True:
+            wait = schedule.next_attempt() - time.time()
+            if wait > 0:
+                await asyncio.sleep(min(wait, opts.renew_recheck))
+                continue
+            try:
+                cert = await renew_certificate(
+                    self.state, self.enrollment.name, self.enrollment.api_address
+                )
+            except (RenewalError, OSError) as exc:
+                retry = schedule.failed(time.time(), str(exc))
+                log.warning("certificate renewal failed (%s); next try at %s", exc, rfc3339(retry))
+                continue
+            schedule.renewed(cert)
+            log.info("certificate renewed: valid until %s", rfc3339(schedule.not_after))
+            self._new_identity()
+
+    def _new_identity(self) -> None:
+        """The renewed pair is in place: the controller session and the runtime take it."""
+        self.credentials_changed.set()
+        self.force_report = True
+        if self.runtime is not None:
+            self.runtime.reload_identity()
 
     # ------------------------------------------------------------------ applying
 

@@ -1,7 +1,9 @@
 """The node agent's state directory (default /var/lib/lispmesh).
 
 node.key         the node's P-256 key (0600), made here, never sent anywhere
-node.crt         its certificate, issued by the controller at enrollment
+node.crt         its certificate, issued by the controller at enrollment (and each renewal)
+node.key.new     during a renewal only: the new pair, moved into place key first
+node.crt.new
 ca.crt           the controller CA (pinned at enrollment; the only root trusted)
 agent.json       node id and name, the controller's join and API addresses, run dir
 checkpoint.json  the last desired state applied (0600: it holds the site key)
@@ -17,11 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import json_format
 
 from common.errors import LispmeshError
 from controller_api.gen.lispmesh.v1 import config_pb2
-from mesh.identity import _write_file
+from mesh.identity import _write_file, write_certificate, write_private_key
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,14 @@ class StateDir:
         return self.path / "node.crt"
 
     @property
+    def new_key(self) -> Path:
+        return self.path / "node.key.new"
+
+    @property
+    def new_cert(self) -> Path:
+        return self.path / "node.crt.new"
+
+    @property
     def ca(self) -> Path:
         return self.path / "ca.crt"
 
@@ -77,6 +89,25 @@ class StateDir:
             os.chmod(self.path, 0o700)
         except OSError as exc:
             raise StateError(f"state dir {self.path}: {exc.strerror}") from None
+
+    def install_renewal(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        """Put a renewed key and certificate in place. Both are written beside the old pair
+        first, then moved key first, so a crash anywhere leaves what `finish_renewal` can turn
+        into a matching pair (the new one, or the old one if the new certificate never came)."""
+        write_private_key(self.new_key, key)
+        write_certificate(self.new_cert, cert)
+        os.replace(self.new_key, self.key)
+        os.replace(self.new_cert, self.cert)
+
+    def finish_renewal(self) -> None:
+        """After a crash during `install_renewal`: complete it, or drop a half-made one."""
+        if self.new_cert.exists():
+            if self.new_key.exists():
+                os.replace(self.new_key, self.key)
+            os.replace(self.new_cert, self.cert)
+            log.warning("%s: completed a renewal interrupted by a crash", self.path)
+        elif self.new_key.exists():
+            self.new_key.unlink()  # its certificate never arrived: the old pair stands
 
     def enrolled(self) -> bool:
         return self.agent_file.exists() and self.cert.exists() and self.key.exists()

@@ -110,9 +110,22 @@ class Store(Protocol):
     def revoke_node(self, node_id: str, now: float) -> NodeRow | None: ...
 
     def replace_certificate(
-        self, node_id: str, cert_pem: str, cert_fp: str, not_after: float, public_key_fp: str
+        self,
+        node_id: str,
+        cert_pem: str,
+        cert_fp: str,
+        not_after: float,
+        public_key_fp: str,
+        retire_until: float | None = None,
     ) -> NodeRow | None:
-        """The node with its new certificate; None if there is no live node `node_id`."""
+        """The node with its new certificate; None if there is no live node `node_id`. With
+        `retire_until` (a renewal), the replaced certificate stays known until then
+        (`node_by_retired_cert`); without it (a re-enrollment), it is forgotten at once."""
+        ...
+
+    def node_by_retired_cert(self, cert_fp: str, now: float) -> NodeRow | None:
+        """The node whose certificate `cert_fp` a renewal replaced, if `now` is before the end
+        of its grace period."""
         ...
 
     def set_config_hash(self, node_id: str, config_hash: str) -> int:

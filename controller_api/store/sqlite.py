@@ -101,6 +101,13 @@ CREATE TABLE IF NOT EXISTS objects (
     revision INTEGER NOT NULL,
     PRIMARY KEY (kind, key)
 );
+-- Certificates a renewal replaced: still accepted (mTLS) until `until`, the grace period in
+-- which a node whose renewal answer was lost can ask again with its old certificate.
+CREATE TABLE IF NOT EXISTS retired_certs (
+    cert_fp TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    until REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ca (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     cert_pem BLOB NOT NULL,
@@ -375,10 +382,28 @@ class SqliteStore:
             )
         return self.get_node(node_id)
 
+    def node_by_retired_cert(self, cert_fp: str, now: float) -> NodeRow | None:
+        rows = self._read(
+            "SELECT node_id FROM retired_certs WHERE cert_fp = ? AND until > ?", cert_fp, now
+        )
+        return self.get_node(rows[0]["node_id"]) if rows else None
+
     def replace_certificate(
-        self, node_id: str, cert_pem: str, cert_fp: str, not_after: float, public_key_fp: str
+        self,
+        node_id: str,
+        cert_pem: str,
+        cert_fp: str,
+        not_after: float,
+        public_key_fp: str,
+        retire_until: float | None = None,
     ) -> NodeRow | None:
         with self._write() as conn:
+            if retire_until is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO retired_certs (cert_fp, node_id, until)"
+                    " SELECT cert_fp, id, ? FROM nodes WHERE id = ? AND revoked_at IS NULL",
+                    (retire_until, node_id),
+                )
             changed = conn.execute(
                 "UPDATE nodes SET cert_pem = ?, cert_fp = ?, cert_not_after = ?,"
                 " public_key_fp = ? WHERE id = ? AND revoked_at IS NULL",

@@ -62,6 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
             onboarding_ca=Path(args.onboarding_ca) if args.onboarding_ca else None,
             config_cycle=args.config_cycle,
             rekey_after_seconds=args.rekey_after,
+            cert_lifetime=args.cert_lifetime,
+            cert_grace=args.cert_grace,
         )
     except ValueError as exc:
         raise CliError(f"bad EID pool: {exc}") from None
@@ -245,6 +247,18 @@ def register(subparsers: Subparsers) -> None:
         type=parse_duration,
         default=120.0,
         help="node key lifetime (2m); also bounds the outage after a peer reboots",
+    )
+    serve.add_argument(
+        "--cert-lifetime",
+        type=parse_duration,
+        default=365 * 86400.0,
+        help="node certificate lifetime (365d); nodes renew at 2/3 of it",
+    )
+    serve.add_argument(
+        "--cert-grace",
+        type=parse_duration,
+        default=86400.0,
+        help="how long a renewed node's old certificate is still accepted (1d)",
     )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--config", help=argparse.SUPPRESS)

@@ -31,8 +31,9 @@ def tokens(records: Iterable[Any], console: Console) -> None:
 def nodes(records: Iterable[Any], console: Console) -> None:
     """`controller node list`."""
     table = Table(
-        "name", "id", "state", "EID prefixes", "RLOCs", "config", "last seen", title="nodes"
-    )
+        "name", "id", "state", "EID prefixes", "RLOCs", "config", "last seen", "cert until",
+        title="nodes",
+    )  # fmt: skip
     for n in records:
         rlocs = ", ".join(f"{u.address} ({u.interface})" for u in n.uplinks) or "-"
         table.add_row(
@@ -43,6 +44,7 @@ def nodes(records: Iterable[Any], console: Console) -> None:
             rlocs,
             f"v{n.applied_version}/v{n.config_version}",
             n.last_seen or "-",
+            n.cert_not_after or "-",
         )
     console.print(table)
 

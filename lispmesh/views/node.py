@@ -78,6 +78,13 @@ def status(doc: dict[str, Any], console: Console) -> None:
                 f"desired state: v{agent['applied_version']} ({agent.get('config_source', '-')})"
                 + (f"  [red]{error}[/red]" if error else "")
             )
+        if agent.get("cert_not_after"):
+            renewal = agent.get("cert_renewal_error")
+            console.print(
+                f"certificate: valid until {agent['cert_not_after']}, "
+                f"renews at {agent.get('cert_renew_at', '-')}"
+                + (f"  [yellow]last renewal failed: {renewal}[/yellow]" if renewal else "")
+            )
     xtr = doc.get("xtr")
     if xtr:
         _xtr(xtr, console)

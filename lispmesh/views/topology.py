@@ -47,7 +47,9 @@ def _direction(view: dict[str, Any] | None) -> str:
 
 def table(doc: dict[str, Any]) -> RenderableType:
     """`lispmesh topology` (= `controller topology`): the nodes, then the paths between them."""
-    nodes = Table("node", "state", "EID prefixes", "uplinks (RLOCs)", "peers", title="nodes")
+    nodes = Table(
+        "node", "state", "EID prefixes", "uplinks (RLOCs)", "peers", "cert until", title="nodes"
+    )
     for entry in doc.get("nodes", []):
         n = entry["node"]
         nodes.add_row(
@@ -56,6 +58,7 @@ def table(doc: dict[str, Any]) -> RenderableType:
             "\n".join(n.get("eid_prefixes", [])),
             _uplinks(n),
             str(len(entry.get("peers", []))),
+            n.get("cert_not_after") or "-",
         )
     paths = Table("pair", "path", "encrypted", "state", "RTT", "a → b", "b → a", title="paths")
     for link in doc.get("links", []):

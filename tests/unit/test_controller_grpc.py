@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from controller_api.client import (
@@ -29,9 +32,13 @@ from controller_api.gen.lispmesh.v1 import (
     status_pb2,
     status_pb2_grpc,
 )
+from controller_api.pki import make_csr
 from controller_api.server import Controller
-from controller_api.settings import ControllerSettings
+from controller_api.settings import ControllerSettings, rfc3339
+from mesh.identity import EID_EXTENSION_OID
+from node.agent import Agent, AgentOptions
 from node.enroll import EnrollError, enroll
+from node.renewal import RenewalError, renew_certificate
 from node.state import StateDir
 
 
@@ -49,15 +56,20 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 class Running:
-    def __init__(self, loop: asyncio.AbstractEventLoop, state_dir: Path) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, state_dir: Path, cert_lifetime: float = 86400.0
+    ) -> None:
         self.loop = loop
         self.state_dir = state_dir
+        self.clock_offset = 0.0  # the controller's clock runs this far ahead of the real one
         port = _free_port()
         self.controller = Controller(
             ControllerSettings(
                 state_dir=state_dir, listen_host="127.0.0.1", listen_port=port,
                 api_port=_free_port(), map_server_port=0, config_cycle=0.2,
-            )
+                cert_grace=600.0, cert_lifetime=cert_lifetime,
+            ),
+            clock=lambda: time.time() + self.clock_offset,
         )  # fmt: skip
         loop.run_until_complete(self.controller.start())
 
@@ -266,3 +278,140 @@ def test_node_key_is_never_sent(ctl: Running, tmp_path: Path) -> None:
     wal = ctl.state_dir / "controller.db-wal"
     blob = db + (wal.read_bytes() if wal.exists() else b"")
     assert state.key.read_bytes().split(b"\n")[1] not in blob
+
+
+# ---------------------------------------------------------------------------- renewal
+
+
+def _node_creds(state: StateDir, cert: bytes | None = None, key: bytes | None = None) -> Any:
+    return credentials(
+        state.ca.read_bytes(), cert or state.cert.read_bytes(), key or state.key.read_bytes()
+    )
+
+
+def _ack(ctl: Running, creds: Any) -> grpc.StatusCode:
+    """One authenticated node call: OK or the code it was refused with."""
+
+    async def call() -> None:
+        async with aio_channel(ctl.controller.api_address, creds) as channel:
+            stub = config_pb2_grpc.NodeConfigStub(channel)
+            await stub.Ack(config_pb2.AckRequest(version=0, ok=True), timeout=5)
+
+    try:
+        ctl.loop.run_until_complete(call())
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def test_renewal_gives_a_new_key_and_retires_the_old_certificate_after_the_grace(
+    ctl: Running, tmp_path: Path
+) -> None:
+    state = StateDir(tmp_path / "node")
+    enrollment = ctl.enroll(state, ctl.token())
+    old_cert, old_key = state.cert.read_bytes(), state.key.read_bytes()
+    old = x509.load_pem_x509_certificate(old_cert)
+    new = ctl.loop.run_until_complete(
+        renew_certificate(state, enrollment.name, enrollment.api_address)
+    )
+    # A new key (0600) and its certificate, for the same node, in place.
+    assert state.key.read_bytes() != old_key and state.key.stat().st_mode & 0o777 == 0o600
+    assert state.cert.read_bytes() == new.public_bytes(serialization.Encoding.PEM)
+    assert new.public_key() != old.public_key() and new.subject == old.subject
+    eids = [c.extensions.get_extension_for_oid(EID_EXTENSION_OID).value for c in (new, old)]
+    assert eids[0] == eids[1]  # the same EID prefixes and instance-id
+    assert not state.new_key.exists() and not state.new_cert.exists()
+    nodes = ctl.admin("ListNodes", admin_pb2.ListNodesRequest()).nodes
+    assert nodes[0].cert_not_after == rfc3339(new.not_valid_after_utc.timestamp())
+    topology = ctl.admin("GetTopology", admin_pb2.GetTopologyRequest())
+    assert topology.nodes[0].node.cert_not_after == nodes[0].cert_not_after
+    # The new pair works; the old one still does during the grace period (a node whose answer
+    # was lost asks again with it), and is refused once the grace period is over.
+    assert _ack(ctl, _node_creds(state)) == grpc.StatusCode.OK
+    assert _ack(ctl, _node_creds(state, old_cert, old_key)) == grpc.StatusCode.OK
+    ctl.clock_offset = 601.0
+    assert _ack(ctl, _node_creds(state, old_cert, old_key)) == grpc.StatusCode.UNAUTHENTICATED
+    assert _ack(ctl, _node_creds(state)) == grpc.StatusCode.OK
+
+
+def test_renewal_refuses_the_old_key_and_a_revoked_node(ctl: Running, tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "node")
+    enrollment = ctl.enroll(state, ctl.token())
+    key = serialization.load_pem_private_key(state.key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+
+    async def renew_with(csr: bytes) -> None:
+        async with aio_channel(enrollment.api_address, _node_creds(state)) as channel:
+            stub = config_pb2_grpc.NodeConfigStub(channel)
+            await stub.Renew(config_pb2.RenewRequest(csr_der=csr), timeout=5)
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        ctl.loop.run_until_complete(renew_with(make_csr(key, enrollment.name)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "needs a new key" in (err.value.details() or "")
+    ctl.admin("RevokeNode", admin_pb2.RevokeNodeRequest(node=enrollment.name))
+    cert_before = state.cert.read_bytes()
+    with pytest.raises(RenewalError, match="revoked"):
+        ctl.loop.run_until_complete(
+            renew_certificate(state, enrollment.name, enrollment.api_address)
+        )
+    assert state.cert.read_bytes() == cert_before and not state.new_key.exists()
+
+
+def test_the_agent_renews_when_due_and_reconnects_with_the_new_certificate(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    # Certificates are back-dated 5 minutes for clock skew, so a 152 s lifetime is due for
+    # renewal (2/3 of [now - 300 s, now + 152 s]) about a second after it was issued.
+    ctl = Running(loop, tmp_path / "ctl", cert_lifetime=152.0)
+    try:
+        state = StateDir(tmp_path / "node")
+        enrollment = ctl.enroll(state, ctl.token())
+        first = state.cert.read_bytes()
+        agent = Agent(state, enrollment, AgentOptions(state.path, tmp_path / "run"))
+
+        async def until_renewed() -> None:
+            task = asyncio.create_task(agent._renewal_loop())
+            try:
+                await asyncio.wait_for(agent.credentials_changed.wait(), 20)
+            finally:
+                task.cancel()
+
+        loop.run_until_complete(until_renewed())
+        assert state.cert.read_bytes() != first
+        renewed = x509.load_pem_x509_certificate(state.cert.read_bytes())
+        status = agent.status()
+        assert status["cert_not_after"] == rfc3339(renewed.not_valid_after_utc.timestamp())
+        assert status["cert_renewal_error"] == ""
+        assert _ack(ctl, _node_creds(state)) == grpc.StatusCode.OK
+    finally:
+        ctl.stop()
+
+
+def test_the_agent_keeps_retrying_a_renewal_the_controller_refuses(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    ctl = Running(loop, tmp_path / "ctl", cert_lifetime=152.0)
+    try:
+        state = StateDir(tmp_path / "node")
+        enrollment = ctl.enroll(state, ctl.token())
+        ctl.admin("RevokeNode", admin_pb2.RevokeNodeRequest(node=enrollment.name))
+        first = state.cert.read_bytes()
+        options = AgentOptions(state.path, tmp_path / "run", renew_backoff_base=0.05)
+        agent = Agent(state, enrollment, options)
+
+        async def until_failed_twice() -> None:
+            task = asyncio.create_task(agent._renewal_loop())
+            try:
+                deadline = loop.time() + 20  # bounded poll on the agent's own state
+                while agent.renewal is None or agent.renewal.backoff.attempts < 2:
+                    assert loop.time() < deadline, "the agent never retried its renewal"
+                    await asyncio.sleep(0.02)
+            finally:
+                task.cancel()
+
+        loop.run_until_complete(until_failed_twice())
+        assert "revoked" in agent.status()["cert_renewal_error"]
+        assert state.cert.read_bytes() == first and not agent.credentials_changed.is_set()
+    finally:
+        ctl.stop()

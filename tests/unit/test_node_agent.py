@@ -4,15 +4,21 @@ state dir, the shipped systemd unit."""
 from __future__ import annotations
 
 import configparser
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from controller_api.gen.lispmesh.v1 import config_pb2
 from mesh.config import Rloc
+from mesh.identity import CertificateAuthority, write_certificate, write_private_key
 from node.backoff import Backoff
 from node.desired import DesiredStateError, LocalFacts, to_node_config
+from node.renewal import RenewalSchedule
 from node.state import Enrollment, StateDir, StateError
 
 UNIT = Path(__file__).resolve().parents[2] / "node" / "systemd" / "lispmesh-node.service"
@@ -173,3 +179,60 @@ def test_a_corrupted_checkpoint_is_ignored_with_one_line_not_a_crash(
     with caplog.at_level("WARNING"):
         assert state.load_checkpoint() is None
     assert [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()], caplog.text
+
+
+# ---------------------------------------------------------------------------- renewal
+
+
+def _cert(tmp_path: Path, name: str, days: float, now: float) -> tuple[Any, Any]:
+    ca = CertificateAuthority.create(tmp_path / f"ca-{name}", "test CA", now=now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = ca.issue(name, key.public_key(), [(0, ip_network("10.1.0.0/24"))], valid_days=days,
+                    now=now)  # fmt: skip
+    return key, cert
+
+
+def test_renewal_is_due_at_two_thirds_and_retries_with_capped_backoff(tmp_path: Path) -> None:
+    now = 1_900_000_000.0  # a clock we control: no waiting
+    _, cert = _cert(tmp_path, "edge-1", 30, now)
+    schedule = RenewalSchedule.for_certificate(cert, Backoff(base=60, cap=3600, rand=lambda: 1.0))
+    start, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+    assert schedule.next_attempt() == pytest.approx(start + (end - start) * 2 / 3)
+    assert schedule.next_attempt() - now == pytest.approx(20 * 86400, abs=600)
+    # The controller is down: each failure waits longer, never more than the cap, and the
+    # error is kept for `node status`.
+    t = schedule.next_attempt()
+    waits = []
+    for _ in range(9):
+        retry = schedule.failed(t, "cannot reach the controller")
+        waits.append(retry - t)
+        t = retry
+    assert waits == [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
+    assert schedule.last_error == "cannot reach the controller"
+    # Renewed: the next renewal follows the new certificate, backoff and error are reset.
+    _, fresh = _cert(tmp_path, "edge-1b", 30, t)
+    schedule.renewed(fresh)
+    assert schedule.retry_at is None and schedule.last_error == ""
+    assert schedule.next_attempt() == pytest.approx(t + 20 * 86400, abs=600)
+    assert schedule.failed(schedule.next_attempt(), "x") - schedule.due_at == 60
+
+
+@pytest.mark.parametrize("crashed_after", ["new key", "both new", "key moved"])
+def test_a_crash_during_renewal_leaves_a_matching_pair(tmp_path: Path, crashed_after: str) -> None:
+    state = StateDir(tmp_path / "state")
+    old_key, old_cert = _cert(tmp_path, "old", 30, 1_900_000_000.0)
+    new_key, new_cert = _cert(tmp_path, "new", 30, 1_900_000_000.0)
+    write_private_key(state.key, old_key)
+    write_certificate(state.cert, old_cert)
+    write_private_key(state.new_key, new_key)
+    if crashed_after != "new key":
+        write_certificate(state.new_cert, new_cert)
+    if crashed_after == "key moved":
+        state.new_key.replace(state.key)
+    state.finish_renewal()
+    key = serialization.load_pem_private_key(state.key.read_bytes(), None)
+    cert = x509.load_pem_x509_certificate(state.cert.read_bytes())
+    assert cert.public_key() == key.public_key()
+    assert cert == (old_cert if crashed_after == "new key" else new_cert)
+    assert not state.new_key.exists() and not state.new_cert.exists()
+    assert state.key.stat().st_mode & 0o777 == 0o600

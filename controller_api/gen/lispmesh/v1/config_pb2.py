@@ -25,35 +25,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lispmesh/v1/config.proto\x12\x0blispmesh.v1\"%\n\x0cWatchRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"L\n\tMapServer\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x0e\n\x06key_id\x18\x03 \x01(\r\x12\x10\n\x08site_key\x18\x04 \x01(\t\"n\n\x08Security\x12\x12\n\nencryption\x18\x01 \x01(\x08\x12\x14\n\x0c\x63ipher_suite\x18\x02 \x01(\t\x12\x1b\n\x13rekey_after_packets\x18\x03 \x01(\x04\x12\x1b\n\x13rekey_after_seconds\x18\x04 \x01(\x01\"\x8e\x01\n\x06Timers\x12\x19\n\x11register_interval\x18\x01 \x01(\x01\x12\x1c\n\x14register_ttl_minutes\x18\x02 \x01(\r\x12\x16\n\x0eprobe_interval\x18\x03 \x01(\x01\x12\x18\n\x10probe_dead_after\x18\x04 \x01(\x01\x12\x19\n\x11map_request_retry\x18\x05 \x01(\x01\"\x9b\x01\n\nPolicyRule\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0b\n\x03src\x18\x04 \x03(\t\x12\x0b\n\x03\x64st\x18\x05 \x03(\t\x12\x15\n\x08protocol\x18\x06 \x01(\rH\x00\x88\x01\x01\x12%\n\x05ports\x18\x07 \x03(\x0b\x32\x16.lispmesh.v1.PortRangeB\x0b\n\t_protocol\"&\n\tPortRange\x12\x0b\n\x03low\x18\x01 \x01(\r\x12\x0c\n\x04high\x18\x02 \x01(\r\"\x92\x01\n\x06Policy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\'\n\x06\x65gress\x18\x03 \x03(\x0b\x32\x17.lispmesh.v1.PolicyRule\x12(\n\x07ingress\x18\x04 \x03(\x0b\x32\x17.lispmesh.v1.PolicyRule\x12\x16\n\x0epolicy_version\x18\x05 \x01(\x04\"\x18\n\x08Workload\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xb5\x03\n\x0c\x44\x65siredState\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x13\n\x0binstance_id\x18\x04 \x01(\r\x12\x14\n\x0c\x65id_prefixes\x18\x05 \x03(\t\x12\x15\n\reid_addresses\x18\x06 \x03(\t\x12\x16\n\x0eoverlay_routes\x18\x07 \x03(\t\x12+\n\x0bmap_servers\x18\x08 \x03(\x0b\x32\x16.lispmesh.v1.MapServer\x12\x15\n\rmap_resolvers\x18\t \x03(\t\x12\'\n\x08security\x18\n \x01(\x0b\x32\x15.lispmesh.v1.Security\x12#\n\x06timers\x18\x0b \x01(\x0b\x32\x13.lispmesh.v1.Timers\x12\x0f\n\x07revoked\x18\x0c \x01(\x08\x12\x0b\n\x03mtu\x18\r \x01(\r\x12%\n\x08policies\x18\x14 \x03(\x0b\x32\x13.lispmesh.v1.Policy\x12(\n\tworkloads\x18\x15 \x03(\x0b\x32\x15.lispmesh.v1.Workload\x12\x15\n\rrevoked_nodes\x18\x16 \x03(\t\"8\n\nAckRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\r\n\x0b\x41\x63kResponse2\x87\x01\n\nNodeConfig\x12?\n\x05Watch\x12\x19.lispmesh.v1.WatchRequest\x1a\x19.lispmesh.v1.DesiredState0\x01\x12\x38\n\x03\x41\x63k\x12\x17.lispmesh.v1.AckRequest\x1a\x18.lispmesh.v1.AckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lispmesh/v1/config.proto\x12\x0blispmesh.v1\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_der\x18\x01 \x01(\x0c\"b\n\rRenewResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\x12\x1c\n\x14previous_valid_until\x18\x03 \x01(\t\"%\n\x0cWatchRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"L\n\tMapServer\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x0e\n\x06key_id\x18\x03 \x01(\r\x12\x10\n\x08site_key\x18\x04 \x01(\t\"n\n\x08Security\x12\x12\n\nencryption\x18\x01 \x01(\x08\x12\x14\n\x0c\x63ipher_suite\x18\x02 \x01(\t\x12\x1b\n\x13rekey_after_packets\x18\x03 \x01(\x04\x12\x1b\n\x13rekey_after_seconds\x18\x04 \x01(\x01\"\x8e\x01\n\x06Timers\x12\x19\n\x11register_interval\x18\x01 \x01(\x01\x12\x1c\n\x14register_ttl_minutes\x18\x02 \x01(\r\x12\x16\n\x0eprobe_interval\x18\x03 \x01(\x01\x12\x18\n\x10probe_dead_after\x18\x04 \x01(\x01\x12\x19\n\x11map_request_retry\x18\x05 \x01(\x01\"\x9b\x01\n\nPolicyRule\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0b\n\x03src\x18\x04 \x03(\t\x12\x0b\n\x03\x64st\x18\x05 \x03(\t\x12\x15\n\x08protocol\x18\x06 \x01(\rH\x00\x88\x01\x01\x12%\n\x05ports\x18\x07 \x03(\x0b\x32\x16.lispmesh.v1.PortRangeB\x0b\n\t_protocol\"&\n\tPortRange\x12\x0b\n\x03low\x18\x01 \x01(\r\x12\x0c\n\x04high\x18\x02 \x01(\r\"\x92\x01\n\x06Policy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\'\n\x06\x65gress\x18\x03 \x03(\x0b\x32\x17.lispmesh.v1.PolicyRule\x12(\n\x07ingress\x18\x04 \x03(\x0b\x32\x17.lispmesh.v1.PolicyRule\x12\x16\n\x0epolicy_version\x18\x05 \x01(\x04\"\x18\n\x08Workload\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xb5\x03\n\x0c\x44\x65siredState\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x13\n\x0binstance_id\x18\x04 \x01(\r\x12\x14\n\x0c\x65id_prefixes\x18\x05 \x03(\t\x12\x15\n\reid_addresses\x18\x06 \x03(\t\x12\x16\n\x0eoverlay_routes\x18\x07 \x03(\t\x12+\n\x0bmap_servers\x18\x08 \x03(\x0b\x32\x16.lispmesh.v1.MapServer\x12\x15\n\rmap_resolvers\x18\t \x03(\t\x12\'\n\x08security\x18\n \x01(\x0b\x32\x15.lispmesh.v1.Security\x12#\n\x06timers\x18\x0b \x01(\x0b\x32\x13.lispmesh.v1.Timers\x12\x0f\n\x07revoked\x18\x0c \x01(\x08\x12\x0b\n\x03mtu\x18\r \x01(\r\x12%\n\x08policies\x18\x14 \x03(\x0b\x32\x13.lispmesh.v1.Policy\x12(\n\tworkloads\x18\x15 \x03(\x0b\x32\x15.lispmesh.v1.Workload\x12\x15\n\rrevoked_nodes\x18\x16 \x03(\t\"8\n\nAckRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\r\n\x0b\x41\x63kResponse2\xc7\x01\n\nNodeConfig\x12?\n\x05Watch\x12\x19.lispmesh.v1.WatchRequest\x1a\x19.lispmesh.v1.DesiredState0\x01\x12\x38\n\x03\x41\x63k\x12\x17.lispmesh.v1.AckRequest\x1a\x18.lispmesh.v1.AckResponse\x12>\n\x05Renew\x12\x19.lispmesh.v1.RenewRequest\x1a\x1a.lispmesh.v1.RenewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lispmesh.v1.config_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WATCHREQUEST']._serialized_start=41
-  _globals['_WATCHREQUEST']._serialized_end=78
-  _globals['_MAPSERVER']._serialized_start=80
-  _globals['_MAPSERVER']._serialized_end=156
-  _globals['_SECURITY']._serialized_start=158
-  _globals['_SECURITY']._serialized_end=268
-  _globals['_TIMERS']._serialized_start=271
-  _globals['_TIMERS']._serialized_end=413
-  _globals['_POLICYRULE']._serialized_start=416
-  _globals['_POLICYRULE']._serialized_end=571
-  _globals['_PORTRANGE']._serialized_start=573
-  _globals['_PORTRANGE']._serialized_end=611
-  _globals['_POLICY']._serialized_start=614
-  _globals['_POLICY']._serialized_end=760
-  _globals['_WORKLOAD']._serialized_start=762
-  _globals['_WORKLOAD']._serialized_end=786
-  _globals['_DESIREDSTATE']._serialized_start=789
-  _globals['_DESIREDSTATE']._serialized_end=1226
-  _globals['_ACKREQUEST']._serialized_start=1228
-  _globals['_ACKREQUEST']._serialized_end=1284
-  _globals['_ACKRESPONSE']._serialized_start=1286
-  _globals['_ACKRESPONSE']._serialized_end=1299
-  _globals['_NODECONFIG']._serialized_start=1302
-  _globals['_NODECONFIG']._serialized_end=1437
+  _globals['_RENEWREQUEST']._serialized_start=41
+  _globals['_RENEWREQUEST']._serialized_end=72
+  _globals['_RENEWRESPONSE']._serialized_start=74
+  _globals['_RENEWRESPONSE']._serialized_end=172
+  _globals['_WATCHREQUEST']._serialized_start=174
+  _globals['_WATCHREQUEST']._serialized_end=211
+  _globals['_MAPSERVER']._serialized_start=213
+  _globals['_MAPSERVER']._serialized_end=289
+  _globals['_SECURITY']._serialized_start=291
+  _globals['_SECURITY']._serialized_end=401
+  _globals['_TIMERS']._serialized_start=404
+  _globals['_TIMERS']._serialized_end=546
+  _globals['_POLICYRULE']._serialized_start=549
+  _globals['_POLICYRULE']._serialized_end=704
+  _globals['_PORTRANGE']._serialized_start=706
+  _globals['_PORTRANGE']._serialized_end=744
+  _globals['_POLICY']._serialized_start=747
+  _globals['_POLICY']._serialized_end=893
+  _globals['_WORKLOAD']._serialized_start=895
+  _globals['_WORKLOAD']._serialized_end=919
+  _globals['_DESIREDSTATE']._serialized_start=922
+  _globals['_DESIREDSTATE']._serialized_end=1359
+  _globals['_ACKREQUEST']._serialized_start=1361
+  _globals['_ACKREQUEST']._serialized_end=1417
+  _globals['_ACKRESPONSE']._serialized_start=1419
+  _globals['_ACKRESPONSE']._serialized_end=1432
+  _globals['_NODECONFIG']._serialized_start=1435
+  _globals['_NODECONFIG']._serialized_end=1634
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,11 @@ class NodeConfigStub:
                 request_serializer=lispmesh_dot_v1_dot_config__pb2.AckRequest.SerializeToString,
                 response_deserializer=lispmesh_dot_v1_dot_config__pb2.AckResponse.FromString,
                 _registered_method=True)
+        self.Renew = channel.unary_unary(
+                '/lispmesh.v1.NodeConfig/Renew',
+                request_serializer=lispmesh_dot_v1_dot_config__pb2.RenewRequest.SerializeToString,
+                response_deserializer=lispmesh_dot_v1_dot_config__pb2.RenewResponse.FromString,
+                _registered_method=True)
 
 
 class NodeConfigServicer:
@@ -65,6 +70,14 @@ class NodeConfigServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Renew(self, request, context):
+        """A new certificate for a new key (the node's current certificate authenticates the call).
+        The previous certificate keeps working for the controller's grace period, then is refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeConfigServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_NodeConfigServicer_to_server(servicer, server):
                     servicer.Ack,
                     request_deserializer=lispmesh_dot_v1_dot_config__pb2.AckRequest.FromString,
                     response_serializer=lispmesh_dot_v1_dot_config__pb2.AckResponse.SerializeToString,
+            ),
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=lispmesh_dot_v1_dot_config__pb2.RenewRequest.FromString,
+                    response_serializer=lispmesh_dot_v1_dot_config__pb2.RenewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +151,33 @@ class NodeConfig:
             '/lispmesh.v1.NodeConfig/Ack',
             lispmesh_dot_v1_dot_config__pb2.AckRequest.SerializeToString,
             lispmesh_dot_v1_dot_config__pb2.AckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lispmesh.v1.NodeConfig/Renew',
+            lispmesh_dot_v1_dot_config__pb2.RenewRequest.SerializeToString,
+            lispmesh_dot_v1_dot_config__pb2.RenewResponse.FromString,
             options,
             channel_credentials,
             insecure,
