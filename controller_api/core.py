@@ -18,6 +18,7 @@ from controller_api.gen.lispmesh.v1 import admin_pb2, common_pb2, config_pb2, st
 from controller_api.policies import Checked, PolicyManager
 from controller_api.settings import ControllerSettings, Pools, rfc3339
 from controller_api.store import NodeRow, Store, TokenRow
+from controller_api.tpm_records import Attestation, TpmNode, TpmRecords
 
 
 class ControllerCore:
@@ -39,6 +40,7 @@ class ControllerCore:
         self.streams: Counter[str] = Counter()  # node id -> open Watch streams
         self._changed: dict[str, asyncio.Event] = {}
         self.policies = PolicyManager(store, clock)
+        self.tpm_records = TpmRecords(store)
         if map_server is not None:
             map_server.core.policy_check = self.policies.may_learn
 
@@ -46,7 +48,9 @@ class ControllerCore:
 
     def desired_state(self, node: NodeRow) -> config_pb2.DesiredState:
         policy = self.policies.for_node(node)
-        revoked = [n.name for n in self.store.list_nodes() if n.revoked]
+        # A quarantined node's keys are refused by the others exactly as a revoked node's.
+        quarantined = {t.node_id for t in self.tpm_records.all().values() if t.quarantined}
+        revoked = [n.name for n in self.store.list_nodes() if n.revoked or n.node_id in quarantined]
         document = build(node, self.settings, self.pools, self.advertise, policy, revoked)
         return versioned(self.store, document)
 
@@ -94,11 +98,39 @@ class ControllerCore:
         self._inventory_changed()
         return revoked
 
+    # ------------------------------------------------------------------ attestation
+
+    def quarantine(self, node: NodeRow) -> str | None:
+        """Why `node` is quarantined (its last attestation failed), or None."""
+        tpm = self.tpm_records.get(node.node_id)
+        if tpm is None or not tpm.quarantined or tpm.attestation is None:
+            return None
+        return (
+            f"node {node.name} is quarantined: attestation failed at "
+            f"{rfc3339(tpm.attestation.at)}: {tpm.attestation.reason}"
+        )
+
+    def record_attestation(
+        self,
+        node: NodeRow,
+        result: Attestation,
+        clock: tuple[int, int, int] | None,
+        was_quarantined: bool,
+    ) -> None:
+        self.tpm_records.record_attestation(node.node_id, result, clock)
+        if was_quarantined != (not result.ok):
+            # In or out of quarantine: every node's revocation list changes, and its own
+            # Watch stream ends (or may start again).
+            self.notify(node.node_id)
+            self.notify_all()
+
     # ------------------------------------------------------------------ views
 
-    def node_state(self, node: NodeRow) -> str:
+    def node_state(self, node: NodeRow, tpm: TpmNode | None = None) -> str:
         if node.revoked:
             return "revoked"
+        if tpm is not None and tpm.quarantined:
+            return "quarantined"
         if self.streams[node.node_id] > 0:
             return "online"
         return "enrolled" if node.last_seen is None else "offline"
@@ -112,13 +144,15 @@ class ControllerCore:
             )
             for u in node.status.get("uplinks", [])
         ]
+        tpm = self.tpm_records.get(node.node_id)
+        attestation = tpm.attestation if tpm is not None else None
         return admin_pb2.NodeInfo(
             node_id=node.node_id,
             name=node.name,
             instance_id=node.instance_id,
             eid_prefixes=[str(node.eid4), str(node.eid6)],
             tags=list(node.tags),
-            state=self.node_state(node),
+            state=self.node_state(node, tpm),
             enrolled_at=rfc3339(node.enrolled_at),
             revoked_at=rfc3339(node.revoked_at),
             last_seen=rfc3339(node.last_seen),
@@ -127,6 +161,10 @@ class ControllerCore:
             uplinks=uplinks,
             token_id=node.token_id or "",
             cert_not_after=rfc3339(node.cert_not_after),
+            identity="tpm" if tpm is not None else "file",
+            attestation=_attestation_text(attestation),
+            attested_at=rfc3339(attestation.at) if attestation is not None else "",
+            ek_subject=tpm.ek_issuer if tpm is not None else "",
         )
 
     def node_detail(self, node: NodeRow) -> admin_pb2.NodeDetail:
@@ -181,6 +219,12 @@ class ControllerCore:
             nodes=nodes,
             generated_at=rfc3339(self.clock()),
         )
+
+
+def _attestation_text(attestation: Attestation | None) -> str:
+    if attestation is None:
+        return ""
+    return "ok" if attestation.ok else f"failed: {attestation.reason}"
 
 
 def _peer_paths(node: NodeRow) -> list[status_pb2.Peer]:

@@ -20,11 +20,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from controller_api import pki
+from controller_api.attestation import AttestationRefused, ManufacturerCAs
 from controller_api.gen.lispmesh.v1 import common_pb2, enrollment_pb2
 from controller_api.settings import ControllerSettings, Pools, rfc3339
 from controller_api.store import (
     Allocation,
     AlreadyEnrolled,
+    Conflict,
     Issued,
     NewNode,
     NodeRow,
@@ -34,6 +36,8 @@ from controller_api.store import (
     TokenUnusable,
 )
 from controller_api.tokens import TokenFormatError, display_id, parse_token, secret_matches
+from controller_api.tpm_records import Attestation, TpmNode, TpmRecords
+from controller_api.tpm_verifier import TpmVerifier, VerifiedTpm
 from mesh.identity import IdentityError
 
 
@@ -52,6 +56,7 @@ class Enrolled:
 
 
 IID_TAG = "iid:"  # a tag "iid:N" puts the node in instance-id N (`token create --instance-id N`)
+REQUIRE_TPM_TAG = "tpm:required"  # a token with it enrolls TPM-backed nodes only
 
 
 def instance_id_of(tags: tuple[str, ...], default: int) -> int:
@@ -79,6 +84,7 @@ class Enroller:
         pools: Pools,
         onboarding_cas: list[x509.Certificate] | None = None,
         clock: Callable[[], float] = time.time,
+        tpm: TpmVerifier | None = None,
     ) -> None:
         self.store = store
         self.pki = ca_pki
@@ -86,6 +92,8 @@ class Enroller:
         self.pools = pools
         self.onboarding_cas = onboarding_cas or []
         self.clock = clock
+        self.tpm = tpm or TpmVerifier(ManufacturerCAs(()), clock=clock)
+        self.tpm_records = TpmRecords(store)
         self.api_port = 0  # set once the server is bound
 
     def enroll(self, request: enrollment_pb2.EnrollRequest) -> enrollment_pb2.EnrollResponse:
@@ -133,11 +141,18 @@ class Enroller:
         row = self.store.get_token(token.token_id)
         if row is None or not secret_matches(token.secret, row.secret_sha256):
             raise EnrollmentError("unauthenticated", f"token {shown} is not valid here")
+        tpm = self._verified_tpm(request, public_key)
+        if tpm is None and REQUIRE_TPM_TAG in row.tags:
+            raise EnrollmentError(
+                "denied",
+                f"token {shown} enrolls TPM-backed nodes only, and this node sent no TPM "
+                "evidence (join with --tpm on a machine with a TPM; agents before 0.2 cannot)",
+            )
         new = self._new_node(request, request.requested_name, row.tags, key_fp)
         new = NewNode(**{**new.__dict__, "token_id": row.token_id})
         try:
             # Counts the use atomically; the same key with the same token gets its node back.
-            return self._create(new, public_key, now)
+            return self._create(new, public_key, now, tpm)
         except TokenUnusable as exc:
             raise _refusal(shown, exc.token, now) from None
 
@@ -157,13 +172,14 @@ class Enroller:
             raise EnrollmentError("unauthenticated", exc.reason) from None
         key_fp = pki.public_key_fingerprint(public_key)
         now = self.clock()
+        tpm = self._verified_tpm(request, public_key)
         known = self.store.node_by_onboarding(device.fingerprint)
         if known is None:
             wish = request.requested_name or device.common_name
             new = self._new_node(request, wish, self.settings.onboarding_tags, key_fp)
             new = NewNode(**{**new.__dict__, "onboarding_fp": device.fingerprint})
             try:
-                return self._create(new, public_key, now)
+                return self._create(new, public_key, now, tpm)
             except AlreadyEnrolled as exc:
                 known = exc.node  # a concurrent enrollment of the same device won
         # A device wiped and re-enrolled: same node and EIDs, a certificate for its new key.
@@ -242,18 +258,96 @@ class Enroller:
             raise EnrollmentError("denied", f"node {node.name} was revoked")
         return cert, grace_until
 
-    def _create(self, new: NewNode, key: ec.EllipticCurvePublicKey, now: float) -> Enrolled:
+    def _create(
+        self,
+        new: NewNode,
+        key: ec.EllipticCurvePublicKey,
+        now: float,
+        tpm: VerifiedTpm | None = None,
+    ) -> Enrolled:
         def issue(alloc: Allocation) -> Issued:
             cert = self._issue(alloc.name, key, alloc.eid4, alloc.eid6, alloc.instance_id)
             return Issued(
                 pki.pem(cert).decode(), pki.fingerprint(cert), cert.not_valid_after_utc.timestamp()
             )
 
+        binding = None
+        if tpm is not None:
+            again = self._tpm_bound(new, tpm, key, now)
+            if again is not None:
+                return again
+            binding = self._bind_tpm(new.node_id, tpm, now, replaces=None)
         try:
             node = self.store.create_node(new, self.pools, issue, now)
-        except PoolExhausted as exc:
-            raise EnrollmentError("exhausted", str(exc)) from None
+        except BaseException as exc:
+            if binding is not None:
+                self.tpm_records.unbind(binding)
+            if isinstance(exc, PoolExhausted):
+                raise EnrollmentError("exhausted", str(exc)) from None
+            raise
         return Enrolled(node, node.cert_pem.encode())
+
+    # ------------------------------------------------------------------ TPM-backed nodes
+
+    def _verified_tpm(
+        self, request: enrollment_pb2.EnrollRequest, key: ec.EllipticCurvePublicKey
+    ) -> VerifiedTpm | None:
+        if not request.HasField("tpm"):
+            return None
+        try:
+            return self.tpm.finish(request.tpm, key)
+        except AttestationRefused as exc:
+            raise EnrollmentError("denied", f"TPM: {exc}") from None
+
+    def _bind_tpm(
+        self, node_id: str, tpm: VerifiedTpm, now: float, replaces: str | None
+    ) -> TpmNode:
+        clock = (tpm.clock.reset_count, tpm.clock.restart_count, tpm.clock.clock)
+        binding = TpmNode(
+            node_id, tpm.ek_name, tpm.ek_issuer, tpm.ak_public.hex(), clock, Attestation(now, True)
+        )
+        try:
+            self.tpm_records.bind(binding, replaces)
+        except Conflict:
+            raise EnrollmentError(
+                "denied", "this TPM is being enrolled by another request: try again"
+            ) from None
+        return binding
+
+    def _tpm_bound(
+        self, new: NewNode, tpm: VerifiedTpm, key: ec.EllipticCurvePublicKey, now: float
+    ) -> Enrolled | None:
+        """A TPM enrolled before gets its node back (a new certificate, no token use); a name
+        bound to another TPM is refused (Keylime refuses such a re-registration too)."""
+        bound = self.tpm_records.node_of_ek(tpm.ek_name)
+        known = self.store.get_node(bound) if bound is not None else None
+        if known is not None:
+            if known.revoked:
+                raise EnrollmentError(
+                    "denied",
+                    f"node {known.name} (this TPM) was revoked at {rfc3339(known.revoked_at)}",
+                )
+            cert = self._issue(known.name, key, known.eid4, known.eid6, known.instance_id)
+            node = self.store.replace_certificate(
+                known.node_id, pki.pem(cert).decode(), pki.fingerprint(cert),
+                cert.not_valid_after_utc.timestamp(), pki.public_key_fingerprint(key),
+            )  # fmt: skip
+            if node is None:
+                raise EnrollmentError("denied", f"node {known.name} (this TPM) was revoked")
+            self._bind_tpm(node.node_id, tpm, now, replaces=node.node_id)
+            return Enrolled(node, pki.pem(cert))
+        if bound is not None:  # a binding whose node was never created (a crash): take it over
+            self.tpm_records.unbind(TpmNode(bound, tpm.ek_name, "", ""))
+        same_name = self.store.find_node(new.requested_name)
+        if same_name is not None and not same_name.revoked:
+            other = self.tpm_records.get(same_name.node_id)
+            if other is not None and other.ek_name != tpm.ek_name:
+                raise EnrollmentError(
+                    "denied",
+                    f"node {same_name.name} is bound to another TPM (EK {other.ek_name[:16]}…): "
+                    f"refusing to enroll that name from this one (EK {tpm.ek_name[:16]}…)",
+                )
+        return None
 
 
 def _refusal(shown: str, row: TokenRow | None, now: float) -> EnrollmentError:

@@ -26,12 +26,14 @@ import grpc
 
 from common.errors import LispmeshError
 from controller_api import pki as pki_mod
+from controller_api.attestation import AttestationPolicy, ManufacturerCAs
 from controller_api.auth import Authenticator
 from controller_api.core import ControllerCore
 from controller_api.embedded_ms import EmbeddedMapServer
 from controller_api.enrollment import Enroller
 from controller_api.gen.lispmesh.v1 import (
     admin_pb2_grpc,
+    attestation_pb2_grpc,
     config_pb2_grpc,
     enrollment_pb2_grpc,
     policy_pb2_grpc,
@@ -41,6 +43,7 @@ from controller_api.netinfo import default_advertise
 from controller_api.policy_grpc import PolicyService
 from controller_api.services import (
     AdminService,
+    AttestationService,
     EnrollmentService,
     NodeConfigService,
     StatusService,
@@ -48,6 +51,7 @@ from controller_api.services import (
 from controller_api.settings import DEFAULT_POOL4, ControllerSettings, Pools, random_ula
 from controller_api.store import SqliteStore, Store, StoreError
 from controller_api.tokens import ca_pin
+from controller_api.tpm_verifier import DEFAULT_POLICY, TpmVerifier
 from mesh.identity import IdentityError
 
 log = logging.getLogger("lispmesh.controller")
@@ -83,6 +87,35 @@ def _bind(server: grpc.aio.Server, address: str, creds: grpc.ServerCredentials) 
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _tpm_verifier(s: ControllerSettings) -> TpmVerifier:
+    """The TPM manufacturer CAs, uncertified EKs allowed and attestation policy configured."""
+    cas = ManufacturerCAs(())
+    if s.tpm_ca is not None:
+        try:
+            cas = ManufacturerCAs.from_pem([s.tpm_ca.read_bytes()])
+        except OSError as exc:
+            raise ControllerError(f"--tpm-ca {s.tpm_ca}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ControllerError(f"--tpm-ca {s.tpm_ca}: {exc}") from None
+    policy = DEFAULT_POLICY
+    if s.attestation_policy is not None:
+        try:
+            text = s.attestation_policy.read_text()
+        except OSError as exc:
+            raise ControllerError(
+                f"--attestation-policy {s.attestation_policy}: {exc.strerror}"
+            ) from None
+        try:
+            policy = AttestationPolicy.from_json(text, str(s.attestation_policy))
+        except ValueError as exc:
+            raise ControllerError(str(exc)) from None
+    try:
+        allowed = [bytes.fromhex(name) for name in s.tpm_allow_uncertified]
+    except ValueError:
+        raise ControllerError("--tpm-allow-ek: an EK name is hex (0x000b + SHA-256)") from None
+    return TpmVerifier(cas, allowed, policy)
 
 
 class Controller:
@@ -130,6 +163,7 @@ class Controller:
             cas = pki_mod.load_onboarding_cas(s.onboarding_ca) if s.onboarding_ca else []
         except IdentityError as exc:
             raise ControllerError(exc.reason) from None
+        verifier = _tpm_verifier(s)
         self.pin = ca_pin(ca_pki.ca.certificate)
         self.map_server = EmbeddedMapServer(
             s.listen_host if not wildcard else "0.0.0.0",
@@ -147,7 +181,7 @@ class Controller:
         )
         core.sync_map_server()
         auth = Authenticator(store, ca_pki.ca.certificate, self.clock)
-        enroller = Enroller(store, ca_pki, s, pools, cas, clock=self.clock)
+        enroller = Enroller(store, ca_pki, s, pools, cas, clock=self.clock, tpm=verifier)
         server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1)])
         for add, servicer in (
             (
@@ -161,6 +195,10 @@ class Controller:
             (status_pb2_grpc.add_StatusServicer_to_server, StatusService(core, auth)),
             (admin_pb2_grpc.add_AdminServicer_to_server, AdminService(core, auth, self.pin)),
             (policy_pb2_grpc.add_PolicyAdminServicer_to_server, PolicyService(core, auth)),
+            (
+                attestation_pb2_grpc.add_AttestationServicer_to_server,
+                AttestationService(core, auth, verifier),
+            ),
         ):
             _add_servicer(add, servicer, server)
         pair = [(ca_pki.server_key_pem, ca_pki.server_cert_pem)]

@@ -14,12 +14,15 @@ import grpc
 from google.protobuf import json_format
 
 from controller_api import pki
+from controller_api.attestation import AttestationRefused, TpmClock
 from controller_api.auth import Authenticator, Denied
 from controller_api.core import ControllerCore
 from controller_api.enrollment import Enroller, EnrollmentError
 from controller_api.gen.lispmesh.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    attestation_pb2,
+    attestation_pb2_grpc,
     config_pb2,
     config_pb2_grpc,
     enrollment_pb2,
@@ -29,6 +32,8 @@ from controller_api.gen.lispmesh.v1 import (
 )
 from controller_api.settings import rfc3339
 from controller_api.tokens import new_token
+from controller_api.tpm_records import Attestation, TpmNode
+from controller_api.tpm_verifier import TpmVerifier
 
 log = logging.getLogger("lispmesh.controller")
 
@@ -67,6 +72,72 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         self.core.node_enrolled(node)
         return response
 
+    async def StartTpmEnrollment(
+        self, request: enrollment_pb2.TpmIdentity, context: grpc.aio.ServicerContext
+    ) -> enrollment_pb2.TpmChallenge:
+        try:
+            return self.enroller.tpm.start(request)
+        except AttestationRefused as exc:
+            log.warning("TPM enrollment refused (%s): %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"TPM: {exc}")
+            raise  # not reached: abort raises
+
+
+class AttestationService(attestation_pb2_grpc.AttestationServicer):
+    """Attestation rounds of enrolled TPM-backed nodes (the agent runs one on each connection)."""
+
+    def __init__(self, core: ControllerCore, auth: Authenticator, verifier: TpmVerifier) -> None:
+        self.core = core
+        self.auth = auth
+        self.verifier = verifier
+
+    async def _tpm_node(self, context: grpc.aio.ServicerContext) -> tuple[Any, TpmNode]:
+        try:
+            node = self.auth.node(context)
+        except Denied as denied:
+            await _deny(context, denied)
+            raise
+        tpm = self.core.tpm_records.get(node.node_id)
+        if tpm is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"node {node.name} did not enroll with a TPM: nothing to attest",
+            )
+        assert tpm is not None
+        return node, tpm
+
+    async def Challenge(
+        self,
+        request: attestation_pb2.AttestationChallengeRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> attestation_pb2.AttestationChallenge:
+        node, _ = await self._tpm_node(context)
+        return self.verifier.challenge(node.node_id)
+
+    async def Attest(
+        self, request: attestation_pb2.TpmQuote, context: grpc.aio.ServicerContext
+    ) -> attestation_pb2.AttestationResult:
+        node, tpm = await self._tpm_node(context)
+        previous = TpmClock(*tpm.clock) if tpm.clock is not None else None
+        now = self.core.clock()
+        try:
+            verified = self.verifier.attest(
+                node.node_id, bytes.fromhex(tpm.ak_public), previous, request
+            )
+        except AttestationRefused as exc:
+            result = Attestation(now, False, str(exc), exc.check)
+            clock = None
+            log.warning("node %s failed attestation: %s", node.name, exc)
+        else:
+            result = Attestation(now, True)
+            clock = (verified.clock.reset_count, verified.clock.restart_count, verified.clock.clock)
+            if tpm.quarantined:
+                log.info("node %s attested again: out of quarantine", node.name)
+        self.core.record_attestation(node, result, clock, was_quarantined=tpm.quarantined)
+        return attestation_pb2.AttestationResult(
+            ok=result.ok, reason=result.reason, attested_at=rfc3339(now)
+        )
+
 
 class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
     def __init__(self, core: ControllerCore, auth: Authenticator, enroller: Enroller) -> None:
@@ -95,6 +166,11 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
             while True:
                 row = core.store.get_node(node_id)
                 assert row is not None
+                quarantine = core.quarantine(row)
+                if quarantine is not None:
+                    # No new desired state for a node that failed attestation: it keeps
+                    # retrying (attesting on each connection) and recovers when it passes.
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, quarantine)
                 state = core.desired_state(row)
                 if state.version != known or row.revoked:
                     yield state

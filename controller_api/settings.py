@@ -46,6 +46,13 @@ class ControllerSettings:
     node_more_specifics: bool = False
     onboarding_ca: Path | None = None
     onboarding_tags: tuple[str, ...] = ("onboarded",)
+    # TPM-backed nodes: the manufacturers' CA certificates (PEM, roots and intermediates) their
+    # EK certificates must chain to; EKs allowed without a certificate (hex TPM names); the
+    # attestation policy (JSON, controller_api/attestation/policy.py; default: the boot PCRs
+    # 0-7 quoted and replayed from the event log).
+    tpm_ca: Path | None = None
+    tpm_allow_uncertified: tuple[str, ...] = ()
+    attestation_policy: Path | None = None
     timers: Timers = field(default_factory=controller_timers)
     cipher_suite: str = "aes128-gcm"
     # Every node rekeys this often: it also bounds how long a peer that rebooted (and lost its

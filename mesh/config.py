@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.errors import LispmeshError
 from common.policy_format import NodePolicy
@@ -139,6 +140,9 @@ class Identity:
     key: Path
     cert: Path
     ca: Path
+    # The node key as an object instead of the `key` file: a TPM-resident key whose sign() runs
+    # in the TPM (the node agent passes it; a config file cannot).
+    private_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

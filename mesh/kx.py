@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from lisp.lcaf import JsonLcaf
 from mesh.config import IpAddress, IpNetwork
@@ -40,10 +41,22 @@ class KxAuthority:
         self.ca = ca_certificate
 
     @classmethod
-    def from_files(cls, name: str, key: str, cert: str, ca: str) -> KxAuthority:
+    def from_files(
+        cls,
+        name: str,
+        key: str,
+        cert: str,
+        ca: str,
+        private_key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> KxAuthority:
+        """`private_key`, when given, is used instead of reading the `key` file (a TPM key)."""
         from pathlib import Path
 
-        identity = NodeIdentity(name, read_private_key(Path(key)), read_certificate(Path(cert)))
+        signing_key = private_key if private_key is not None else read_private_key(Path(key))
+        certificate = read_certificate(Path(cert))
+        if certificate.public_key() != signing_key.public_key():
+            raise IdentityError(f"{cert} is not the certificate of this node's key")
+        identity = NodeIdentity(name, signing_key, certificate)
         return cls(identity, read_certificate(Path(ca)))
 
     def request_proof(

@@ -229,7 +229,11 @@ class NodeRuntime:
         assert identity is not None
         try:
             return KxAuthority.from_files(
-                config.name, str(identity.key), str(identity.cert), str(identity.ca)
+                config.name,
+                str(identity.key),
+                str(identity.cert),
+                str(identity.ca),
+                identity.private_key,
             )
         except OSError as exc:
             raise NodeSetupError(f"identity: cannot read {exc.filename}: {exc.strerror}") from None

@@ -25,8 +25,14 @@ from typing import Any
 import grpc
 from cryptography import x509
 
-from controller_api.client import ControllerUnreachable, aio_channel, credentials, explain
-from controller_api.gen.lispmesh.v1 import config_pb2, config_pb2_grpc, status_pb2_grpc
+from controller_api.client import ControllerUnreachable, aio_channel, explain
+from controller_api.gen.lispmesh.v1 import (
+    attestation_pb2,
+    attestation_pb2_grpc,
+    config_pb2,
+    config_pb2_grpc,
+    status_pb2_grpc,
+)
 from controller_api.settings import rfc3339
 from lisp.records import Action
 from mesh.config import NodeConfig
@@ -35,8 +41,10 @@ from mesh.node import NodeRuntime, NodeSetupError
 from node import telemetry
 from node.backoff import Backoff
 from node.desired import DesiredStateError, LocalFacts, to_node_config
+from node.node_key import NodeKey
 from node.renewal import RenewalError, RenewalSchedule, renew_certificate
 from node.state import Enrollment, StateDir
+from node.tpm_evidence import DEFAULT_EVENT_LOG, TpmWitness
 from node.uplinks import as_rlocs, discover
 
 log = logging.getLogger("lispmesh.agent")
@@ -59,10 +67,15 @@ class AgentOptions:
     renew_backoff_base: float = 5.0
     renew_backoff_cap: float = 3600.0
     renew_recheck: float = 600.0  # the longest single wait for the renewal time (clock jumps)
+    event_log: Path | None = DEFAULT_EVENT_LOG  # sent with each TPM quote
 
 
 class Revoked(Exception):
     pass
+
+
+class AttestationFailed(Exception):
+    """The controller refused this node's quote: it is quarantined until it attests again."""
 
 
 class AgentRuntime(NodeRuntime):
@@ -79,10 +92,13 @@ class AgentRuntime(NodeRuntime):
 
 
 class Agent:
-    def __init__(self, state: StateDir, enrollment: Enrollment, options: AgentOptions) -> None:
+    def __init__(
+        self, state: StateDir, enrollment: Enrollment, options: AgentOptions, key: NodeKey
+    ) -> None:
         self.state = state
         self.enrollment = enrollment
         self.options = options
+        self.key = key  # the node key (TPM or file): mTLS to the controller, key-exchange proofs
         self.started = time.monotonic()
         self.stop_event = asyncio.Event()
         self.exit_code = 0
@@ -102,6 +118,8 @@ class Agent:
         self.force_report = True
         self.renewal: RenewalSchedule | None = None
         self.credentials_changed = asyncio.Event()  # a renewal: reconnect with the new pair
+        self.witness: TpmWitness | None = None
+        self.attestation = ""  # TPM nodes: "ok at <time>" or "failed at <time>: <reason>"
 
     # ------------------------------------------------------------------ main
 
@@ -157,6 +175,9 @@ class Agent:
             "applied_version": self.applied_version,
             "config_source": self.config_source,
             "apply_error": self.apply_error,
+            "identity": self.key.origin,
+            "identity_where": self.key.where,
+            "attestation": self.attestation,
             **self._certificate_status(),
         }
 
@@ -182,6 +203,8 @@ class Agent:
             except Revoked as revoked:
                 await self._revoked(str(revoked))
                 return
+            except AttestationFailed as failed:
+                self._unreachable(f"quarantined by the controller: {failed}", "quarantined")
             except grpc.aio.AioRpcError as exc:
                 details = exc.details() or ""
                 if exc.code() == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details:
@@ -215,10 +238,12 @@ class Agent:
         return False
 
     async def _watch(self, backoff: Backoff) -> None:
-        creds = credentials(
-            self.state.ca.read_bytes(), self.state.cert.read_bytes(), self.state.key.read_bytes()
+        creds = self.key.channel_credentials(
+            self.state.ca.read_bytes(), self.state.cert.read_bytes()
         )
         async with aio_channel(self.enrollment.api_address, creds) as channel:
+            if self.key.origin == "tpm":
+                await self._attest(channel)
             config_stub: Any = config_pb2_grpc.NodeConfigStub(channel)  # type: ignore[no-untyped-call]
             call = config_stub.Watch(config_pb2.WatchRequest(known_version=self.applied_version))
             await call.wait_for_connection()
@@ -236,6 +261,28 @@ class Agent:
             finally:
                 self.status_stub = None
 
+    async def _attest(self, channel: grpc.aio.Channel) -> None:
+        """One attestation round: the controller's nonce, this TPM's quote and event log."""
+        loop = asyncio.get_running_loop()
+        if self.witness is None:
+            self.witness = await loop.run_in_executor(
+                None, TpmWitness, self.key.tpm, self.key.mesh, self.options.event_log
+            )
+        witness = self.witness
+        stub: Any = attestation_pb2_grpc.AttestationStub(channel)  # type: ignore[no-untyped-call]
+        challenge = await stub.Challenge(attestation_pb2.AttestationChallengeRequest(), timeout=10)
+        quote = await loop.run_in_executor(
+            None, witness.quote, challenge.nonce, list(challenge.pcrs)
+        )
+        result = await stub.Attest(quote, timeout=10)
+        if not result.ok:
+            self.attestation = f"failed at {result.attested_at}: {result.reason}"
+            log.error("attestation failed: %s", result.reason)
+            raise AttestationFailed(result.reason)
+        if not self.attestation.startswith("ok"):
+            log.info("attested to the controller (TPM quote and event log accepted)")
+        self.attestation = f"ok at {result.attested_at}"
+
     def _connected(self) -> None:
         if self.controller_state != "connected":
             log.info("connected to the controller at %s", self.enrollment.api_address)
@@ -247,11 +294,11 @@ class Agent:
         self.force_report = True
         self._refresh_registrations()
 
-    def _unreachable(self, why: str) -> None:
-        if self.controller_state != "unreachable":
+    def _unreachable(self, why: str, state: str = "unreachable") -> None:
+        if self.controller_state != state:
             log.warning("%s; retrying with backoff", why)
             self.unreachable_since = time.time()
-        self.controller_state = "unreachable"
+        self.controller_state = state
         self.last_error = why
 
     async def _revoked(self, message: str) -> None:
@@ -273,6 +320,11 @@ class Agent:
     # ------------------------------------------------------------------ renewal
 
     async def _renewal_loop(self) -> None:
+        if self.key.origin == "tpm":
+            # Renewal makes a new key in a file: a TPM node keeps its TPM key, and gets a new
+            # certificate for it by joining again (its TPM gets its node back).
+            log.info("TPM identity: no automatic certificate renewal (join again to renew)")
+            return
         opts = self.options
         backoff = Backoff(opts.renew_backoff_base, opts.renew_backoff_cap)
         cert = x509.load_pem_x509_certificate(self.state.cert.read_bytes())
@@ -317,6 +369,7 @@ class Agent:
             ca=self.state.ca,
             tun=self.options.tun,
             rlocs=as_rlocs(uplinks),
+            private_key=self.key.private_key if self.key.origin == "tpm" else None,
         )
 
     async def _apply(

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from common.policy_format import NodePolicy
 from controller_api.gen.lispmesh.v1 import config_pb2
 from controller_api.policy.compile import proto_to_node_policy
@@ -38,6 +40,7 @@ class LocalFacts:
     ca: Path
     tun: str
     rlocs: tuple[Rloc, ...]
+    private_key: ec.EllipticCurvePrivateKey | None = None  # the TPM key, instead of `key`
 
 
 def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeConfig:
@@ -95,7 +98,9 @@ def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeC
             rekey_after_seconds=sec.rekey_after_seconds or 600.0,
             revoked_peers=frozenset(desired.revoked_nodes),
         ),
-        identity=Identity(key=local.key, cert=local.cert, ca=local.ca),
+        identity=Identity(
+            key=local.key, cert=local.cert, ca=local.ca, private_key=local.private_key
+        ),
         xtr=xtr,
         map_server=None,
         policy=policy,

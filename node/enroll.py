@@ -1,6 +1,7 @@
 """`lispmesh node join`: enroll this machine with the controller, once.
 
-The key is made here (0600) and never leaves; the controller signs a CSR for it. Before the token
+The key is the TPM's mesh key when a TPM is given (it never leaves the TPM), else made here
+(0600) and never sent; the controller signs a CSR for it. Before the token
 secret is sent, the controller must show the CA the token pins (or the one given by --ca-cert).
 """
 
@@ -30,13 +31,11 @@ from controller_api.client import (
 from controller_api.gen.lispmesh.v1 import enrollment_pb2, enrollment_pb2_grpc
 from controller_api.pki import make_csr
 from controller_api.tokens import TokenFormatError, parse_token
-from mesh.identity import (
-    IdentityError,
-    read_private_key,
-    write_certificate,
-    write_private_key,
-)
+from mesh.identity import IdentityError, read_private_key, write_certificate
+from node.node_key import NodeKey, NodeKeyError
 from node.state import Enrollment, StateDir
+from node.tpm import TpmError
+from node.tpm_evidence import TpmWitness
 
 AGENT_VERSION = "0.1.0"
 ENROLL_TIMEOUT = 15.0
@@ -54,14 +53,6 @@ class EnrollError(LispmeshError):
 class Onboarding:
     cert: Path
     key: Path
-
-
-def _node_key(state: StateDir) -> ec.EllipticCurvePrivateKey:
-    if state.key.exists():
-        return read_private_key(state.key)
-    key = ec.generate_private_key(ec.SECP256R1())
-    write_private_key(state.key, key)
-    return key
 
 
 def _trusted_ca(controller: str, pin: str | None, ca_cert: Path | None) -> bytes:
@@ -87,7 +78,11 @@ def enroll(
     onboarding: Onboarding | None = None,
     name: str | None = None,
     ca_cert: Path | None = None,
+    tpm: str | None = None,
+    event_log: Path | None = None,
 ) -> Enrollment:
+    """Join with the key in the TPM `tpm` (a device path or TCTI) when given, else a file key.
+    A TPM node proves its TPM and attests (with the measured-boot `event_log`) as it joins."""
     state.prepare()
     if state.revoked_message() is not None:
         # A revoked identity is dead: joining again starts from a fresh key.
@@ -111,7 +106,29 @@ def enroll(
         raise EnrollError(f"--controller: {exc}") from None
     ca_pem = _trusted_ca(controller, pin, ca_cert)
     try:
-        key = _node_key(state)
+        node_key = NodeKey.open(state, tpm, create=True)
+    except NodeKeyError as exc:
+        raise EnrollError(str(exc)) from None
+    try:
+        return _enroll_with(
+            state, controller, request, node_key, ca_pem, onboarding, name, event_log
+        )
+    finally:
+        node_key.close()
+
+
+def _enroll_with(
+    state: StateDir,
+    controller: str,
+    request: enrollment_pb2.EnrollRequest,
+    node_key: NodeKey,
+    ca_pem: bytes,
+    onboarding: Onboarding | None,
+    name: str | None,
+    event_log: Path | None,
+) -> Enrollment:
+    key = node_key.private_key
+    try:
         request.csr_der = make_csr(key, name or socket.gethostname())
         if onboarding is not None:
             device_key = read_private_key(onboarding.key)
@@ -125,17 +142,32 @@ def enroll(
         raise EnrollError(exc.reason) from None
     except (OSError, ValueError) as exc:
         raise EnrollError(f"onboarding certificate: {exc}") from None
-    response = _call(controller, ca_pem, request)
-    return _store(state, controller, key, ca_pem, response)
+    witness = None
+    if node_key.origin == "tpm":
+        try:
+            witness = TpmWitness(node_key.tpm, node_key.mesh, event_log)
+        except TpmError as exc:
+            raise EnrollError(str(exc)) from None
+    response = _call(controller, ca_pem, request, witness)
+    return _store(state, controller, node_key, ca_pem, response)
 
 
 def _call(
-    controller: str, ca_pem: bytes, request: enrollment_pb2.EnrollRequest
+    controller: str,
+    ca_pem: bytes,
+    request: enrollment_pb2.EnrollRequest,
+    witness: TpmWitness | None,
 ) -> enrollment_pb2.EnrollResponse:
+    """Enroll; with a TPM, first the challenge its evidence answers (StartTpmEnrollment)."""
     with sync_channel(controller, credentials(ca_pem)) as channel:
-        stub_class: Any = enrollment_pb2_grpc.EnrollmentStub  # generated, untyped
+        stub: Any = enrollment_pb2_grpc.EnrollmentStub(channel)  # type: ignore[no-untyped-call]
         try:
-            response: enrollment_pb2.EnrollResponse = stub_class(channel).Enroll(
+            if witness is not None:
+                challenge = stub.StartTpmEnrollment(
+                    witness.identity(), timeout=ENROLL_TIMEOUT, wait_for_ready=False
+                )
+                request.tpm.CopyFrom(witness.answer(challenge))
+            response: enrollment_pb2.EnrollResponse = stub.Enroll(
                 request, timeout=ENROLL_TIMEOUT, wait_for_ready=False
             )
         except grpc.RpcError as exc:
@@ -143,13 +175,15 @@ def _call(
             retry = isinstance(error, ControllerUnreachable)
             prefix = "" if retry else f"the controller at {controller} refused to enroll: "
             raise EnrollError(prefix + str(error), retry=retry) from None
+        except TpmError as exc:
+            raise EnrollError(str(exc)) from None
     return response
 
 
 def _store(
     state: StateDir,
     controller: str,
-    key: ec.EllipticCurvePrivateKey,
+    node_key: NodeKey,
     ca_pem: bytes,
     response: enrollment_pb2.EnrollResponse,
 ) -> Enrollment:
@@ -159,7 +193,7 @@ def _store(
         cert.verify_directly_issued_by(ca)
     except Exception as exc:
         raise EnrollError(f"the controller sent an unusable certificate: {exc}") from None
-    if cert.public_key() != key.public_key():
+    if cert.public_key() != node_key.private_key.public_key():
         raise EnrollError("the controller sent a certificate for another key")
     host, _ = split_address(controller)
     shown_host = f"[{host}]" if ":" in host else host
@@ -171,6 +205,8 @@ def _store(
         instance_id=response.instance_id,
         eid_prefixes=tuple(p.prefix for p in response.eid_prefixes),
         enrolled_at=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        identity=node_key.origin,
+        tpm=node_key.where if node_key.origin == "tpm" else "",
     )
     write_certificate(state.ca, ca)
     write_certificate(state.cert, cert)

@@ -1,6 +1,7 @@
 """The node agent's state directory (default /var/lib/lispmesh).
 
-node.key         the node's P-256 key (0600), made here, never sent anywhere
+node.key         the node's P-256 key (0600), made here, never sent anywhere (absent when the
+                 key is in the TPM: see node/node_key.py)
 node.crt         its certificate, issued by the controller at enrollment (and each renewal)
 node.key.new     during a renewal only: the new pair, moved into place key first
 node.crt.new
@@ -45,6 +46,8 @@ class Enrollment:
     instance_id: int
     eid_prefixes: tuple[str, ...]
     enrolled_at: str
+    identity: str = "file"  # where the node key lives: "tpm" or "file" (node.key)
+    tpm: str = ""  # the TPM it joined with (device path or TCTI); `--tpm` may override it
 
 
 class StateDir:
@@ -110,7 +113,7 @@ class StateDir:
             self.new_key.unlink()  # its certificate never arrived: the old pair stands
 
     def enrolled(self) -> bool:
-        return self.agent_file.exists() and self.cert.exists() and self.key.exists()
+        return self.agent_file.exists() and self.cert.exists()
 
     def load_enrollment(self) -> Enrollment:
         if not self.agent_file.exists():

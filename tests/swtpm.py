@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller_api.attestation import Event, EventLog, ManufacturerCAs
-from controller_api.attestation.eventlog import ALG_SHA1, ALG_SHA256
+from controller_api.attestation.eventlog import ALG_SHA1, ALG_SHA256, EV_SEPARATOR
 from lispmesh.waiting import wait_until
 from node.tpm import Tpm
 
@@ -67,14 +67,15 @@ class ManufacturerCA:
             check=True, capture_output=True, timeout=SETUP_TIMEOUT,
         )  # fmt: skip
 
+    def pem(self) -> bytes:
+        """The root and the intermediate, as a verifier's --tpm-ca file holds them."""
+        return (self.directory / "swtpm-localca-rootca-cert.pem").read_bytes() + (
+            self.directory / "issuercert.pem"
+        ).read_bytes()
+
     def trusted(self) -> ManufacturerCAs:
         """The CA as a verifier configures it (valid once a TPM has been manufactured with it)."""
-        return ManufacturerCAs.from_pem(
-            [
-                (self.directory / "swtpm-localca-rootca-cert.pem").read_bytes(),
-                (self.directory / "issuercert.pem").read_bytes(),
-            ]
-        )
+        return ManufacturerCAs.from_pem([self.pem()])
 
 
 def _free_port_pair() -> int:
@@ -213,3 +214,22 @@ def measured_boot(tpm: Tpm, measurements: Iterable[Measurement]) -> EventLog:
     for event in log.events:
         tpm.pcr_extend(event.pcr, event.digests[ALG_SHA256])
     return log
+
+
+EV_S_CRTM_VERSION = 0x00000008
+
+
+def minimal_boot() -> list[Measurement]:
+    """The least a firmware measures: its version in PCR 0 and a separator on each of PCRs 0-7."""
+    return [
+        Measurement(0, EV_S_CRTM_VERSION, "1.0".encode("utf-16-le")),
+        *(Measurement(pcr, EV_SEPARATOR, bytes(4)) for pcr in range(8)),
+    ]
+
+
+def boot(tcti: str, log_file: Path) -> None:
+    """Play the firmware of a freshly powered-on TPM: measure `minimal_boot` into it and write
+    the event log where the node reads it."""
+    with Tpm.open(tcti) as tpm:
+        log = measured_boot(tpm, minimal_boot())
+    log_file.write_bytes(log.encode())

@@ -5,6 +5,8 @@ holds the rows and errors both share, allocation.py the EID allocation rules."""
 from controller_api.store.model import (
     APPS,
     PLACEMENTS,
+    TPM_EKS,
+    TPM_NODES,
     Allocation,
     AlreadyEnrolled,
     CaMaterial,
@@ -29,6 +31,8 @@ from controller_api.store.sqlite import SqliteStore
 __all__ = [
     "APPS",
     "PLACEMENTS",
+    "TPM_EKS",
+    "TPM_NODES",
     "Allocation",
     "AlreadyEnrolled",
     "CaMaterial",

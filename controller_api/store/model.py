@@ -162,7 +162,10 @@ class PolicyRow:
 
 APPS = "apps"
 PLACEMENTS = "placements"
-OBJECT_KINDS = (APPS, PLACEMENTS)
+# TPM-backed nodes (controller_api/tpm_records.py): by node id, and each EK to its node.
+TPM_NODES = "tpm-nodes"
+TPM_EKS = "tpm-eks"
+OBJECT_KINDS = (APPS, PLACEMENTS, TPM_NODES, TPM_EKS)
 
 
 @dataclass(frozen=True)

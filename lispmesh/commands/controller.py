@@ -60,6 +60,9 @@ def _serve(args: argparse.Namespace) -> int:
             token_ttl=args.token_ttl,
             map_server_port=args.map_server_port,
             onboarding_ca=Path(args.onboarding_ca) if args.onboarding_ca else None,
+            tpm_ca=Path(args.tpm_ca) if args.tpm_ca else None,
+            tpm_allow_uncertified=tuple(args.tpm_allow_ek or ()),
+            attestation_policy=Path(args.attestation_policy) if args.attestation_policy else None,
             config_cycle=args.config_cycle,
             rekey_after_seconds=args.rekey_after,
             cert_lifetime=args.cert_lifetime,
@@ -84,6 +87,8 @@ def _token_tags(args: argparse.Namespace) -> list[str]:
         if not 0 <= args.instance_id < 1 << 24:
             raise CliError(f"instance-id {args.instance_id} is not in 0..16777215")
         tags.append(f"iid:{args.instance_id}")
+    if args.require_tpm:
+        tags.append("tpm:required")
     return tags
 
 
@@ -234,6 +239,18 @@ def register(subparsers: Subparsers) -> None:
     serve.add_argument("--map-server-port", type=int, default=4342)
     serve.add_argument("--onboarding-ca", help="PEM CA(s) whose device certificates may enroll")
     serve.add_argument(
+        "--tpm-ca", help="PEM: TPM manufacturer CAs (roots, intermediates) EK certificates chain to"
+    )
+    serve.add_argument(
+        "--tpm-allow-ek",
+        action="append",
+        help="hex EK name of a TPM without an EK certificate that may enroll (repeatable)",
+    )
+    serve.add_argument(
+        "--attestation-policy",
+        help="JSON attestation policy (default: PCRs 0-7 quoted and replayed from the event log)",
+    )
+    serve.add_argument(
         "--token-ttl", type=parse_duration, default=86400.0, help="default token lifetime (24h)"
     )
     serve.add_argument(
@@ -273,6 +290,11 @@ def register(subparsers: Subparsers) -> None:
         "--instance-id",
         type=int,
         help="put the nodes in this instance-id (virtual network; adds the tag iid:N)",
+    )
+    create.add_argument(
+        "--require-tpm",
+        action="store_true",
+        help="only TPM-backed nodes may join with it (adds the tag tpm:required)",
     )
     create.add_argument("--description")
     create.add_argument(

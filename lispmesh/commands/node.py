@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,8 @@ def _enroll_once(args: argparse.Namespace, state: Any) -> Any:
         onboarding=_onboarding(args),
         name=args.name,
         ca_cert=Path(args.ca_cert) if args.ca_cert else None,
+        tpm=args.tpm,
+        event_log=Path(args.event_log),
     )
 
 
@@ -132,6 +135,7 @@ def _join_on_boot(args: argparse.Namespace, state: Any) -> Any:
 
 def _run_managed(args: argparse.Namespace) -> int:
     from node.agent import Agent, AgentOptions
+    from node.node_key import NodeKey, NodeKeyError, tpm_for
     from node.state import StateDir
 
     state = StateDir(Path(args.state_dir))
@@ -154,8 +158,17 @@ def _run_managed(args: argparse.Namespace) -> int:
         backoff_base=args.backoff_base,
         backoff_cap=args.backoff_cap,
         metrics_interval=args.metrics_interval,
+        event_log=Path(args.event_log),
     )
-    code = asyncio.run(Agent(state, enrollment, options).run())
+    try:
+        key = NodeKey.open(state, tpm_for(enrollment, args.tpm))
+        key.check_certificate(state)
+    except NodeKeyError as exc:
+        raise CliError(str(exc), EXIT_REFUSED) from None
+    try:
+        code = asyncio.run(Agent(state, enrollment, options, key).run())
+    finally:
+        key.close()
     if code:
         raise CliError(state.revoked_message() or "the node agent stopped", code)
     return 0
@@ -174,6 +187,17 @@ def _join_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-cert", help="trust this controller CA instead of the token's pin")
     parser.add_argument("--onboarding-cert", help="device certificate (instead of a token)")
     parser.add_argument("--onboarding-key", help="its private key")
+    parser.add_argument(
+        "--tpm",
+        default=os.environ.get("LISPMESH_TPM") or None,
+        help="keep the node key in this TPM: a device (/dev/tpmrm0) or a TCTI "
+        "(swtpm:port=2321); default $LISPMESH_TPM, else a 0600 key file",
+    )
+    parser.add_argument(
+        "--event-log",
+        default="/sys/kernel/security/tpm0/binary_bios_measurements",
+        help="the measured-boot event log sent with TPM quotes (default: the kernel's)",
+    )
     parser.add_argument(
         "--state-dir", default=str(DEFAULT_STATE_DIR), help=f"(default {DEFAULT_STATE_DIR})"
     )

@@ -31,7 +31,8 @@ def tokens(records: Iterable[Any], console: Console) -> None:
 def nodes(records: Iterable[Any], console: Console) -> None:
     """`controller node list`."""
     table = Table(
-        "name", "id", "state", "EID prefixes", "RLOCs", "config", "last seen", "cert until",
+        "name", "id", "state", "identity", "EID prefixes", "RLOCs", "config", "last seen",
+        "cert until",
         title="nodes",
     )  # fmt: skip
     for n in records:
@@ -40,6 +41,7 @@ def nodes(records: Iterable[Any], console: Console) -> None:
             n.name,
             n.node_id,
             n.state,
+            _identity(n),
             "\n".join(n.eid_prefixes),
             rlocs,
             f"v{n.applied_version}/v{n.config_version}",
@@ -49,6 +51,13 @@ def nodes(records: Iterable[Any], console: Console) -> None:
     console.print(table)
 
 
+def _identity(n: Any) -> str:
+    """Where the node's key lives and, for a TPM node, its last attestation (with the reason)."""
+    if n.identity != "tpm":
+        return n.identity or "file"
+    return f"tpm, attestation {n.attestation or '-'}"
+
+
 def node_detail(detail: Any, console: Console) -> None:
     """`controller node describe`: its record, certificate, last status and policy counters."""
     n = detail.node
@@ -56,6 +65,11 @@ def node_detail(detail: Any, console: Console) -> None:
     console.print(f"EIDs: {', '.join(n.eid_prefixes)}   tags: {', '.join(n.tags) or '-'}")
     console.print(
         f"enrolled {n.enrolled_at}" + (f", revoked {n.revoked_at}" if n.revoked_at else "")
+    )
+    console.print(
+        f"identity: {_identity(n)}"
+        + (f" at {n.attested_at}" if n.attested_at else "")
+        + (f"   EK issuer: {n.ek_subject}" if n.ek_subject else "")
     )
     console.print(
         f"certificate sha256 {detail.certificate_fingerprint}, "

@@ -85,6 +85,14 @@ def status(doc: dict[str, Any], console: Console) -> None:
                 f"renews at {agent.get('cert_renew_at', '-')}"
                 + (f"  [yellow]last renewal failed: {renewal}[/yellow]" if renewal else "")
             )
+        if "identity" in agent:
+            where = agent.get("identity_where", "")
+            identity = "TPM" if agent["identity"] == "tpm" else "[yellow]file[/yellow]"
+            attestation = agent.get("attestation") or ""
+            console.print(
+                f"identity: {identity} ({where})"
+                + (f"  attestation {attestation}" if attestation else "")
+            )
     xtr = doc.get("xtr")
     if xtr:
         _xtr(xtr, console)

@@ -8,6 +8,7 @@ swtpm, has only three object slots), and TSS errors become one `TpmError` line s
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -59,6 +60,9 @@ class Tpm:
     def __init__(self, esapi: ESAPI, where: str) -> None:
         self._esapi = esapi
         self.where = where
+        # An ESAPI context is not thread-safe, and the node signs from two threads: gRPC's TLS
+        # handshakes and the mesh's key exchange in the event loop. Hold this around TPM use.
+        self.lock = threading.RLock()
 
     @classmethod
     def open(cls, spec: str) -> Tpm:

@@ -7,6 +7,8 @@ cleared the same template re-creates the same key.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tpm2_pytss import ESYS_TR, TPMT_PUBLIC, TSS2_Exception
 from tpm2_pytss.cryptography import tpm_ecc_private_key
 
@@ -58,5 +60,21 @@ class MeshKey:
 
     def private_key(self) -> tpm_ecc_private_key:
         """The key as a `cryptography` EllipticCurvePrivateKey whose sign() runs in the TPM (DER
-        ECDSA; use ec.ECDSA(hashes.SHA256())). private_bytes() and private_numbers() raise."""
-        return tpm_ecc_private_key(self._tpm.esapi, self.handle)
+        ECDSA; use ec.ECDSA(hashes.SHA256())). private_bytes() and private_numbers() raise.
+        Safe to use from several threads (it holds the TPM's lock)."""
+        return _LockedTpmKey(self._tpm, self.handle)
+
+
+class _LockedTpmKey(tpm_ecc_private_key):  # type: ignore[misc]  # tpm2-pytss is untyped
+    def __init__(self, tpm: Tpm, handle: ESYS_TR) -> None:
+        with tpm.lock:
+            super().__init__(tpm.esapi, handle)
+        self._lock = tpm.lock
+        self._where = tpm.where
+
+    def sign(self, data: Any, signature_algorithm: Any) -> bytes:
+        with self._lock:
+            try:
+                return bytes(super().sign(data, signature_algorithm))
+            except TSS2_Exception as exc:
+                raise TpmError(f"TPM {self._where}: signing with the mesh key: {exc}") from None

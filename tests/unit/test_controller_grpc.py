@@ -4,8 +4,6 @@ admin authentication, the Watch stream and its revocation, readable connection e
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,19 +31,14 @@ from controller_api.gen.lispmesh.v1 import (
     status_pb2_grpc,
 )
 from controller_api.pki import make_csr
-from controller_api.server import Controller
-from controller_api.settings import ControllerSettings, rfc3339
+from controller_api.settings import rfc3339
 from mesh.identity import EID_EXTENSION_OID
 from node.agent import Agent, AgentOptions
 from node.enroll import EnrollError, enroll
+from node.node_key import NodeKey
 from node.renewal import RenewalError, renew_certificate
 from node.state import StateDir
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.controller_harness import Running, free_port
 
 
 @pytest.fixture
@@ -53,54 +46,6 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
     yield loop
     loop.close()
-
-
-class Running:
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, state_dir: Path, cert_lifetime: float = 86400.0
-    ) -> None:
-        self.loop = loop
-        self.state_dir = state_dir
-        self.clock_offset = 0.0  # the controller's clock runs this far ahead of the real one
-        port = _free_port()
-        self.controller = Controller(
-            ControllerSettings(
-                state_dir=state_dir, listen_host="127.0.0.1", listen_port=port,
-                api_port=_free_port(), map_server_port=0, config_cycle=0.2,
-                cert_grace=600.0, cert_lifetime=cert_lifetime,
-            ),
-            clock=lambda: time.time() + self.clock_offset,
-        )  # fmt: skip
-        loop.run_until_complete(self.controller.start())
-
-    def admin_creds(self) -> grpc.ChannelCredentials:
-        d = self.state_dir
-        return credentials(
-            (d / "ca.crt").read_bytes(),
-            (d / "admin.crt").read_bytes(),
-            (d / "admin.key").read_bytes(),
-        )
-
-    def admin(self, rpc: str, request: Any, creds: grpc.ChannelCredentials | None = None) -> Any:
-        async def call() -> Any:
-            async with aio_channel(self.controller.api_address, creds or self.admin_creds()) as ch:
-                return await getattr(admin_pb2_grpc.AdminStub(ch), rpc)(request, timeout=5)
-
-        return self.loop.run_until_complete(call())
-
-    def token(self, uses: int = 1, ttl: float = 600) -> str:
-        reply = self.admin(
-            "CreateToken", admin_pb2.CreateTokenRequest(ttl_seconds=ttl, max_uses=uses)
-        )
-        return str(reply.token_secret)
-
-    def enroll(self, state: StateDir, token: str) -> Any:
-        return self.loop.run_until_complete(
-            asyncio.to_thread(enroll, state, self.controller.address, token)
-        )
-
-    def stop(self) -> None:
-        self.loop.run_until_complete(self.controller.stop())
 
 
 @pytest.fixture
@@ -130,7 +75,7 @@ def test_a_wrong_pin_is_refused_before_the_secret_is_sent(ctl: Running, tmp_path
 
 
 def test_unreachable_controller_is_one_clear_line(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     with pytest.raises(ControllerUnreachable) as err:
         fetch_pinned_ca(f"127.0.0.1:{port}", "0" * 64)
     assert str(err.value) == f"cannot reach the controller at 127.0.0.1:{port}: connection refused"
@@ -368,7 +313,9 @@ def test_the_agent_renews_when_due_and_reconnects_with_the_new_certificate(
         state = StateDir(tmp_path / "node")
         enrollment = ctl.enroll(state, ctl.token())
         first = state.cert.read_bytes()
-        agent = Agent(state, enrollment, AgentOptions(state.path, tmp_path / "run"))
+        agent = Agent(
+            state, enrollment, AgentOptions(state.path, tmp_path / "run"), NodeKey.open(state, None)
+        )
 
         async def until_renewed() -> None:
             task = asyncio.create_task(agent._renewal_loop())
@@ -398,7 +345,7 @@ def test_the_agent_keeps_retrying_a_renewal_the_controller_refuses(
         ctl.admin("RevokeNode", admin_pb2.RevokeNodeRequest(node=enrollment.name))
         first = state.cert.read_bytes()
         options = AgentOptions(state.path, tmp_path / "run", renew_backoff_base=0.05)
-        agent = Agent(state, enrollment, options)
+        agent = Agent(state, enrollment, options, NodeKey.open(state, None))
 
         async def until_failed_twice() -> None:
             task = asyncio.create_task(agent._renewal_loop())

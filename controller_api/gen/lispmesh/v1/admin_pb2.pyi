@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "name", "instance_id", "eid_prefixes", "tags", "state", "enrolled_at", "revoked_at", "last_seen", "config_version", "applied_version", "uplinks", "token_id", "cert_not_after")
+    __slots__ = ("node_id", "name", "instance_id", "eid_prefixes", "tags", "state", "enrolled_at", "revoked_at", "last_seen", "config_version", "applied_version", "uplinks", "token_id", "cert_not_after", "identity", "attestation", "attested_at", "ek_subject")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,10 @@ class NodeInfo(_message.Message):
     UPLINKS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     CERT_NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    ATTESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EK_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     instance_id: int
@@ -39,7 +43,11 @@ class NodeInfo(_message.Message):
     uplinks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Uplink]
     token_id: str
     cert_not_after: str
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., enrolled_at: _Optional[str] = ..., revoked_at: _Optional[str] = ..., last_seen: _Optional[str] = ..., config_version: _Optional[int] = ..., applied_version: _Optional[int] = ..., uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., token_id: _Optional[str] = ..., cert_not_after: _Optional[str] = ...) -> None: ...
+    identity: str
+    attestation: str
+    attested_at: str
+    ek_subject: str
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., enrolled_at: _Optional[str] = ..., revoked_at: _Optional[str] = ..., last_seen: _Optional[str] = ..., config_version: _Optional[int] = ..., applied_version: _Optional[int] = ..., uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., token_id: _Optional[str] = ..., cert_not_after: _Optional[str] = ..., identity: _Optional[str] = ..., attestation: _Optional[str] = ..., attested_at: _Optional[str] = ..., ek_subject: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ("include_revoked",)

@@ -23,22 +23,29 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from controller_api.gen.lispmesh.v1 import attestation_pb2 as lispmesh_dot_v1_dot_attestation__pb2
 from controller_api.gen.lispmesh.v1 import common_pb2 as lispmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clispmesh/v1/enrollment.proto\x12\x0blispmesh.v1\x1a\x18lispmesh/v1/common.proto\"F\n\x14OnboardingCredential\x12\x17\n\x0f\x63\x65rtificate_der\x18\x01 \x01(\x0c\x12\x15\n\rcsr_signature\x18\x02 \x01(\x0c\"\xbe\x01\n\rEnrollRequest\x12\x14\n\njoin_token\x18\x01 \x01(\tH\x00\x12\x37\n\nonboarding\x18\x02 \x01(\x0b\x32!.lispmesh.v1.OnboardingCredentialH\x00\x12\x0f\n\x07\x63sr_der\x18\x03 \x01(\x0c\x12\x16\n\x0erequested_name\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\tB\x0c\n\ncredential\"\xcc\x01\n\x0e\x45nrollResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\x0c\x12\x13\n\x0binstance_id\x18\x05 \x01(\r\x12,\n\x0c\x65id_prefixes\x18\x06 \x03(\x0b\x32\x16.lispmesh.v1.EidPrefix\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x10\n\x08\x61pi_port\x18\x08 \x01(\r2O\n\nEnrollment\x12\x41\n\x06\x45nroll\x12\x1a.lispmesh.v1.EnrollRequest\x1a\x1b.lispmesh.v1.EnrollResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clispmesh/v1/enrollment.proto\x12\x0blispmesh.v1\x1a\x1dlispmesh/v1/attestation.proto\x1a\x18lispmesh/v1/common.proto\"K\n\x0bTpmIdentity\x12\x11\n\tek_public\x18\x01 \x01(\x0c\x12\x16\n\x0e\x65k_certificate\x18\x02 \x01(\x0c\x12\x11\n\tak_public\x18\x03 \x01(\x0c\"t\n\x0cTpmChallenge\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63redential_blob\x18\x02 \x01(\x0c\x12\x18\n\x10\x65ncrypted_secret\x18\x03 \x01(\x0c\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x0c\n\x04pcrs\x18\x05 \x03(\r\"\xaf\x01\n\x0bTpmEvidence\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x18\n\x10\x61\x63tivation_proof\x18\x02 \x01(\x0c\x12\x17\n\x0fmesh_key_public\x18\x03 \x01(\x0c\x12\x16\n\x0e\x63\x65rtify_attest\x18\x04 \x01(\x0c\x12\x19\n\x11\x63\x65rtify_signature\x18\x05 \x01(\x0c\x12$\n\x05quote\x18\x06 \x01(\x0b\x32\x15.lispmesh.v1.TpmQuote\"F\n\x14OnboardingCredential\x12\x17\n\x0f\x63\x65rtificate_der\x18\x01 \x01(\x0c\x12\x15\n\rcsr_signature\x18\x02 \x01(\x0c\"\xe5\x01\n\rEnrollRequest\x12\x14\n\njoin_token\x18\x01 \x01(\tH\x00\x12\x37\n\nonboarding\x18\x02 \x01(\x0b\x32!.lispmesh.v1.OnboardingCredentialH\x00\x12\x0f\n\x07\x63sr_der\x18\x03 \x01(\x0c\x12\x16\n\x0erequested_name\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12%\n\x03tpm\x18\x07 \x01(\x0b\x32\x18.lispmesh.v1.TpmEvidenceB\x0c\n\ncredential\"\xcc\x01\n\x0e\x45nrollResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\x0c\x12\x13\n\x0binstance_id\x18\x05 \x01(\r\x12,\n\x0c\x65id_prefixes\x18\x06 \x03(\x0b\x32\x16.lispmesh.v1.EidPrefix\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x10\n\x08\x61pi_port\x18\x08 \x01(\r2\x9a\x01\n\nEnrollment\x12\x41\n\x06\x45nroll\x12\x1a.lispmesh.v1.EnrollRequest\x1a\x1b.lispmesh.v1.EnrollResponse\x12I\n\x12StartTpmEnrollment\x12\x18.lispmesh.v1.TpmIdentity\x1a\x19.lispmesh.v1.TpmChallengeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lispmesh.v1.enrollment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ONBOARDINGCREDENTIAL']._serialized_start=71
-  _globals['_ONBOARDINGCREDENTIAL']._serialized_end=141
-  _globals['_ENROLLREQUEST']._serialized_start=144
-  _globals['_ENROLLREQUEST']._serialized_end=334
-  _globals['_ENROLLRESPONSE']._serialized_start=337
-  _globals['_ENROLLRESPONSE']._serialized_end=541
-  _globals['_ENROLLMENT']._serialized_start=543
-  _globals['_ENROLLMENT']._serialized_end=622
+  _globals['_TPMIDENTITY']._serialized_start=102
+  _globals['_TPMIDENTITY']._serialized_end=177
+  _globals['_TPMCHALLENGE']._serialized_start=179
+  _globals['_TPMCHALLENGE']._serialized_end=295
+  _globals['_TPMEVIDENCE']._serialized_start=298
+  _globals['_TPMEVIDENCE']._serialized_end=473
+  _globals['_ONBOARDINGCREDENTIAL']._serialized_start=475
+  _globals['_ONBOARDINGCREDENTIAL']._serialized_end=545
+  _globals['_ENROLLREQUEST']._serialized_start=548
+  _globals['_ENROLLREQUEST']._serialized_end=777
+  _globals['_ENROLLRESPONSE']._serialized_start=780
+  _globals['_ENROLLRESPONSE']._serialized_end=984
+  _globals['_ENROLLMENT']._serialized_start=987
+  _globals['_ENROLLMENT']._serialized_end=1141
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class EnrollmentStub:
                 request_serializer=lispmesh_dot_v1_dot_enrollment__pb2.EnrollRequest.SerializeToString,
                 response_deserializer=lispmesh_dot_v1_dot_enrollment__pb2.EnrollResponse.FromString,
                 _registered_method=True)
+        self.StartTpmEnrollment = channel.unary_unary(
+                '/lispmesh.v1.Enrollment/StartTpmEnrollment',
+                request_serializer=lispmesh_dot_v1_dot_enrollment__pb2.TpmIdentity.SerializeToString,
+                response_deserializer=lispmesh_dot_v1_dot_enrollment__pb2.TpmChallenge.FromString,
+                _registered_method=True)
 
 
 class EnrollmentServicer:
@@ -51,6 +56,16 @@ class EnrollmentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartTpmEnrollment(self, request, context):
+        """TPM-bound enrollment, step 1 (Keylime-style): the node presents its TPM (EK and AK); the
+        controller checks the EK certificate and the AK and answers with a credential only that
+        TPM can activate, and a nonce. Step 2 is Enroll with `tpm` set. The join token is checked
+        in step 2 only: step 1 costs the controller one MakeCredential and reveals nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnrollmentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +73,11 @@ def add_EnrollmentServicer_to_server(servicer, server):
                     servicer.Enroll,
                     request_deserializer=lispmesh_dot_v1_dot_enrollment__pb2.EnrollRequest.FromString,
                     response_serializer=lispmesh_dot_v1_dot_enrollment__pb2.EnrollResponse.SerializeToString,
+            ),
+            'StartTpmEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTpmEnrollment,
+                    request_deserializer=lispmesh_dot_v1_dot_enrollment__pb2.TpmIdentity.FromString,
+                    response_serializer=lispmesh_dot_v1_dot_enrollment__pb2.TpmChallenge.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +107,33 @@ class Enrollment:
             '/lispmesh.v1.Enrollment/Enroll',
             lispmesh_dot_v1_dot_enrollment__pb2.EnrollRequest.SerializeToString,
             lispmesh_dot_v1_dot_enrollment__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTpmEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lispmesh.v1.Enrollment/StartTpmEnrollment',
+            lispmesh_dot_v1_dot_enrollment__pb2.TpmIdentity.SerializeToString,
+            lispmesh_dot_v1_dot_enrollment__pb2.TpmChallenge.FromString,
             options,
             channel_credentials,
             insecure,
