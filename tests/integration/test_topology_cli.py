@@ -223,7 +223,10 @@ def test_cut_link_shows_in_topology_and_watch(lab: MeshLab) -> None:
     assert shutil.which("tmux"), "tmux is needed for the --watch test"
     session = f"{lab.name}-watch"
     ns = lab.lab.netns_name(CONTROLLER)
-    watch = (f"ip netns exec {ns} env PYTHONPATH={REPO_ROOT} {sys.executable} -m lispmesh "
+    # The tmux server inherits the environment of whoever started it, COLUMNS=80 included when
+    # that was pytest: the view must size itself to the 200-column pane, as in a real terminal.
+    watch = (f"ip netns exec {ns} env -u COLUMNS -u LINES PYTHONPATH={REPO_ROOT} "
+             f"{sys.executable} -m lispmesh "
              f"topology --state-dir {lab.state / CONTROLLER} --watch --interval 0.5 "
              "--iterations 60")  # fmt: skip
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", watch],
