@@ -81,10 +81,21 @@ def _enroll_once(args: argparse.Namespace, state: Any) -> Any:
     )
 
 
+def _take_token(args: argparse.Namespace) -> None:
+    """args.token from wherever the secret was given (node/join_secret.py says why)."""
+    from node.join_secret import JoinSecretError, join_token
+
+    try:
+        args.token = join_token(args.token, args.token_file)
+    except JoinSecretError as exc:
+        raise CliError(str(exc), EXIT_REFUSED) from None
+
+
 def _join(args: argparse.Namespace) -> int:
     from node.enroll import EnrollError
     from node.state import StateDir
 
+    _take_token(args)
     if not args.controller:
         raise CliError("--controller is required")
     state = StateDir(Path(args.state_dir))
@@ -112,8 +123,8 @@ def _join_on_boot(args: argparse.Namespace, state: Any) -> Any:
 
     if not args.controller or not (args.token or args.onboarding_cert):
         raise CliError(
-            f"this node is not enrolled yet ({state.path}): give --controller and --token "
-            "(or run `lispmesh node join` first)"
+            f"this node is not enrolled yet ({state.path}): give --controller and a join "
+            "token (--token-file or $LISPMESH_TOKEN), or run `lispmesh node join` first"
         )
     backoff = Backoff(args.backoff_base, args.backoff_cap)
     while True:
@@ -140,6 +151,7 @@ def _run_managed(args: argparse.Namespace) -> int:
 
     state = StateDir(Path(args.state_dir))
     _logging(args.log_level or "info", "agent")
+    _take_token(args)
     state.prepare()
     revoked = state.revoked_message()
     if revoked is not None and not args.token:
@@ -182,7 +194,12 @@ def _join_options(parser: argparse.ArgumentParser) -> None:
     from node.state import DEFAULT_STATE_DIR
 
     parser.add_argument("--controller", help="the controller's join address HOST[:PORT]")
-    parser.add_argument("--token", help="join token lmj1.<id>.<secret>.<ca-pin>")
+    parser.add_argument(
+        "--token",
+        help="join token lmj1.<id>.<secret>.<ca-pin> (visible in `ps`: prefer --token-file "
+        "or $LISPMESH_TOKEN)",
+    )
+    parser.add_argument("--token-file", help="read the join token from this 0600 file")
     parser.add_argument("--name", help="node name wish (default: the host name)")
     parser.add_argument("--ca-cert", help="trust this controller CA instead of the token's pin")
     parser.add_argument("--onboarding-cert", help="device certificate (instead of a token)")

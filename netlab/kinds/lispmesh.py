@@ -6,15 +6,16 @@ Without `cmd`, a controller runs `<python> -m lispmesh controller serve --state-
 `addresses:` extension gives its data interfaces (in link order). Before it starts, netlab makes
 a join token offline in that state dir (`controller token create --offline`), one use per node it
 wires. A node without `cmd` and `startup-config` then runs `<python> -m lispmesh node run
---controller <address>:7443 --token <token> --name <node> --state-dir <labdir>/<node>/state
+--controller <address>:7443 --name <node> --state-dir <labdir>/<node>/state
 --run-dir <labdir>/run --uplink <each data interface>` (the mgmt eth0 is no uplink; the
 control socket is <labdir>/run/<node>.sock); with `startup-config` it runs `node run --config
 <file>`. An explicit `cmd` always wins. Controllers are configured (and started) first and nodes
 last (see `Kind.start_order`).
 
 `<python>` is the interpreter running netlab, with PYTHONPATH set to the checkout netlab comes
-from when lispmesh cannot be imported from there otherwise. The token never reaches the state
-file or the logs (the recorded command line shows `<token>`); destroy removes the state dirs.
+from when lispmesh cannot be imported from there otherwise. The token goes to the node in its
+environment ($LISPMESH_TOKEN): never on a command line (which every local user can read), in the
+state file or in the logs; destroy removes the state dirs.
 netlab imports nothing of lispmesh: it only builds command lines.
 """
 
@@ -42,6 +43,7 @@ CONTROLLER = "lispmesh-controller"
 CONTROLLER_PORT = 7443
 TOKEN_TTL = "24h"
 TOKEN_KEY = "lispmesh-join-token"  # where the controller leaves the token for the nodes
+TOKEN_ENV = "LISPMESH_TOKEN"  # where the node agent looks for it (node/join_secret.py)
 LISTEN_WAIT = 20.0  # how long deploy waits for the controller's port before starting nodes
 CHECKOUT = Path(__file__).resolve().parents[2]  # the tree netlab (and lispmesh) come from
 
@@ -182,7 +184,8 @@ def token_argv(topo: Topology, node: Node, uses: int) -> list[str]:
 
 
 def node_argv(topo: Topology, node: Node, token: str | None) -> list[str]:
-    """The node's command; `token` is needed when netlab joins it to the controller."""
+    """The node's command; `token` is needed when netlab joins it to the controller. The token
+    itself goes into the environment (node_env), never the command line every user can read."""
     if node.startup_config:
         return [*python_argv(), "node", "run", "--config", node.startup_config]
     wiring = plan(topo)
@@ -190,7 +193,7 @@ def node_argv(topo: Topology, node: Node, token: str | None) -> list[str]:
         raise NetlabError(f"node {node.name}: no join token from the lab's lispmesh-controller")
     argv = [
         *python_argv(), "node", "run", "--controller", host_port(wiring.address),
-        "--token", token, "--name", node.name, "--state-dir", str(state_dir(topo, node)),
+        "--name", node.name, "--state-dir", str(state_dir(topo, node)),
         "--run-dir", str(run_dir(topo)),
     ]  # fmt: skip
     # Uplinks: the data interfaces. The mgmt network is out of band, never the underlay (a
@@ -198,11 +201,6 @@ def node_argv(topo: Topology, node: Node, token: str | None) -> list[str]:
     for ifname in data_interfaces(topo, node):
         argv += ["--uplink", ifname]
     return argv
-
-
-def redact(argv: list[str], secret: str | None) -> str:
-    """The command line as recorded and shown: the token replaced by `<token>`."""
-    return " ".join("<token>" if secret and a == secret else a for a in argv)
 
 
 # --- deploy ---------------------------------------------------------------------------------
@@ -292,7 +290,10 @@ class LispmeshNodeKind(LinuxKind):
             ctx.state.add_dir(run_dir(ctx.topo))
             run_dir(ctx.topo).mkdir(parents=True, exist_ok=True)
         argv = node_argv(ctx.topo, node, token)
-        start_cmd(ctx, node, argv, dict(lispmesh_env()), shown=redact(argv, token))
+        env = dict(lispmesh_env())
+        if token is not None:
+            env[TOKEN_ENV] = token
+        start_cmd(ctx, node, argv, env)
 
 
 class LispmeshControllerKind(LinuxKind):

@@ -20,7 +20,7 @@ import pytest
 
 from lispmesh.waiting import wait_until
 from netlab import Lab
-from netlab.state import STATE_FILE
+from netlab.state import STATE_FILE, LabState
 from netlab.testing import leftovers, unique_name
 
 pytestmark = [
@@ -100,12 +100,21 @@ def pings(lab: Lab, node: str, address: str) -> bool:
 
 
 def assert_no_secret_on_disk(lab: Lab) -> None:
-    """The join token is in no log and not in the state file (its command shows `<token>`)."""
+    """The join token is in no log, not in the state file, and on no command line: what any local
+    user reads from /proc/PID/cmdline (`ps`). Only the nodes' environments hold it."""
     state = (lab.labdir / STATE_FILE).read_text()
-    assert "--token <token>" in state
-    assert "lmj1." not in state
+    assert "lmj1." not in state and "--token" not in state
     for log in lab.labdir.glob("*/*.log"):
         assert "lmj1." not in log.read_text(errors="replace"), log
+    recorded = LabState.load(lab.labdir)
+    assert recorded is not None
+    records = [r for r in recorded.processes if lab.topo.nodes[r.node].kind == "lispmesh-node"]
+    assert records, "the lab runs node processes"
+    for rec in records:
+        cmdline = Path(f"/proc/{rec.pid}/cmdline").read_bytes()
+        assert b"lmj1." not in cmdline, (rec.node, cmdline)
+        environ = Path(f"/proc/{rec.pid}/environ").read_bytes()
+        assert b"LISPMESH_TOKEN=lmj1." in environ, rec.node  # the positive path: it got it
 
 
 def test_two_node_example_is_a_mesh(tmp_path: Path) -> None:

@@ -113,7 +113,10 @@ def test_systemd_unit_runs_the_agent_at_boot() -> None:
     parser.read_string(UNIT.read_text())
     service, unit = parser["Service"], parser["Unit"]
     assert "lispmesh node run" in service["ExecStart"]
-    assert "--controller" in service["ExecStart"] and "--token" in service["ExecStart"]
+    # The token comes from the 0600 EnvironmentFile as $LISPMESH_TOKEN: on the command line
+    # every local user could read it in `ps`.
+    assert "--controller" in service["ExecStart"] and "TOKEN" not in service["ExecStart"]
+    assert service["EnvironmentFile"].lstrip("-") == "/etc/lispmesh/node.env"
     assert service["Restart"] == "always"
     assert "network-online.target" in unit["After"] and "network-online.target" in unit["Wants"]
     assert service["RestartPreventExitStatus"] == "78"
