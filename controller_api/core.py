@@ -38,6 +38,7 @@ class ControllerCore:
         self.map_server = map_server
         self.clock = clock
         self.streams: Counter[str] = Counter()  # node id -> open Watch streams
+        self._watches: dict[str, list[asyncio.Event]] = {}  # node id -> "end now", oldest first
         self._changed: dict[str, asyncio.Event] = {}
         self.policies = PolicyManager(store, clock)
         self.tpm_records = TpmRecords(store)
@@ -54,10 +55,40 @@ class ControllerCore:
         document = build(node, self.settings, self.pools, self.advertise, policy, revoked)
         return versioned(self.store, document)
 
-    async def wait_change(self, node_id: str, timeout: float) -> None:
+    def open_watch(self, node_id: str) -> asyncio.Event:
+        """Count a new Watch stream of `node_id`; returns the event that tells it to end, set
+        for the oldest streams beyond settings.max_watch_streams."""
+        ended = asyncio.Event()
+        watches = self._watches.setdefault(node_id, [])
+        watches.append(ended)
+        while len(watches) > max(1, self.settings.max_watch_streams):
+            watches.pop(0).set()
+        self.streams[node_id] += 1
+        return ended
+
+    def close_watch(self, node_id: str, ended: asyncio.Event) -> None:
+        watches = self._watches.get(node_id, [])
+        if ended in watches:
+            watches.remove(ended)
+        if not watches:
+            self._watches.pop(node_id, None)
+        self.streams[node_id] -= 1
+        if self.streams[node_id] <= 0:
+            del self.streams[node_id]
+
+    async def wait_change(
+        self, node_id: str, timeout: float, ended: asyncio.Event | None = None
+    ) -> None:
+        """Until `node_id`'s state may have changed, `ended` is set, or `timeout` passed."""
         event = self._changed.setdefault(node_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+        waits = [asyncio.ensure_future(event.wait())]
+        if ended is not None:
+            waits.append(asyncio.ensure_future(ended.wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
         if event.is_set() and self._changed.get(node_id) is event:
             del self._changed[node_id]
 

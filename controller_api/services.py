@@ -159,7 +159,7 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
         # until the next change, and its agent waits for the stream to open before it counts
         # itself connected (and starts reporting status).
         await context.send_initial_metadata(())
-        core.streams[node_id] += 1
+        ended = core.open_watch(node_id)
         core.store.touch(node_id, core.clock())
         log.info("node %s connected (has version %d)", node.name, known)
         try:
@@ -178,9 +178,15 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
                 if row.revoked:
                     message = f"node {row.name} was revoked at {rfc3339(row.revoked_at)}"
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
-                await core.wait_change(node_id, core.settings.config_cycle)
+                await core.wait_change(node_id, core.settings.config_cycle, ended)
+                if ended.is_set():
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"node {row.name}: ended by a newer Watch stream (at most "
+                        f"{core.settings.max_watch_streams} per node)",
+                    )
         finally:
-            core.streams[node_id] -= 1
+            core.close_watch(node_id, ended)
             log.info("node %s disconnected", node.name)
 
     async def Ack(

@@ -66,6 +66,10 @@ class ControllerSettings:
     # How often each Watch stream re-reads its node's row (revocation, config changes made by
     # another controller process): the "config cycle".
     config_cycle: float = 2.0
+    # Open Watch streams per node. A node needs one; the second covers a reconnect while the
+    # server has not yet noticed the old connection died. A newer stream ends the oldest, so a
+    # node (or a thief of its key) cannot pile up streams, and a live node is never locked out.
+    max_watch_streams: int = 2
 
 
 def random_ula() -> IPv6Network:

@@ -165,6 +165,42 @@ def test_watch_with_the_current_version_still_opens_the_stream(
     assert ctl.loop.run_until_complete(scenario()) >= 1
 
 
+def test_a_node_cannot_pile_up_watch_streams(ctl: Running, tmp_path: Path) -> None:
+    # The attack: one enrolled node (or a thief of its key) opens Watch stream after stream,
+    # each holding a server task that rebuilds its desired state every config cycle. Only the
+    # newest max_watch_streams (2) stay; the older ones are ended, and the newest still work.
+    state = StateDir(tmp_path / "node")
+    enrollment = ctl.enroll(state, ctl.token())
+    creds = credentials(state.ca.read_bytes(), state.cert.read_bytes(), state.key.read_bytes())
+    core = ctl.controller.core
+    assert core is not None
+
+    async def scenario() -> tuple[list[grpc.StatusCode], int, bool]:
+        async with aio_channel(enrollment.api_address, creds) as channel:
+            stub = config_pb2_grpc.NodeConfigStub(channel)
+            calls = []
+            for _ in range(6):
+                call = stub.Watch(config_pb2.WatchRequest())
+                await call.__aiter__().__anext__()  # its first desired state: the stream is live
+                calls.append(call)
+            ended = []
+            for call in calls[:4]:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await asyncio.wait_for(call.__aiter__().__anext__(), 10)
+                ended.append(err.value.code())
+            open_now = core.streams[enrollment.node_id]
+            # The two newest are still served: a revocation reaches them.
+            await asyncio.to_thread(ctl_admin_revoke, ctl, enrollment.name)
+            newest = await asyncio.wait_for(calls[-1].__aiter__().__anext__(), 10)
+            for call in calls[4:]:
+                call.cancel()
+            return ended, open_now, newest.revoked
+
+    ended, open_now, revoked_seen = ctl.loop.run_until_complete(scenario())
+    assert ended == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 4
+    assert open_now == 2 and revoked_seen
+
+
 def ctl_admin_revoke(ctl: Running, name: str) -> None:
     # Called once the stream has delivered its first desired state, so the stream is live.
     creds = ctl.admin_creds()
