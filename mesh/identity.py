@@ -664,6 +664,29 @@ def _verified_certificate(ca_certificate: x509.Certificate, der: bytes) -> _Veri
     return verified
 
 
+def _valid_certificate(ca_certificate: x509.Certificate, der: bytes, now: Now) -> _VerifiedCert:
+    cert = _verified_certificate(ca_certificate, der)
+    name = cert.claims.name
+    moment = _utcnow(now)
+    if moment < cert.not_before:
+        raise IdentityError(f"certificate of node {name} not valid before {cert.not_before}")
+    if moment > cert.not_after:
+        raise IdentityError(f"certificate of node {name} expired at {cert.not_after}")
+    return cert
+
+
+def verify_node_certificate(
+    ca_certificate: x509.Certificate, certificate: x509.Certificate, now: Now = None
+) -> PeerIdentity:
+    """What a peer would accept of `certificate` at `now`: issued by the CA, a node certificate,
+    within its validity; IdentityError with the reason otherwise (`lispmesh pki cert verify`)."""
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    cert = _valid_certificate(ca_certificate, der, now)
+    return PeerIdentity(
+        cert.claims.name, cert.claims.eids, cert.claims.rlocs, cert.fingerprint, cert.not_after
+    )
+
+
 def verify_proof(
     ca_certificate: x509.Certificate,
     json_lcaf: JsonLcaf,
@@ -679,13 +702,8 @@ def verify_proof(
         raise IdentityError(
             f"proof key-id {proof.key_id} does not match key-id {transcript.key_id}"
         )
-    cert = _verified_certificate(ca_certificate, proof.certificate_der)
+    cert = _valid_certificate(ca_certificate, proof.certificate_der, now)
     name = cert.claims.name
-    moment = _utcnow(now)
-    if moment < cert.not_before:
-        raise IdentityError(f"certificate of node {name} not valid before {cert.not_before}")
-    if moment > cert.not_after:
-        raise IdentityError(f"certificate of node {name} expired at {cert.not_after}")
     try:
         cert.public_key.verify(proof.signature, transcript.encode(), ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):

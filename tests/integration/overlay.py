@@ -76,8 +76,11 @@ class OverlayLab:
         xtrs: list[XtrSpec],
         name_prefix: str = "ov",
         extra_nodes: dict[str, dict[str, Any]] | None = None,
+        identities: dict[str, Path] | None = None,
     ) -> None:
         self.workdir = workdir
+        # Per xTR, a directory with node.key, node.crt and ca.crt (default: a lab CA made here).
+        self.identities = identities
         self.xtrs = {spec.name: spec for spec in xtrs}
         # netlab node definitions added as given (`env` defaults to the one the xTRs get).
         self.extra_nodes = dict(extra_nodes or {})
@@ -98,7 +101,7 @@ class OverlayLab:
         return [f"10.1.{spec.index}.0/24", f"fd00:1:{spec.index}::/64"]
 
     def _write_files(self) -> None:
-        identities = provision_lab_identities(
+        identities = self.identities or provision_lab_identities(
             self.workdir / "pki",
             "lab-ca",
             {name: [(0, p) for p in self._xtr_prefixes(spec)] for name, spec in self.xtrs.items()},
