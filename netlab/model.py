@@ -18,6 +18,9 @@ MGMT_NET = "mgmt-net"
 # Kinds whose node is a namespace of its own (bridge is one too, holding a Linux bridge).
 NS_KINDS = ("linux", "router", "nat", "lispmesh-node", "lispmesh-controller", "bridge")
 KNOWN_KINDS = (*NS_KINDS, "host")
+# NAT behaviours of kind nat (RFC 4787 mapping/filtering; the rules are in netlab/kinds/nat.py).
+NAT_PROFILES = ("full-cone", "address-restricted", "port-restricted", "symmetric")
+DEFAULT_NAT_PROFILE = "port-restricted"  # what plain Linux masquerade does
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Node:
     routes: list[Route] = field(default_factory=list)
     nat_outside: str | None = None  # kernel ifname
     nat_block_inbound: bool = True
+    nat_profile: str = DEFAULT_NAT_PROFILE
+    nat_udp_timeout: int | None = None  # seconds; None: the kernel's conntrack defaults
     line: int = 0
 
     @property

@@ -21,7 +21,19 @@ from typing import Any
 
 from netlab import naming
 from netlab.errors import TopologyError
-from netlab.model import HOST, KNOWN_KINDS, MGMT_NET, Endpoint, Link, Mgmt, Node, Route, Topology
+from netlab.model import (
+    DEFAULT_NAT_PROFILE,
+    HOST,
+    KNOWN_KINDS,
+    MGMT_NET,
+    NAT_PROFILES,
+    Endpoint,
+    Link,
+    Mgmt,
+    Node,
+    Route,
+    Topology,
+)
 from netlab.yamlload import LDict, LList, load_yaml
 
 # Fields netlab resolves per node (with inheritance).
@@ -688,6 +700,31 @@ def _finish_node(
                 nmap.line_of("block-inbound"), f"{field}.nat.block-inbound", "must be true or false"
             )
         node.nat_block_inbound = bi
+        profile = nmap.get("profile", DEFAULT_NAT_PROFILE)
+        if profile not in NAT_PROFILES:
+            raise ctx.err(
+                nmap.line_of("profile"),
+                f"{field}.nat.profile",
+                f"unknown NAT profile {profile!r} (known: {', '.join(NAT_PROFILES)})",
+            )
+        node.nat_profile = profile
+        if "udp-timeout" in nmap:
+            timeout = nmap["udp-timeout"]
+            whole = isinstance(timeout, int) and not isinstance(timeout, bool)
+            if not whole or not 1 <= timeout <= 3600:
+                raise ctx.err(
+                    nmap.line_of("udp-timeout"),
+                    f"{field}.nat.udp-timeout",
+                    f"must be a whole number of seconds from 1 to 3600, not {timeout!r}",
+                )
+            node.nat_udp_timeout = timeout
+        unknown = sorted(set(nmap) - {"outside", "block-inbound", "profile", "udp-timeout"})
+        if unknown:
+            raise ctx.err(
+                nmap.line_of(unknown[0]),
+                f"{field}.nat.{unknown[0]}",
+                "unknown field (known: outside, profile, udp-timeout, block-inbound)",
+            )
     elif nat is not None:
         raise ctx.err(nline, f"{field}.nat", f"only nodes of kind nat take 'nat' ({node.kind})")
     for key in ("mgmt-ipv4", "mgmt-ipv6"):

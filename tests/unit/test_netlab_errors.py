@@ -14,6 +14,13 @@ GOOD_NODES = """
     r1: {kind: linux}
     r2: {kind: linux}
 """
+NAT_NODES = """
+  nodes:
+    r1: {kind: linux}
+    n:
+      kind: nat
+"""
+NAT_LINK = "  links:\n    - endpoints: [r1:eth1, n:eth1]\n"
 
 # (case id, file text, expected "file:line: field: message" fragment)
 CASES = [
@@ -92,6 +99,24 @@ CASES = [
         "nat-without-outside",
         "name: x\ntopology:\n  nodes:\n    n: {kind: nat}\n",
         "nodes.n.nat.outside: missing: a nat node needs nat: {outside: <interface>}",
+    ),
+    (
+        "nat-unknown-profile",
+        f"name: x\ntopology:{NAT_NODES}      nat: {{outside: eth1, profile: cone}}\n{NAT_LINK}",
+        "bad.clab.yml:7: nodes.n.nat.profile: unknown NAT profile 'cone' (known: full-cone, "
+        "address-restricted, port-restricted, symmetric)",
+    ),
+    (
+        "nat-bad-udp-timeout",
+        f"name: x\ntopology:{NAT_NODES}      nat: {{outside: eth1, udp-timeout: 2.5}}\n{NAT_LINK}",
+        "bad.clab.yml:7: nodes.n.nat.udp-timeout: must be a whole number of seconds from 1 to "
+        "3600, not 2.5",
+    ),
+    (
+        "nat-unknown-field",
+        f"name: x\ntopology:{NAT_NODES}      nat: {{outside: eth1, mapping: eim}}\n{NAT_LINK}",
+        "bad.clab.yml:7: nodes.n.nat.mapping: unknown field (known: outside, profile, "
+        "udp-timeout, block-inbound)",
     ),
     (
         "unknown-group",

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from netlab import graph, labdir, parse_file, parse_text
+from netlab.kinds import nat as nat_kind
 from netlab.model import HOST
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -185,3 +186,56 @@ def test_graph_outputs() -> None:
     assert dot.count(" -- ") == len(topo.links)
     mer = graph.to_mermaid(topo)
     assert mer.startswith("graph LR") and mer.count("---|") == len(topo.links)
+
+
+def test_nat_profiles_parse_and_select_their_rules(tmp_path: Path) -> None:
+    topo = parse_text(
+        """
+name: n
+topology:
+  kinds:
+    nat: {nat: {outside: eth1}}
+  nodes:
+    r: {kind: router}
+    plain: {kind: nat}
+    cone: {kind: nat, nat: {outside: eth1, profile: full-cone, udp-timeout: 7}}
+    ar: {kind: nat, nat: {outside: eth1, profile: address-restricted}}
+    sym: {kind: nat, nat: {outside: eth1, profile: symmetric, block-inbound: false}}
+  links:
+    - endpoints: [r:eth1, plain:eth1]
+    - endpoints: [r:eth2, cone:eth1]
+    - endpoints: [r:eth3, ar:eth1]
+    - endpoints: [r:eth4, sym:eth1]
+""",
+        tmp_path / "n.clab.yml",
+    )
+    n = topo.nodes
+    assert (n["plain"].nat_profile, n["plain"].nat_udp_timeout) == ("port-restricted", None)
+    assert (n["cone"].nat_profile, n["cone"].nat_udp_timeout) == ("full-cone", 7)
+    assert n["sym"].nat_block_inbound is False
+
+    def rules(name: str) -> str:
+        node = n[name]
+        assert node.nat_outside
+        return nat_kind.ruleset(
+            node.nat_outside, node.nat_block_inbound, node.nat_profile, node.nat_udp_timeout
+        )
+
+    plain, cone, ar, sym = rules("plain"), rules("cone"), rules("ar"), rules("sym")
+    # port-restricted is plain masquerade; symmetric randomises the port of every new flow
+    assert "masquerade\n" in plain and "dnat" not in plain and "fully-random" not in plain
+    assert "masquerade fully-random" in sym and "dnat" not in sym
+    # the cones learn outside port -> inside owner and DNAT to it; only address-restricted
+    # checks that the mapping sent to the sender's address first
+    for text in (cone, ar):
+        assert "update @udp_mapping" in text and "dnat ip to udp dport map @udp_mapping" in text
+    assert "udp_peers" in ar and "udp_peers" not in cone
+    assert "timeout 7s" in cone and f"timeout {nat_kind.DEFAULT_MAP_TIMEOUT}s" in ar
+    # block-inbound lets replies and DNATed (cone) flows in, drops the rest
+    assert 'iifname "eth1" counter drop' in cone and "drop" not in sym
+    assert nat_kind.conntrack_sysctls(7) == {
+        "net.netfilter.nf_conntrack_udp_timeout": "7",
+        "net.netfilter.nf_conntrack_udp_timeout_stream": "7",
+    }
+    assert nat_kind.conntrack_sysctls(None) == {}
+    assert "full-cone" in json.dumps(topo.to_dict())  # so the digest sees a profile change
