@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 
 from common.errors import LispmeshError
+from common.prometheus import Exporter, LoopCollector, MetricsError, serve
 from controller_api import pki as pki_mod
 from controller_api.attestation import AttestationPolicy, ManufacturerCAs
 from controller_api.auth import Authenticator
@@ -39,6 +40,7 @@ from controller_api.gen.lispmesh.v1 import (
     policy_pb2_grpc,
     status_pb2_grpc,
 )
+from controller_api.metrics import controller_families
 from controller_api.netinfo import default_advertise
 from controller_api.policy_grpc import PolicyService
 from controller_api.services import (
@@ -126,6 +128,7 @@ class Controller:
         self.clock = clock  # wall-clock seconds: tests move it (certificate lifetimes)
         self.store: Store | None = None
         self.map_server: EmbeddedMapServer | None = None
+        self.exporter: Exporter | None = None
         self.server: grpc.aio.Server | None = None
         self.core: ControllerCore | None = None
         self.port = 0
@@ -231,12 +234,26 @@ class Controller:
             "pid": os.getpid(),
         }
         (state_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if s.metrics_listen:
+            ms = self.map_server
+            collector = LoopCollector(
+                "lispmesh_controller", asyncio.get_running_loop(),
+                lambda: controller_families(core, ms),
+            )  # fmt: skip
+            try:
+                self.exporter = serve(s.metrics_listen, collector)
+            except MetricsError as exc:
+                await self.stop()
+                raise ControllerError(str(exc)) from None
         log.info(
             "controller: join port %s:%d, API port %d (advertised %s), EID pools %s, CA pin %s",
             bind, self.port, self.api_port, self.address, pools, self.pin,
         )  # fmt: skip
 
     async def stop(self) -> None:
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
         if self.server is not None:
             await self.server.stop(grace=0.5)
             self.server = None

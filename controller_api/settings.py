@@ -70,6 +70,8 @@ class ControllerSettings:
     # server has not yet noticed the old connection died. A newer stream ends the oldest, so a
     # node (or a thief of its key) cannot pile up streams, and a live node is never locked out.
     max_watch_streams: int = 2
+    # Where /metrics (Prometheus) is served, HOST:PORT; None: not served (opt-in).
+    metrics_listen: str | None = None
 
 
 def random_ula() -> IPv6Network:

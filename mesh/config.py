@@ -33,6 +33,7 @@ map_server:                      # the map-server + map-resolver role (optional)
   sites:
     - {name: site-a, keys: {0: s3cret}, allowed: ["[0]10.1.0.0/16"]}   # max_registrations: 10000
   # accept_unauthenticated_info: false   # true answers lispers.net's unsigned Info-Requests
+metrics: {listen: 127.0.0.1:9464}  # Prometheus /metrics (optional; loopback unless told)
 policy:                          # network policy (common.policy_format), compiled by the controller
   version: 3                     # absent: no policy, everything passes (as before policies);
   egress:                        # present: deny unless a rule allows (return traffic of an
@@ -53,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.errors import LispmeshError
 from common.policy_format import NodePolicy
+from common.prometheus import MetricsError, parse_listen
 from lisp.crypto_suites import CIPHER_SUITE_NAMES
 from lisp.map_server.site import MAX_REGISTRATIONS
 
@@ -160,6 +162,8 @@ class NodeConfig:
     # None (no `policy:` section): allow everything until the controller delivers a policy, so
     # a node without one behaves as before policies existed; with one, deny by default.
     policy: NodePolicy | None = None
+    # Where /metrics (Prometheus) is served, HOST:PORT; None: not served (opt-in).
+    metrics_listen: str | None = None
 
     @property
     def control_socket(self) -> Path:
@@ -433,6 +437,15 @@ def parse_config(data: Any, source: Path) -> NodeConfig:
         identity_fields.finish()
     xtr_fields = top.sub("xtr")
     ms_fields = top.sub("map_server")
+    metrics_fields = top.sub("metrics")
+    metrics_listen = None
+    if metrics_fields is not None:
+        metrics_listen = metrics_fields.string("listen", "127.0.0.1:9464")
+        try:
+            parse_listen(metrics_listen)
+        except MetricsError as exc:
+            raise metrics_fields.fail("listen", str(exc)) from None
+        metrics_fields.finish()
     config = NodeConfig(
         name=name,
         source=source,
@@ -445,6 +458,7 @@ def parse_config(data: Any, source: Path) -> NodeConfig:
         log_level=top.string("log_level", "info"),
         dataplane=top.string("dataplane", "auto"),
         policy=_policy(top),
+        metrics_listen=metrics_listen,
     )
     if config.dataplane not in ("auto", "c", "python"):
         raise top.fail("dataplane", f"{config.dataplane!r}: use auto, c or python")

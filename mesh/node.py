@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import LispmeshError
+from common.prometheus import Exporter, LoopCollector, serve
 from lisp import DecodeError, EncapsulatedControl, decode_control
 from lisp.ecm import TO_ETR_BIT
 from lisp.map_server import MapServer, Site
@@ -31,6 +32,7 @@ from mesh.control import ControlServer
 from mesh.fastpath import FastPath
 from mesh.kx import KxAuthority
 from mesh.map_server import MapServerService
+from mesh.metrics import node_families
 from mesh.netlink import configure_tun, link_is_up, remove_from_tun
 from mesh.tun import TunDevice
 from mesh.xtr import CONTROL_PORT, DATA_PORT, LocalRloc, Xtr
@@ -114,6 +116,7 @@ class NodeRuntime:
         self.control_server: ControlServer | None = None
         self.fast: FastPath | None = None
         self._readers: list[int] = []
+        self.exporter: Exporter | None = None
 
     # ---------------------------------------------------------------- set-up and tear-down
 
@@ -121,6 +124,11 @@ class NodeRuntime:
         self.loop = asyncio.get_running_loop()
         try:
             await self._setup()
+            if self.config.metrics_listen:
+                collector = LoopCollector(
+                    "lispmesh", self.loop, lambda: node_families(self.status())
+                )
+                self.exporter = serve(self.config.metrics_listen, collector)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.stop_event.set)
             log.info("node %s running (%s)", self.config.name, ", ".join(self.roles()))
@@ -130,6 +138,9 @@ class NodeRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await tick
         finally:
+            if self.exporter is not None:
+                self.exporter.close()
+                self.exporter = None
             await self._teardown()
         log.info("node %s stopped", self.config.name)
 

@@ -68,6 +68,7 @@ class AgentOptions:
     renew_backoff_cap: float = 3600.0
     renew_recheck: float = 600.0  # the longest single wait for the renewal time (clock jumps)
     event_log: Path | None = DEFAULT_EVENT_LOG  # sent with each TPM quote
+    metrics_listen: str | None = None  # Prometheus /metrics, HOST:PORT (opt-in)
 
 
 class Revoked(Exception):
@@ -370,6 +371,7 @@ class Agent:
             tun=self.options.tun,
             rlocs=as_rlocs(uplinks),
             private_key=self.key.private_key if self.key.origin == "tpm" else None,
+            metrics_listen=self.options.metrics_listen,
         )
 
     async def _apply(

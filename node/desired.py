@@ -41,6 +41,7 @@ class LocalFacts:
     tun: str
     rlocs: tuple[Rloc, ...]
     private_key: ec.EllipticCurvePrivateKey | None = None  # the TPM key, instead of `key`
+    metrics_listen: str | None = None  # --metrics-listen: where the runtime serves /metrics
 
 
 def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeConfig:
@@ -104,6 +105,7 @@ def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeC
         xtr=xtr,
         map_server=None,
         policy=policy,
+        metrics_listen=local.metrics_listen,
     )
 
 

@@ -67,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
             rekey_after_seconds=args.rekey_after,
             cert_lifetime=args.cert_lifetime,
             cert_grace=args.cert_grace,
+            metrics_listen=args.metrics_listen,
         )
     except ValueError as exc:
         raise CliError(f"bad EID pool: {exc}") from None
@@ -276,6 +277,11 @@ def register(subparsers: Subparsers) -> None:
         type=parse_duration,
         default=86400.0,
         help="how long a renewed node's old certificate is still accepted (1d)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics there (off by default; a bare :PORT is loopback only)",
     )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--config", help=argparse.SUPPRESS)

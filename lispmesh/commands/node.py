@@ -144,6 +144,15 @@ def _join_on_boot(args: argparse.Namespace, state: Any) -> Any:
         return enrollment
 
 
+def _metrics_listen(text: str | None) -> str | None:
+    """Checked now, so a bad address is one line at start, not an error after joining."""
+    from common.prometheus import parse_listen
+
+    if text is not None:
+        parse_listen(text)
+    return text
+
+
 def _run_managed(args: argparse.Namespace) -> int:
     from node.agent import Agent, AgentOptions
     from node.node_key import NodeKey, NodeKeyError, tpm_for
@@ -170,6 +179,7 @@ def _run_managed(args: argparse.Namespace) -> int:
         backoff_base=args.backoff_base,
         backoff_cap=args.backoff_cap,
         metrics_interval=args.metrics_interval,
+        metrics_listen=_metrics_listen(args.metrics_listen),
         event_log=Path(args.event_log),
     )
     try:
@@ -232,6 +242,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         help="longest wait between retries, seconds (30)")  # fmt: skip
     parser.add_argument("--metrics-interval", type=float, default=30.0,
                         help="seconds between metrics reports (30)")  # fmt: skip
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT",
+                        help="serve Prometheus /metrics there (off by default; a bare :PORT "
+                        "is loopback only)")  # fmt: skip
 
 
 def register(subparsers: Subparsers) -> None:

@@ -63,6 +63,7 @@ class XtrSpec:
     via: str | None = None  # an extra node standing between this xTR's uplinks and `ul`
     dataplane: str = "auto"  # "c", "python" or "auto" (the node config's `dataplane`)
     policy: dict[str, Any] | None = None  # the node config's `policy:` (a NodePolicy as a dict)
+    metrics: str | None = None  # the node config's `metrics.listen` (Prometheus), if any
 
     @property
     def name(self) -> str:
@@ -165,6 +166,8 @@ class OverlayLab:
                 del config["security"]
             if spec.policy is not None:
                 config["policy"] = spec.policy
+            if spec.metrics is not None:
+                config["metrics"] = {"listen": spec.metrics}
             (configs / f"{name}.yml").write_text(yaml.safe_dump(config))
         run = f"{sys.executable} -m lispmesh node run --config"
         # The node processes import this checkout, whether or not it is installed.

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lispmesh.waiting import wait_until
 from tests.integration.overlay import REPO_ROOT, OverlayLab, XtrSpec, eid4, eid6
@@ -43,7 +44,7 @@ def test_a_mesh_from_lispmesh_pki_certificates(tmp_path: Path) -> None:
         "cert", "verify", str(keys / "n1" / "node.crt"), "--ca", str(keys / "ca" / "ca.crt")
     )
 
-    specs = [XtrSpec(1), XtrSpec(2), XtrSpec(3)]
+    specs = [XtrSpec(1, metrics="127.0.0.1:9464"), XtrSpec(2), XtrSpec(3)]
     with OverlayLab(tmp_path / "lab", specs, name_prefix="pk", identities=identities) as lab:
         lab.wait_registered(["n1", "n2"])
         lab.wait_ping("n1", eid4(2))
@@ -56,3 +57,26 @@ def test_a_mesh_from_lispmesh_pki_certificates(tmp_path: Path) -> None:
         wait_until(lambda: lab.drops("n1").get("kx-auth-failed", 0) > refused0, 15,
                    "n1 to refuse n3's key exchange", 0.2)  # fmt: skip
         assert "n3" not in {p["name"] for p in lab.status("n1")["xtr"]["peers"]}
+
+        # n1's Prometheus metrics, scraped in its namespace, say the same as its status.
+        got = scrape(lab, "n1", "http://127.0.0.1:9464/metrics")
+        refused = lab.drops("n1").get("kx-auth-failed", 0)
+        assert got[("lispmesh_drops_total", (("reason", "kx-auth-failed"),))] >= refused0 + 1
+        assert got[("lispmesh_drops_total", (("reason", "kx-auth-failed"),))] <= refused
+        assert got[("lispmesh_peer_received_packets_total", (("peer", "n2"),))] > 0
+        assert got[("lispmesh_registered", (("map_server", "10.77.0.1"),))] == 1
+        assert any(name == "lispmesh_node_info" and dict(labels)["node"] == "n1"
+                   for name, labels in got)  # fmt: skip
+
+
+def scrape(
+    lab: OverlayLab, node: str, url: str
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    result = lab.exec(node, [sys.executable, "-c", f"import urllib.request as u; "
+                             f"print(u.urlopen({url!r}, timeout=5).read().decode())"])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = {}
+    for family in text_string_to_metric_families(result.stdout):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out

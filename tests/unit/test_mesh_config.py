@@ -81,6 +81,8 @@ BAD = [
     ("security", {"revoked_peers": "n1"}, "security.revoked_peers: expected a list"),
     ("security", {"revoked_peers": [7]}, "security.revoked_peers[0]: expected a node name"),
     ("identity", _DELETE, "identity: is required for the authenticated key exchange"),
+    ("metrics", {"listen": "nowhere:1"}, "metrics.listen: metrics listen address 'nowhere:1'"),
+    ("metrics", {"port": 9}, "metrics.port: unknown field"),
 ]
 
 

@@ -4,6 +4,7 @@ state dir, the shipped systemd unit."""
 from __future__ import annotations
 
 import configparser
+import dataclasses
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,9 @@ def test_desired_state_becomes_the_runtime_config(tmp_path: Path) -> None:
     revoking.revoked_nodes.extend(["edge-9", "edge-4"])
     revoked = to_node_config(revoking, _facts(tmp_path)).security.revoked_peers
     assert revoked == frozenset({"edge-9", "edge-4"})
+    assert config.metrics_listen is None  # opt-in
+    facts = dataclasses.replace(_facts(tmp_path), metrics_listen="127.0.0.1:9464")
+    assert to_node_config(_desired(), facts).metrics_listen == "127.0.0.1:9464"
 
 
 def test_no_uplink_or_bad_state_is_one_line(tmp_path: Path) -> None:
