@@ -121,6 +121,12 @@ class Agent:
         self.credentials_changed = asyncio.Event()  # a renewal: reconnect with the new pair
         self.witness: TpmWitness | None = None
         self.attestation = ""  # TPM nodes: "ok at <time>" or "failed at <time>: <reason>"
+        self.seal: Any = None  # TPM nodes: node.checkpoint_seal.CheckpointSeal
+        if key.origin == "tpm":
+            from node.checkpoint_seal import CheckpointSeal  # tpm2-pytss: TPM nodes only
+
+            self.seal = CheckpointSeal(key.tpm)
+            state.cipher = self.seal
 
     # ------------------------------------------------------------------ main
 
@@ -130,7 +136,8 @@ class Agent:
             loop.add_signal_handler(sig, self.stop_event.set)
         self.state.finish_renewal()
         await self._start_standby()
-        checkpoint = self.state.load_checkpoint()
+        # A sealed checkpoint is opened by the TPM: not in the event loop's thread.
+        checkpoint = await loop.run_in_executor(None, self.state.load_checkpoint)
         if checkpoint is not None and not checkpoint.revoked:
             log.info("starting from the checkpoint (desired state v%d)", checkpoint.version)
             ok, error = await self._apply(checkpoint, checkpointed=True)
@@ -283,6 +290,21 @@ class Agent:
         if not self.attestation.startswith("ok"):
             log.info("attested to the controller (TPM quote and event log accepted)")
         self.attestation = f"ok at {result.attested_at}"
+        await self._reseal(dict(quote.pcrs))
+
+    async def _reseal(self, accepted: dict[int, bytes]) -> None:
+        """The controller accepted these PCR values: seal the checkpoint to them (at once after
+        a legitimate update, so the next start opens it; a no-op when they did not change)."""
+        loop = asyncio.get_running_loop()
+        try:
+            resealed = await loop.run_in_executor(None, self.seal.reseal, accepted)
+        except Exception as exc:  # the node runs on without a checkpoint rather than stop
+            log.error("cannot seal the checkpoint to the TPM: %s", exc)
+            return
+        if resealed:
+            log.info("checkpoint sealed to PCRs %s as attested", ",".join(map(str, accepted)))
+            if self.desired is not None:
+                self.state.save_checkpoint(self.desired)
 
     def _connected(self) -> None:
         if self.controller_state != "connected":

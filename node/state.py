@@ -8,6 +8,8 @@ node.crt.new
 ca.crt           the controller CA (pinned at enrollment; the only root trusted)
 agent.json       node id and name, the controller's join and API addresses, run dir
 checkpoint.json  the last desired state applied (0600: it holds the site key)
+checkpoint.sealed  instead, on a TPM node: the same, encrypted with a key sealed to the TPM's
+                 PCRs (node/checkpoint_seal.py)
 revoked          present once the controller revoked this node
 """
 
@@ -18,7 +20,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,9 +52,20 @@ class Enrollment:
     tpm: str = ""  # the TPM it joined with (device path or TCTI); `--tpm` may override it
 
 
+class CheckpointCipher(Protocol):
+    """What keeps the checkpoint sealed (node/checkpoint_seal.py on a TPM node). Both raise
+    StateError, one line."""
+
+    def encrypt(self, plaintext: bytes) -> bytes: ...
+
+    def decrypt(self, blob: bytes, where: str) -> bytes: ...
+
+
 class StateDir:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cipher: CheckpointCipher | None = None) -> None:
         self.path = path
+        # Set on a TPM node: the checkpoint is then `checkpoint.sealed`, never plain text.
+        self.cipher = cipher
 
     @property
     def key(self) -> Path:
@@ -81,6 +94,10 @@ class StateDir:
     @property
     def checkpoint_file(self) -> Path:
         return self.path / "checkpoint.json"
+
+    @property
+    def sealed_checkpoint_file(self) -> Path:
+        return self.path / "checkpoint.sealed"
 
     @property
     def revoked_file(self) -> Path:
@@ -130,6 +147,10 @@ class StateDir:
         _write_file(self.agent_file, text.encode(), 0o644)
 
     def load_checkpoint(self) -> config_pb2.DesiredState | None:
+        """The last desired state applied, or None (with one warning line) when there is none
+        this node can use: never an exception for a bad file, so a node never crash-loops on it."""
+        if self.cipher is not None:
+            return self._load_sealed_checkpoint(self.cipher)
         try:
             text = self.checkpoint_file.read_text()
         except FileNotFoundError:
@@ -137,26 +158,64 @@ class StateDir:
         except OSError as exc:
             raise StateError(f"{self.checkpoint_file}: {exc.strerror}") from None
         except ValueError as exc:  # not UTF-8: a torn write or a disk error
-            self._unusable_checkpoint(exc)
+            self._unusable_checkpoint(self.checkpoint_file, exc)
             return None
+        return self._parse_checkpoint(text, self.checkpoint_file)
+
+    def _load_sealed_checkpoint(self, cipher: CheckpointCipher) -> config_pb2.DesiredState | None:
+        if self.checkpoint_file.exists():
+            # A plain checkpoint on a TPM node is not this node's (or predates sealing): taking
+            # it would let whoever wrote the disk choose the node's configuration.
+            log.warning("%s: plain checkpoint ignored and removed (this node's checkpoint is "
+                        "sealed to its TPM)", self.checkpoint_file)  # fmt: skip
+            self.checkpoint_file.unlink(missing_ok=True)
+        try:
+            blob = self.sealed_checkpoint_file.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"{self.sealed_checkpoint_file}: {exc.strerror}") from None
+        try:
+            text = cipher.decrypt(blob, str(self.sealed_checkpoint_file)).decode()
+        except (StateError, UnicodeDecodeError) as exc:
+            log.warning(
+                "checkpoint not opened: %s; starting without it (the controller sends the "
+                "desired state once this node attests)",
+                exc,
+            )
+            return None
+        return self._parse_checkpoint(text, self.sealed_checkpoint_file)
+
+    def _parse_checkpoint(self, text: str, path: Path) -> config_pb2.DesiredState | None:
         try:
             desired = config_pb2.DesiredState()
             json_format.Parse(text, desired)
             return desired
         except json_format.ParseError as exc:
-            self._unusable_checkpoint(exc)
+            self._unusable_checkpoint(path, exc)
             return None
 
-    def _unusable_checkpoint(self, exc: Exception) -> None:
+    @staticmethod
+    def _unusable_checkpoint(path: Path, exc: Exception) -> None:
         # A torn or foreign file: better no checkpoint than a wrong one, and never a crash loop.
-        log.warning("%s: unreadable checkpoint ignored (%s)", self.checkpoint_file, exc)
+        log.warning("%s: unreadable checkpoint ignored (%s)", path, exc)
 
     def save_checkpoint(self, desired: config_pb2.DesiredState) -> None:
         doc: dict[str, Any] = json_format.MessageToDict(desired, preserving_proto_field_name=True)
-        _write_file(self.checkpoint_file, (json.dumps(doc, indent=2) + "\n").encode(), 0o600)
+        text = (json.dumps(doc, indent=2) + "\n").encode()
+        if self.cipher is None:
+            _write_file(self.checkpoint_file, text, 0o600)
+            return
+        try:
+            blob = self.cipher.encrypt(text)
+        except StateError as exc:
+            log.warning("checkpoint not saved: %s", exc)
+            return
+        _write_file(self.sealed_checkpoint_file, blob, 0o600)
 
     def forget_checkpoint(self) -> None:
         self.checkpoint_file.unlink(missing_ok=True)
+        self.sealed_checkpoint_file.unlink(missing_ok=True)
 
     def mark_revoked(self, message: str) -> None:
         _write_file(self.revoked_file, (message + "\n").encode(), 0o644)
