@@ -185,6 +185,7 @@ class Deployer:
             assert node.ns
             self.state.add_namespace(node.ns)
             netns.create(node.ns)
+            netns.set_hostname(node.ns, node.name)
         kind.setup(self, node)
         if node.has_mgmt:
             assert node.ns

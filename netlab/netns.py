@@ -2,6 +2,10 @@
 
 Namespaces are the named kind `ip netns` shows (/run/netns/<name>), so users can inspect a lab
 with the usual tools (`ip netns exec clab-lab-r1 ip addr`).
+
+A node's namespace also gets its own UTS namespace with the node's name as hostname (as a
+containerlab container has), kept at /run/netlab/uts/<name>: every command netlab runs in the node
+sees that hostname, so a lispmesh node joined by a lab is named after its lab node.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 NETNS_DIR = "/run/netns"
+UTS_DIR = "/run/netlab/uts"
+_MNT_DETACH = 2
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
@@ -49,6 +55,28 @@ def remove(name: str) -> None:
     """Unmount and unlink a namespace; the kernel frees it (and its veths) once unused."""
     if exists(name):
         pr_netns.remove(name)
+    uts = uts_path(name)
+    if os.path.exists(uts):
+        _libc.umount2(uts.encode(), _MNT_DETACH)  # not mounted (a half-made one): still unlink
+        os.unlink(uts)
+
+
+def uts_path(name: str) -> str:
+    return os.path.join(UTS_DIR, name)
+
+
+def set_hostname(name: str, hostname: str) -> None:
+    """Give namespace `name` its own UTS namespace whose hostname is `hostname`."""
+    os.makedirs(UTS_DIR, mode=0o755, exist_ok=True)
+    uts = uts_path(name)
+    with open(uts, "a"):
+        pass
+    # util-linux's unshare makes the namespace and bind-mounts it on the file (a persistent
+    # namespace, like `ip netns add`), then runs hostname inside it.
+    subprocess.run(
+        ["unshare", f"--uts={uts}", "hostname", hostname[:64]],
+        check=True, capture_output=True, timeout=10,
+    )  # fmt: skip
 
 
 def inode(name: str) -> int | None:
@@ -127,8 +155,14 @@ def write_sysctls(name: str, values: Mapping[str, str]) -> None:
 
 
 def ns_argv(name: str | None, argv: Sequence[str]) -> list[str]:
-    """argv that runs `argv` inside namespace `name` (None: as is, in the root namespace)."""
-    return list(argv) if name is None else ["ip", "netns", "exec", name, *argv]
+    """argv that runs `argv` inside namespace `name` (None: as is, in the root namespace), and
+    inside its UTS namespace when it has one. Both exec: the pid is the command's own."""
+    if name is None:
+        return list(argv)
+    uts = uts_path(name)
+    if os.path.exists(uts):
+        return ["ip", "netns", "exec", name, "nsenter", f"--uts={uts}", "--", *argv]
+    return ["ip", "netns", "exec", name, *argv]
 
 
 def run(

@@ -13,6 +13,7 @@ directory under `workdir`, and destroys it on exit, also when the test fails.
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -81,6 +82,7 @@ def link_pings(topo: Topology) -> list[tuple[str, str]]:
 def leftovers(topo: Topology) -> list[str]:
     """Anything of the lab still present: namespaces, registry entry, state file."""
     found = [f"namespace {n}" for n in topo.namespaces() if netns.exists(n)]
+    found += [f"UTS namespace {n}" for n in topo.namespaces() if os.path.exists(netns.uts_path(n))]
     entry = state.lookup(topo.name)
     if entry and Path(entry["labdir"]) == topo.labdir:
         found.append(f"registry entry {topo.name}")

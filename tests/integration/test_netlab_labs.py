@@ -91,6 +91,12 @@ def test_two_node_lab_kernel_state_ping_processes(tmp_path: Path) -> None:
             assert procs.is_alive(r)
             ns_ino = netns.inode(lab.netns_name(r.node))
             assert os.stat(f"/proc/{r.pid}/ns/net").st_ino == ns_ino
+            # Each node is its own host, named after its lab node (as a containerlab container).
+            uts = os.stat(netns.uts_path(lab.netns_name(r.node))).st_ino
+            assert os.stat(f"/proc/{r.pid}/ns/uts").st_ino == uts
+        for node in ("n1", "n2"):
+            assert lab.exec(node, ["hostname"]).stdout.strip() == node
+        uts_files = [netns.uts_path(lab.netns_name(n)) for n in ("n1", "n2", "ctrl")]
         rows = inspect.rows(topo)
         assert [r["state"] for r in rows] == ["running"] * 4  # n1, n2, ctrl, underlay bridge
         for f in ("topology-data.json", "ansible-inventory.yml", "hosts"):
@@ -102,6 +108,7 @@ def test_two_node_lab_kernel_state_ping_processes(tmp_path: Path) -> None:
     assert_clean(lab)
     for r in recs:
         assert not procs.is_alive(r)
+    assert not [f for f in uts_files if os.path.exists(f)]
 
 
 def test_hub_spoke_nat_rewrites_source(tmp_path: Path) -> None:

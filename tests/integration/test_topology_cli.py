@@ -264,3 +264,9 @@ def _restore_uplink(lab: MeshLab) -> None:
 def _both_rlocs_answer(lab: MeshLab) -> bool:
     ping = node_json(lab, "n2", "ping", lab.eid("n1"), "-c", "1")
     return {r["rloc"] for r in ping["rlocs"] if r["received"]} == ADDRESSES["n1"]
+
+
+def test_lab_nodes_are_named_after_their_lab_node(lab: MeshLab) -> None:
+    # No --name in the lab file: each node asks for its hostname, its own lab node's name
+    # (netlab gives every node a UTS namespace, as containerlab does), not the machine's.
+    assert {_name(lab, n) for n in lab.nodes} == set(lab.nodes)
