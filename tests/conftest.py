@@ -13,7 +13,13 @@ run, `--randomly-seed=N` repeats an order), so tests that only pass after their 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
+
+if TYPE_CHECKING:
+    from tests.etcd_cluster import EtcdCluster
 
 
 def _is_property_test(item: pytest.Item) -> bool:
@@ -35,3 +41,12 @@ def pytest_terminal_summary(
     seed = getattr(config.option, "randomly_seed", None)
     if seed is not None:
         terminalreporter.write_line(f"random order seed: {seed} (repeat: --randomly-seed={seed})")
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One real etcd member for the whole session; tests keep apart by key prefix."""
+    from tests.etcd_cluster import EtcdCluster
+
+    with EtcdCluster.start(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster

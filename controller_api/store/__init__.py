@@ -2,6 +2,8 @@
 (sqlite.py, embedded, the default) and etcd (etcd.py, for several controller replicas); model.py
 holds the rows and errors both share, allocation.py the EID allocation rules."""
 
+from controller_api.store.etcd import EtcdStore
+from controller_api.store.etcd_client import EtcdTls, EtcdUnavailable
 from controller_api.store.model import (
     APPS,
     PLACEMENTS,
@@ -38,6 +40,9 @@ __all__ = [
     "CaMaterial",
     "Conflict",
     "EidPools",
+    "EtcdStore",
+    "EtcdTls",
+    "EtcdUnavailable",
     "Issued",
     "Issuer",
     "NewNode",

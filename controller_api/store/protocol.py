@@ -1,6 +1,6 @@
 """The `Store` protocol: everything the controller keeps, whatever holds it.
 
-Two implementations pass the same contract tests (tests/unit/test_store_contract.py):
+Two implementations pass the same contract tests (tests/unit/test_controller_store.py):
 `SqliteStore` (one file, embedded, the default for one controller) and `EtcdStore` (several
 controller replicas sharing one etcd cluster). Every method is one atomic step: no caller holds a
 transaction open, so a backend may retry an optimistic write internally. Two guarantees hold
