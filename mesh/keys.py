@@ -118,18 +118,29 @@ class KeyStore:
         return self.previous_epochs.get(key_id)
 
     def rekey_due(self, now: float) -> bool:
+        """Time for a new ITR epoch: the current one is old, or one of ITS keys sealed enough.
+        Only the current epoch's states count: a superseded key that reached the packet limit
+        must not ask for a rekey on every tick, forever (a rekey storm)."""
         if now - self.epoch.created_at >= self.rekey_after_seconds:
             return True
-        return any(s.counter >= self.rekey_after_packets for s in self.encap.values())
+        current = self.epoch.pair.public
+        return any(
+            s.counter >= self.rekey_after_packets
+            for (ours, _theirs), s in self.encap.items()
+            if ours == current
+        )
 
     def rotate(self, now: float) -> ItrEpoch:
         """Start a new ITR epoch (make-before-break: the old one keeps sealing until each peer
-        has answered with the new key)."""
+        has answered with the new key). States of older epochs go, with their key material."""
         old = self.epoch
         next_id = INTEROP_KEY_ID if self.interop else old.key_id % 3 + 1
         self.previous_epochs = {old.key_id: old}
         self.epoch = ItrEpoch(next_id, EcdhKeyPair.generate(), now)
         self.rekeys += 1
+        kept = {old.pair.public, self.epoch.pair.public}
+        for key in [k for k in self.encap if k[0] not in kept]:
+            del self.encap[key]
         return self.epoch
 
     def install_encap(
@@ -155,6 +166,15 @@ class KeyStore:
             key=key,
             salt=salt,
         )
+        # The peer confirmed this key: its states under other epochs, or under an ETR key it
+        # no longer uses (it restarted), are superseded. Without this, a 120 s rekey leaves
+        # ~720 states per peer a day, each walked per tick and kept in memory with its key.
+        for key in [
+            k
+            for k, s in self.encap.items()
+            if s.peer_name == peer_name and (epoch is self.epoch or k[0] == epoch.pair.public)
+        ]:
+            del self.encap[key]
         self.encap[(epoch.pair.public, remote_public)] = state
         return state
 
