@@ -169,12 +169,12 @@ class KeyStore:
         # The peer confirmed this key: its states under other epochs, or under an ETR key it
         # no longer uses (it restarted), are superseded. Without this, a 120 s rekey leaves
         # ~720 states per peer a day, each walked per tick and kept in memory with its key.
-        for key in [
+        for stale in [
             k
             for k, s in self.encap.items()
             if s.peer_name == peer_name and (epoch is self.epoch or k[0] == epoch.pair.public)
         ]:
-            del self.encap[key]
+            del self.encap[stale]
         self.encap[(epoch.pair.public, remote_public)] = state
         return state
 
