@@ -110,3 +110,19 @@ def tar_layout(layout: Path, tarball: Path) -> Path:
 
 def blob_path(layout: Path, name: str) -> Path:
     return layout / "blobs" / "sha256" / name.split(":")[1]
+
+
+BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static (bootstrap.sh installs it)
+APPLETS = ("sh", "nc", "cat", "echo", "id", "ip", "ping", "sleep", "grep", "touch", "ls", "sed")
+
+
+def busybox_layer() -> bytes:
+    """A tiny rootfs: a static busybox, its applets as symlinks, a passwd with `app` (1000)."""
+    entries = [
+        Entry("bin", "dir"), Entry("bin/busybox", data=BUSYBOX.read_bytes(), mode=0o755),
+        *(Entry(f"bin/{applet}", "symlink", link="/bin/busybox") for applet in APPLETS),
+        Entry("etc", "dir"),
+        Entry("etc/passwd", data=b"root:x:0:0:root:/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n"),
+        Entry("etc/group", data=b"root:x:0:\napp:x:1000:\nnet:x:2000:app\n"),
+    ]  # fmt: skip
+    return layer(entries)

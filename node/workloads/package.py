@@ -5,6 +5,7 @@
     io.lispmesh.resources.cpus     CPUs, may be fractional: 0.5 (default 1)
     io.lispmesh.resources.pids     most processes at once (containers; default 256)
     io.lispmesh.resources.disk     the rootfs or disk may grow to this (default 1Gi)
+    io.lispmesh.rootfs             readonly (default) | writable
     io.lispmesh.ports              tcp/80,udp/53 — what the workload serves on its EID
     io.lispmesh.env                JSON list of "KEY=value", added over the image's Env
     io.lispmesh.cmd                JSON list: the command, instead of the image's Entrypoint + Cmd
@@ -32,7 +33,7 @@ _PORT = re.compile(r"(tcp|udp)/(\d{1,5})\Z")
 _LABEL_KEY = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?\Z")
 KNOWN = {
     "kind", "resources.memory", "resources.cpus", "resources.pids", "resources.disk", "ports",
-    "env", "cmd", "vm.cmdline", "vm.role",
+    "env", "cmd", "vm.cmdline", "vm.role", "rootfs",
 }  # fmt: skip
 
 
@@ -66,6 +67,7 @@ class WorkloadSpec:
     ports: tuple[Port, ...]
     labels: dict[str, str] = field(default_factory=dict)
     kernel_cmdline: str = ""
+    writable_rootfs: bool = False
 
 
 def workload_spec(image: Image) -> WorkloadSpec:
@@ -98,8 +100,12 @@ def workload_spec(image: Image) -> WorkloadSpec:
             if not _LABEL_KEY.match(name):
                 raise ImageError(f"{where}: label {key} is not a valid label key")
             labels[name] = value
+    rootfs = get("rootfs") or "readonly"
+    if rootfs not in ("readonly", "writable"):
+        raise ImageError(f"{where}: {PREFIX}rootfs={rootfs!r} is not readonly or writable")
     return WorkloadSpec(image.kind, args, env, config.working_dir or "/", config.user, resources,
-                        _ports(get("ports"), where), labels, get("vm.cmdline") or "")  # fmt: skip
+                        _ports(get("ports"), where), labels, get("vm.cmdline") or "",
+                        rootfs == "writable")  # fmt: skip
 
 
 def _size(text: str | None, default: int, key: str, where: str) -> int:
