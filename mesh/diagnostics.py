@@ -51,13 +51,13 @@ async def _await_reply(xtr: Xtr, nonce: int | None, sent: float, timeout: float)
         if not future.done():
             future.set_result(Answer(source[0], time.monotonic() - sent))
 
-    xtr.reply_waiters[nonce] = arrived
+    xtr.resolver.reply_waiters[nonce] = arrived
     try:
         return await asyncio.wait_for(future, timeout)
     except TimeoutError:
         return None
     finally:
-        xtr.reply_waiters.pop(nonce, None)
+        xtr.resolver.reply_waiters.pop(nonce, None)
 
 
 def _parse_eid(text: Any) -> IPv4Address | IPv6Address:
@@ -68,16 +68,16 @@ def _parse_eid(text: Any) -> IPv4Address | IPv6Address:
 
 
 def _is_local(xtr: Xtr, eid: IPv4Address | IPv6Address) -> bool:
-    return any(eid.version == p.version and eid in p for p in xtr.xcfg.eid_prefixes)
+    return any(eid.version == p.version and eid in p for p in xtr.ctx.xcfg.eid_prefixes)
 
 
 async def _lookup(xtr: Xtr, eid: IPv4Address | IPv6Address, timeout: float) -> dict[str, Any]:
     """Ask the map-resolver about `eid` and time the answer (installs what it learns)."""
     width = 32 if eid.version == 4 else 128
     sent = _now(xtr)
-    nonce = xtr._send_resolve(eid, width)
+    nonce = xtr.resolver.send_resolve(eid, width)
     answer = await _await_reply(xtr, nonce, sent, timeout)
-    resolver = str(xtr.xcfg.map_resolvers[(xtr.resolver_index - 1) % len(xtr.xcfg.map_resolvers)])
+    resolver = xtr.resolver.last_resolver()
     if nonce is None:
         return {"map_resolver": None, "answered": False, "rtt_ms": None, "answered_by": None}
     return {
@@ -89,7 +89,7 @@ async def _lookup(xtr: Xtr, eid: IPv4Address | IPv6Address, timeout: float) -> d
 
 
 def _entry(xtr: Xtr, eid: IPv4Address | IPv6Address) -> MapCacheEntry | None:
-    return xtr.map_cache.lookup(xtr.iid, eid, _now(xtr))
+    return xtr.path_table.map_cache.lookup(xtr.ctx.iid, eid, _now(xtr))
 
 
 async def _resolve(
@@ -117,16 +117,16 @@ def _ms(seconds: float) -> float:
 
 def _path_of(xtr: Xtr, entry: MapCacheEntry) -> tuple[str | None, str | None, str | None]:
     """(peer name, RLOC in use, our uplink) for an entry."""
-    path = xtr.paths.get((entry.iid, entry.prefix))
+    path = xtr.path_table.paths.get((entry.iid, entry.prefix))
     if path is None:
         return None, None, None
     return path.encap.peer_name, path.remote[0], path.local.key
 
 
 async def _probe(xtr: Xtr, entry: MapCacheEntry, rloc: str, timeout: float) -> dict[str, Any]:
-    local = xtr._local_for(ip_address(rloc).version)
+    local = xtr.ctx.local_for(ip_address(rloc).version)
     sent = _now(xtr)
-    nonce = xtr._send_probe(entry, rloc, with_key=False)
+    nonce = xtr.prober.send_probe(entry, rloc, with_key=False)
     answer = await _await_reply(xtr, nonce, sent, timeout)
     return {
         "rloc": rloc,
@@ -250,10 +250,10 @@ async def _tcp_check(address: str, timeout: float) -> dict[str, Any]:
 
 
 async def _register_check(xtr: Xtr, key: str, timeout: float) -> dict[str, Any]:
-    ms, registration = xtr.registrations[key]
+    ms, registration = xtr.registrar.registrations[key]
     before = registration.notify_count
     sent = _now(xtr)
-    xtr._register(ms, registration)
+    xtr.registrar.register(ms, registration)
     deadline = sent + timeout
     while registration.notify_count == before and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
@@ -289,7 +289,9 @@ async def netcheck(
             if not local.up:
                 problems.append(f"uplink {local.interface or local.key} is down")
         map_servers = list(
-            await asyncio.gather(*(_register_check(xtr, k, timeout) for k in xtr.registrations))
+            await asyncio.gather(
+                *(_register_check(xtr, k, timeout) for k in xtr.registrar.registrations)
+            )
         )
         problems += [f"map-server {m['address']} did not answer" for m in map_servers
                      if not m["reachable"]]  # fmt: skip
@@ -310,7 +312,7 @@ async def netcheck(
         },
         "controller": controller,
         "map_servers": map_servers,
-        "map_resolvers": [str(r) for r in xtr.xcfg.map_resolvers] if xtr is not None else [],
+        "map_resolvers": [str(r) for r in xtr.ctx.xcfg.map_resolvers] if xtr is not None else [],
         "problems": problems,
         "ok": not problems,
     }

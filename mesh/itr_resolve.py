@@ -7,10 +7,10 @@ exchange blocks the prefix for a short while instead of hammering the map-resolv
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lisp import (
     Action,
@@ -29,207 +29,236 @@ from lisp.records import eid_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.identity import IdentityError
 from mesh.keys import EncapState, random_nonce
-from mesh.revocation import refuse_revoked
-from mesh.xtr_types import CONTROL_PORT, NEGATIVE_HOLD_SECONDS, LocalRloc, PeerInfo, Pending
+from mesh.paths import PathTable
+from mesh.peer_stats import PeerTable
+from mesh.revocation import Revocation
+from mesh.xtr_context import XtrContext
+from mesh.xtr_types import CONTROL_PORT, NEGATIVE_HOLD_SECONDS, LocalRloc, Pending
 
-if TYPE_CHECKING:
-    from mesh.xtr import Xtr
-
-
-def itr_rlocs(xtr: Xtr, nonce: int, local: LocalRloc) -> tuple[Address, ...]:
-    plain: tuple[Address, ...] = tuple(r.address for r in xtr.locals if r.up) or (local.address,)
-    if not xtr.encrypt:
-        return plain
-    epoch = xtr.keys.epoch
-    proof = None
-    if xtr.kx is not None:
-        rlocs = tuple(r.address for r in xtr.locals)
-        proof = xtr.kx.request_proof(
-            nonce, xtr.keys.cipher_suite, epoch.key_id, epoch.pair.public, rlocs
-        )
-    first = build_request_itr_rloc(xtr.keys.cipher_suite, epoch.pair.public, local.address, proof)
-    return (first, *plain)
+ReplyWaiter = Callable[[MapReply, tuple[str, int]], None]
 
 
-def send_resolve(xtr: Xtr, address: IpAddress, mask_len: int) -> int | None:
-    """Ask a map-resolver for `address`; returns the Map-Request's nonce (None: not sent)."""
-    resolvers = xtr.xcfg.map_resolvers
-    if not resolvers:
-        xtr.drops["no-map-resolver"] += 1
-        return None
-    resolver = resolvers[xtr.resolver_index % len(resolvers)]
-    xtr.resolver_index += 1
-    local = xtr._local_for(resolver.version)
-    if local is None:
-        xtr.drops["no-uplink"] += 1
-        return None
-    nonce = random_nonce()
-    request = MapRequest(
-        nonce=nonce,
-        itr_rlocs=itr_rlocs(xtr, nonce, local),
-        records=(RequestRecord(xtr._eid_address(address), mask_len),),
-        source_eid=xtr._eid_address(xtr._our_eid(address.version)),
-    )
-    prefix = eid_prefix(address, mask_len)
-    xtr.pending[nonce] = Pending("resolve", xtr.keys.epoch.key_id, xtr.now, eid=(xtr.iid, prefix))
-    ecm = EncapsulatedControl(
-        inner_source=xtr._our_eid(address.version),
-        inner_dest=address,
-        message=request.encode(),
-        source_port=CONTROL_PORT,
-    )
-    xtr.stats["map-requests"] += 1
-    xtr.transport.send_control(local, ecm.encode(), (str(resolver), CONTROL_PORT))
-    return nonce
+class Resolver:
+    """The ITR's Map-Requests (resolves; the prober's probes are registered here too) and what
+    their Map-Replies install. Owns the outstanding requests and the resolver rotation."""
 
+    def __init__(
+        self, ctx: XtrContext, paths: PathTable, peers: PeerTable, revocation: Revocation
+    ) -> None:
+        self.ctx = ctx
+        self.paths = paths
+        self.peers = peers
+        self.revocation = revocation
+        self.pending: dict[int, Pending] = {}
+        self.resolver_index = 0
+        # Diagnostics (mesh.diagnostics): called with a Map-Reply whose nonce they wait for.
+        self.reply_waiters: dict[int, ReplyWaiter] = {}
 
-def on_map_reply(xtr: Xtr, reply: MapReply, source: tuple[str, int]) -> None:
-    waiter = xtr.reply_waiters.pop(reply.nonce, None)
-    if waiter is not None:
-        waiter(reply, source)
-    pending = xtr.pending.pop(reply.nonce, None)
-    if pending is None:
-        xtr.drops["unsolicited-map-reply"] += 1
-        return
-    if pending.kind == "probe":
-        rloc = xtr.prober.replied(reply.nonce, xtr.now)
-        if rloc is None:
-            return
-        xtr.stats["probe-replies"] += 1
-    for record in reply.records:
-        install_record(xtr, record, reply.nonce, pending)
-    xtr._recompute_paths()
-
-
-def install_record(xtr: Xtr, record: EidRecord, nonce: int, pending: Pending) -> None:
-    try:
-        prefix = record.prefix
-    except ValueError:
-        xtr.drops["non-ip-eid"] += 1
-        return
-    if record.instance_id != xtr.iid:
-        xtr.drops["wrong-instance"] += 1
-        return
-    if not record.rlocs:
-        entry = MapCacheEntry.from_record(record, xtr.now)
-        xtr.map_cache.insert(entry)
-        xtr._forget_prefix(xtr.iid, prefix)
-        drop_misses_in(xtr, prefix, "no-mapping")
-        xtr.stats["negative-replies"] += 1
-        return
-    plain: list[RlocRecord] = []
-    key = None
-    proof = None
-    for rloc in record.rlocs:
-        rkey, rproof, ip = extract_security(rloc.address)
-        if ip is None:
-            continue
-        plain.append(replace(rloc, address=ip))
-        key = key or rkey
-        proof = proof or rproof
-    if not plain:
-        xtr.drops["no-usable-rloc"] += 1
-        return
-    encap = None
-    if xtr.encrypt:
-        encap = accept_reply_key(xtr, record, prefix, nonce, pending, key, proof, plain)
-        if encap is None:
-            if pending.kind == "resolve":
-                block_prefix(xtr, record, prefix)
-            return
-    entry = MapCacheEntry.from_record(replace(record, rlocs=tuple(plain)), xtr.now)
-    if pending.kind == "probe" and xtr.map_cache.exact(xtr.iid, prefix) is None:
-        return  # a probe reply for an entry we no longer hold
-    xtr.map_cache.insert(entry)
-    if encap is not None:
-        xtr.entry_encap[(xtr.iid, prefix)] = encap
-    for rloc in plain:
-        xtr.prober.track(str(rloc.address), xtr.now)
-    xtr.stats["mappings-installed"] += 1
-
-
-def accept_reply_key(
-    xtr: Xtr,
-    record: EidRecord,
-    prefix: IpNetwork,
-    nonce: int,
-    pending: Pending,
-    key: Any,
-    proof: Any,
-    plain: list[RlocRecord],
-) -> EncapState | None:
-    if pending.key_id is None:
-        # A plain probe (no key offered): keep whatever key this entry already has.
-        return xtr.entry_encap.get((xtr.iid, prefix))
-    if key is None:
-        xtr._error(f"{prefix}: the ETR offered no encryption key; refusing plaintext")
-        xtr.drops["peer-without-encryption"] += 1
-        return None
-    try:
-        public = public_key_of(key)
-    except CryptoError as exc:
-        xtr._error(f"{prefix}: unusable key from the ETR: {exc}")
-        xtr.drops["kx-bad-key"] += 1
-        return None
-    if key.cipher_suite != xtr.keys.cipher_suite:
-        xtr._error(f"{prefix}: ETR answered cipher suite {key.cipher_suite}")
-        xtr.drops["kx-cipher-mismatch"] += 1
-        return None
-    peer_name = f"rloc:{plain[0].address}"
-    if xtr.kx is not None:
-        try:
-            peer = xtr.kx.verify_reply(
-                proof,
-                nonce,
-                key.cipher_suite,
-                pending.key_id,
-                public,
-                ((xtr.iid, prefix),),
-                _ip_addresses(r.address for r in plain),
-                xtr.now,
+    def itr_rlocs(self, nonce: int, local: LocalRloc) -> tuple[Address, ...]:
+        """The ITR-RLOCs of a Map-Request: with encryption, our current ITR key (and its
+        signed proof) first, then our uplinks that are up."""
+        ctx = self.ctx
+        plain = ctx.up_rloc_addresses(local)
+        if not ctx.encrypt:
+            return plain
+        epoch = ctx.keys.epoch
+        proof = None
+        if ctx.kx is not None:
+            rlocs = tuple(r.address for r in ctx.locals)
+            proof = ctx.kx.request_proof(
+                nonce, ctx.keys.cipher_suite, epoch.key_id, epoch.pair.public, rlocs
             )
-        except IdentityError as exc:
-            xtr._error(f"key exchange for {prefix} from {plain[0].address} refused: {exc}")
-            xtr.drops["kx-auth-failed"] += 1
+        first = build_request_itr_rloc(
+            ctx.keys.cipher_suite, epoch.pair.public, local.address, proof
+        )
+        return (first, *plain)
+
+    def last_resolver(self) -> str | None:
+        """The map-resolver the last Map-Request went to."""
+        resolvers = self.ctx.xcfg.map_resolvers
+        if not resolvers:
             return None
-        peer_name = peer.name
-    if refuse_revoked(xtr, peer_name):
-        return None
-    encap = xtr.keys.install_encap(pending.key_id, public, peer_name, xtr.now)
-    if encap is None:
-        xtr.drops["kx-stale-epoch"] += 1
-        return None
-    # The peer's ETR key is node-wide: its other prefixes (IPv6 next to IPv4) move to the
-    # new key too, or one probe would re-key only the prefix it asked about.
-    for other, state in xtr.entry_encap.items():
-        if state.peer_name == peer_name and state is not encap:
-            xtr.entry_encap[other] = encap
-    info = xtr.peers.setdefault(peer_name, PeerInfo(peer_name))
-    info.eids.add(str(prefix))
-    info.last_key_exchange = xtr.now
-    return encap
+        return str(resolvers[(self.resolver_index - 1) % len(resolvers)])
 
+    def send_resolve(self, address: IpAddress, mask_len: int) -> int | None:
+        """Ask a map-resolver for `address`; returns the Map-Request's nonce (None: not sent)."""
+        ctx = self.ctx
+        resolvers = ctx.xcfg.map_resolvers
+        if not resolvers:
+            ctx.drops["no-map-resolver"] += 1
+            return None
+        resolver = resolvers[self.resolver_index % len(resolvers)]
+        self.resolver_index += 1
+        local = ctx.local_for(resolver.version)
+        if local is None:
+            ctx.drops["no-uplink"] += 1
+            return None
+        nonce = random_nonce()
+        request = MapRequest(
+            nonce=nonce,
+            itr_rlocs=self.itr_rlocs(nonce, local),
+            records=(RequestRecord(ctx.eid_address(address), mask_len),),
+            source_eid=ctx.eid_address(ctx.our_eid(address.version)),
+        )
+        prefix = eid_prefix(address, mask_len)
+        self.pending[nonce] = Pending(
+            "resolve", ctx.keys.epoch.key_id, ctx.now, eid=(ctx.iid, prefix)
+        )
+        ecm = EncapsulatedControl(
+            inner_source=ctx.our_eid(address.version),
+            inner_dest=address,
+            message=request.encode(),
+            source_port=CONTROL_PORT,
+        )
+        ctx.stats["map-requests"] += 1
+        ctx.transport.send_control(local, ecm.encode(), (str(resolver), CONTROL_PORT))
+        return nonce
 
-def block_prefix(xtr: Xtr, record: EidRecord, prefix: IpNetwork) -> None:
-    """A failed exchange installs a short negative entry so we do not hammer the MR."""
-    ttl_minutes = 1
-    negative = EidRecord(record.eid, record.mask_len, (), ttl_minutes, Action.DROP_AUTH_FAILURE)
-    entry = MapCacheEntry.from_record(negative, xtr.now)
-    xtr.map_cache.insert(replace(entry, expires_at=xtr.now + NEGATIVE_HOLD_SECONDS))
-    xtr._forget_prefix(xtr.iid, prefix)
-    drop_misses_in(xtr, prefix, "kx-refused")
+    def expect(self, nonce: int, pending: Pending) -> None:
+        """A Map-Request sent elsewhere (an RLOC-probe) whose Map-Reply installs here."""
+        self.pending[nonce] = pending
 
+    def expire_pending(self) -> None:
+        ctx = self.ctx
+        horizon = max(10.0, 4 * ctx.timers.probe_dead_after)
+        for nonce, pending in list(self.pending.items()):
+            if ctx.now - pending.sent_at > horizon:
+                del self.pending[nonce]
 
-def drop_misses_in(xtr: Xtr, prefix: IpNetwork, reason: str) -> None:
-    for key, miss in list(xtr.misses.items()):
-        if miss.version == prefix.version and _int_in(miss.address, prefix):
-            xtr.drops[reason] += len(miss.queue)
-            del xtr.misses[key]
+    def on_map_reply(self, reply: MapReply, source: tuple[str, int]) -> None:
+        ctx = self.ctx
+        waiter = self.reply_waiters.pop(reply.nonce, None)
+        if waiter is not None:
+            waiter(reply, source)
+        pending = self.pending.pop(reply.nonce, None)
+        if pending is None:
+            ctx.drops["unsolicited-map-reply"] += 1
+            return
+        if pending.kind == "probe":
+            rloc = ctx.prober.replied(reply.nonce, ctx.now)
+            if rloc is None:
+                return
+            ctx.stats["probe-replies"] += 1
+        for record in reply.records:
+            self.install_record(record, reply.nonce, pending)
+        self.paths.recompute()
+
+    def install_record(self, record: EidRecord, nonce: int, pending: Pending) -> None:
+        ctx, paths = self.ctx, self.paths
+        try:
+            prefix = record.prefix
+        except ValueError:
+            ctx.drops["non-ip-eid"] += 1
+            return
+        if record.instance_id != ctx.iid:
+            ctx.drops["wrong-instance"] += 1
+            return
+        if not record.rlocs:
+            entry = MapCacheEntry.from_record(record, ctx.now)
+            paths.map_cache.insert(entry)
+            paths.forget(ctx.iid, prefix)
+            paths.drop_misses_in(prefix, "no-mapping")
+            ctx.stats["negative-replies"] += 1
+            return
+        plain: list[RlocRecord] = []
+        key = None
+        proof = None
+        for rloc in record.rlocs:
+            rkey, rproof, ip = extract_security(rloc.address)
+            if ip is None:
+                continue
+            plain.append(replace(rloc, address=ip))
+            key = key or rkey
+            proof = proof or rproof
+        if not plain:
+            ctx.drops["no-usable-rloc"] += 1
+            return
+        encap = None
+        if ctx.encrypt:
+            encap = self.accept_reply_key(prefix, nonce, pending, key, proof, plain)
+            if encap is None:
+                if pending.kind == "resolve":
+                    self.block_prefix(record, prefix)
+                return
+        entry = MapCacheEntry.from_record(replace(record, rlocs=tuple(plain)), ctx.now)
+        if pending.kind == "probe" and paths.map_cache.exact(ctx.iid, prefix) is None:
+            return  # a probe reply for an entry we no longer hold
+        paths.map_cache.insert(entry)
+        if encap is not None:
+            paths.entry_encap[(ctx.iid, prefix)] = encap
+        for rloc in plain:
+            ctx.prober.track(str(rloc.address), ctx.now)
+        ctx.stats["mappings-installed"] += 1
+
+    def accept_reply_key(
+        self,
+        prefix: IpNetwork,
+        nonce: int,
+        pending: Pending,
+        key: Any,
+        proof: Any,
+        plain: list[RlocRecord],
+    ) -> EncapState | None:
+        ctx, paths = self.ctx, self.paths
+        if pending.key_id is None:
+            # A plain probe (no key offered): keep whatever key this entry already has.
+            return paths.entry_encap.get((ctx.iid, prefix))
+        if key is None:
+            ctx.error(f"{prefix}: the ETR offered no encryption key; refusing plaintext")
+            ctx.drops["peer-without-encryption"] += 1
+            return None
+        try:
+            public = public_key_of(key)
+        except CryptoError as exc:
+            ctx.error(f"{prefix}: unusable key from the ETR: {exc}")
+            ctx.drops["kx-bad-key"] += 1
+            return None
+        if key.cipher_suite != ctx.keys.cipher_suite:
+            ctx.error(f"{prefix}: ETR answered cipher suite {key.cipher_suite}")
+            ctx.drops["kx-cipher-mismatch"] += 1
+            return None
+        peer_name = f"rloc:{plain[0].address}"
+        if ctx.kx is not None:
+            try:
+                peer = ctx.kx.verify_reply(
+                    proof,
+                    nonce,
+                    key.cipher_suite,
+                    pending.key_id,
+                    public,
+                    ((ctx.iid, prefix),),
+                    _ip_addresses(r.address for r in plain),
+                    ctx.now,
+                )
+            except IdentityError as exc:
+                ctx.error(f"key exchange for {prefix} from {plain[0].address} refused: {exc}")
+                ctx.drops["kx-auth-failed"] += 1
+                return None
+            peer_name = peer.name
+        if self.revocation.refuse(peer_name):
+            return None
+        encap = ctx.keys.install_encap(pending.key_id, public, peer_name, ctx.now)
+        if encap is None:
+            ctx.drops["kx-stale-epoch"] += 1
+            return None
+        # The peer's ETR key is node-wide: its other prefixes (IPv6 next to IPv4) move to the
+        # new key too, or one probe would re-key only the prefix it asked about.
+        for other, state in paths.entry_encap.items():
+            if state.peer_name == peer_name and state is not encap:
+                paths.entry_encap[other] = encap
+        self.peers.key_exchanged(peer_name, prefix)
+        return encap
+
+    def block_prefix(self, record: EidRecord, prefix: IpNetwork) -> None:
+        """A failed exchange installs a short negative entry so we do not hammer the MR."""
+        ctx, paths = self.ctx, self.paths
+        ttl_minutes = 1
+        negative = EidRecord(record.eid, record.mask_len, (), ttl_minutes, Action.DROP_AUTH_FAILURE)
+        entry = MapCacheEntry.from_record(negative, ctx.now)
+        paths.map_cache.insert(replace(entry, expires_at=ctx.now + NEGATIVE_HOLD_SECONDS))
+        paths.forget(ctx.iid, prefix)
+        paths.drop_misses_in(prefix, "kx-refused")
 
 
 def _ip_addresses(addresses: Iterable[Address]) -> tuple[IpAddress, ...]:
     return tuple(a for a in addresses if isinstance(a, IPv4Address | IPv6Address))
-
-
-def _int_in(address: int, prefix: IpNetwork) -> bool:
-    return int(prefix.network_address) == address & int(prefix.netmask)

@@ -180,9 +180,10 @@ class NodeRuntime:
                 )
             if use_fast:
                 self.fast = FastPath(self.tun.fd, xcfg.instance_id, config.security.cipher_suite)
-                self.xtr.fast = self.fast
-                self.xtr.data_fd = lambda local: self.data_socks[local.key].fileno()
-                self.xtr.apply_policy(config.policy)  # now enforced inside the C engine
+                # Routes, keys and the policy are enforced inside the C engine from now on.
+                self.xtr.attach_fast_path(
+                    self.fast, lambda local: self.data_socks[local.key].fileno()
+                )
                 self._add_reader(self.tun.fd, self._tun_readable_fast)
             else:
                 self._add_reader(self.tun.fd, self._tun_readable)

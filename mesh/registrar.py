@@ -2,60 +2,112 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from lisp import EidRecord, MapNotify, MapRegister, RlocRecord
 from lisp.auth import sign, verify
 from lisp.registration import Registration
-from mesh.config import MapServerRef
+from mesh.config import MapServerRef, XtrConfig
 from mesh.keys import random_nonce
-
-if TYPE_CHECKING:
-    from mesh.xtr import Xtr
+from mesh.xtr_context import XtrContext
 
 
-def register(xtr: Xtr, ms: MapServerRef, registration: Registration) -> None:
-    local = xtr._local_for(ms.address.version)
-    if local is None:
-        return
-    rlocs = tuple(
-        RlocRecord(r.address, r.priority, r.weight, local=True, reachable=r.up) for r in xtr.locals
-    )
-    records = tuple(
-        EidRecord(
-            xtr._eid_address(prefix.network_address),
-            prefix.prefixlen,
-            rlocs,
-            ttl=xtr.timers.register_ttl_minutes,
-            authoritative=True,
+class Registrar:
+    """Our registration with each map-server (by address): when it is due, what it sent, whether
+    the map-server confirmed it. Owns the xTR-ID the registrations carry."""
+
+    def __init__(self, ctx: XtrContext) -> None:
+        self.ctx = ctx
+        timers = ctx.timers
+        self.registrations = {
+            str(ms.address): (ms, Registration(timers.register_interval))
+            for ms in ctx.xcfg.map_servers
+        }
+        self.xtr_id = int.from_bytes(random_nonce().to_bytes(8, "big") * 2, "big")
+
+    def tick(self) -> None:
+        for ms, registration in self.registrations.values():
+            if registration.due(self.ctx.now):
+                self.register(ms, registration)
+
+    def refresh_now(self) -> None:
+        """Register again at the next tick (our RLOCs or EIDs changed)."""
+        for _, registration in self.registrations.values():
+            registration.refresh_now(self.ctx.now)
+
+    def reconfigure(self, old: XtrConfig, new: XtrConfig) -> None:
+        """Keep the registrations of unchanged map-servers; start the new ones."""
+        registrations = {}
+        for ms in new.map_servers:
+            key = str(ms.address)
+            kept = self.registrations.get(key)
+            if kept is not None and kept[0] == ms:
+                registrations[key] = kept
+            else:
+                registrations[key] = (ms, Registration(new.timers.register_interval))
+        self.registrations = registrations
+        if (old.eid_prefixes, old.instance_id) != (new.eid_prefixes, new.instance_id):
+            self.refresh_now()
+        for _, registration in self.registrations.values():
+            registration.interval = new.timers.register_interval
+
+    def register(self, ms: MapServerRef, registration: Registration) -> None:
+        ctx = self.ctx
+        local = ctx.local_for(ms.address.version)
+        if local is None:
+            return
+        rlocs = tuple(
+            RlocRecord(r.address, r.priority, r.weight, local=True, reachable=r.up)
+            for r in ctx.locals
         )
-        for prefix in xtr.xcfg.eid_prefixes
-    )
-    nonce = random_nonce()
-    message = MapRegister(
-        nonce=nonce,
-        records=records,
-        key_id=ms.key_id,
-        want_map_notify=True,
-        ttl_timeout=True,
-        xtr_id=xtr.xtr_id,
-    )
-    registration.sent(nonce, xtr.now)
-    xtr.stats["map-registers"] += 1
-    xtr.transport.send_control(local, sign(message.encode(), ms.key), (str(ms.address), ms.port))
+        records = tuple(
+            EidRecord(
+                ctx.eid_address(prefix.network_address),
+                prefix.prefixlen,
+                rlocs,
+                ttl=ctx.timers.register_ttl_minutes,
+                authoritative=True,
+            )
+            for prefix in ctx.xcfg.eid_prefixes
+        )
+        nonce = random_nonce()
+        message = MapRegister(
+            nonce=nonce,
+            records=records,
+            key_id=ms.key_id,
+            want_map_notify=True,
+            ttl_timeout=True,
+            xtr_id=self.xtr_id,
+        )
+        registration.sent(nonce, ctx.now)
+        ctx.stats["map-registers"] += 1
+        ctx.transport.send_control(
+            local, sign(message.encode(), ms.key), (str(ms.address), ms.port)
+        )
 
+    def on_map_notify(self, notify: MapNotify, raw: bytes, source: tuple[str, int]) -> None:
+        ctx = self.ctx
+        entry = self.registrations.get(source[0])
+        if entry is None:
+            ctx.drops["map-notify-unknown-source"] += 1
+            return
+        ms, registration = entry
+        if not verify(raw, ms.key):
+            ctx.drops["bad-auth"] += 1
+            ctx.error(f"Map-Notify from {source[0]} failed authentication")
+            return
+        if registration.notified(notify.nonce, ctx.now):
+            ctx.stats["map-notifies"] += 1
+        else:
+            ctx.drops["map-notify-stale"] += 1
 
-def on_map_notify(xtr: Xtr, notify: MapNotify, raw: bytes, source: tuple[str, int]) -> None:
-    entry = xtr.registrations.get(source[0])
-    if entry is None:
-        xtr.drops["map-notify-unknown-source"] += 1
-        return
-    ms, registration = entry
-    if not verify(raw, ms.key):
-        xtr.drops["bad-auth"] += 1
-        xtr._error(f"Map-Notify from {source[0]} failed authentication")
-        return
-    if registration.notified(notify.nonce, xtr.now):
-        xtr.stats["map-notifies"] += 1
-    else:
-        xtr.drops["map-notify-stale"] += 1
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "address": key,
+                "registered": reg.registered,
+                "registers_sent": reg.sent_count,
+                "notifies": reg.notify_count,
+            }
+            for key, (_, reg) in self.registrations.items()
+        ]

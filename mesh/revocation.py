@@ -3,47 +3,58 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from mesh.xtr import Xtr
+from mesh.paths import PathTable
+from mesh.peer_stats import PeerTable
+from mesh.xtr_context import XtrContext
 
 log = logging.getLogger("lispmesh.xtr")
 
 
-def refuse_revoked(xtr: Xtr, peer_name: str) -> bool:
-    if peer_name not in xtr.revoked:
-        return False
-    xtr._error(f"key exchange from revoked node {peer_name} refused")
-    xtr.drops["kx-revoked-peer"] += 1
-    return True
+class Revocation:
+    """The node names the controller revoked: no key from them is kept or accepted."""
 
+    def __init__(self, ctx: XtrContext, paths: PathTable, peers: PeerTable) -> None:
+        self.ctx = ctx
+        self.paths = paths
+        self.peers = peers
+        self.revoked: frozenset[str] = frozenset()
 
-def apply_revocations(xtr: Xtr, revoked: frozenset[str]) -> None:
-    """Drop every key shared with a revoked node; later packets under them are `no-key`."""
-    xtr.revoked = frozenset(revoked)
-    if not xtr.revoked:
-        return
-    gone = [k for k, s in xtr.keys.encap.items() if s.peer_name in xtr.revoked]
-    for k in gone:
-        del xtr.keys.encap[k]
-    entries = [k for k, s in xtr.entry_encap.items() if s.peer_name in xtr.revoked]
-    for iid, prefix in entries:
-        xtr._forget_prefix(iid, prefix)
-        xtr.map_cache.remove(iid, prefix)  # re-resolving meets refuse_revoked
-    slots = [k for k, s in xtr.keys.decap.items() if s.peer_name in xtr.revoked]
-    for slot in slots:
-        del xtr.keys.decap[slot]
-    for name in xtr.revoked:
-        xtr.peers.pop(name, None)
-    if slots and xtr.fast is not None:
-        xtr.fast.sync_decap(xtr.keys.decap)
-    if gone or entries:
-        xtr._recompute_paths()
-    if gone or entries or slots:
-        log.warning(
-            "revoked %s: dropped %d encap, %d decap keys",
-            ", ".join(sorted(xtr.revoked)),
-            len(gone),
-            len(slots),
-        )
+    def refuse(self, peer_name: str) -> bool:
+        """Is `peer_name` revoked? (counted and logged if so: its key exchange is refused)"""
+        if peer_name not in self.revoked:
+            return False
+        self.ctx.error(f"key exchange from revoked node {peer_name} refused")
+        self.ctx.drops["kx-revoked-peer"] += 1
+        return True
+
+    def apply(self, revoked: frozenset[str]) -> None:
+        """Drop every key shared with a revoked node; later packets under them are `no-key`."""
+        ctx, paths = self.ctx, self.paths
+        self.revoked = frozenset(revoked)
+        if not self.revoked:
+            return
+        keys = ctx.keys
+        gone = [k for k, s in keys.encap.items() if s.peer_name in self.revoked]
+        for k in gone:
+            del keys.encap[k]
+        entries = [k for k, s in paths.entry_encap.items() if s.peer_name in self.revoked]
+        for iid, prefix in entries:
+            paths.forget(iid, prefix)
+            paths.map_cache.remove(iid, prefix)  # re-resolving meets refuse()
+        slots = [k for k, s in keys.decap.items() if s.peer_name in self.revoked]
+        for slot in slots:
+            del keys.decap[slot]
+        for name in self.revoked:
+            self.peers.forget(name)
+        if slots and ctx.fast is not None:
+            ctx.fast.sync_decap(keys.decap)
+        if gone or entries:
+            paths.recompute()
+        if gone or entries or slots:
+            log.warning(
+                "revoked %s: dropped %d encap, %d decap keys",
+                ", ".join(sorted(self.revoked)),
+                len(gone),
+                len(slots),
+            )

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lisp import Action
-from mesh.peer_stats import peer_rows, rtt_ms
+from mesh.paths import PathTable
+from mesh.peer_stats import PeerTable, rtt_ms
+from mesh.registrar import Registrar
+from mesh.revocation import Revocation
+from mesh.xtr_context import XtrContext
 from mesh.xtr_types import FAST_DROP_REASONS
 
-if TYPE_CHECKING:
-    from mesh.xtr import Xtr
 
-
-def status(xtr: Xtr) -> dict[str, Any]:
-    now = xtr.now
-    if xtr.fast is not None:
-        xtr.fast.read_counters(now)  # exact figures, not the last tick's
+def map_cache_rows(ctx: XtrContext, table: PathTable) -> list[dict[str, Any]]:
+    now = ctx.now
     entries = []
-    for entry in xtr.map_cache:
-        path = xtr.paths.get((entry.iid, entry.prefix))
+    for entry in table.map_cache:
+        path = table.paths.get((entry.iid, entry.prefix))
         entries.append(
             {
                 "iid": entry.iid,
@@ -31,8 +30,8 @@ def status(xtr: Xtr) -> dict[str, Any]:
                         "address": str(r.address),
                         "priority": r.priority,
                         "weight": r.weight,
-                        "up": xtr.prober.is_up(str(r.address), now),
-                        "rtt_ms": rtt_ms(xtr, str(r.address)),
+                        "up": ctx.prober.is_up(str(r.address), now),
+                        "rtt_ms": rtt_ms(ctx, str(r.address)),
                     }
                     for r in entry.rlocs
                 ],
@@ -41,10 +40,23 @@ def status(xtr: Xtr) -> dict[str, Any]:
                 "key_id": path.encap.key_id if path else None,
             }
         )
+    return entries
+
+
+def status(
+    ctx: XtrContext,
+    table: PathTable,
+    registrar: Registrar,
+    peers: PeerTable,
+    revocation: Revocation,
+    policy: dict[str, Any],
+) -> dict[str, Any]:
+    now = ctx.now
+    keys = ctx.keys
     return {
-        "eid_prefixes": [str(p) for p in xtr.xcfg.eid_prefixes],
-        "eid_addresses": [str(a) for a in xtr.xcfg.eid_addresses],
-        "instance_id": xtr.iid,
+        "eid_prefixes": [str(p) for p in ctx.xcfg.eid_prefixes],
+        "eid_addresses": [str(a) for a in ctx.xcfg.eid_addresses],
+        "instance_id": ctx.iid,
         "uplinks": [
             {
                 "address": str(r.address),
@@ -53,45 +65,37 @@ def status(xtr: Xtr) -> dict[str, Any]:
                 "weight": r.weight,
                 "up": r.up,
             }
-            for r in xtr.locals
+            for r in ctx.locals
         ],
-        "map_servers": [
-            {
-                "address": key,
-                "registered": reg.registered,
-                "registers_sent": reg.sent_count,
-                "notifies": reg.notify_count,
-            }
-            for key, (_, reg) in xtr.registrations.items()
-        ],
-        "map_cache": entries,
-        "peers": peer_rows(xtr, now),
+        "map_servers": registrar.status(),
+        "map_cache": map_cache_rows(ctx, table),
+        "peers": peers.rows(now),
         "keys": {
-            "cipher_suite": xtr.keys.cipher_suite,
-            "itr_key_id": xtr.keys.epoch.key_id,
-            "rekeys": xtr.keys.rekeys,
+            "cipher_suite": keys.cipher_suite,
+            "itr_key_id": keys.epoch.key_id,
+            "rekeys": keys.rekeys,
             "encap": [
                 {"peer": s.peer_name, "key_id": s.key_id, "packets": s.counter}
-                for s in xtr.keys.encap.values()
+                for s in keys.encap.values()
             ],
             "decap": [
                 {"rloc": rloc, "key_id": kid, "peer": s.peer_name, "packets": s.packets}
-                for (rloc, kid), s in xtr.keys.decap.items()
+                for (rloc, kid), s in keys.decap.items()
             ],
         },
-        "revoked_peers": sorted(xtr.revoked),
-        "drops": all_drops(xtr),
-        "policy": xtr._policy_status(),
-        "dataplane": "c" if xtr.fast is not None else "python",
-        "stats": dict(xtr.stats),
-        "errors": list(xtr.errors),
+        "revoked_peers": sorted(revocation.revoked),
+        "drops": all_drops(ctx),
+        "policy": policy,
+        "dataplane": "c" if ctx.fast is not None else "python",
+        "stats": dict(ctx.stats),
+        "errors": list(ctx.errors),
     }
 
 
-def all_drops(xtr: Xtr) -> dict[str, int]:
-    drops = Counter(xtr.drops)
-    if xtr.fast is not None:
-        stats = xtr.fast.stats()
+def all_drops(ctx: XtrContext) -> dict[str, int]:
+    drops = Counter(ctx.drops)
+    if ctx.fast is not None:
+        stats = ctx.fast.stats()
         for reason in FAST_DROP_REASONS:
             if stats.get(reason):
                 drops[reason] += stats[reason]

@@ -6,7 +6,9 @@ import is still a dependency). The rules:
 - nothing below the command line imports it: no module of lisp, mesh, node, controller_api,
   netlab or common imports `lispmesh`;
 - each layer imports only the layers below it (LAYERS), `common` being the bottom one;
-- no import cycle between modules except `lisp.address` <-> `lisp.lcaf`.
+- no import cycle between modules except `lisp.address` <-> `lisp.lcaf`;
+- no module imports another module's private (underscore) names, and inside mesh/ no object
+  reaches into another object's private attributes (only `self._x` and `cls._x`).
 
 Where the code does not follow a rule yet, the offenders are listed exactly (KNOWN_*): a new
 offender fails, and so does a fixed one that is still listed (delete it from the list then).
@@ -48,10 +50,11 @@ KNOWN_UPWARD = {
     ("controller_api.server", "mesh.identity"),
     ("controller_api.settings", "mesh.config"),
 }
-KNOWN_CYCLES = [
-    {"mesh.etr_answer", "mesh.itr_resolve", "mesh.peer_stats", "mesh.registrar",
-     "mesh.revocation", "mesh.rloc_probing", "mesh.warm_start", "mesh.xtr", "mesh.xtr_status"},
-]  # fmt: skip
+KNOWN_CYCLES: list[set[str]] = []
+# `from <our module> import _private`: a module's private names are its own.
+KNOWN_PRIVATE_IMPORTS = {("node.state", "mesh.identity._write_file")}
+# Underscore names that are public API of the standard library (namedtuple's `_make`).
+PUBLIC_UNDERSCORE = {"_make", "_replace", "_asdict", "_fields"}
 
 
 def _name(path: Path) -> str:
@@ -199,3 +202,51 @@ def test_no_import_cycle_but_the_known_ones() -> None:
     fixed = [sorted(c) for c in KNOWN_CYCLES if c not in found]
     assert not new, f"import cycles: {new}"
     assert not fixed, f"cycle gone or changed, update KNOWN_CYCLES: {fixed}"
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    found = set()
+    for name, path in modules().items():
+        for dotted in _imported(name, path):
+            module, _, leaf = dotted.rpartition(".")
+            private = leaf.startswith("_") and not leaf.startswith("__")
+            ours = dotted.split(".")[0] in LAYERS and dotted not in modules()
+            if private and ours and _module(module) != name:
+                found.add((name, dotted))
+    new = sorted(found - KNOWN_PRIVATE_IMPORTS)
+    fixed = sorted(KNOWN_PRIVATE_IMPORTS - found)
+    assert not new, f"private names imported from another module: {new}"
+    assert not fixed, f"no longer imported, delete from KNOWN_PRIVATE_IMPORTS: {fixed}"
+
+
+def _foreign_private_attributes(source: str, label: str) -> Iterator[str]:
+    """`obj._name` where obj is not `self`/`cls` or a class defined in the same file."""
+    tree = ast.parse(source, label)
+    own = {"self", "cls"} | {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        attr = node.attr
+        if not attr.startswith("_") or attr.startswith("__") or attr in PUBLIC_UNDERSCORE:
+            continue
+        if isinstance(node.value, ast.Name) and node.value.id in own:
+            continue
+        yield f"{label}:{node.lineno} {ast.unparse(node)}"
+
+
+def test_mesh_objects_use_only_each_others_public_names() -> None:
+    offenders = [
+        hit
+        for name, path in sorted(modules().items())
+        if _package(name) == "mesh"
+        for hit in _foreign_private_attributes(path.read_text(), name)
+    ]
+    assert offenders == [], "private attributes used from outside their object: " + "; ".join(
+        offenders
+    )
+
+
+def test_the_private_name_check_sees_an_offender() -> None:
+    """Guards the checker: a reach into another object's private helper is found."""
+    bad = "class A:\n    def f(self, xtr):\n        return self._a, A._b, xtr._local_for(4)\n"
+    assert list(_foreign_private_attributes(bad, "bad")) == ["bad:3 xtr._local_for"]

@@ -1,0 +1,200 @@
+"""Where packets go: the map-cache, the path chosen for each mapping, and packets waiting for one.
+
+`PathTable` owns the map-cache, the key learnt for each mapping (`entry_encap`), the path chosen
+for each positive mapping (best reachable RLOC, an up uplink, a key), the per-destination flow
+cache of the hot path, and the misses: packets queued while their Map-Request is out. When a
+mapping, a key, an RLOC's liveness or an uplink changes, `recompute` chooses again and hands the
+queued packets that now have a path back to the xTR (`deliver`). Asking the map-resolver is the
+resolver's job (`request`, wired by the xTR).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
+
+from lisp import Action
+from lisp.map_cache import MapCache, MapCacheEntry
+from mesh.config import IpAddress, IpNetwork
+from mesh.keys import EncapState
+from mesh.xtr_context import XtrContext
+from mesh.xtr_types import DATA_PORT, FLOW_CACHE_LIMIT, Miss, Path
+
+MISS_TABLE_LIMIT = 4096
+
+
+def _unwired(*_args: object) -> None:
+    raise RuntimeError("PathTable used before the xTR wired it")
+
+
+class PathTable:
+    def __init__(self, ctx: XtrContext) -> None:
+        self.ctx = ctx
+        self.map_cache = MapCache()
+        self.entry_encap: dict[tuple[int, IpNetwork], EncapState] = {}
+        self.paths: dict[tuple[int, IpNetwork], Path] = {}
+        self.flow: dict[bytes, Path | None] = {}
+        self.misses: dict[tuple[int, int], Miss] = {}
+        # Wired by the xTR: ask the map-resolver about (address, mask length); send a packet
+        # that waited for its mapping.
+        self.request: Callable[[IpAddress, int], int | None] = _unwired
+        self.deliver: Callable[[bytes], None] = _unwired
+
+    def reset(self) -> None:
+        """Another virtual network: nothing learnt in the old one applies."""
+        self.map_cache = MapCache()
+        self.entry_encap.clear()
+        self.misses.clear()
+        self.recompute()
+
+    # ------------------------------------------------------------------ the hot path's lookup
+
+    def lookup(self, version: int, dst: bytes, packet: bytes) -> Path | None:
+        """The path for a packet to `dst` that missed the flow cache; None: queued or dropped."""
+        ctx = self.ctx
+        if _not_overlay(version, dst):
+            # Multicast, link-local, broadcast: the kernel sends some (IPv6 RS, MLD) out of every
+            # interface; they never have a mapping, so do not ask the map-resolver about them.
+            ctx.drops["not-overlay"] += 1
+            return None
+        address = int.from_bytes(dst, "big")
+        entry = self.map_cache.lookup_int(ctx.iid, version, address, ctx.now)
+        if entry is None:
+            self.queue_miss(version, address, packet)
+            return None
+        if entry.negative:
+            if entry.action == Action.SEND_MAP_REQUEST:
+                # "Not registered yet": keep asking (rate-limited per destination) while
+                # traffic lasts, so the EID is reachable as soon as it registers.
+                self.queue_miss(version, address, packet)
+                return None
+            ctx.drops["no-mapping"] += 1
+            return None
+        path = self.paths.get((entry.iid, entry.prefix))
+        if path is None:
+            ctx.drops["no-path"] += 1
+            return None
+        if len(self.flow) >= FLOW_CACHE_LIMIT:
+            self.flow.clear()
+        self.flow[dst] = path
+        return path
+
+    # ------------------------------------------------------------------ misses
+
+    def queue_miss(self, version: int, address: int, packet: bytes) -> None:
+        ctx = self.ctx
+        key = (version, address)
+        miss = self.misses.get(key)
+        if miss is None:
+            if len(self.misses) >= MISS_TABLE_LIMIT:
+                ctx.drops["miss-table-full"] += 1
+                return
+            miss = Miss(version, address, deque(), first_seen=ctx.now)
+            self.misses[key] = miss
+        if len(miss.queue) >= ctx.timers.queue_limit:
+            ctx.drops["queue-full"] += 1
+        else:
+            miss.queue.append(packet)
+        if ctx.now - miss.last_request >= ctx.timers.map_request_retry:
+            miss.last_request = ctx.now
+            width = 32 if version == 4 else 128
+            raw = IPv4Address(address) if version == 4 else IPv6Address(address)
+            self.request(raw, width)
+
+    def drop_misses_in(self, prefix: IpNetwork, reason: str) -> None:
+        for key, miss in list(self.misses.items()):
+            if miss.version == prefix.version and _int_in(miss.address, prefix):
+                self.ctx.drops[reason] += len(miss.queue)
+                del self.misses[key]
+
+    def expire_misses(self) -> None:
+        ctx = self.ctx
+        horizon = 3 * ctx.timers.map_request_retry + 1.0
+        for key, miss in list(self.misses.items()):
+            if ctx.now - miss.first_seen > horizon:
+                ctx.drops["no-mapping"] += len(miss.queue)
+                del self.misses[key]
+
+    # ------------------------------------------------------------------ mappings
+
+    def forget(self, iid: int, prefix: IpNetwork) -> None:
+        """No path (and no key) for this mapping any more."""
+        self.entry_encap.pop((iid, prefix), None)
+        self.paths.pop((iid, prefix), None)
+        self.flow.clear()
+
+    def expire(self) -> list[MapCacheEntry]:
+        expired = self.map_cache.expire(self.ctx.now)
+        for entry in expired:
+            self.forget(entry.iid, entry.prefix)
+        return expired
+
+    def refresh_entries(self) -> None:
+        """Re-ask the map-resolver about mappings close to expiry while they are in use."""
+        ctx = self.ctx
+        margin = max(10.0, ctx.timers.map_request_retry * 3)
+        for entry in self.map_cache.due_for_refresh(ctx.now, margin):
+            if entry.negative:
+                continue
+            key = (entry.prefix.version, int(entry.prefix.network_address))
+            miss = self.misses.get(key)
+            if miss is not None and ctx.now - miss.last_request < ctx.timers.map_request_retry:
+                continue
+            self.misses[key] = Miss(entry.prefix.version, key[1], deque(), ctx.now, ctx.now)
+            self.request(entry.prefix.network_address, entry.prefix.prefixlen)
+
+    def recompute(self) -> None:
+        """Choose, for every positive entry, the best reachable RLOC and an up local uplink."""
+        ctx = self.ctx
+        now = ctx.now
+        paths: dict[tuple[int, IpNetwork], Path] = {}
+        for entry in self.map_cache:
+            if entry.negative or entry.expired(now):
+                continue
+            encap = self.entry_encap.get((entry.iid, entry.prefix))
+            if encap is None and ctx.encrypt:
+                continue
+            best = None
+            for rloc in sorted(entry.rlocs, key=lambda r: (r.priority, -r.weight)):
+                if rloc.priority == 255 or not rloc.reachable:
+                    continue
+                if not ctx.prober.is_up(str(rloc.address), now):
+                    continue
+                version = rloc.address.version  # type: ignore[union-attr]
+                local = ctx.local_for(version)
+                if local is None:
+                    continue
+                best = (rloc, local)
+                break
+            if best is not None and encap is not None:
+                rloc, local = best
+                paths[(entry.iid, entry.prefix)] = Path(
+                    encap, (str(rloc.address), DATA_PORT), local
+                )
+        self.paths = paths
+        self.flow.clear()
+        if ctx.fast is not None and ctx.data_fd is not None:
+            fd_of = ctx.data_fd
+            ctx.fast.sync_paths(paths, {id(p): fd_of(p.local) for p in paths.values()})
+        # Packets that waited for a mapping now have a path.
+        for key, miss in list(self.misses.items()):
+            found = self.map_cache.lookup_int(ctx.iid, miss.version, miss.address, now)
+            if found is None:
+                continue
+            del self.misses[key]
+            if (found.iid, found.prefix) in paths:
+                for packet in miss.queue:
+                    self.deliver(packet)
+            elif not found.negative:
+                ctx.drops["no-path"] += len(miss.queue)
+
+
+def _not_overlay(version: int, dst: bytes) -> bool:
+    if version == 4:
+        return dst[0] >= 224 or dst[0] == 127
+    return dst[0] == 0xFF or (dst[0] == 0xFE and dst[1] & 0xC0 == 0x80)
+
+
+def _int_in(address: int, prefix: IpNetwork) -> bool:
+    return int(prefix.network_address) == address & int(prefix.netmask)

@@ -1,0 +1,103 @@
+"""What every part of an xTR reads and counts into: its config, clock, uplinks and counters.
+
+The parts (mesh.paths, mesh.itr_resolve, mesh.rloc_probing, mesh.etr_answer, mesh.registrar,
+mesh.revocation, mesh.peer_stats) each own their own state; this object holds only what is
+common to all of them: the node's configuration as the xTR sees it, the time of the event being
+handled (`now`, set by whoever feeds the xTR an event), the transport, the keys and the key
+exchange authority, the local uplinks, and the drop/stat/error counters status reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
+
+from lisp import InstanceId
+from lisp.address import Address
+from lisp.rloc_probe import RlocProber
+from mesh.config import IpAddress, NodeConfig
+from mesh.fastpath import FastPath
+from mesh.keys import KeyStore
+from mesh.kx import KxAuthority
+from mesh.xtr_types import LocalRloc, Transport
+
+log = logging.getLogger("lispmesh.xtr")
+
+
+class XtrContext:
+    def __init__(
+        self,
+        config: NodeConfig,
+        transport: Transport,
+        kx: KxAuthority | None,
+        now: float,
+        link_state: Callable[[str], bool] | None = None,
+    ) -> None:
+        assert config.xtr is not None
+        self.now = now
+        self.transport = transport
+        self.link_state = link_state
+        self.encrypt = config.security.encryption
+        self.locals = [
+            LocalRloc(r.address, r.interface, r.priority, r.weight) for r in config.xtr.rlocs
+        ]
+        self.locals.sort(key=lambda r: (r.priority, -r.weight))
+        self.keys = KeyStore(
+            cipher_suite=config.security.cipher_suite,
+            instance_id=config.xtr.instance_id,
+            rekey_after_seconds=config.security.rekey_after_seconds,
+            rekey_after_packets=config.security.rekey_after_packets,
+            interop=not config.security.authenticate_key_exchange,
+        )
+        self.keys.start(now)
+        self.prober = RlocProber(
+            config.xtr.timers.probe_interval, config.xtr.timers.probe_dead_after
+        )
+        self.drops: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+        self.errors: deque[str] = deque(maxlen=20)
+        # The C data path, when the runtime enabled it (mesh.fastpath); `data_fd` gives the data
+        # socket of an uplink for its routes.
+        self.fast: FastPath | None = None
+        self.data_fd: Callable[[LocalRloc], int] | None = None
+        self.configure(config, kx)
+
+    def configure(self, config: NodeConfig, kx: KxAuthority | None) -> None:
+        """Take the parts of a new config every component reads (the xTR checks the rest)."""
+        assert config.xtr is not None
+        self.config = config
+        self.xcfg = config.xtr
+        self.timers = config.xtr.timers
+        self.iid = config.xtr.instance_id
+        self.kx = kx
+        self.keys.instance_id = self.iid
+        self.keys.rekey_after_seconds = config.security.rekey_after_seconds
+        self.keys.rekey_after_packets = config.security.rekey_after_packets
+        self.prober.interval = self.timers.probe_interval
+        self.prober.dead_after = self.timers.probe_dead_after
+
+    def error(self, message: str) -> None:
+        log.warning("%s", message)
+        self.errors.append(message)
+
+    def our_eid(self, version: int) -> IpAddress:
+        for address in self.xcfg.eid_addresses:
+            if address.version == version:
+                return address
+        return IPv4Address(0) if version == 4 else IPv6Address(0)
+
+    def eid_address(self, address: IpAddress) -> Address:
+        return InstanceId(self.iid, address) if self.iid else address
+
+    def local_for(self, version: int) -> LocalRloc | None:
+        """Our best uplink that is up for an RLOC of this IP version."""
+        for local in self.locals:
+            if local.up and local.address.version == version:
+                return local
+        return None
+
+    def up_rloc_addresses(self, fallback: LocalRloc) -> tuple[Address, ...]:
+        """The addresses of our uplinks that are up (or `fallback`'s), as ITR-RLOCs."""
+        return tuple(r.address for r in self.locals if r.up) or (fallback.address,)
