@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
-import yaml
-
+from common import yamldoc
 from common.errors import LispmeshError
+from common.yamldoc import Path, YamlDoc
 
 IpNetwork = IPv4Network | IPv6Network
-Path = tuple[str | int, ...]
 
 LANGUAGE_VERSION = 1
 MAX_RULES = 10_000
@@ -108,104 +107,18 @@ class PolicyDoc:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with line numbers
+# YAML with line numbers (common.yamldoc) and field checks
 
 
-class _Loaded:
-    """Plain Python values plus the line each path starts on."""
-
+class _Loaded(YamlDoc):
     def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.lines: dict[Path, int] = {}
-
-    def fail(self, path: Path, message: str) -> PolicyError:
-        line = self.line(path)
-        field = _dotted(path)
-        return PolicyError(f"{self.filename}:{line}: {field + ': ' if field else ''}{message}")
-
-    def line(self, path: Path) -> int:
-        while path not in self.lines and path:
-            path = path[:-1]
-        return self.lines.get(path, 1)
+        super().__init__(filename, PolicyError)
 
 
-def _dotted(path: Path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def _load(text: str, loaded: _Loaded) -> Any:
-    loader = yaml.SafeLoader(text)
-    try:
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise PolicyError(f"{loaded.filename}:{line}: YAML syntax: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{loaded.filename}:1: YAML: {exc}") from None
-    if root is None:
-        raise PolicyError(f"{loaded.filename}:1: the file is empty")
-    return _walk(loader, root, (), loaded)
-
-
-def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: Path, loaded: _Loaded) -> Any:
-    loaded.lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int) or isinstance(key, bool):
-                loaded.lines[(*path, "?")] = key_node.start_mark.line + 1
-                raise loaded.fail((*path, "?"), f"a key must be a name, not {key!r}")
-            key = str(key)
-            if key in out:
-                loaded.lines[(*path, key)] = key_node.start_mark.line + 1
-                raise loaded.fail((*path, key), "defined twice")
-            out[key] = _walk(loader, value_node, (*path, key), loaded)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(loader, item, (*path, i), loaded) for i, item in enumerate(node.value)]
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise loaded.fail(path, f"bad value: {exc}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# fields
-
-
-def _mapping(value: Any, path: Path, loaded: _Loaded, known: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise loaded.fail(path, f"expected a mapping, got {_kind(value)}")
-    for key in value:
-        if key not in known:
-            hint = ", ".join(sorted(known))
-            raise loaded.fail((*path, key), f"unknown field {key!r} (known: {hint})")
-    return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return repr(value)
-
-
-def _string(value: Any, path: Path, loaded: _Loaded, what: str = "a string") -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        raise loaded.fail(path, f"expected {what}, got {_kind(value)}")
-    return str(value)
+_load = yamldoc.load
+_mapping = yamldoc.mapping
+_kind = yamldoc.describe
+_string = yamldoc.string
 
 
 def _name(value: Any, path: Path, loaded: _Loaded) -> str:
