@@ -68,3 +68,24 @@ def detach(attachment: Attachment, netns: str, node_netns: str | None = None) ->
     _ip("link", "del", attachment.host_if, netns=node_netns, check=False)  # routes go with it
     if netns_path(attachment, netns).exists():
         _ip("netns", "del", netns)
+
+
+def attach_tap(attachment: Attachment, node_netns: str | None = None) -> str:
+    """A tap for a VM (qemu opens it by name), routed like a veth; returns its MAC (the guest's
+    gateway). The guest sets its own EIDs (domain_xml.kernel_cmdline tells it which)."""
+    host = attachment.host_if
+    if len(host) > 15:
+        raise WorkloadError(f"network: interface name {host!r} is longer than 15 characters")
+    _ip("link", "del", host, netns=node_netns, check=False)
+    _ip("tuntap", "add", "dev", host, "mode", "tap", netns=node_netns)
+    _ip("link", "set", host, "mtu", str(attachment.mtu), "up", netns=node_netns)
+    _ip("-6", "addr", "add", f"{GATEWAY6}/64", "dev", host, "nodad", netns=node_netns)
+    if attachment.eid4 is not None:
+        _ip("route", "replace", f"{attachment.eid4}/32", "dev", host, netns=node_netns)
+    if attachment.eid6 is not None:
+        _ip("-6", "route", "replace", f"{attachment.eid6}/128", "dev", host, netns=node_netns)
+    return str(json.loads(_ip("-j", "link", "show", host, netns=node_netns))[0]["address"])
+
+
+def detach_tap(attachment: Attachment, node_netns: str | None = None) -> None:
+    _ip("link", "del", attachment.host_if, netns=node_netns, check=False)

@@ -126,6 +126,24 @@ class BlobStore:
         _check(descriptor.digest, hasher.hexdigest(), length, descriptor.size, where)
         return path
 
+    def copy_verified(self, descriptor: Descriptor, target: Path, where: str) -> None:
+        """Copy the blob to `target`, hashing what is copied (not what was hashed before)."""
+        tmp = target.with_name(target.name + ".partial")
+        hasher = hashlib.sha256()
+        length = 0
+        try:
+            with self.path(descriptor.digest).open("rb") as blob, tmp.open("wb") as out:
+                while chunk := blob.read(CHUNK):
+                    hasher.update(chunk)
+                    length += len(chunk)
+                    out.write(chunk)
+            _check(descriptor.digest, hasher.hexdigest(), length, descriptor.size, where)
+            os.replace(tmp, target)
+        except FileNotFoundError:
+            raise ImageError(f"{where}: blob {descriptor.digest} is missing") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def read_json(self, descriptor: Descriptor, where: str) -> Any:
         if descriptor.size > MAX_JSON:
             raise ImageError(f"{where}: {descriptor.digest} is {descriptor.size} bytes, too big")
