@@ -274,18 +274,17 @@ async def netcheck(
     problems: list[str] = []
     uplinks: list[dict[str, Any]] = []
     map_servers: list[dict[str, Any]] = []
+    nat: dict[str, Any] = {
+        "detected": None,
+        "method": None,
+        "detail": "no xTR: nothing to check",
+    }
     if xtr is not None:
+        # A fresh Info-Request round on every uplink, answered while the map-servers are checked.
+        _now(xtr)
+        xtr.nat.recheck()
         for local in xtr.locals:
-            uplinks.append(
-                {
-                    "interface": local.interface,
-                    "address": local.key,
-                    "up": local.up,
-                    # Unknown: detecting a NAT needs the Info-Request/Reply exchange (the
-                    # map-server echoing the address it saw), which lispmesh does not do yet.
-                    "behind_nat": None,
-                }
-            )
+            uplinks.append({"interface": local.interface, "address": local.key, "up": local.up})
             if not local.up:
                 problems.append(f"uplink {local.interface or local.key} is down")
         map_servers = list(
@@ -297,6 +296,18 @@ async def netcheck(
                      if not m["reachable"]]  # fmt: skip
         if not any(u["up"] for u in uplinks):
             problems.append("no uplink is up")
+        deadline = time.monotonic() + timeout
+        while xtr.nat.checking() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for uplink in uplinks:
+            _now(xtr)
+            uplink.update(xtr.nat.uplink_status(uplink["address"]))
+            if uplink["up"] and uplink["state"] == "no-answer":
+                problems.append(
+                    f"uplink {uplink['interface'] or uplink['address']}: no map-server answered "
+                    "the Info-Requests (NAT unknown)"
+                )
+        nat = _nat_summary(uplinks)
     controller = None
     if agent is not None and agent.get("controller_address"):
         controller = await _tcp_check(agent["controller_address"], timeout)
@@ -305,16 +316,36 @@ async def netcheck(
             problems.append(f"controller {controller['address']}: {controller['error']}")
     return {
         "uplinks": uplinks,
-        "nat": {
-            "detected": None,
-            "method": None,
-            "detail": "NAT detection is not implemented yet (needs Info-Request/Reply)",
-        },
+        "nat": nat,
         "controller": controller,
         "map_servers": map_servers,
         "map_resolvers": [str(r) for r in xtr.ctx.xcfg.map_resolvers] if xtr is not None else [],
         "problems": problems,
         "ok": not problems,
+    }
+
+
+def _nat_summary(uplinks: list[dict[str, Any]]) -> dict[str, Any]:
+    """NAT over all uplinks: detected if any is behind one; one line saying what was found."""
+    up = [u for u in uplinks if u["up"]]
+    verdicts = [u["behind_nat"] for u in up]
+    detected = True if True in verdicts else (False if verdicts and None not in verdicts else None)
+    parts = []
+    for u in up:
+        name = u["interface"] or u["address"]
+        if u["state"] == "nat":
+            mapping = u["mapping"] or "mapping unknown (one map-server answered)"
+            parts.append(f"{name} behind NAT as {u['translated']}, {mapping}")
+        elif u["state"] == "none":
+            parts.append(f"{name} not behind NAT")
+        elif u["state"] == "no-answer":
+            parts.append(f"{name}: unknown, no map-server answered the Info-Requests")
+        else:
+            parts.append(f"{name}: still checking")
+    return {
+        "detected": detected,
+        "method": "info-request",
+        "detail": "; ".join(parts) or "no uplink is up",
     }
 
 

@@ -4,7 +4,7 @@ Packets, as they see it:
     inside (TUN) → policy(egress) → map-cache → seal + encapsulate → outside (UDP 4341)
     outside (UDP 4341) → open + replay check + source check → policy(ingress) → inside (TUN)
 Control (UDP 4342): Map-Register/Notify with the map-servers, Map-Request/Reply (ECM via the
-map-resolver, forwarded by the map-server to us as ETR), RLOC-probes.
+map-resolver, forwarded by the map-server to us as ETR), RLOC-probes, Info-Request/Reply.
 
 The class owns no socket: `Transport` sends, and the node runtime (mesh.node) feeds it packets and
 calls `tick` with the time, so everything here is driven by its inputs.
@@ -19,6 +19,7 @@ owns its state and is handed the parts it talks to (no part imports the xTR):
     Prober     (mesh.rloc_probing) RLOC-probes, rekeying, answering SMRs
     Responder  (mesh.etr_answer)   Map-Replies for our EIDs (the ETR key exchange), SMRs out
     Registrar  (mesh.registrar)    Map-Register/Notify with each map-server
+    NatCheck   (mesh.nat_check)    Info-Request/Reply: is each uplink behind a NAT, which kind
     WarmStart  (mesh.warm_start)   the map-cache checkpoint
 This module keeps the hot data path (inside_packet, outside_data) and routes events and ticks.
 """
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.policy_format import NodePolicy
-from lisp import EncapsulatedControl, MapNotify, MapReply, MapRequest
+from lisp import EncapsulatedControl, InfoMessage, MapNotify, MapReply, MapRequest
 from lisp.crypto import CryptoError, packet_key_id
 from mesh.config import NodeConfig
 from mesh.etr_answer import Responder
@@ -38,6 +39,7 @@ from mesh.fastpath import FastPath
 from mesh.itr_resolve import Resolver
 from mesh.keys import DecapSlot
 from mesh.kx import KxAuthority
+from mesh.nat_check import NatCheck
 from mesh.paths import PathTable
 from mesh.peer_stats import PeerTable
 from mesh.policy import PolicyEngine
@@ -103,6 +105,7 @@ class Xtr:
         self.prober = Prober(ctx, self.path_table, self.resolver)
         self.responder = Responder(ctx, self.prober, self.peers, self.revocation)
         self.registrar = Registrar(ctx)
+        self.nat = NatCheck(ctx)
         self.warm_start = WarmStart(ctx, self.path_table, self.prober)
         self.path_table.request = self.resolver.send_resolve
         self.path_table.deliver = self.inside_packet
@@ -247,6 +250,8 @@ class Xtr:
             self.responder.on_map_request(message, source, local, ecm)
         elif isinstance(message, MapNotify):
             self.registrar.on_map_notify(message, raw, source)
+        elif isinstance(message, InfoMessage) and ecm is None:
+            self.nat.on_info_reply(raw, source)
         else:
             self.drops["unexpected-control"] += 1
 
@@ -257,6 +262,7 @@ class Xtr:
         ctx.now = now
         self._check_uplinks()
         self.registrar.tick()
+        self.nat.tick()
         expired = self.path_table.expire()
         self.path_table.refresh_entries()
         self.prober.probe()
@@ -309,7 +315,13 @@ class Xtr:
         if ctx.fast is not None:
             ctx.fast.read_counters(ctx.now)  # exact figures, not the last tick's
         return status(
-            ctx, self.path_table, self.registrar, self.peers, self.revocation, self.policy_status()
+            ctx,
+            self.path_table,
+            self.registrar,
+            self.peers,
+            self.revocation,
+            self.policy_status(),
+            self.nat,
         )
 
     # ------------------------------------------------------------------ network policy

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from lisp import Action
+from mesh.nat_check import NatCheck
 from mesh.paths import PathTable
 from mesh.peer_stats import PeerTable, rtt_ms
 from mesh.registrar import Registrar
@@ -50,6 +51,7 @@ def status(
     peers: PeerTable,
     revocation: Revocation,
     policy: dict[str, Any],
+    nat: NatCheck | None = None,
 ) -> dict[str, Any]:
     now = ctx.now
     keys = ctx.keys
@@ -64,6 +66,7 @@ def status(
                 "priority": r.priority,
                 "weight": r.weight,
                 "up": r.up,
+                **({"nat": nat.uplink_status(r.key)} if nat is not None else {}),
             }
             for r in ctx.locals
         ],

@@ -104,12 +104,29 @@ def status(doc: dict[str, Any], console: Console) -> None:
         console.print(f"map-server: {count} registrations")
 
 
+def _nat(uplink: dict[str, Any]) -> str:
+    """ ", behind NAT as 203.0.113.7:40342 (endpoint-independent)" and the like."""
+    nat = uplink.get("nat", uplink)  # status nests it, netcheck merges it into the uplink
+    state = nat.get("state")
+    if state == "nat":
+        return f", behind NAT as {nat['translated']} ({nat.get('mapping') or 'mapping unknown'})"
+    if state == "none":
+        return ", no NAT"
+    if state == "no-answer":
+        return ", NAT unknown (no Info-Reply)"
+    return ", NAT: checking" if state == "checking" else ""
+
+
+def _nat_cell(uplink: dict[str, Any]) -> str:
+    return _nat(uplink).removeprefix(", ") or "-"
+
+
 def _xtr(xtr: dict[str, Any], console: Console) -> None:
     console.print(f"EIDs: {', '.join(xtr['eid_prefixes'])}  (instance-id {xtr['instance_id']})")
-    uplinks = Table("uplink", "RLOC", "priority", "weight", "state", title="uplinks")
+    uplinks = Table("uplink", "RLOC", "priority", "weight", "state", "NAT", title="uplinks")
     for up in xtr["uplinks"]:
         uplinks.add_row(up.get("interface") or "-", up["address"], str(up.get("priority", "-")),
-                        str(up.get("weight", "-")), _up(up["up"]))  # fmt: skip
+                        str(up.get("weight", "-")), _up(up["up"]), _nat_cell(up))  # fmt: skip
     console.print(uplinks)
     servers = Table("map-server", "registered", "sent", "notifies", title="map-servers")
     for ms in xtr["map_servers"]:
@@ -206,7 +223,9 @@ def trace(doc: dict[str, Any], console: Console) -> None:
 def netcheck(doc: dict[str, Any], console: Console) -> None:
     console.print("[bold]uplinks[/bold]")
     for u in doc["uplinks"]:
-        console.print(Text.assemble(f"  {u['interface'] or '-'} {u['address']}: ", _up(u["up"])))
+        console.print(
+            Text.assemble(f"  {u['interface'] or '-'} {u['address']}: ", _up(u["up"]), _nat(u))
+        )
     console.print(f"[bold]NAT[/bold]: {doc['nat']['detail']}")
     controller = doc.get("controller")
     if controller:

@@ -154,7 +154,11 @@ def test_ping_trace_netcheck(lab: MeshLab) -> None:
     assert check["controller"]["rtt_ms"] > 0
     assert [(m["address"], m["reachable"]) for m in check["map_servers"]] == [("10.77.0.1", True)]
     assert check["map_servers"][0]["rtt_ms"] > 0
-    assert check["nat"]["detected"] is None  # not implemented: said so, not guessed
+    # The map-server (in the controller) saw each uplink's own address: no NAT on this lab.
+    assert check["nat"]["detected"] is False and check["nat"]["method"] == "info-request"
+    for uplink in check["uplinks"]:
+        assert uplink["state"] == "none" and uplink["behind_nat"] is False
+        assert uplink["translated"] == f"{uplink['address']}:4342"
 
 
 def test_topology_json_dot_svg_html(lab: MeshLab, tmp_path: Path) -> None:

@@ -114,7 +114,9 @@ def test_node_renderers() -> None:
         "agent": {"node_id": "n1", "controller_address": "10.77.0.1:7444",
                   "controller_state": "connected", "controller": "connected since x"},
         "xtr": {"eid_prefixes": ["10.250.0.0/24"], "instance_id": 0,
-                "uplinks": [{"interface": "eth1", "address": "10.77.0.11", "up": True}],
+                "uplinks": [{"interface": "eth1", "address": "10.77.0.11", "up": True,
+                             "nat": {"state": "nat", "translated": "203.0.113.7:40342",
+                                     "mapping": "endpoint-dependent"}}],
                 "map_servers": [{"address": "10.77.0.1", "registered": True}], "peers": [peer]},
     }  # fmt: skip
     console = Console(file=io.StringIO(), width=200, color_system=None)
@@ -144,8 +146,9 @@ def test_node_renderers() -> None:
         console,
     )  # fmt: skip
     render_node.netcheck(
-        {"uplinks": [{"interface": "eth1", "address": "10.77.0.11", "up": False}],
-         "nat": {"detail": "NAT detection is not implemented yet (needs Info-Request/Reply)"},
+        {"uplinks": [{"interface": "eth1", "address": "10.77.0.11", "up": False},
+                     {"interface": "eth2", "address": "10.78.0.11", "up": True, "state": "none"}],
+         "nat": {"detail": "eth2 not behind NAT"},
          "controller": {"address": "10.77.0.1:7444", "reachable": False, "error": "refused",
                         "rtt_ms": None, "state": "unreachable"},
          "map_servers": [], "map_resolvers": ["10.77.0.1"], "problems": ["uplink eth1 is down"]},
@@ -157,6 +160,8 @@ def test_node_renderers() -> None:
     assert "reply from 10.77.0.12 (in use) via 10.77.0.11: seq=1 path=direct time=0.40 ms" in out
     assert "map-resolver" in out and "(answered by 10.77.0.12)" in out
     assert "eth1 10.77.0.11: DOWN" in out and "problem: uplink eth1 is down" in out
+    assert "behind NAT as 203.0.113.7:40342 (endpoint-dependent)" in out  # status, uplinks
+    assert "eth2 10.78.0.11: up, no NAT" in out and "NAT: eth2 not behind NAT" in out
 
 
 def test_significant_report_ignores_rtts_and_counters() -> None:
