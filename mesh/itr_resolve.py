@@ -3,6 +3,12 @@
 A Map-Reply (to a resolve or an RLOC-probe) installs its records in the map-cache; with
 encryption on, the ETR key it carries is verified against the peer's identity first, and a failed
 exchange blocks the prefix for a short while instead of hammering the map-resolver.
+
+What an unsigned reply may change is bounded, because anyone who sees our Map-Requests knows their
+nonces: a negative reply counts only from a configured map-resolver, for a prefix that covers the
+EID we asked about; a reply to a keyless RLOC-probe proves liveness (and refreshes the entry when
+it repeats its RLOCs), but only a keyed, signed one may change where a prefix lives; and no TTL
+is kept longer than a day (a negative one, 15 minutes), "unlimited" included.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from lisp.address import Address
 from lisp.crypto import CryptoError
 from lisp.kx_lcaf import build_request_itr_rloc, extract_security, public_key_of
 from lisp.map_cache import MapCacheEntry
-from lisp.records import eid_prefix
+from lisp.records import TTL_UNLIMITED, eid_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.identity import IdentityError
 from mesh.keys import EncapState, random_nonce
@@ -36,6 +42,8 @@ from mesh.xtr_context import XtrContext
 from mesh.xtr_types import CONTROL_PORT, NEGATIVE_HOLD_SECONDS, LocalRloc, Pending
 
 ReplyWaiter = Callable[[MapReply, tuple[str, int]], None]
+MAX_TTL_MINUTES = 1440  # RFC 9301's default Map-Reply TTL: a mapping is asked again daily
+MAX_NEGATIVE_TTL_MINUTES = 15  # RFC 9301 §8.1: negative Map-Replies, 15 minutes
 
 
 class Resolver:
@@ -139,56 +147,98 @@ class Resolver:
             if rloc is None:
                 return
             ctx.stats["probe-replies"] += 1
-        for record in reply.records:
-            self.install_record(record, reply.nonce, pending)
+        accepted = [self.install_record(r, reply.nonce, pending, source) for r in reply.records]
+        if pending.kind == "resolve" and not any(accepted):
+            # Nothing in it was believable (a forged answer, say): the genuine one may still
+            # come, so the request stays outstanding.
+            self.pending[reply.nonce] = pending
         self.paths.recompute()
 
-    def install_record(self, record: EidRecord, nonce: int, pending: Pending) -> None:
+    def _signed(self, pending: Pending) -> bool:
+        """Whether this reply's records are verified against the peer's certificate."""
+        return self.ctx.encrypt and self.ctx.kx is not None and pending.key_id is not None
+
+    def install_record(
+        self, record: EidRecord, nonce: int, pending: Pending, source: tuple[str, int]
+    ) -> bool:
+        """Install what `record` says, as far as it may be believed; False if refused."""
         ctx, paths = self.ctx, self.paths
         try:
             prefix = record.prefix
         except ValueError:
             ctx.drops["non-ip-eid"] += 1
-            return
+            return False
         if record.instance_id != ctx.iid:
             ctx.drops["wrong-instance"] += 1
-            return
+            return False
+        record = _capped_ttl(record)
+        signed = self._signed(pending)
+        if pending.kind == "probe" and (record.instance_id, prefix) != pending.eid:
+            ctx.drops["probe-reply-other-prefix"] += 1  # a probe asks about one prefix
+            return False
+        asked = pending.eid[1] if pending.eid is not None else None
+        # An answer about something we did not ask is refused, unless it is a signed record
+        # of the same node's other prefix (its certificate vouches for it).
+        unasked = pending.kind == "resolve" and not _covers(prefix, asked)
+        if unasked and not (record.rlocs and signed):
+            ctx.drops["map-reply-not-asked"] += 1
+            return False
         if not record.rlocs:
+            if pending.kind != "resolve" or not self._from_resolver(source):
+                ctx.drops["negative-reply-not-from-resolver"] += 1
+                return False
             entry = MapCacheEntry.from_record(record, ctx.now)
             paths.map_cache.insert(entry)
             paths.forget(ctx.iid, prefix)
             paths.drop_misses_in(prefix, "no-mapping")
             ctx.stats["negative-replies"] += 1
-            return
-        plain: list[RlocRecord] = []
-        key = None
-        proof = None
-        for rloc in record.rlocs:
-            rkey, rproof, ip = extract_security(rloc.address)
-            if ip is None:
-                continue
-            plain.append(replace(rloc, address=ip))
-            key = key or rkey
-            proof = proof or rproof
+            return True
+        plain, key, proof = _plain_rlocs(record)
         if not plain:
             ctx.drops["no-usable-rloc"] += 1
-            return
+            return False
+        if pending.kind == "probe" and paths.map_cache.exact(ctx.iid, prefix) is None:
+            return False  # a probe reply for an entry we no longer hold
         encap = None
         if ctx.encrypt:
             encap = self.accept_reply_key(prefix, nonce, pending, key, proof, plain)
             if encap is None:
                 if pending.kind == "resolve":
                     self.block_prefix(record, prefix)
-                return
+                return False
+        if pending.kind == "probe" and not signed:
+            # Keyless (or, in the unauthenticated interop mode, keyed but unsigned): the key
+            # it carried is taken, where the RLOCs live is not.
+            if encap is not None:
+                paths.entry_encap[(ctx.iid, prefix)] = encap
+            return self.refresh_from_probe(record, prefix, plain)
         entry = MapCacheEntry.from_record(replace(record, rlocs=tuple(plain)), ctx.now)
-        if pending.kind == "probe" and paths.map_cache.exact(ctx.iid, prefix) is None:
-            return  # a probe reply for an entry we no longer hold
         paths.map_cache.insert(entry)
         if encap is not None:
             paths.entry_encap[(ctx.iid, prefix)] = encap
         for rloc in plain:
             ctx.prober.track(str(rloc.address), ctx.now)
         ctx.stats["mappings-installed"] += 1
+        return True
+
+    def _from_resolver(self, source: tuple[str, int]) -> bool:
+        return any(str(resolver) == source[0] for resolver in self.ctx.xcfg.map_resolvers)
+
+    def refresh_from_probe(
+        self, record: EidRecord, prefix: IpNetwork, plain: list[RlocRecord]
+    ) -> bool:
+        """An unsigned probe reply: the RLOC answered (the prober counted that). Where the reply
+        repeats the cached RLOCs, it also renews the entry's lifetime; it never changes them."""
+        ctx, paths = self.ctx, self.paths
+        cached = paths.map_cache.exact(ctx.iid, prefix)
+        if cached is None or cached.negative:
+            return False
+        if {str(r.address) for r in plain} != {str(r.address) for r in cached.rlocs}:
+            ctx.drops["probe-reply-unsigned-change"] += 1
+            return False
+        renewed = MapCacheEntry.from_record(record, ctx.now)
+        paths.map_cache.insert(replace(cached, expires_at=renewed.expires_at))
+        return True
 
     def accept_reply_key(
         self,
@@ -258,6 +308,32 @@ class Resolver:
         paths.map_cache.insert(replace(entry, expires_at=ctx.now + NEGATIVE_HOLD_SECONDS))
         paths.forget(ctx.iid, prefix)
         paths.drop_misses_in(prefix, "kx-refused")
+
+
+def _plain_rlocs(record: EidRecord) -> tuple[list[RlocRecord], Any, Any]:
+    """The record's RLOCs as plain addresses, and the ETR key and proof some of them carry."""
+    plain: list[RlocRecord] = []
+    key = None
+    proof = None
+    for rloc in record.rlocs:
+        rkey, rproof, ip = extract_security(rloc.address)
+        if ip is None:
+            continue
+        plain.append(replace(rloc, address=ip))
+        key = key or rkey
+        proof = proof or rproof
+    return plain, key, proof
+
+
+def _capped_ttl(record: EidRecord) -> EidRecord:
+    cap = MAX_TTL_MINUTES if record.rlocs else MAX_NEGATIVE_TTL_MINUTES
+    if record.ttl == TTL_UNLIMITED or record.ttl > cap:
+        return replace(record, ttl=cap)
+    return record
+
+
+def _covers(prefix: IpNetwork, asked: IpNetwork | None) -> bool:
+    return asked is not None and asked.version == prefix.version and asked.subnet_of(prefix)  # type: ignore[arg-type]
 
 
 def _ip_addresses(addresses: Iterable[Address]) -> tuple[IpAddress, ...]:
