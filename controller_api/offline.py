@@ -8,11 +8,11 @@ import os
 import time
 from pathlib import Path
 
-from controller_api.pki import CA_DIR
-from controller_api.server import DB_FILE
-from controller_api.store import SqliteStore, TokenRow
+from controller_api.pki import CA_DIR, shared_ca
+from controller_api.settings import StoreSettings
+from controller_api.store import TokenRow
+from controller_api.store_backend import open_store
 from controller_api.tokens import JoinToken, ca_pin, new_token
-from mesh.identity import CA_KEY_FILE, CertificateAuthority
 
 
 def create_token(
@@ -21,17 +21,14 @@ def create_token(
     max_uses: int,
     tags: tuple[str, ...] = (),
     description: str = "",
+    store_settings: StoreSettings | None = None,
 ) -> tuple[JoinToken, TokenRow]:
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
-    ca_dir = state_dir / CA_DIR
-    if (ca_dir / CA_KEY_FILE).exists():
-        ca = CertificateAuthority.load(ca_dir)
-    else:
-        ca = CertificateAuthority.create(ca_dir, "lispmesh controller CA")
-    token = new_token(ca_pin(ca.certificate))
-    store = SqliteStore(state_dir / DB_FILE)
+    store = open_store(store_settings or StoreSettings(), state_dir)
     try:
+        ca = shared_ca(store, state_dir / CA_DIR)
+        token = new_token(ca_pin(ca.certificate))
         now = time.time()
         row = store.add_token(
             token.token_id, token.secret_hash, now, now + ttl, max_uses, tags, description

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from controller_api.store import CaMaterial, Store, StoreError
 from mesh.identity import (
+    CA_CERT_FILE,
     CA_KEY_FILE,
     CertificateAuthority,
     IdentityError,
@@ -202,3 +205,44 @@ def verify_onboarding(
 
 def read_ca(path: Path) -> x509.Certificate:
     return read_certificate(path)
+
+
+# ------------------------------------------------------------------ the CA shared by replicas
+
+
+def ca_from_dir(ca_dir: Path) -> CaMaterial | None:
+    if not (ca_dir / CA_KEY_FILE).exists():
+        return None
+    return CaMaterial((ca_dir / CA_CERT_FILE).read_bytes(), (ca_dir / CA_KEY_FILE).read_bytes())
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Replace `path` atomically (a crash leaves the old file or the new one, never half)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def shared_ca(store: Store, ca_dir: Path) -> CertificateAuthority:
+    """The CA of the store, written to `ca_dir`: stored first from `ca_dir` (or made there) if
+    the store has none yet. A replica whose own CA lost that race takes the stored one."""
+    stored = store.ca_material()
+    if stored is None:
+        local = ca_from_dir(ca_dir)
+        if local is None:
+            CertificateAuthority.create(ca_dir, "lispmesh controller CA")
+            local = ca_from_dir(ca_dir)
+            assert local is not None
+        stored = store.init_ca_material(local)
+    if ca_from_dir(ca_dir) != stored:
+        ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write(ca_dir / CA_KEY_FILE, stored.key_pem, 0o600)
+        _write(ca_dir / CA_CERT_FILE, stored.cert_pem, 0o644)
+    try:
+        return CertificateAuthority.load(ca_dir)
+    except (IdentityError, OSError, ValueError) as exc:
+        raise StoreError(f"CA in {ca_dir}: {exc}") from None

@@ -40,9 +40,12 @@ from controller_api.gen.lispmesh.v1 import (
     policy_pb2_grpc,
     status_pb2_grpc,
 )
+from controller_api.leader import Election, ReplicaInfo
 from controller_api.metrics import controller_families
 from controller_api.netinfo import default_advertise
+from controller_api.pki import CA_DIR, shared_ca
 from controller_api.policy_grpc import PolicyService
+from controller_api.replicas import LeaderLoop
 from controller_api.services import (
     AdminService,
     AttestationService,
@@ -51,14 +54,14 @@ from controller_api.services import (
     StatusService,
 )
 from controller_api.settings import DEFAULT_POOL4, ControllerSettings, Pools, random_ula
-from controller_api.store import SqliteStore, Store, StoreError
+from controller_api.store import EtcdStore, Store, StoreError
+from controller_api.store_backend import open_store
 from controller_api.tokens import ca_pin
 from controller_api.tpm_verifier import DEFAULT_POLICY, TpmVerifier
 from mesh.identity import IdentityError
 
 log = logging.getLogger("lispmesh.controller")
 
-DB_FILE = "controller.db"
 INFO_FILE = "controller.json"
 
 
@@ -137,6 +140,7 @@ class Controller:
         self.api_address = ""
         self.pin = ""
         self.pools: Pools | None = None
+        self.leader: LeaderLoop | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -144,7 +148,9 @@ class Controller:
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(state_dir, 0o700)
-            self.store = store = SqliteStore(state_dir / DB_FILE)
+            self.store = store = open_store(s.store, state_dir)
+            log.info("state in %s", s.store.where(state_dir))
+            shared_ca(store, state_dir / CA_DIR)
             pools = Pools(
                 IPv4Network(_fixed(store, "pool4", _text(s.pool4), str(DEFAULT_POOL4))),
                 int(_fixed(store, "prefix_len4", _text(s.prefix_len4), "24")),
@@ -234,6 +240,11 @@ class Controller:
             "pid": os.getpid(),
         }
         (state_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if isinstance(store, EtcdStore):
+            me = ReplicaInfo(s.replica_name or self.api_address, self.api_address)
+            election = Election(store.etcd, store.prefix, me, s.leader_ttl)
+            self.leader = LeaderLoop(store, election, clock=self.clock)
+            self.leader.start()
         if s.metrics_listen:
             ms = self.map_server
             collector = LoopCollector(
@@ -251,6 +262,9 @@ class Controller:
         )  # fmt: skip
 
     async def stop(self) -> None:
+        if self.leader is not None:
+            await self.leader.stop()
+            self.leader = None
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None

@@ -15,6 +15,27 @@ DEFAULT_PORT = 7443
 DEFAULT_STATE_DIR = Path("/var/lib/lispmesh-controller")
 DEFAULT_POOL4 = IPv4Network("10.250.0.0/16")
 
+BACKENDS = ("sqlite", "etcd")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the controller keeps its state: SQLite in the state dir, or etcd (replicas)."""
+
+    backend: str = "sqlite"
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_prefix: str = "/lispmesh/"
+    # Client TLS to etcd: the CA of its members, and a client certificate if etcd asks for one.
+    etcd_ca: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+
+    def where(self, state_dir: Path) -> str:
+        if self.backend == "etcd":
+            return f"etcd {','.join(self.etcd_endpoints)} {self.etcd_prefix}"
+        return str(state_dir / "controller.db")
+
+
 # Where EID prefixes come from (the store allocates from them).
 Pools = EidPools
 
@@ -72,6 +93,11 @@ class ControllerSettings:
     max_watch_streams: int = 2
     # Where /metrics (Prometheus) is served, HOST:PORT; None: not served (opt-in).
     metrics_listen: str | None = None
+    store: StoreSettings = field(default_factory=StoreSettings)
+    # Replicas on etcd: the leader's lease (a paused or cut-off leader is replaced after about
+    # this long), and this replica's name in `controller status` (default: its API address).
+    leader_ttl: int = 10
+    replica_name: str | None = None
 
 
 def random_ula() -> IPv6Network:

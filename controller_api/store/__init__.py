@@ -6,6 +6,7 @@ from controller_api.store.etcd import EtcdStore
 from controller_api.store.etcd_client import EtcdTls, EtcdUnavailable
 from controller_api.store.model import (
     APPS,
+    CONTROLLER,
     PLACEMENTS,
     TPM_EKS,
     TPM_NODES,
@@ -14,6 +15,8 @@ from controller_api.store.model import (
     CaMaterial,
     Conflict,
     EidPools,
+    Fence,
+    Fenced,
     Issued,
     Issuer,
     NewNode,
@@ -32,6 +35,7 @@ from controller_api.store.sqlite import SqliteStore
 
 __all__ = [
     "APPS",
+    "CONTROLLER",
     "PLACEMENTS",
     "TPM_EKS",
     "TPM_NODES",
@@ -43,6 +47,8 @@ __all__ = [
     "EtcdStore",
     "EtcdTls",
     "EtcdUnavailable",
+    "Fence",
+    "Fenced",
     "Issued",
     "Issuer",
     "NewNode",

@@ -41,6 +41,8 @@ from controller_api.store.model import (
     CaMaterial,
     Conflict,
     EidPools,
+    Fence,
+    Fenced,
     Issuer,
     NewNode,
     NodeRow,
@@ -422,8 +424,21 @@ class EtcdStore:
             for kv in kvs
         ]
 
-    def commit_objects(self, writes: Sequence[ObjectWrite]) -> int:
-        compare, ops = [], []
+    def _fence(self, fence: Fence | None) -> list[Any]:
+        return [] if fence is None else [compare_create(fence.key.encode(), fence.revision)]
+
+    def _check_fence(self, fence: Fence | None) -> None:
+        """Raise `Fenced` if `fence`'s term is over (after a transaction lost a compare)."""
+        if fence is None:
+            return
+        kvs = self.etcd.range(fence.key.encode()).kvs
+        holder = int(kvs[0].create_revision) if kvs else 0
+        if holder != fence.revision:
+            raise Fenced(f"the leader term {fence.revision} is over"
+                         + (f" (term {holder} leads)" if holder else " (no leader)"))  # fmt: skip
+
+    def commit_objects(self, writes: Sequence[ObjectWrite], fence: Fence | None = None) -> int:
+        compare, ops = self._fence(fence), []
         for w in writes:
             check_object_kind(w.kind, w.key)
             key = self._k("objects", w.kind, w.key)
@@ -432,6 +447,7 @@ class EtcdStore:
             ops.append(delete(key) if w.value is None else put(key, w.value.encode()))
         answer = self.etcd.txn(compare, ops)
         if not answer.succeeded:
+            self._check_fence(fence)
             for w in writes:
                 now = self.get_object(w.kind, w.key)
                 seen = now.revision if now is not None else 0
@@ -440,6 +456,20 @@ class EtcdStore:
                                    f" expected {w.expect_revision})")  # fmt: skip
             raise Conflict("an object changed while committing")
         return int(answer.header.revision)
+
+    def expire_retired_certs(self, now: float, fence: Fence | None = None) -> int:
+        prefix = self._k("retired", "")
+        due = [
+            kv for kv in self.etcd.range(prefix, prefix=True).kvs
+            if codec.loads(kv.value, kv.key.decode())["until"] <= now
+        ]  # fmt: skip
+        for start in range(0, len(due), _BATCH):
+            batch = due[start : start + _BATCH]
+            compare = self._fence(fence) + [compare_mod(kv.key, kv.mod_revision) for kv in batch]
+            if not self.etcd.txn(compare, [delete(kv.key) for kv in batch]).succeeded:
+                self._check_fence(fence)
+                return start  # a renewal touched one meanwhile: the next round finishes
+        return len(due)
 
     # ------------------------------------------------------------------ migration
 
@@ -497,24 +527,29 @@ class EtcdStore:
         return entries
 
     def restore(self, snapshot: Snapshot) -> None:
+        self.restore_missing(snapshot)
+
+    def restore_missing(self, snapshot: Snapshot) -> int:
         """Write `snapshot`, key by key where absent, in batched transactions. A key already
         holding the same value is skipped, so an interrupted restore can simply run again; a key
-        holding anything else (a store in use) refuses the restore before anything is written."""
+        holding anything else (a store in use) refuses the restore before anything is written.
+        The number of keys written."""
         entries = self.restore_entries(snapshot)
+        held = {
+            bytes(kv.key): bytes(kv.value) for kv in self.etcd.range(self._k(""), prefix=True).kvs
+        }
         missing = []
         for key, value in entries:
-            raw, _ = self.etcd.get(key)
+            raw = held.get(key)
             if raw is None:
                 missing.append((key, value))
             elif raw != value:
                 raise StoreError(
                     f"etcd {self.prefix}: not empty ({key.decode()} differs); restore refused"
                 )
-        kinds = ("tokens", "nodes", "policies")
-        for kind in kinds:
-            known = {k for k, _ in entries if k.startswith(self._k(kind, ""))}
-            extra = [k for k in self._keys(self._k(kind, "")) if self._k(kind, k) not in known]
-            if extra:
+        known = {key for key, _ in entries}
+        for kind in ("tokens", "nodes", "policies"):
+            if any(k.startswith(self._k(kind, "")) and k not in known for k in held):
                 raise StoreError(
                     f"etcd {self.prefix}: not empty (it holds {kind}); restore refused"
                 )
@@ -525,3 +560,4 @@ class EtcdStore:
             )
             if not answer.succeeded:
                 raise StoreError(f"etcd {self.prefix}: written to during the restore; run it again")
+        return len(missing)

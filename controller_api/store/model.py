@@ -43,6 +43,20 @@ class Conflict(StoreError):
     """A compare-and-set lost: the record changed since the caller read it."""
 
 
+class Fenced(StoreError):
+    """A leader's write refused: its term is over (another replica leads, or none does)."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A leader's term: the leader key and the revision that created it. A fenced write commits
+    only while that key is still that incarnation, so a leader that was paused past its lease
+    (and replaced) cannot write, whatever it believes."""
+
+    key: str
+    revision: int
+
+
 @dataclass(frozen=True)
 class TokenRow:
     token_id: str
@@ -165,7 +179,9 @@ PLACEMENTS = "placements"
 # TPM-backed nodes (controller_api/tpm_records.py): by node id, and each EK to its node.
 TPM_NODES = "tpm-nodes"
 TPM_EKS = "tpm-eks"
-OBJECT_KINDS = (APPS, PLACEMENTS, TPM_NODES, TPM_EKS)
+# Controller bookkeeping: the leader's last round of singleton work (written fenced).
+CONTROLLER = "controller"
+OBJECT_KINDS = (APPS, PLACEMENTS, TPM_NODES, TPM_EKS, CONTROLLER)
 
 
 @dataclass(frozen=True)

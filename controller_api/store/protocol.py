@@ -7,6 +7,10 @@ transaction open, so a backend may retry an optimistic write internally. Two gua
 across processes sharing a backend: a token never counts more uses than it has, and a slot (so
 an EID prefix) or a node name is never given twice.
 
+Leader-only writes carry a `Fence` (the leader key's creating revision): on etcd they commit only
+while that term lasts. SQLite serves one controller process, which always leads: it accepts any
+fence.
+
 `revision()` is a store-wide counter that grows with every committed change; records of app
 specs and placements carry the revision that wrote them, the basis of compare-and-set and of
 config streams that resume from a revision.
@@ -22,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from controller_api.store.model import (
     CaMaterial,
     EidPools,
+    Fence,
     Issuer,
     NewNode,
     NodeRow,
@@ -166,8 +171,14 @@ class Store(Protocol):
         """Ordered by key."""
         ...
 
-    def commit_objects(self, writes: Sequence[ObjectWrite]) -> int:
-        """Apply every write or none (`Conflict` if an expectation fails); the new revision."""
+    def commit_objects(self, writes: Sequence[ObjectWrite], fence: Fence | None = None) -> int:
+        """Apply every write or none (`Conflict` if an expectation fails, `Fenced` if `fence`'s
+        term is over); the new revision."""
+        ...
+
+    def expire_retired_certs(self, now: float, fence: Fence | None = None) -> int:
+        """Forget certificates whose grace period ended before `now` (a leader's chore, fenced
+        like `commit_objects`); how many."""
         ...
 
     # ------------------------------------------------------------------ migration

@@ -25,6 +25,7 @@ from controller_api.store.model import (
     CaMaterial,
     Conflict,
     EidPools,
+    Fence,
     Issuer,
     NewNode,
     NodeRow,
@@ -515,7 +516,7 @@ class SqliteStore:
         rows = self._read("SELECT * FROM objects WHERE kind = ? ORDER BY key", kind)
         return [Record(kind, r["key"], r["value"], r["revision"]) for r in rows]
 
-    def commit_objects(self, writes: Sequence[ObjectWrite]) -> int:
+    def commit_objects(self, writes: Sequence[ObjectWrite], fence: Fence | None = None) -> int:
         with self._write() as conn:
             revision = self._bump_revision(conn)
             for w in writes:
@@ -535,6 +536,10 @@ class SqliteStore:
                         (w.kind, w.key, w.value, revision),
                     )
         return revision
+
+    def expire_retired_certs(self, now: float, fence: Fence | None = None) -> int:
+        with self._write() as conn:
+            return int(conn.execute("DELETE FROM retired_certs WHERE until <= ?", (now,)).rowcount)
 
     # ------------------------------------------------------------------ migration
 

@@ -13,12 +13,16 @@ import logging
 import sys
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lispmesh.commands import ops
 from lispmesh.commands.options import Subparsers, add_controller_target, group, parse_duration
 from lispmesh.commands.output import console, print_json
 from lispmesh.commands.rpc import ask_controller
 from lispmesh.errors import CliError
+
+if TYPE_CHECKING:
+    from controller_api.settings import StoreSettings
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -29,6 +33,67 @@ def _listen(text: str) -> tuple[str, int]:
         return split_address(text, DEFAULT_PORT)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# where the state is
+
+
+def _add_store_options(parser: argparse.ArgumentParser, choose: bool = True) -> None:
+    from controller_api.settings import BACKENDS, StoreSettings
+
+    if choose:
+        parser.add_argument(
+            "--store",
+            choices=BACKENDS,
+            default="sqlite",
+            help="sqlite: one file in the state dir (default); etcd: shared by replicas",
+        )
+    parser.add_argument("--etcd-endpoints", help="the etcd members, HOST:PORT[,HOST:PORT...]")
+    parser.add_argument(
+        "--etcd-prefix", default=StoreSettings.etcd_prefix, help="key prefix in etcd (/lispmesh/)"
+    )
+    parser.add_argument("--etcd-ca", help="PEM CA of the etcd members (TLS to etcd)")
+    parser.add_argument("--etcd-cert", help="client certificate for etcd (PEM)")
+    parser.add_argument("--etcd-key", help="client key for etcd (PEM)")
+
+
+def _store_settings(args: argparse.Namespace, backend: str | None = None) -> StoreSettings:
+    from controller_api.settings import StoreSettings
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    endpoints = tuple(e for e in (args.etcd_endpoints or "").split(",") if e.strip())
+    chosen = backend or args.store
+    if chosen == "etcd" and not endpoints:
+        raise CliError("the etcd store needs --etcd-endpoints HOST:PORT[,HOST:PORT...]")
+    if not args.etcd_prefix.startswith("/") or not args.etcd_prefix.endswith("/"):
+        raise CliError(f"--etcd-prefix {args.etcd_prefix!r}: must start and end with '/'")
+    return StoreSettings(
+        chosen, endpoints, args.etcd_prefix, path(args.etcd_ca), path(args.etcd_cert),
+        path(args.etcd_key),
+    )  # fmt: skip
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from controller_api.migrate import migrate_to_etcd
+    from controller_api.store import StoreError
+
+    try:
+        done = migrate_to_etcd(Path(args.state_dir), _store_settings(args, backend=args.to))
+    except (StoreError, OSError) as exc:
+        raise CliError(f"migrate: {exc}") from None
+    if args.json:
+        counts = {c.kind: {"sqlite": c.source, "etcd": c.target} for c in done.counts}
+        print(json.dumps({"source": done.source, "target": done.target,
+                          "keys_written": done.written, "counts": counts}))  # fmt: skip
+        return 0
+    state = f"{done.written} keys written" if done.written else "already migrated, nothing written"
+    print(f"{done.source} -> {done.target}: {state}; verified:")
+    for c in done.counts:
+        print(f"  {c.kind:<18} {c.source:>6} in SQLite, {c.target:>6} in etcd")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +133,9 @@ def _serve(args: argparse.Namespace) -> int:
             cert_lifetime=args.cert_lifetime,
             cert_grace=args.cert_grace,
             metrics_listen=args.metrics_listen,
+            store=_store_settings(args),
+            leader_ttl=args.leader_ttl,
+            replica_name=args.replica_name,
         )
     except ValueError as exc:
         raise CliError(f"bad EID pool: {exc}") from None
@@ -132,6 +200,7 @@ def _token_create_offline(args: argparse.Namespace) -> int:
             args.uses,
             tuple(args.tag or ()),
             args.description or "",
+            _store_settings(args),
         )
     except (StoreError, IdentityError, OSError) as exc:
         raise CliError(f"cannot create a token in {args.state_dir}: {exc}") from None
@@ -283,6 +352,14 @@ def register(subparsers: Subparsers) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus /metrics there (off by default; a bare :PORT is loopback only)",
     )
+    _add_store_options(serve)
+    serve.add_argument(
+        "--leader-ttl",
+        type=int,
+        default=10,
+        help="replicas on etcd: seconds before a silent leader is replaced (10)",
+    )
+    serve.add_argument("--replica-name", help="this replica's name (default: its API address)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--config", help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
@@ -309,6 +386,7 @@ def register(subparsers: Subparsers) -> None:
         help="write it straight into --state-dir (the controller need not run)",
     )
     add_controller_target(create)
+    _add_store_options(create)
     create.set_defaults(handler=_token_create)
     tlist = tokens.add_parser("list", help="list join tokens (never their secrets)")
     add_controller_target(tlist)
@@ -331,5 +409,14 @@ def register(subparsers: Subparsers) -> None:
     revoke.add_argument("node", help="name or id")
     add_controller_target(revoke)
     revoke.set_defaults(handler=_node_revoke)
+
+    migrate = sub.add_parser(
+        "migrate", help="copy a SQLite controller's state into etcd (stop the controller first)"
+    )
+    migrate.add_argument("--to", choices=("etcd",), required=True)
+    migrate.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
+    migrate.add_argument("--json", action="store_true")
+    _add_store_options(migrate, choose=False)
+    migrate.set_defaults(handler=_migrate)
 
     ops.add_topology(sub, "topology", "nodes, EIDs, RLOCs and registrations (= lispmesh topology)")

@@ -45,7 +45,6 @@ KNOWN_UPWARD = {
     ("controller_api.embedded_ms", "mesh.map_server"),
     ("controller_api.embedded_ms", "mesh.node"),
     ("controller_api.enrollment", "mesh.identity"),
-    ("controller_api.offline", "mesh.identity"),
     ("controller_api.pki", "mesh.identity"),
     ("controller_api.server", "mesh.identity"),
     ("controller_api.settings", "mesh.config"),
