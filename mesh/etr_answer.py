@@ -213,7 +213,6 @@ class Responder:
             # Interop mode: no identity, so any inner source is accepted from this key.
             peer_eids = ((ctx.iid, _ANY4), (ctx.iid, _ANY6))
         ctx.keys.install_decap(rlocs, key_id, public, peer_name, peer_eids, ctx.now)
-        if ctx.fast is not None:
-            ctx.fast.sync_decap(ctx.keys.decap)
+        ctx.datapath.install_decap(ctx.keys.decap)
         self.peers.key_exchanged(peer_name)
         return key_id

@@ -1,4 +1,5 @@
-"""The C data path (mesh/_fastpath.c) driven from the xTR's state.
+"""The C data path (mesh/_fastpath.c) driven from the xTR's state: one of the two
+implementations of mesh.datapath.DataPath (the other is the Python reference there).
 
 The xTR (mesh.xtr) stays the one place that decides: which prefix goes to which RLOC with which
 key, which ITR keys open which packets. `FastPath` mirrors those decisions into the engine
@@ -18,7 +19,8 @@ log back in the shape the Python reference engine reports.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Protocol
 
@@ -49,6 +51,7 @@ class RouteTarget(Protocol):
 
     encap: EncapState
     remote: tuple[str, int]
+    local: Any
 
 
 def available() -> bool:
@@ -100,12 +103,38 @@ def flow_log_entries(raw: list[tuple[Any, ...]], names: RuleNames) -> list[FlowL
     return entries
 
 
+# Drop reasons the engine counts itself (merged into the xTR's drops in status).
+ENGINE_DROP_REASONS = (
+    "decrypt-failure",
+    "replay",
+    "spoofed-source",
+    "wrong-instance",
+    "malformed",
+    "policy-denied",
+)
+
+
 class FastPath:
-    def __init__(self, tun_fd: int, instance_id: int, cipher_suite: int) -> None:
+    """The C engine. `data_fd` gives the data socket of a path's local uplink (for its routes)."""
+
+    name = "c"
+
+    def __init__(
+        self,
+        tun_fd: int,
+        instance_id: int,
+        cipher_suite: int,
+        data_fd: Callable[[Any], int] | None = None,
+    ) -> None:
         if _fastpath is None:
             raise RuntimeError("the C data path (mesh._fastpath) is not built")
         self.engine: Any = _fastpath.Engine(tun_fd, True, instance_id)
         self.cipher_suite = cipher_suite
+        self.data_fd = data_fd
+        # The engine enforces the policy on every packet it handles, including those the xTR
+        # injects: the xTR has nothing to check itself.
+        self.egress_check: Callable[[bytes, float], str | None] | None = None
+        self.ingress_check: Callable[[bytes, float], str | None] | None = None
         self._path_ids: dict[int, int] = {}  # id(EncapState) -> engine path id
         self._states: dict[int, EncapState] = {}
         self._slot_ids: dict[int, int] = {}  # id(DecapSlot) -> engine slot id
@@ -118,6 +147,38 @@ class FastPath:
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
+
+    # ------------------------------------------------------------------ the DataPath interface
+
+    def install_paths(self, paths: Mapping[tuple[int, IpNetwork], RouteTarget]) -> None:
+        fd_of = self.data_fd
+        if fd_of is None:
+            raise RuntimeError("FastPath.install_paths needs data_fd")
+        self.sync_paths(paths, {id(p): fd_of(p.local) for p in paths.values()})
+
+    def install_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None:
+        self.sync_decap(decap)
+
+    def send(self, path: RouteTarget, packet: bytes) -> bool:
+        # Once a key is in the engine only the engine seals with it (one counter per key).
+        return bool(self.engine.inject(packet))
+
+    def decap_slot(
+        self, decap: Mapping[tuple[str, int], DecapSlot], rloc: str, key_id: int
+    ) -> DecapSlot | None:
+        # Every installed key lives in the engine: what it hands back has no key here (opening
+        # it in Python would split the replay window in two).
+        return None
+
+    def pump_inside(self, tun_fd: int, limit: int) -> list[bytes]:
+        return list(self.engine.pump_inside(limit) or ())
+
+    def pump_outside(self, sock: socket.socket, limit: int) -> list[tuple[bytes, tuple[str, int]]]:
+        return list(self.engine.pump_outside(sock.fileno(), limit) or ())
+
+    def drop_counts(self) -> dict[str, int]:
+        stats = self.stats()
+        return {r: int(stats[r]) for r in ENGINE_DROP_REASONS if stats.get(r)}
 
     # ------------------------------------------------------------------ encap
 

@@ -114,7 +114,6 @@ class NodeRuntime:
         self.ms_socks: list[socket.socket] = []
         self.errors: Counter[str] = Counter()
         self.control_server: ControlServer | None = None
-        self.fast: FastPath | None = None
         self._readers: list[int] = []
         self.exporter: Exporter | None = None
 
@@ -179,21 +178,21 @@ class NodeRuntime:
                     local.address, CONTROL_PORT, local.interface
                 )
             if use_fast:
-                self.fast = FastPath(self.tun.fd, xcfg.instance_id, config.security.cipher_suite)
                 # Routes, keys and the policy are enforced inside the C engine from now on.
-                self.xtr.attach_fast_path(
-                    self.fast, lambda local: self.data_socks[local.key].fileno()
+                engine = FastPath(
+                    self.tun.fd,
+                    xcfg.instance_id,
+                    config.security.cipher_suite,
+                    data_fd=lambda local: self.data_socks[local.key].fileno(),
                 )
-                self._add_reader(self.tun.fd, self._tun_readable_fast)
-            else:
-                self._add_reader(self.tun.fd, self._tun_readable)
+                self.xtr.attach_datapath(engine)
+            self._add_reader(self.tun.fd, self._tun_readable)
             log.info("data plane: %s", "C (mesh._fastpath)" if use_fast else "Python")
             self._restore_mappings()
             for local in self.xtr.locals:
                 data_sock = self.data_socks[local.key]
                 control_sock = self.control_socks[local.key]
-                reader = self._data_readable_fast if use_fast else self._data_readable
-                self._add_reader(data_sock.fileno(), reader, data_sock)
+                self._add_reader(data_sock.fileno(), self._data_readable, data_sock)
                 self._add_reader(control_sock.fileno(), self._control_readable, control_sock, local)
         if config.map_server is not None:
             msc = config.map_server
@@ -375,67 +374,38 @@ class NodeRuntime:
     def _tun_readable(self) -> None:
         assert self.tun is not None and self.xtr is not None
         xtr = self.xtr
-        xtr.now = time.monotonic()
-        fd = self.tun.fd
-        for _ in range(READ_BATCH):
-            try:
-                packet = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                self.errors["tun-read"] += 1
-                return
-            try:
-                xtr.inside_packet(packet)
-            except Exception:
-                self._internal_error("inside packet")
-
-    def _tun_readable_fast(self) -> None:
-        assert self.fast is not None and self.xtr is not None
-        xtr = self.xtr
         try:
-            slow = self.fast.engine.pump_inside(READ_BATCH)
+            packets = xtr.datapath.pump_inside(self.tun.fd, READ_BATCH)
+        except OSError:
+            self.errors["tun-read"] += 1
+            return
         except Exception:
             self._internal_error("inside batch")
             return
-        if not slow:
+        if not packets:
             return
         xtr.now = time.monotonic()
-        for packet in slow:
+        for packet in packets:  # all of them (Python data path) or the engine's misses (C)
             try:
                 xtr.inside_packet(packet)
             except Exception:
                 self._internal_error("inside packet")
-
-    def _data_readable_fast(self, sock: socket.socket) -> None:
-        assert self.fast is not None and self.xtr is not None
-        xtr = self.xtr
-        try:
-            slow = self.fast.engine.pump_outside(sock.fileno(), READ_BATCH)
-        except Exception:
-            self._internal_error("outside batch")
-            return
-        if not slow:
-            return
-        xtr.now = time.monotonic()
-        for packet, source in slow:
-            try:
-                xtr.outside_data(packet, source)
-            except Exception:
-                self._internal_error("outside packet")
 
     def _data_readable(self, sock: socket.socket) -> None:
         assert self.xtr is not None
         xtr = self.xtr
+        try:
+            packets = xtr.datapath.pump_outside(sock, READ_BATCH)
+        except OSError:
+            self.errors["data-read"] += 1
+            return
+        except Exception:
+            self._internal_error("outside batch")
+            return
+        if not packets:
+            return
         xtr.now = time.monotonic()
-        for _ in range(READ_BATCH):
-            try:
-                packet, source = sock.recvfrom(65535)
-            except BlockingIOError:
-                return
-            except OSError:
-                self.errors["data-read"] += 1
-                return
+        for packet, source in packets:
             try:
                 xtr.outside_data(packet, source)
             except Exception:

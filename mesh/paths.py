@@ -174,9 +174,7 @@ class PathTable:
                 )
         self.paths = paths
         self.flow.clear()
-        if ctx.fast is not None and ctx.data_fd is not None:
-            fd_of = ctx.data_fd
-            ctx.fast.sync_paths(paths, {id(p): fd_of(p.local) for p in paths.values()})
+        ctx.datapath.install_paths(paths)
         # Packets that waited for a mapping now have a path.
         for key, miss in list(self.misses.items()):
             found = self.map_cache.lookup_int(ctx.iid, miss.version, miss.address, now)

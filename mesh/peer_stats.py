@@ -44,9 +44,10 @@ class PeerTable:
 
     def _traffic(self, name: str) -> dict[str, int | None]:
         ctx = self.ctx
-        fast_sent, fast_received = ctx.fast.traffic() if ctx.fast is not None else ({}, {})
+        traffic = ctx.datapath.traffic()  # None: this data path counts no bytes
+        fast_sent, fast_received = traffic if traffic is not None else ({}, {})
         packets_sent = packets_received = 0
-        bytes_sent: int | None = 0 if ctx.fast is not None else None
+        bytes_sent: int | None = 0 if traffic is not None else None
         bytes_received: int | None = bytes_sent
         for state in {id(s): s for s in ctx.keys.encap.values() if s.peer_name == name}.values():
             packets, octets = fast_sent.get(id(state), (state.counter, 0))

@@ -47,8 +47,8 @@ class Revocation:
             del keys.decap[slot]
         for name in self.revoked:
             self.peers.forget(name)
-        if slots and ctx.fast is not None:
-            ctx.fast.sync_decap(keys.decap)
+        if slots:
+            ctx.datapath.install_decap(keys.decap)
         if gone or entries:
             paths.recompute()
         if gone or entries or slots:

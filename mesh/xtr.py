@@ -34,15 +34,14 @@ from common.policy_format import NodePolicy
 from lisp import EncapsulatedControl, InfoMessage, MapNotify, MapReply, MapRequest
 from lisp.crypto import CryptoError, packet_key_id
 from mesh.config import NodeConfig
+from mesh.datapath import DataPath
 from mesh.etr_answer import Responder
-from mesh.fastpath import FastPath
 from mesh.itr_resolve import Resolver
 from mesh.keys import DecapSlot
 from mesh.kx import KxAuthority
 from mesh.nat_check import NatCheck
 from mesh.paths import PathTable
 from mesh.peer_stats import PeerTable
-from mesh.policy import PolicyEngine
 from mesh.registrar import Registrar
 from mesh.revocation import Revocation
 from mesh.rloc_probing import Prober
@@ -52,7 +51,6 @@ from mesh.xtr_status import status
 from mesh.xtr_types import (
     CONTROL_PORT,
     DATA_PORT,
-    FAST_DROP_REASONS,
     FLOW_CACHE_LIMIT,
     MAP_REPLY_TTL_MINUTES,
     NEGATIVE_HOLD_SECONDS,
@@ -68,7 +66,6 @@ from mesh.xtr_types import (
 __all__ = [
     "CONTROL_PORT",
     "DATA_PORT",
-    "FAST_DROP_REASONS",
     "FLOW_CACHE_LIMIT",
     "MAP_REPLY_TTL_MINUTES",
     "NEGATIVE_HOLD_SECONDS",
@@ -114,11 +111,8 @@ class Xtr:
         self.keys = ctx.keys
         self.drops = ctx.drops
         self.transport = transport
-        # Policy hooks: the Python engine's checks while the Python data path enforces the
-        # network policy (see apply_policy); None means allow.
-        self.egress_policy: Callable[[bytes], str | None] | None = None
-        self.ingress_policy: Callable[[bytes], str | None] | None = None
-        self.policy = PolicyEngine(None, now)
+        self.datapath: DataPath = ctx.datapath
+        self.policy: NodePolicy | None = None
         self.apply_policy(config.policy)
         self.revocation.apply(config.security.revoked_peers)
 
@@ -143,16 +137,13 @@ class Xtr:
     def locals(self) -> list[LocalRloc]:
         return self.ctx.locals
 
-    @property
-    def fast(self) -> FastPath | None:
-        return self.ctx.fast
-
-    def attach_fast_path(self, fast: FastPath, data_fd: Callable[[LocalRloc], int]) -> None:
-        """Hand the data path to the C engine (mesh.fastpath): routes, keys and the network
-        policy are mirrored into it from now on. `data_fd` gives an uplink's data socket."""
-        self.ctx.fast = fast
-        self.ctx.data_fd = data_fd
-        self.apply_policy(self.ctx.config.policy)
+    def attach_datapath(self, datapath: DataPath) -> None:
+        """Carry packets through `datapath` from now on (the runtime attaches the C engine of
+        mesh.fastpath): routes, keys and the network policy are installed into it."""
+        self.ctx.datapath = self.datapath = datapath
+        datapath.install_paths(self.path_table.paths)
+        datapath.install_decap(self.ctx.keys.decap)
+        self.apply_policy(self.policy)
 
     # ------------------------------------------------------------------ inside → outside
 
@@ -171,18 +162,14 @@ class Xtr:
             path = self.path_table.lookup(version, dst, packet)
             if path is None:
                 return
-        if self.egress_policy is not None:
-            verdict = self.egress_policy(packet)
+        datapath = self.datapath
+        if datapath.egress_check is not None:
+            verdict = datapath.egress_check(packet, self.ctx.now)
             if verdict is not None:
                 self.drops[f"policy-{verdict}"] += 1
                 return
-        fast = self.ctx.fast
-        if fast is not None:
-            # Once a key is in the engine only the engine seals with it (one counter per key).
-            if not fast.engine.inject(packet):
-                self.drops["no-path"] += 1
-            return
-        self.transport.send_data(path.local, path.encap.seal(packet), path.remote)
+        if not datapath.send(path, packet):
+            self.drops["no-path"] += 1
 
     # ------------------------------------------------------------------ outside → inside
 
@@ -200,10 +187,8 @@ class Xtr:
             inner = packet[8:]
             slot = None
         else:
-            slot = self.keys.decap.get((source[0], key_id))
-            if slot is None or ctx.fast is not None:
-                # With the C data path every installed key lives in the engine: what it hands
-                # back has no key (opening it here would split the replay window in two).
+            slot = self.datapath.decap_slot(self.keys.decap, source[0], key_id)
+            if slot is None:
                 self.drops["no-key"] += 1
                 self.responder.solicit_key_exchange(source[0])
                 return
@@ -227,8 +212,9 @@ class Xtr:
                 return
             slot.last_used = ctx.now
             slot.packets += 1
-        if self.ingress_policy is not None:
-            verdict = self.ingress_policy(inner)
+        ingress_check = self.datapath.ingress_check
+        if ingress_check is not None:
+            verdict = ingress_check(inner, ctx.now)
             if verdict is not None:
                 self.drops[f"policy-{verdict}"] += 1
                 return
@@ -275,11 +261,10 @@ class Xtr:
             self.path_table.recompute()
         self.path_table.expire_misses()
         self.resolver.expire_pending()
-        if ctx.fast is not None:
-            ctx.fast.read_counters(now)
+        self.datapath.read_counters(now)
         removed = ctx.keys.expire_decap(now, idle_after=max(30.0, 4 * ctx.timers.probe_dead_after))
-        if removed and ctx.fast is not None:
-            ctx.fast.sync_decap(ctx.keys.decap)
+        if removed:
+            self.datapath.install_decap(ctx.keys.decap)
 
     def _check_uplinks(self) -> None:
         ctx = self.ctx
@@ -312,43 +297,19 @@ class Xtr:
 
     def status(self) -> dict[str, Any]:
         ctx = self.ctx
-        if ctx.fast is not None:
-            ctx.fast.read_counters(ctx.now)  # exact figures, not the last tick's
+        self.datapath.read_counters(ctx.now)  # exact figures, not the last tick's
+        policy = self.datapath.policy_status(ctx.now)
         return status(
-            ctx,
-            self.path_table,
-            self.registrar,
-            self.peers,
-            self.revocation,
-            self.policy_status(),
-            self.nat,
+            ctx, self.path_table, self.registrar, self.peers, self.revocation, policy, self.nat
         )
 
     # ------------------------------------------------------------------ network policy
 
     def apply_policy(self, policy: NodePolicy | None) -> None:
-        """Enforce `policy` from now on (None: allow everything), in the data path that runs:
-        the C engine once attached, else the Python reference through the hooks. Established
-        flows the new rules still allow keep flowing."""
-        ctx = self.ctx
-        self.policy.replace_policy(policy, ctx.now)
-        if ctx.fast is not None:
-            ctx.fast.set_policy(policy, ctx.now)
-        python = ctx.fast is None and policy is not None
-        self.egress_policy = self._egress_check if python else None
-        self.ingress_policy = self._ingress_check if python else None
-
-    def _egress_check(self, packet: bytes) -> str | None:
-        return None if self.policy.check(packet, "egress", self.ctx.now).allowed else "denied"
-
-    def _ingress_check(self, packet: bytes) -> str | None:
-        return None if self.policy.check(packet, "ingress", self.ctx.now).allowed else "denied"
-
-    def policy_status(self) -> dict[str, Any]:
-        ctx = self.ctx
-        if ctx.fast is not None:
-            return ctx.fast.policy_status(ctx.now)
-        return self.policy.status(ctx.now)
+        """Enforce `policy` from now on (None: allow everything), in the data path that runs.
+        Established flows the new rules still allow keep flowing."""
+        self.policy = policy
+        self.datapath.set_policy(policy, self.ctx.now)
 
     # ------------------------------------------------------------------ reconfiguration
 
@@ -364,7 +325,7 @@ class Xtr:
             ctx.keys.encap.clear()
             self.path_table.reset()
         self.registrar.reconfigure(old, new)
-        if config.policy != self.policy.policy:
+        if config.policy != self.policy:
             self.apply_policy(config.policy)
         self.revocation.apply(config.security.revoked_peers)
 

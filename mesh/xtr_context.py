@@ -18,7 +18,7 @@ from lisp import InstanceId
 from lisp.address import Address
 from lisp.rloc_probe import RlocProber
 from mesh.config import IpAddress, NodeConfig
-from mesh.fastpath import FastPath
+from mesh.datapath import DataPath, PythonDataPath
 from mesh.keys import KeyStore
 from mesh.kx import KxAuthority
 from mesh.xtr_types import LocalRloc, Transport
@@ -58,10 +58,9 @@ class XtrContext:
         self.drops: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self.errors: deque[str] = deque(maxlen=20)
-        # The C data path, when the runtime enabled it (mesh.fastpath); `data_fd` gives the data
-        # socket of an uplink for its routes.
-        self.fast: FastPath | None = None
-        self.data_fd: Callable[[LocalRloc], int] | None = None
+        # Where packets are carried (mesh.datapath): the Python reference until the runtime
+        # attaches the C engine.
+        self.datapath: DataPath = PythonDataPath(transport, now)
         self.configure(config, kx)
 
     def configure(self, config: NodeConfig, kx: KxAuthority | None) -> None:

@@ -12,7 +12,6 @@ from mesh.peer_stats import PeerTable, rtt_ms
 from mesh.registrar import Registrar
 from mesh.revocation import Revocation
 from mesh.xtr_context import XtrContext
-from mesh.xtr_types import FAST_DROP_REASONS
 
 
 def map_cache_rows(ctx: XtrContext, table: PathTable) -> list[dict[str, Any]]:
@@ -89,7 +88,7 @@ def status(
         "revoked_peers": sorted(revocation.revoked),
         "drops": all_drops(ctx),
         "policy": policy,
-        "dataplane": "c" if ctx.fast is not None else "python",
+        "dataplane": ctx.datapath.name,
         "stats": dict(ctx.stats),
         "errors": list(ctx.errors),
     }
@@ -97,9 +96,5 @@ def status(
 
 def all_drops(ctx: XtrContext) -> dict[str, int]:
     drops = Counter(ctx.drops)
-    if ctx.fast is not None:
-        stats = ctx.fast.stats()
-        for reason in FAST_DROP_REASONS:
-            if stats.get(reason):
-                drops[reason] += stats[reason]
+    drops.update(ctx.datapath.drop_counts())
     return dict(drops)

@@ -13,15 +13,6 @@ from mesh.keys import EncapState
 DATA_PORT = 4341
 CONTROL_PORT = 4342
 FLOW_CACHE_LIMIT = 65536
-# Drop reasons the C data path counts itself (merged into status).
-FAST_DROP_REASONS = (
-    "decrypt-failure",
-    "replay",
-    "spoofed-source",
-    "wrong-instance",
-    "malformed",
-    "policy-denied",
-)
 MAP_REPLY_TTL_MINUTES = 15
 NEGATIVE_HOLD_SECONDS = 5.0  # how long a failed key exchange blocks a prefix before retrying
 SMR_INTERVAL = 1.0  # at most one Solicit-Map-Request per peer RLOC per second, each way
