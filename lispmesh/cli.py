@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import LispmeshError
-from lispmesh.commands import controller, demo, lab, node, ops, pki, policy
+from lispmesh.commands import app, controller, demo, lab, node, ops, pki, policy
 
 # In the order `lispmesh --help` lists them.
-GROUPS = (demo, lab, node, controller, policy, pki, ops)
+GROUPS = (demo, lab, node, app, controller, policy, pki, ops)
 
 
 def build_parser() -> argparse.ArgumentParser:

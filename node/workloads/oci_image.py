@@ -58,6 +58,7 @@ class Image:
     layers: tuple[Descriptor, ...]
     diff_ids: tuple[str, ...]
     annotations: dict[str, str] = field(default_factory=dict)
+    chosen: Descriptor | None = None  # the layout index entry it came from (to reload it)
 
     def vm_blob(self, role: str) -> Descriptor | None:
         found = [d for d in self.layers if d.annotations.get(VM_ROLE) == role]
@@ -65,8 +66,11 @@ class Image:
 
 
 def load_image(store: BlobStore, layout: Layout, ref: str | None = None) -> Image:
-    where = layout.source
-    chosen = _choose(layout.manifests, ref, where)
+    return image_from(store, _choose(layout.manifests, ref, layout.source), layout.source)
+
+
+def image_from(store: BlobStore, chosen: Descriptor, where: str) -> Image:
+    """The image an index entry names (also how a node reloads an image it imported before)."""
     descriptor = _for_this_machine(store, chosen, where)
     manifest = store.read_json(descriptor, where)
     config_descriptor, *layers = manifest_blobs(manifest, where)
@@ -75,16 +79,17 @@ def load_image(store: BlobStore, layout: Layout, ref: str | None = None) -> Imag
     if kind not in ("container", "vm"):
         raise ImageError(f"{where}: annotation {KIND}={kind!r} is not container or vm")
     config_doc = store.read_json(config_descriptor, where)
+    ref = chosen.annotations.get(REF_NAME, "")
     if kind == "vm":
         _check_vm_layers(layers, where)
-        return Image(where, chosen.annotations.get(REF_NAME, ""), descriptor.digest, kind,
-                     ImageConfig(), tuple(layers), (), annotations)  # fmt: skip
+        return Image(where, ref, descriptor.digest, kind, ImageConfig(), tuple(layers), (),
+                     annotations, chosen)  # fmt: skip
     for i, layer in enumerate(layers):
         if layer.media_type not in LAYER_TYPES:
             raise ImageError(f"{where}: layer {i} has unsupported type {layer.media_type!r}")
     diff_ids = _diff_ids(config_doc, len(layers), where)
-    return Image(where, chosen.annotations.get(REF_NAME, ""), descriptor.digest, kind,
-                 _config(config_doc, where), tuple(layers), diff_ids, annotations)  # fmt: skip
+    return Image(where, ref, descriptor.digest, kind, _config(config_doc, where), tuple(layers),
+                 diff_ids, annotations, chosen)  # fmt: skip
 
 
 def _choose(manifests: tuple[Descriptor, ...], ref: str | None, where: str) -> Descriptor:

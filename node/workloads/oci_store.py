@@ -46,6 +46,11 @@ class Descriptor:
     annotations: dict[str, str]
     platform: dict[str, str]
 
+    def doc(self) -> dict[str, Any]:
+        """As in an index or manifest (Descriptor.parse reads it back)."""
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size,
+                "annotations": self.annotations, "platform": self.platform}  # fmt: skip
+
     @property
     def hex(self) -> str:
         return self.digest.split(":", 1)[1]

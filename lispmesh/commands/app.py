@@ -1,0 +1,212 @@
+"""`lispmesh app ...`: run edge containers (OCI image layouts: containers or VMs) on this node.
+
+    lispmesh app run IMAGE [--name N] [--ref R] [--eid A] [--eid6 A]   # import, verify, start
+    lispmesh app ls | inspect NAME | logs NAME | start NAME | stop NAME | rm NAME
+    lispmesh app supervise            # the loop that restarts crashed workloads (the agent's job)
+
+The manual path for tests and for a node without a controller: the verbs work on the node's
+workload state dir directly (under its lock), and workloads keep running without any of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+from typing import Any
+
+from lispmesh.commands.options import Subparsers, add_json, group
+from lispmesh.commands.output import console, print_json
+from lispmesh.errors import CliError
+
+DEFAULT_STATE_DIR = Path("/var/lib/lispmesh/workloads")
+
+
+def _supervisor(args: argparse.Namespace) -> Any:
+    from node.workloads.libvirt_vm import LibvirtRuntime
+    from node.workloads.runc import DEFAULT_RUNC_ROOT, RuncRuntime
+    from node.workloads.supervisor import Supervisor
+
+    state = Path(args.state_dir)
+    runc_root = Path(args.runc_root) if args.runc_root else DEFAULT_RUNC_ROOT
+    prefix = args.prefix
+
+    def containers() -> Any:
+        return RuncRuntime(state / "containers", runc_root, prefix, node_netns=args.node_netns)
+
+    def vms() -> Any:
+        return LibvirtRuntime(state / "vms", args.libvirt_uri, prefix, node_netns=args.node_netns)
+
+    return Supervisor(state, {"container": containers, "vm": vms},
+                      stop_timeout=args.stop_timeout)  # fmt: skip
+
+
+def _address(text: str | None, version: int) -> Any:
+    if text is None:
+        return None
+    try:
+        address = ip_address(text)
+    except ValueError:
+        raise CliError(f"{text!r} is not an IP address") from None
+    if address.version != version:
+        raise CliError(f"{text} is not an IPv{version} address")
+    return address
+
+
+def _host_if(name: str) -> str:
+    import hashlib
+
+    return "lmw" + hashlib.sha256(name.encode()).hexdigest()[:12]  # 15 characters
+
+
+def _show(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    from lispmesh.views import apps
+
+    if args.json:
+        print_json(doc)
+    else:
+        apps.workload(doc, console())
+
+
+def _fail_unless_running(doc: dict[str, Any]) -> None:
+    if doc["state"] in ("BROKEN", "FAILED"):
+        raise CliError(f"{doc['name']}: {doc['state']}: {doc['last_error']}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from node.workloads.lifecycle import Restart
+    from node.workloads.runtime import Attachment
+
+    eid4: IPv4Address | None = _address(args.eid, 4)
+    eid6: IPv6Address | None = _address(args.eid6, 6)
+    source = Path(args.image)
+    name = args.name
+    supervisor = _supervisor(args)
+    with supervisor.locked():
+        attachment = None
+        if eid4 or eid6:
+            attachment = Attachment(_host_if(name or source.name), eid4, eid6)
+        doc = supervisor.run(source, name, args.ref, attachment, Restart(args.restart))
+    _show(args, doc)
+    _fail_unless_running(doc)
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from lispmesh.views import apps
+
+    supervisor = _supervisor(args)
+    with supervisor.locked():
+        rows = supervisor.list()
+    if args.json:
+        print_json(rows)
+    else:
+        apps.workloads(rows, console())
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    supervisor = _supervisor(args)
+    with supervisor.locked():
+        doc = supervisor.describe(args.name, detail=True)
+    _show(args, doc)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    supervisor = _supervisor(args)
+    with supervisor.locked():
+        text = supervisor.logs(args.name, args.bytes)
+    if args.json:
+        print_json({"name": args.name, "logs": text})
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _want(desired: str) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        from node.workloads.lifecycle import Desired
+
+        supervisor = _supervisor(args)
+        with supervisor.locked():
+            doc = supervisor.want(args.name, Desired(desired))
+        if args.json:
+            print_json(doc)
+        else:
+            print(f"{doc['name']}: {doc['state']}")
+        _fail_unless_running(doc)
+        return 0
+
+    return handler
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s workloads %(levelname)s %(message)s")  # fmt: skip
+    supervisor = _supervisor(args)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while True:
+        with supervisor.locked():
+            supervisor.step()
+        if args.once or stop.wait(args.interval):
+            return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
+                        help=f"the node's workload state dir ({DEFAULT_STATE_DIR})")  # fmt: skip
+    parser.add_argument("--libvirt-uri", default="qemu:///system", help="libvirt for VMs")
+    parser.add_argument("--stop-timeout", type=float, default=10.0,
+                        help="seconds from the graceful stop to the forced one")  # fmt: skip
+    # For tests and labs: runc's state dir, the id prefix, the namespace of the node's side.
+    parser.add_argument("--runc-root", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="lm-", help=argparse.SUPPRESS)
+    parser.add_argument("--node-netns", help=argparse.SUPPRESS)
+    add_json(parser)
+
+
+def register(subparsers: Subparsers) -> None:
+    _, sub = group(subparsers, "app", "workloads on this node: run, ls, inspect, logs, stop, rm")
+
+    run = sub.add_parser("run", help="import an OCI image layout (dir or tarball) and run it")
+    run.add_argument("image", help="an OCI image layout directory or a tarball of one")
+    run.add_argument("--name", help="the workload's name (default: from the image)")
+    run.add_argument("--ref", help="which image of the layout (org.opencontainers.image.ref.name)")
+    run.add_argument("--eid", help="its IPv4 EID (a /32 routed to it from this node)")
+    run.add_argument("--eid6", help="its IPv6 EID (a /128)")
+    run.add_argument("--restart", choices=["always", "on-failure", "never"], default="always")
+    _common(run)
+    run.set_defaults(handler=_run)
+
+    ls = sub.add_parser("ls", help="the workloads on this node")
+    _common(ls)
+    ls.set_defaults(handler=_ls)
+
+    for verb, handler, text in (
+        ("inspect", _inspect, "one workload in full: state, runtime, resources, usage"),
+        ("logs", _logs, "the end of a workload's console or stdout/stderr"),
+        ("start", _want("running"), "start a halted workload"),
+        ("stop", _want("halted"), "stop a workload (graceful, then forced)"),
+        ("rm", _want("absent"), "stop and remove a workload"),
+    ):
+        parser = sub.add_parser(verb, help=text)
+        parser.add_argument("name")
+        if verb == "logs":
+            parser.add_argument("--bytes", type=int, default=65536, help="at most this much")
+        _common(parser)
+        parser.set_defaults(handler=handler)
+
+    supervise = sub.add_parser("supervise", help="restart crashed workloads (runs until killed)")
+    supervise.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
+    supervise.add_argument("--once", action="store_true", help="one check, then exit")
+    _common(supervise)
+    supervise.set_defaults(handler=_supervise)

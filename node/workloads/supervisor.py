@@ -1,0 +1,262 @@
+"""The node's workloads: what should run, driven through their lifecycles by the runtimes.
+
+State directory (default /var/lib/lispmesh/workloads):
+    store/               the content-addressed blob store (oci_store.py)
+    records/<name>.json  per workload: the image (index entry), attachment, restart policy and
+                         the lifecycle checkpoint; written after every step (atomically)
+    containers/, vms/    the runtimes' own files
+    lock                 held (flock) by whoever is changing the records
+Workloads outlive whoever drives them: a new `Supervisor` on the same state dir restores every
+record and re-adopts from what the runtime reports (a running container stays untouched, a dead
+one is restarted with backoff). `step()` is the supervision loop's body: observe each workload's
+runtime state, let its lifecycle react (restarts after backoff), do the actions, save.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+from common.errors import LispmeshError
+from node.workloads.admission import Capacity, admit, host_capacity
+from node.workloads.errors import WorkloadError
+from node.workloads.lifecycle import Action, Desired, Lifecycle, Restart, State
+from node.workloads.oci_image import image_from, load_image
+from node.workloads.oci_store import BlobStore, Descriptor
+from node.workloads.package import workload_spec
+from node.workloads.runtime import Attachment, Runtime, Workload
+
+log = logging.getLogger(__name__)
+DEFAULT_STATE_DIR = Path("/var/lib/lispmesh/workloads")
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}\Z")
+MAX_ACTIONS_PER_STEP = 12  # a bound on one step's work for one workload
+
+
+@dataclass
+class _Entry:
+    workload: Workload
+    machine: Lifecycle
+
+
+class Supervisor:
+    def __init__(
+        self,
+        state_dir: Path,
+        runtimes: Mapping[str, Callable[[], Runtime]],
+        capacity: Capacity | None = None,
+        stop_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state_dir = state_dir
+        self.records = state_dir / "records"
+        self.records.mkdir(parents=True, exist_ok=True)
+        self.store = BlobStore(state_dir / "store")
+        self._factories = runtimes  # made on first use: no libvirtd needed for containers only
+        self._runtimes: dict[str, Runtime] = {}
+        self._capacity = capacity
+        self.stop_timeout = stop_timeout
+        self.clock = clock
+        self.entries: dict[str, _Entry] = {}
+
+    # -- records -----------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state dir's lock and work on fresh records (another process may change them)."""
+        with (self.state_dir / "lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.load()
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def load(self) -> None:
+        now = self.clock()
+        fresh: dict[str, _Entry] = {}
+        for path in sorted(self.records.glob("*.json")):
+            try:
+                fresh[path.stem] = self._restore(json.loads(path.read_text()), now)
+            except (LispmeshError, ValueError, KeyError, TypeError) as exc:
+                log.error("workload record %s unreadable: %s", path, exc)
+        self.entries = fresh
+
+    def _restore(self, doc: dict[str, Any], now: float) -> _Entry:
+        chosen = Descriptor.parse(doc["image"], doc["source"])
+        image = image_from(self.store, chosen, doc["source"])
+        attachment = None
+        if doc.get("attachment"):
+            fields = dict(doc["attachment"])
+            for key in ("eid4", "eid6"):
+                fields[key] = ip_address(fields[key]) if fields.get(key) else None
+            attachment = Attachment(**fields)
+        workload = Workload(doc["name"], image, workload_spec(image), attachment)
+        return _Entry(workload, Lifecycle.restore(doc["lifecycle"], now))
+
+    def _save(self, entry: _Entry) -> None:
+        workload = entry.workload
+        name = workload.name
+        path = self.records / f"{name}.json"
+        if entry.machine.state == State.DELETED:
+            path.unlink(missing_ok=True)
+            self.entries.pop(name, None)
+            return
+        assert workload.image.chosen is not None  # every image here came from a layout index
+        doc = {
+            "name": name,
+            "source": workload.image.source,
+            "image": workload.image.chosen.doc(),
+            "attachment": asdict(workload.attachment) if workload.attachment else None,
+            "lifecycle": entry.machine.checkpoint(),
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, default=str))
+        os.replace(tmp, path)
+
+    def runtime(self, kind: str) -> Runtime:
+        if kind not in self._runtimes:
+            if kind not in self._factories:
+                raise WorkloadError(f"this node has no runtime for {kind} workloads")
+            self._runtimes[kind] = self._factories[kind]()
+        return self._runtimes[kind]
+
+    def entry(self, name: str) -> _Entry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise WorkloadError(f"no workload named {name!r} on this node") from None
+
+    # -- verbs -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        source: Path,
+        name: str | None = None,
+        ref: str | None = None,
+        attachment: Attachment | None = None,
+        restart: Restart = Restart.ALWAYS,
+    ) -> dict[str, Any]:
+        """Import `source` (a layout dir or tarball), admit it, and drive it to running."""
+        image = load_image(self.store, self.store.import_layout(source), ref)
+        spec = workload_spec(image)
+        if not name:
+            name = image.ref if image.ref not in ("", "latest") else source.name.split(".")[0]
+        if not NAME.match(name):
+            raise WorkloadError(f"workload name {name!r}: use a-z, 0-9 and '-', at most 40")
+        if name in self.entries:
+            raise WorkloadError(f"a workload named {name!r} exists already (rm it first)")
+        running = [e.workload.spec for e in self.entries.values()
+                   if e.machine.desired == Desired.RUNNING]  # fmt: skip
+        reason = admit(self.capacity(), running, spec)
+        if reason:
+            raise WorkloadError(f"{name}: refused by admission control: {reason}")
+        self.runtime(spec.kind)  # fail now if there is no runtime for it
+        machine = Lifecycle(name, restart=restart)
+        entry = _Entry(Workload(name, image, spec, attachment), machine)
+        self.entries[name] = entry
+        self._drive(entry, machine.want(Desired.RUNNING, self.clock()))
+        return self.describe(name)
+
+    def want(self, name: str, desired: Desired) -> dict[str, Any]:
+        entry = self.entry(name)
+        self._drive(entry, entry.machine.want(desired, self.clock()))
+        return self.describe(name) if name in self.entries else {"name": name, "state": "DELETED"}
+
+    def purge(self, name: str) -> dict[str, Any]:
+        """Rebuild from the image (EVE's purge): out of the runtime, verified again, started."""
+        entry = self.entry(name)
+        self._drive(entry, entry.machine.purge(self.clock()))
+        return self.describe(name)
+
+    def step(self) -> None:
+        for name in sorted(self.entries):
+            entry = self.entries[name]
+            now = self.clock()
+            actions: list[Action] = []
+            if entry.machine.state not in (State.INITIAL, State.FAILED, State.DELETED):
+                try:
+                    observed = self.runtime(entry.workload.spec.kind).status(name).state
+                except LispmeshError as exc:
+                    log.warning("workload %s: status: %s", name, exc)
+                    observed = ""
+                if observed:
+                    observed = "running" if observed in ("running", "paused") else observed
+                    actions = entry.machine.observed(observed, now)
+            actions += entry.machine.tick(now) if not actions else []
+            self._drive(entry, actions)
+
+    def _drive(self, entry: _Entry, actions: list[Action]) -> None:
+        runtime = self.runtime(entry.workload.spec.kind)
+        for _ in range(MAX_ACTIONS_PER_STEP):
+            if not actions:
+                break
+            (action,) = actions
+            try:
+                self._perform(runtime, entry.workload, action)
+            except (LispmeshError, OSError) as exc:
+                log.warning("workload %s: %s failed: %s", entry.workload.name, action, exc)
+                actions = entry.machine.failed(action, str(exc), self.clock())
+            else:
+                actions = entry.machine.done(action, self.clock())
+        self._save(entry)
+
+    def _perform(self, runtime: Runtime, workload: Workload, action: Action) -> None:
+        name = workload.name
+        if action == Action.VERIFY:
+            runtime.prepare(self.store, workload)
+        elif action == Action.INSTALL:
+            runtime.define(workload)
+        elif action == Action.START:
+            runtime.start(name)
+        elif action == Action.STOP:
+            runtime.stop(name, self.stop_timeout)
+        elif action == Action.DESTROY:
+            runtime.destroy(name)
+        elif action == Action.DELETE:
+            runtime.delete(name)
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def capacity(self) -> Capacity:
+        return self._capacity or host_capacity(self.state_dir)
+
+    def describe(self, name: str, detail: bool = False) -> dict[str, Any]:
+        entry = self.entry(name)
+        workload, spec = entry.workload, entry.workload.spec
+        doc = {
+            **entry.machine.status(),
+            "kind": spec.kind,
+            "image": f"{workload.image.source}:{workload.image.ref}".rstrip(":"),
+            "digest": workload.image.manifest_digest,
+            "eids": [str(a) for a in (workload.attachment.eid4, workload.attachment.eid6) if a]
+            if workload.attachment else [],
+            "labels": spec.labels,
+        }  # fmt: skip
+        if detail:
+            runtime = self.runtime(spec.kind)
+            status = runtime.status(name)
+            doc["runtime"] = {"state": status.state, "pid": status.pid, "detail": status.detail}
+            doc["resources"] = asdict(spec.resources)
+            doc["ports"] = [str(p) for p in spec.ports]
+            doc["args"] = list(spec.args)
+            if status.state == "running":
+                with_stats = runtime.stats(name)
+                doc["usage"] = asdict(with_stats)
+        return doc
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self.describe(name) for name in sorted(self.entries)]
+
+    def logs(self, name: str, max_bytes: int = 65536) -> str:
+        entry = self.entry(name)
+        return self.runtime(entry.workload.spec.kind).logs(name, max_bytes)
