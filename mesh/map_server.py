@@ -94,8 +94,14 @@ class MapServerService:
     def counters(self) -> Counter[str]:
         return self.core.counters
 
-    def handle(self, data: bytes, addr: Address) -> None:
-        """One datagram received on the control port. Never raises."""
+    def handle(
+        self, data: bytes, addr: Address, reply: Callable[[bytes, Address], None] | None = None
+    ) -> None:
+        """One datagram received on the control port. Never raises. `reply` sends what it
+        causes (default: the `send` given at construction); a map-server on several addresses
+        passes the receiving socket's, so an answer leaves from the address that was asked (a
+        NAT or firewall drops it from any other, and NAT detection refuses it)."""
+        send = self._send if reply is None else reply
         now = self._clock()
         try:
             actions = self.core.handle(data, addr, now)
@@ -108,7 +114,7 @@ class MapServerService:
         for action in actions:
             if isinstance(action, SendTo):
                 try:
-                    self._send(action.data, action.address)
+                    send(action.data, action.address)
                 except (OSError, ValueError) as exc:
                     self.core.counters["send-error"] += 1
                     self._emit(

@@ -18,6 +18,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +359,12 @@ class NodeRuntime:
         except OSError:
             self.errors["tun-write"] += 1
 
+    def _ms_reply(self, sock: socket.socket, packet: bytes, dest: tuple[str, int]) -> None:
+        if sock.family == (socket.AF_INET6 if ":" in dest[0] else socket.AF_INET):
+            sock.sendto(packet, dest)
+        else:  # e.g. a Map-Request forwarded to an ETR of the other address family
+            self._ms_send(packet, dest)
+
     def _ms_send(self, packet: bytes, dest: tuple[str, int]) -> None:
         version = 6 if ":" in dest[0] else 4
         for sock in self.ms_socks:
@@ -421,12 +428,16 @@ class NodeRuntime:
                 self.errors["control-read"] += 1
                 return
             try:
-                self._dispatch_control(data, (source[0], source[1]), local)
+                self._dispatch_control(data, (source[0], source[1]), local, sock)
             except Exception:
                 self._internal_error("control packet")
 
     def _dispatch_control(
-        self, data: bytes, source: tuple[str, int], local: LocalRloc | None
+        self,
+        data: bytes,
+        source: tuple[str, int],
+        local: LocalRloc | None,
+        sock: socket.socket | None = None,
     ) -> None:
         msg_type = data[0] >> 4 if data else 0
         for_etr = msg_type == 8 and len(data) > 0 and bool(data[0] & TO_ETR_BIT)
@@ -437,7 +448,9 @@ class NodeRuntime:
             or (msg_type == 8 and not for_etr)
             or (msg_type == 1 and self.xtr is None)
         ):
-            self.map_server.handle(data, source)
+            # Answer from the socket (so the address) the request came to.
+            reply = None if sock is None else partial(self._ms_reply, sock)
+            self.map_server.handle(data, source, reply)
             return
         xtr = self.xtr
         if xtr is None or local is None:

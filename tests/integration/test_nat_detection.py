@@ -8,18 +8,24 @@ map-servers, at two addresses, how it is seen, and `netcheck` / `status` report 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from lisp import auth
+from lisp.auth import AuthAlg
+from lisp.info import InfoMessage
 from lispmesh.waiting import wait_until
 from mesh.control import ControlError, query
 from mesh.identity import provision_lab_identities
+from netlab import netns
 from netlab.lab import Lab
 from netlab.testing import lab_up
 
@@ -31,6 +37,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 KEY = "nat-lab-site-key"
 MS = {"ms1": "10.0.9.2", "ms2": "10.0.7.2"}
+MS1_SECOND = "10.0.9.3"  # ms1 listens here too
 PROFILES = {1: "full-cone", 2: "address-restricted", 3: "port-restricted", 4: "symmetric"}
 XTRS = {"n0": "10.0.8.2", **{f"n{i}": f"192.168.{i}.2" for i in PROFILES}}
 
@@ -84,13 +91,15 @@ def _topology(workdir: Path) -> Path:
             "run_dir": str(workdir / "run"),
             "state_dir": str(workdir / "state" / name),
             "map_server": {
-                "listen": [address],
+                "listen": [address] + ([MS1_SECOND] if name == "ms1" else []),
                 "sites": [{"name": "lab", "keys": {0: KEY}, "allowed": ["10.1.0.0/16"]}],
             },
         }
         nodes[name] = {"kind": "lispmesh-node", "cmd": config(name, ms), "env": env,
                        "addresses": {}}  # fmt: skip
         uplink(name, address, address.rsplit(".", 1)[0])
+        if name == "ms1":
+            nodes[name]["addresses"]["eth1"].append(f"{MS1_SECOND}/24")
     for index, name in enumerate(XTRS):
         cmd = config(name, _xtr_config(name, workdir, idents[name], index))
         nodes[name] = {"kind": "lispmesh-node", "cmd": cmd, "env": env, "addresses": {}}
@@ -168,3 +177,27 @@ def test_netcheck_and_status_report_the_nat_of_each_profile(
         assert "behind NAT as 10.0.4.2:" in text.stdout and "endpoint-dependent" in text.stdout, (
             text.stdout + text.stderr
         )
+
+
+def test_a_map_server_on_two_addresses_answers_from_the_one_asked(lab: tuple[Lab, Path]) -> None:
+    """An answer from another address of the map-server would be dropped by the NAT (no mapping
+    for it) and refused by NAT detection (wrong source): it must leave from the address asked."""
+    netlab_lab, _ = lab
+    unsigned = InfoMessage(
+        0x5EED, False, 0, AuthAlg.HMAC_SHA_256_128, b"", 0, IPv4Address("10.1.0.0"), 24
+    ).encode()
+
+    def ask() -> tuple[bytes, tuple[str, int]] | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((XTRS["n0"], 0))
+            s.settimeout(1)
+            s.sendto(auth.sign(unsigned, KEY.encode()), (MS1_SECOND, 4342))
+            try:
+                return s.recvfrom(4096)
+            except TimeoutError:
+                return None  # the map-server is not up yet, or it answered from elsewhere
+
+    answer = wait_until(lambda: netns.run_in(netlab_lab.netns_name("n0"), ask), 20, "an answer")
+    data, source = answer
+    assert source == (MS1_SECOND, 4342)
+    assert InfoMessage.decode(data).nonce == 0x5EED and auth.verify(data, KEY.encode())
