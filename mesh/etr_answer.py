@@ -22,6 +22,7 @@ from lisp.records import eid_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.identity import IdentityError
 from mesh.keys import random_nonce
+from mesh.kx import KxReplayError, requested_eids
 from mesh.peer_stats import PeerTable
 from mesh.revocation import Revocation
 from mesh.rloc_probing import Prober
@@ -201,7 +202,12 @@ class Responder:
                     public,
                     tuple(ip_address(r) for r in rlocs),
                     ctx.now,
+                    requested_eids(request.records),
                 )
+            except KxReplayError as exc:
+                ctx.error(f"key exchange from {itr_ip} refused: {exc}")
+                ctx.drops["kx-replayed"] += 1
+                return None
             except IdentityError as exc:
                 ctx.error(f"key exchange from {itr_ip} refused: {exc}")
                 ctx.drops["kx-auth-failed"] += 1

@@ -55,8 +55,9 @@ _ARC = "2.25.234865613516693589482944461835356777512"
 EID_EXTENSION_OID = x509.ObjectIdentifier(f"{_ARC}.1")
 RLOC_EXTENSION_OID = x509.ObjectIdentifier(f"{_ARC}.2")
 SAN_URI_PREFIX = "lispmesh://node/"
-KX_DOMAIN = b"lispmesh-kx-v1\x00"
-PROOF_VERSION = 1
+# v2: the request names the EIDs it asks for (so, the receiving ETR) and when it was signed.
+KX_DOMAIN = b"lispmesh-kx-v2\x00"
+PROOF_VERSION = 2
 MAX_PROOF_TEXT = 8192
 
 CA_CERT_FILE = "ca.crt"
@@ -487,8 +488,10 @@ class KxTranscript:
     cipher_suite: int
     key_id: int
     ecdh_public: bytes
+    # A request: the EID-prefixes it asks for (the receiver); a reply: those it answers.
     eids: tuple[Eid, ...]
     rlocs: tuple[IpAddr, ...] = ()
+    issued_at_ms: int = 0  # when the proof was signed (Unix ms): its freshness
 
     def encode(self) -> bytes:
         """Canonical bytes: domain tag, then fixed-width fields and sorted, deduplicated sets."""
@@ -503,9 +506,10 @@ class KxTranscript:
         parts = [
             KX_DOMAIN,
             struct.pack(
-                "!BQBBH",
+                "!BQQBBH",
                 1 if self.role == "request" else 2,
                 self.nonce,
+                self.issued_at_ms,
                 self.cipher_suite,
                 self.key_id,
                 len(self.ecdh_public),
@@ -532,6 +536,7 @@ class Proof:
     key_id: int
     certificate_der: bytes
     signature: bytes
+    issued_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,6 +566,7 @@ def make_proof(identity: NodeIdentity, transcript: KxTranscript) -> JsonLcaf:
         {
             "v": PROOF_VERSION,
             "kid": transcript.key_id,
+            "t": transcript.issued_at_ms,
             "cert": base64.b64encode(identity.certificate_der).decode("ascii"),
             "sig": base64.b64encode(identity.sign(transcript.encode())).decode("ascii"),
         },
@@ -597,9 +603,12 @@ def parse_proof(json_lcaf: JsonLcaf) -> Proof:
             raise IdentityError(f"unsupported proof version {version!r}")
         if type(kid) is not int or not 1 <= kid <= 3:
             raise IdentityError(f"proof key-id {kid!r} is not 1..3")
+        issued = doc.get("t")
+        if type(issued) is not int or not 0 <= issued < 2**63:
+            raise IdentityError(f"proof time {issued!r} is not a time in ms")
         cert = _b64(doc.get("cert"), "cert", 6000)
         sig = _b64(doc.get("sig"), "sig", 200)
-        return Proof(version, kid, cert, sig)
+        return Proof(version, kid, cert, sig, issued)
     except IdentityError:
         raise
     except Exception as exc:  # robust to any garbage: never another exception type
@@ -708,7 +717,9 @@ def verify_proof(
         cert.public_key.verify(proof.signature, transcript.encode(), ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
         raise IdentityError(f"signature does not match (node {name})") from None
-    for iid, prefix in transcript.eids:
+    # A reply's EIDs are the signer's own (the certificate must cover them); a request's are
+    # what it asks another node for.
+    for iid, prefix in transcript.eids if transcript.role == "reply" else ():
         if not _covered(cert.claims.eids, iid, prefix):
             raise IdentityError(f"EID {prefix} iid {iid} not in certificate of node {name}")
     if cert.claims.rlocs is not None:

@@ -35,6 +35,7 @@ from lisp.records import TTL_UNLIMITED, eid_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.identity import IdentityError
 from mesh.keys import EncapState, random_nonce
+from mesh.kx import requested_eids
 from mesh.paths import PathTable
 from mesh.peer_stats import PeerTable
 from mesh.revocation import Revocation
@@ -62,9 +63,12 @@ class Resolver:
         # Diagnostics (mesh.diagnostics): called with a Map-Reply whose nonce they wait for.
         self.reply_waiters: dict[int, ReplyWaiter] = {}
 
-    def itr_rlocs(self, nonce: int, local: LocalRloc) -> tuple[Address, ...]:
-        """The ITR-RLOCs of a Map-Request: with encryption, our current ITR key (and its
-        signed proof) first, then our uplinks that are up."""
+    def itr_rlocs(
+        self, nonce: int, local: LocalRloc, records: tuple[RequestRecord, ...]
+    ) -> tuple[Address, ...]:
+        """The ITR-RLOCs of a Map-Request asking for `records`: with encryption, our current
+        ITR key (and its signed proof, which names what we ask for) first, then our uplinks
+        that are up."""
         ctx = self.ctx
         plain = ctx.up_rloc_addresses(local)
         if not ctx.encrypt:
@@ -74,7 +78,12 @@ class Resolver:
         if ctx.kx is not None:
             rlocs = tuple(r.address for r in ctx.locals)
             proof = ctx.kx.request_proof(
-                nonce, ctx.keys.cipher_suite, epoch.key_id, epoch.pair.public, rlocs
+                nonce,
+                ctx.keys.cipher_suite,
+                epoch.key_id,
+                epoch.pair.public,
+                rlocs,
+                requested_eids(records),
             )
         first = build_request_itr_rloc(
             ctx.keys.cipher_suite, epoch.pair.public, local.address, proof
@@ -102,10 +111,11 @@ class Resolver:
             ctx.drops["no-uplink"] += 1
             return None
         nonce = random_nonce()
+        records = (RequestRecord(ctx.eid_address(address), mask_len),)
         request = MapRequest(
             nonce=nonce,
-            itr_rlocs=self.itr_rlocs(nonce, local),
-            records=(RequestRecord(ctx.eid_address(address), mask_len),),
+            itr_rlocs=self.itr_rlocs(nonce, local, records),
+            records=records,
             source_eid=ctx.eid_address(ctx.our_eid(address.version)),
         )
         prefix = eid_prefix(address, mask_len)

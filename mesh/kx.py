@@ -1,20 +1,34 @@
 """Binds the RFC 8061 key exchange to node identities: what the xTR signs and checks.
 
-Requests prove the ITR's key and RLOCs (its EIDs come from its certificate and become the inner
-source addresses the ETR accepts from that key); replies prove the ETR's key, the EID-prefixes
-answered and the RLOCs to use. A proof that fails raises `IdentityError` with the reason.
+Requests prove the ITR's key, its RLOCs and the EID-prefixes asked for (so a request recorded on
+its way to one ETR is refused by every other: it does not ask for their EIDs); their EIDs come
+from the certificate and become the inner source addresses the ETR accepts from that key. Replies
+prove the ETR's key, the EID-prefixes answered and the RLOCs to use. A proof that fails raises
+`IdentityError` with the reason.
+
+Freshness (issue 12 finding 1): a request carries the time it was signed. One signed more than
+FRESHNESS from our clock is refused, and so is one older than the newest request already
+accepted from that peer unless it offers the very key that one did. So a request recorded and
+replayed once the ITR's key-id has cycled back can neither bring back the old key nor reset the
+replay window of the slot it would land in (`kx-replayed`).
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from lisp import InstanceId, RequestRecord
 from lisp.lcaf import JsonLcaf
+from lisp.records import eid_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.identity import (
+    Eid,
     IdentityError,
     KxTranscript,
     NodeIdentity,
@@ -25,6 +39,28 @@ from mesh.identity import (
     verify_proof,
 )
 
+FRESHNESS = 300.0  # seconds either way: the certificates' clock-skew allowance
+PEER_MEMORY = 8192  # peers whose newest request time is remembered (least recent forgotten)
+Clock = Callable[[], float]
+
+
+class KxReplayError(IdentityError):
+    """A correctly signed request that is not fresh: replayed, or from a far-off clock."""
+
+
+def requested_eids(records: Sequence[RequestRecord]) -> tuple[Eid, ...]:
+    """The EID-prefixes a Map-Request asks for, as both ends put them in its transcript."""
+    out: list[Eid] = []
+    for record in records:
+        eid = record.eid
+        iid = eid.iid if isinstance(eid, InstanceId) else 0
+        address = eid.address if isinstance(eid, InstanceId) else eid
+        try:
+            out.append((iid, eid_prefix(address, record.mask_len)))
+        except (TypeError, ValueError):
+            continue  # not an IP EID: nothing we answer
+    return tuple(out)
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -34,11 +70,18 @@ class Peer:
 
 
 class KxAuthority:
-    def __init__(self, identity: NodeIdentity, ca_certificate: x509.Certificate) -> None:
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        ca_certificate: x509.Certificate,
+        clock: Clock = time.time,
+    ) -> None:
         if identity.certificate is None:
             raise IdentityError(f"node {identity.name} has no certificate")
         self.identity = identity
         self.ca = ca_certificate
+        self.clock = clock  # wall-clock seconds: proof times and certificate validity
+        self._newest: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # peer: (ms, key)
 
     @classmethod
     def from_files(
@@ -48,6 +91,7 @@ class KxAuthority:
         cert: str,
         ca: str,
         private_key: ec.EllipticCurvePrivateKey | None = None,
+        clock: Clock = time.time,
     ) -> KxAuthority:
         """`private_key`, when given, is used instead of reading the `key` file (a TPM key)."""
         from pathlib import Path
@@ -57,7 +101,7 @@ class KxAuthority:
         if certificate.public_key() != signing_key.public_key():
             raise IdentityError(f"{cert} is not the certificate of this node's key")
         identity = NodeIdentity(name, signing_key, certificate)
-        return cls(identity, read_certificate(Path(ca)))
+        return cls(identity, read_certificate(Path(ca)), clock)
 
     def request_proof(
         self,
@@ -66,8 +110,12 @@ class KxAuthority:
         key_id: int,
         public: bytes,
         rlocs: tuple[IpAddress, ...],
+        requested: tuple[Eid, ...] = (),
     ) -> JsonLcaf:
-        transcript = KxTranscript("request", nonce, cipher_suite, key_id, public, (), rlocs)
+        issued = int(self.clock() * 1000)
+        transcript = KxTranscript(
+            "request", nonce, cipher_suite, key_id, public, requested, rlocs, issued
+        )
         return make_proof(self.identity, transcript)
 
     def reply_proof(
@@ -79,7 +127,8 @@ class KxAuthority:
         eids: tuple[tuple[int, IpNetwork], ...],
         rlocs: tuple[IpAddress, ...],
     ) -> JsonLcaf:
-        transcript = KxTranscript("reply", nonce, cipher_suite, key_id, public, eids, rlocs)
+        issued = int(self.clock() * 1000)
+        transcript = KxTranscript("reply", nonce, cipher_suite, key_id, public, eids, rlocs, issued)
         return make_proof(self.identity, transcript)
 
     def verify_request(
@@ -90,13 +139,41 @@ class KxAuthority:
         public: bytes,
         rlocs: tuple[IpAddress, ...],
         now: float,
+        requested: tuple[Eid, ...] = (),
     ) -> Peer:
+        """The peer behind a keyed Map-Request; IdentityError (KxReplayError when the proof
+        is genuine but not fresh). `now` is the xTR's clock; times come from `self.clock`."""
         if proof is None:
             raise IdentityError("the Map-Request carries no identity proof")
-        key_id = parse_proof(proof).key_id
-        transcript = KxTranscript("request", nonce, cipher_suite, key_id, public, (), rlocs)
-        peer = verify_proof(self.ca, proof, transcript)
-        return Peer(peer.name, peer.eids, key_id)
+        parsed = parse_proof(proof)
+        transcript = KxTranscript(
+            "request", nonce, cipher_suite, parsed.key_id, public, requested, rlocs,
+            parsed.issued_at_ms,
+        )  # fmt: skip
+        wall = self.clock()
+        peer = verify_proof(self.ca, proof, transcript, wall)
+        self._check_fresh(peer.name, parsed.issued_at_ms, public, wall)
+        return Peer(peer.name, peer.eids, parsed.key_id)
+
+    def _check_fresh(self, name: str, issued_ms: int, public: bytes, wall: float) -> None:
+        age = wall - issued_ms / 1000
+        if abs(age) > FRESHNESS:
+            raise KxReplayError(
+                f"key exchange from node {name} signed {age:.0f} s from now (more than "
+                f"{FRESHNESS:g} s): replayed, or a clock is wrong"
+            )
+        newest = self._newest.get(name)
+        if newest is not None and issued_ms < newest[0]:
+            if public != newest[1]:
+                raise KxReplayError(
+                    f"key exchange from node {name} is older than its newest one and offers "
+                    "another key: replayed"
+                )
+            return  # a late copy of the newest exchange: nothing changes
+        self._newest[name] = (issued_ms, public)
+        self._newest.move_to_end(name)
+        while len(self._newest) > PEER_MEMORY:
+            self._newest.popitem(last=False)
 
     def verify_reply(
         self,
@@ -111,6 +188,8 @@ class KxAuthority:
     ) -> Peer:
         if proof is None:
             raise IdentityError("the Map-Reply carries no identity proof")
-        transcript = KxTranscript("reply", nonce, cipher_suite, key_id, public, eids, rlocs)
-        peer = verify_proof(self.ca, proof, transcript)
+        # A reply is fresh by its nonce (ours, random, asked once); its time is only signed.
+        issued = parse_proof(proof).issued_at_ms
+        transcript = KxTranscript("reply", nonce, cipher_suite, key_id, public, eids, rlocs, issued)
+        peer = verify_proof(self.ca, proof, transcript, self.clock())
         return Peer(peer.name, peer.eids, key_id)

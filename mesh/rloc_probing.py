@@ -67,16 +67,15 @@ class Prober:
         if local is None:
             return None
         nonce = random_nonce()
+        records = (
+            RequestRecord(ctx.eid_address(entry.prefix.network_address), entry.prefix.prefixlen),
+        )
         rlocs: tuple[Address, ...]
-        rlocs = self.resolver.itr_rlocs(nonce, local) if with_key else (local.address,)
+        rlocs = self.resolver.itr_rlocs(nonce, local, records) if with_key else (local.address,)
         request = MapRequest(
             nonce=nonce,
             itr_rlocs=rlocs,
-            records=(
-                RequestRecord(
-                    ctx.eid_address(entry.prefix.network_address), entry.prefix.prefixlen
-                ),
-            ),
+            records=records,
             source_eid=ctx.eid_address(ctx.our_eid(entry.prefix.version)),
             probe=True,
         )

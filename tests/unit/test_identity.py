@@ -180,7 +180,7 @@ def test_proof_verifies(tmp_path: Path, ca: CertificateAuthority) -> None:
     t = transcript()
     proof = make_proof(b, t)
     doc = json.loads(proof.text)
-    assert set(doc) == {"v", "kid", "cert", "sig"} and doc["kid"] == 2
+    assert set(doc) == {"v", "kid", "t", "cert", "sig"} and doc["kid"] == 2
     assert " " not in proof.text and len(proof.text) < 1200
     peer = verify_proof(ca.certificate, proof, t)
     assert peer.name == "b" and peer.eids == tuple(EIDS_B)
