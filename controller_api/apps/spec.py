@@ -186,13 +186,13 @@ def parse_app(text: str, filename: str = "app.yml") -> AppSpec:
         )
     if top.get("kind") != KIND:
         raise doc.fail(("kind",), f"expected kind: {KIND}, got {yamldoc.describe(top.get('kind'))}")
-    meta = _required(top, "metadata", (), doc)
+    meta = required(top, "metadata", (), doc)
     meta = yamldoc.mapping(meta, ("metadata",), doc, _METADATA)
-    name = _name(_required(meta, "name", ("metadata",), doc), ("metadata", "name"), doc)
-    labels = _labels(meta.get("labels"), ("metadata", "labels"), doc)
-    spec = yamldoc.mapping(_required(top, "spec", (), doc), ("spec",), doc, _SPEC)
+    name = name_field(required(meta, "name", ("metadata",), doc), ("metadata", "name"), doc)
+    labels = labels_field(meta.get("labels"), ("metadata", "labels"), doc)
+    spec = yamldoc.mapping(required(top, "spec", (), doc), ("spec",), doc, _SPEC)
     s: Path = ("spec",)
-    kind = _choice(spec.get("kind", "container"), (*s, "kind"), doc, KINDS)
+    kind = choice(spec.get("kind", "container"), (*s, "kind"), doc, KINDS)
     replicas = _int(spec.get("replicas", 1), (*s, "replicas"), doc, 0, MAX_REPLICAS)
     constraints = _constraints(spec.get("constraints"), (*s, "constraints"), doc, kind)
     update = _update(spec.get("update"), (*s, "update"), doc)
@@ -205,12 +205,12 @@ def parse_app(text: str, filename: str = "app.yml") -> AppSpec:
         filename=filename,
         name=name,
         labels=labels,
-        image=_image(_required(spec, "image", s, doc), (*s, "image"), doc),
+        image=_image(required(spec, "image", s, doc), (*s, "image"), doc),
         kind=kind,
         replicas=replicas,
         resources=_resources(spec.get("resources"), (*s, "resources"), doc),
         constraints=constraints,
-        scoring=_choice(spec.get("scoring", "binpack"), (*s, "scoring"), doc, SCORINGS),
+        scoring=choice(spec.get("scoring", "binpack"), (*s, "scoring"), doc, SCORINGS),
         affinities=_affinities(spec.get("affinities"), (*s, "affinities"), doc),
         spread=_spreads(spec.get("spread"), (*s, "spread"), doc),
         ports=_ports(spec.get("ports"), (*s, "ports"), doc),
@@ -223,10 +223,10 @@ def parse_app(text: str, filename: str = "app.yml") -> AppSpec:
 
 
 # ---------------------------------------------------------------------------------------------
-# values
+# values (the public ones are shared with other files that describe nodes and apps)
 
 
-def _required(fields: dict[str, Any], key: str, path: Path, doc: YamlDoc) -> Any:
+def required(fields: dict[str, Any], key: str, path: Path, doc: YamlDoc) -> Any:
     if fields.get(key) is None:
         raise doc.fail((*path, key), "is required")
     return fields[key]
@@ -236,14 +236,14 @@ def _section(value: Any, path: Path, doc: YamlDoc, known: tuple[str, ...]) -> di
     return {} if value is None else yamldoc.mapping(value, path, doc, known)
 
 
-def _name(value: Any, path: Path, doc: YamlDoc) -> str:
+def name_field(value: Any, path: Path, doc: YamlDoc) -> str:
     text = yamldoc.string(value, path, doc, "a name")
     if not _NAME.match(text):
         raise doc.fail(path, f"{text!r} is not a name (lower-case letters, digits, -; up to 63)")
     return text
 
 
-def _choice(value: Any, path: Path, doc: YamlDoc, choices: tuple[str, ...]) -> str:
+def choice(value: Any, path: Path, doc: YamlDoc, choices: tuple[str, ...]) -> str:
     text = yamldoc.string(value, path, doc, " or ".join(choices))
     if text not in choices:
         raise doc.fail(path, f"{text!r} is not {' or '.join(choices)}")
@@ -258,7 +258,7 @@ def _int(value: Any, path: Path, doc: YamlDoc, lo: int, hi: int) -> int:
     return value
 
 
-def _bool(value: Any, path: Path, doc: YamlDoc) -> bool:
+def boolean(value: Any, path: Path, doc: YamlDoc) -> bool:
     if not isinstance(value, bool):
         raise doc.fail(path, f"expected true or false, got {yamldoc.describe(value)}")
     return value
@@ -279,7 +279,7 @@ def _label_value(value: Any, path: Path, doc: YamlDoc) -> str:
     return text
 
 
-def _labels(value: Any, path: Path, doc: YamlDoc) -> tuple[tuple[str, str], ...]:
+def labels_field(value: Any, path: Path, doc: YamlDoc) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
     if not isinstance(value, dict):
@@ -302,14 +302,14 @@ def _image(value: Any, path: Path, doc: YamlDoc) -> str:
     return text
 
 
-def _size(value: Any, path: Path, doc: YamlDoc) -> int:
+def size(value: Any, path: Path, doc: YamlDoc) -> int:
     match = _SIZE.match(str(value).strip()) if isinstance(value, str | int) else None
     if isinstance(value, bool) or not match or int(match.group(1)) == 0:
         raise doc.fail(path, f"{value!r} is not a size (e.g. 64Mi, 1Gi, 500M)")
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _millicpu(value: Any, path: Path, doc: YamlDoc) -> int:
+def cpu(value: Any, path: Path, doc: YamlDoc) -> int:
     milli: float = -1.0
     if isinstance(value, int | float) and not isinstance(value, bool):
         milli = value * 1000
@@ -336,13 +336,11 @@ def _resources(value: Any, path: Path, doc: YamlDoc) -> Resources:
     fields = _section(value, path, doc, _RESOURCES)
     default = Resources()
     return Resources(
-        memory=_size(fields["memory"], (*path, "memory"), doc)
+        memory=size(fields["memory"], (*path, "memory"), doc)
         if "memory" in fields
         else default.memory,
-        millicpu=_millicpu(fields["cpu"], (*path, "cpu"), doc)
-        if "cpu" in fields
-        else default.millicpu,
-        disk=_size(fields["disk"], (*path, "disk"), doc) if "disk" in fields else default.disk,
+        millicpu=cpu(fields["cpu"], (*path, "cpu"), doc) if "cpu" in fields else default.millicpu,
+        disk=size(fields["disk"], (*path, "disk"), doc) if "disk" in fields else default.disk,
     )
 
 
@@ -367,18 +365,18 @@ def _constraints(value: Any, path: Path, doc: YamlDoc, kind: str) -> Constraints
             matches.append(LabelMatch(key, values))
     hypervisor = None
     if fields.get("hypervisor") is not None:
-        hypervisor = _choice(fields["hypervisor"], (*path, "hypervisor"), doc, HYPERVISORS)
+        hypervisor = choice(fields["hypervisor"], (*path, "hypervisor"), doc, HYPERVISORS)
         if kind != "vm":
             raise doc.fail((*path, "hypervisor"), "only a vm needs a hypervisor (kind: vm)")
     distinct = (
-        _bool(fields["distinct_hosts"], (*path, "distinct_hosts"), doc)
+        boolean(fields["distinct_hosts"], (*path, "distinct_hosts"), doc)
         if "distinct_hosts" in fields
         else False
     )
     return Constraints(tuple(matches), hypervisor, distinct)
 
 
-def _list(value: Any, path: Path, doc: YamlDoc) -> list[Any]:
+def list_field(value: Any, path: Path, doc: YamlDoc) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -388,15 +386,15 @@ def _list(value: Any, path: Path, doc: YamlDoc) -> list[Any]:
 
 def _affinities(value: Any, path: Path, doc: YamlDoc) -> tuple[Affinity, ...]:
     out = []
-    for i, item in enumerate(_list(value, path, doc)):
+    for i, item in enumerate(list_field(value, path, doc)):
         where: Path = (*path, i)
         fields = yamldoc.mapping(item, where, doc, _AFFINITY)
         key = _label_key(
-            yamldoc.string(_required(fields, "label", where, doc), (*where, "label"), doc),
+            yamldoc.string(required(fields, "label", where, doc), (*where, "label"), doc),
             (*where, "label"),
             doc,
         )
-        wanted = _label_value(_required(fields, "value", where, doc), (*where, "value"), doc)
+        wanted = _label_value(required(fields, "value", where, doc), (*where, "value"), doc)
         weight = _int(fields.get("weight", 50), (*where, "weight"), doc, -100, 100)
         if weight == 0:
             raise doc.fail((*where, "weight"), "a weight of 0 does nothing (-100..100)")
@@ -406,11 +404,11 @@ def _affinities(value: Any, path: Path, doc: YamlDoc) -> tuple[Affinity, ...]:
 
 def _spreads(value: Any, path: Path, doc: YamlDoc) -> tuple[Spread, ...]:
     out: list[Spread] = []
-    for i, item in enumerate(_list(value, path, doc)):
+    for i, item in enumerate(list_field(value, path, doc)):
         where: Path = (*path, i)
         fields = yamldoc.mapping(item, where, doc, _SPREAD)
         key = _label_key(
-            yamldoc.string(_required(fields, "label", where, doc), (*where, "label"), doc),
+            yamldoc.string(required(fields, "label", where, doc), (*where, "label"), doc),
             (*where, "label"),
             doc,
         )
@@ -423,7 +421,7 @@ def _spreads(value: Any, path: Path, doc: YamlDoc) -> tuple[Spread, ...]:
 
 def _ports(value: Any, path: Path, doc: YamlDoc) -> tuple[Port, ...]:
     out: list[Port] = []
-    for i, item in enumerate(_list(value, path, doc)):
+    for i, item in enumerate(list_field(value, path, doc)):
         where: Path = (*path, i)
         match = _PORT.match(str(item).strip()) if isinstance(item, str | int) else None
         if isinstance(item, bool) or not match or not 0 < int(match.group(2)) < 65536:
@@ -454,15 +452,15 @@ def _env(value: Any, path: Path, doc: YamlDoc) -> tuple[tuple[str, str], ...]:
 def _eid(value: Any, path: Path, doc: YamlDoc) -> EidPolicy:
     fields = _section(value, path, doc, _EID)
     default = EidPolicy()
-    pool = _name(fields["pool"], (*path, "pool"), doc) if "pool" in fields else default.pool
-    mode = _choice(fields.get("mode", default.mode), (*path, "mode"), doc, EID_MODES)
+    pool = name_field(fields["pool"], (*path, "pool"), doc) if "pool" in fields else default.pool
+    mode = choice(fields.get("mode", default.mode), (*path, "mode"), doc, EID_MODES)
     return EidPolicy(pool, mode)
 
 
 def _update(value: Any, path: Path, doc: YamlDoc) -> UpdateStrategy:
     fields = _section(value, path, doc, _UPDATE)
     default = UpdateStrategy()
-    strategy = _choice(
+    strategy = choice(
         fields.get("strategy", default.strategy), (*path, "strategy"), doc, UPDATE_STRATEGIES
     )
     most = _int(
@@ -483,7 +481,7 @@ def _disconnect(value: Any, path: Path, doc: YamlDoc) -> DisconnectPolicy:
         if "lost_after" in fields
         else default.lost_after
     )
-    reconcile = _choice(
+    reconcile = choice(
         fields.get("reconcile", default.reconcile), (*path, "reconcile"), doc, RECONCILE
     )
     return DisconnectPolicy(lost_after, reconcile)

@@ -3,9 +3,16 @@
     lispmesh app run IMAGE [--name N] [--ref R] [--eid A] [--eid6 A]   # import, verify, start
     lispmesh app ls | inspect NAME | logs NAME | start NAME | stop NAME | rm NAME
     lispmesh app supervise            # the loop that restarts crashed workloads (the agent's job)
+    lispmesh app deploy FILE --dry-run --nodes NODES.yml [--seed N]   # where the controller
+                                                                      # would place an app spec
 
 The manual path for tests and for a node without a controller: the verbs work on the node's
 workload state dir directly (under its lock), and workloads keep running without any of them.
+
+`deploy --dry-run` is the controller side (issue 14): it checks the app spec (one line naming
+file:line and field when it is wrong) and prints the plan the scheduler makes on the nodes
+described in NODES.yml (`controller_api.placement.nodes_file`), with the reason for every
+placement and for every replica it cannot place; exit 1 if some replica cannot be placed.
 """
 
 from __future__ import annotations
@@ -174,8 +181,39 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_json(parser)
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from controller_api.apps import parse_app
+    from controller_api.placement import ClusterState, schedule
+    from controller_api.placement.nodes_file import parse_nodes
+    from lispmesh.views.placement import plan_data, plan_table
+
+    if not args.dry_run:
+        raise CliError("app deploy: only --dry-run exists yet (the controller has no app API)")
+    if args.nodes is None:
+        raise CliError("app deploy --dry-run: give the cluster with --nodes NODES.yml")
+    spec = parse_app(_read_text(args.file), args.file)
+    nodes = parse_nodes(_read_text(args.nodes), args.nodes)
+    plan = schedule(ClusterState(nodes), spec, seed=args.seed)
+    if args.json:
+        print_json(plan_data(plan))
+    else:
+        plan_table(plan, console())
+    return 1 if plan.failures else 0
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path} is not a text file") from None
+
+
 def register(subparsers: Subparsers) -> None:
-    _, sub = group(subparsers, "app", "workloads on this node: run, ls, inspect, logs, stop, rm")
+    _, sub = group(
+        subparsers, "app", "workloads on this node (run, ls, inspect, logs, stop, rm); deploy"
+    )
 
     run = sub.add_parser("run", help="import an OCI image layout (dir or tarball) and run it")
     run.add_argument("image", help="an OCI image layout directory or a tarball of one")
@@ -210,3 +248,13 @@ def register(subparsers: Subparsers) -> None:
     supervise.add_argument("--once", action="store_true", help="one check, then exit")
     _common(supervise)
     supervise.set_defaults(handler=_supervise)
+
+    deploy = sub.add_parser("deploy", help="place an app spec on the nodes (--dry-run: the plan)")
+    deploy.add_argument("file", help="the app spec (YAML, see examples/app.yml)")
+    deploy.add_argument(
+        "--dry-run", action="store_true", help="print the plan and why; change nothing"
+    )
+    deploy.add_argument("--nodes", help="plan on the nodes described in this file")
+    deploy.add_argument("--seed", type=int, default=0, help="the scheduler's seed (0)")
+    add_json(deploy)
+    deploy.set_defaults(handler=_deploy)

@@ -19,7 +19,7 @@ import pytest
 
 from lispmesh import cli
 
-GROUPS = ["demo", "lab", "node", "controller", "policy"]
+GROUPS = ["demo", "lab", "node", "controller", "app", "policy"]
 VERBS = ["status", "topology", "ping", "trace", "map-cache", "netcheck"]
 NESTED = [["controller", "token"], ["controller", "node"], ["lab", "tools"],
           ["lab", "tools", "link"], ["lab", "tools", "netem"]]  # fmt: skip
