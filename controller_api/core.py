@@ -196,6 +196,7 @@ class ControllerCore:
             attestation=_attestation_text(attestation),
             attested_at=rfc3339(attestation.at) if attestation is not None else "",
             ek_subject=tpm.ek_issuer if tpm is not None else "",
+            ek_certificate_subject=tpm.ek_subject if tpm is not None else "",
         )
 
     def node_detail(self, node: NodeRow) -> admin_pb2.NodeDetail:

@@ -304,8 +304,9 @@ class Enroller:
     ) -> TpmNode:
         clock = (tpm.clock.reset_count, tpm.clock.restart_count, tpm.clock.clock)
         binding = TpmNode(
-            node_id, tpm.ek_name, tpm.ek_issuer, tpm.ak_public.hex(), clock, Attestation(now, True)
-        )
+            node_id, tpm.ek_name, tpm.ek_issuer, tpm.ak_public.hex(), clock, Attestation(now, True),
+            ek_subject=tpm.ek_subject,
+        )  # fmt: skip
         try:
             self.tpm_records.bind(binding, replaces)
         except Conflict:

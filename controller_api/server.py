@@ -28,6 +28,7 @@ from common.errors import LispmeshError
 from common.prometheus import Exporter, LoopCollector, MetricsError, serve
 from controller_api import pki as pki_mod
 from controller_api.attestation import AttestationPolicy, ManufacturerCAs
+from controller_api.attestation_policies import AttestationPolicies, PolicyInForce
 from controller_api.auth import Authenticator
 from controller_api.core import ControllerCore
 from controller_api.embedded_ms import EmbeddedMapServer
@@ -53,7 +54,13 @@ from controller_api.services import (
     NodeConfigService,
     StatusService,
 )
-from controller_api.settings import DEFAULT_POOL4, ControllerSettings, Pools, random_ula
+from controller_api.settings import (
+    DEFAULT_POOL4,
+    ControllerSettings,
+    Pools,
+    random_ula,
+    rfc3339,
+)
 from controller_api.store import EtcdStore, Store, StoreError
 from controller_api.store_backend import open_store
 from controller_api.tokens import ca_pin
@@ -94,7 +101,7 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _tpm_verifier(s: ControllerSettings) -> TpmVerifier:
+def _tpm_verifier(s: ControllerSettings, store: Store) -> TpmVerifier:
     """The TPM manufacturer CAs, uncertified EKs allowed and attestation policy configured."""
     cas = ManufacturerCAs(())
     if s.tpm_ca is not None:
@@ -104,7 +111,7 @@ def _tpm_verifier(s: ControllerSettings) -> TpmVerifier:
             raise ControllerError(f"--tpm-ca {s.tpm_ca}: {exc.strerror}") from None
         except ValueError as exc:
             raise ControllerError(f"--tpm-ca {s.tpm_ca}: {exc}") from None
-    policy = DEFAULT_POLICY
+    initial = PolicyInForce(DEFAULT_POLICY, "default")
     if s.attestation_policy is not None:
         try:
             text = s.attestation_policy.read_text()
@@ -116,11 +123,22 @@ def _tpm_verifier(s: ControllerSettings) -> TpmVerifier:
             policy = AttestationPolicy.from_json(text, str(s.attestation_policy))
         except ValueError as exc:
             raise ControllerError(str(exc)) from None
+        initial = PolicyInForce(policy, "file", filename=str(s.attestation_policy))
+    policies = AttestationPolicies(store, initial)
+    try:
+        in_force = policies.current()
+    except (ValueError, KeyError) as exc:
+        raise ControllerError(f"the stored attestation policy is unreadable: {exc}") from None
+    if in_force.source == "set" and s.attestation_policy is not None:
+        log.warning(
+            "--attestation-policy %s ignored: the policy set at %s by %s is in force",
+            s.attestation_policy, rfc3339(in_force.set_at), in_force.set_by,
+        )  # fmt: skip
     try:
         allowed = [bytes.fromhex(name) for name in s.tpm_allow_uncertified]
     except ValueError:
         raise ControllerError("--tpm-allow-ek: an EK name is hex (0x000b + SHA-256)") from None
-    return TpmVerifier(cas, allowed, policy)
+    return TpmVerifier(cas, allowed, interval=s.attestation_interval, policies=policies)
 
 
 class Controller:
@@ -172,7 +190,7 @@ class Controller:
             cas = pki_mod.load_onboarding_cas(s.onboarding_ca) if s.onboarding_ca else []
         except IdentityError as exc:
             raise ControllerError(exc.reason) from None
-        verifier = _tpm_verifier(s)
+        verifier = _tpm_verifier(s, store)
         self.pin = ca_pin(ca_pki.ca.certificate)
         self.map_server = EmbeddedMapServer(
             s.listen_host if not wildcard else "0.0.0.0",
@@ -202,7 +220,10 @@ class Controller:
                 NodeConfigService(core, auth, enroller),
             ),
             (status_pb2_grpc.add_StatusServicer_to_server, StatusService(core, auth)),
-            (admin_pb2_grpc.add_AdminServicer_to_server, AdminService(core, auth, self.pin)),
+            (
+                admin_pb2_grpc.add_AdminServicer_to_server,
+                AdminService(core, auth, self.pin, verifier),
+            ),
             (policy_pb2_grpc.add_PolicyAdminServicer_to_server, PolicyService(core, auth)),
             (
                 attestation_pb2_grpc.add_AttestationServicer_to_server,

@@ -15,6 +15,7 @@ from google.protobuf import json_format
 
 from controller_api import pki
 from controller_api.attestation import AttestationRefused, TpmClock
+from controller_api.attestation_policies import AttestationPolicies, PolicyInForce
 from controller_api.auth import Authenticator, Denied
 from controller_api.core import ControllerCore
 from controller_api.enrollment import Enroller, EnrollmentError
@@ -259,10 +260,13 @@ class StatusService(status_pb2_grpc.StatusServicer):
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, core: ControllerCore, auth: Authenticator, ca_pin: str) -> None:
+    def __init__(
+        self, core: ControllerCore, auth: Authenticator, ca_pin: str, verifier: TpmVerifier
+    ) -> None:
         self.core = core
         self.auth = auth
         self.ca_pin = ca_pin
+        self.verifier = verifier
 
     async def _admin(self, context: grpc.aio.ServicerContext) -> str:
         try:
@@ -341,3 +345,41 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.Topology:
         await self._admin(context)
         return self.core.topology()
+
+    async def GetAttestationPolicy(
+        self, request: admin_pb2.GetAttestationPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AttestationPolicyInfo:
+        await self._admin(context)
+        return self._policy_info(self._policies().current())
+
+    async def SetAttestationPolicy(
+        self, request: admin_pb2.SetAttestationPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AttestationPolicyInfo:
+        who = await self._admin(context)
+        try:
+            in_force = self._policies().set(
+                request.policy_json, request.filename[:200], who, self.core.clock()
+            )
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc).splitlines()[0])
+            raise  # not reached: abort raises
+        log.warning(
+            "attestation policy set by %s (%s): PCRs %s quoted, golden values for PCRs %s",
+            who, request.filename or "-", ",".join(map(str, in_force.policy.pcrs)),
+            ",".join(map(str, sorted(in_force.policy.golden))) or "none",
+        )  # fmt: skip
+        return self._policy_info(in_force)
+
+    def _policies(self) -> AttestationPolicies:
+        assert self.verifier.policies is not None  # the controller always gives the store's
+        return self.verifier.policies
+
+    def _policy_info(self, in_force: PolicyInForce) -> admin_pb2.AttestationPolicyInfo:
+        return admin_pb2.AttestationPolicyInfo(
+            policy_json=in_force.policy.to_json(),
+            source=in_force.source,
+            set_at=rfc3339(in_force.set_at),
+            set_by=in_force.set_by,
+            filename=in_force.filename,
+            interval_seconds=self.verifier.interval,
+        )

@@ -74,6 +74,7 @@ class ControllerSettings:
     tpm_ca: Path | None = None
     tpm_allow_uncertified: tuple[str, ...] = ()
     attestation_policy: Path | None = None
+    attestation_interval: float = 300.0  # TPM nodes attest again this often (0: on connect only)
     timers: Timers = field(default_factory=controller_timers)
     cipher_suite: str = "aes128-gcm"
     # Every node rekeys this often: it also bounds how long a peer that rebooted (and lost its

@@ -31,6 +31,7 @@ class TpmNode:
     # The TPM clock of the last accepted quote (reset, restart, clock): a later quote must be newer.
     clock: tuple[int, int, int] | None = None
     attestation: Attestation | None = None
+    ek_subject: str = ""  # the EK certificate's subject and TPM (controller_api/attestation)
 
     @property
     def quarantined(self) -> bool:

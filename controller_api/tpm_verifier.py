@@ -40,8 +40,10 @@ from controller_api.attestation import (
     verify_certification,
     verify_endorsement,
 )
+from controller_api.attestation.ek_certificate import ek_subject
 from controller_api.attestation.policy import BOOT_LOG_PCRS
 from controller_api.attestation.structures import decode, name
+from controller_api.attestation_policies import AttestationPolicies
 from controller_api.gen.lispmesh.v1 import attestation_pb2, enrollment_pb2
 
 # Secure by default: the boot PCRs are quoted and must replay from the node's event log.
@@ -55,15 +57,18 @@ class _Enrolling:
     activation: PendingActivation
     ek_name: bytes
     ek_issuer: str
+    ek_subject: str
     ak_public: bytes
     nonce: bytes
     expires: float
+    policy: AttestationPolicy  # the one whose PCRs were asked for
 
 
 @dataclass(frozen=True)
 class _Round:
     nonce: bytes
     expires: float
+    policy: AttestationPolicy
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class VerifiedTpm:
     ek_issuer: str
     ak_public: bytes
     clock: TpmClock
+    ek_subject: str = ""
 
 
 def quote_of(message: attestation_pb2.TpmQuote) -> tuple[Quote, bytes | None]:
@@ -90,13 +96,24 @@ class TpmVerifier:
         allowed_uncertified: Collection[bytes] = (),
         policy: AttestationPolicy = DEFAULT_POLICY,
         clock: Callable[[], float] = time.time,
+        interval: float = 0.0,
+        policies: AttestationPolicies | None = None,
     ) -> None:
+        """`policies` (the operator's, from the store) replaces the fixed `policy` when given;
+        `interval` is how often an attested node attests again (0: on each connection only)."""
         self.cas = cas
         self.allowed_uncertified = frozenset(allowed_uncertified)
-        self.policy = policy
+        self.policies = policies
+        self._fixed_policy = policy
+        self.interval = interval
         self.clock = clock
         self._enrolling: OrderedDict[str, _Enrolling] = OrderedDict()
         self._rounds: OrderedDict[str, _Round] = OrderedDict()  # by node id
+
+    @property
+    def policy(self) -> AttestationPolicy:
+        """The policy in force now (read each round: an operator may change it at any time)."""
+        return self.policies.policy() if self.policies is not None else self._fixed_policy
 
     # ------------------------------------------------------------------ enrollment
 
@@ -111,21 +128,24 @@ class TpmVerifier:
         ak_public = check_attestation_key(identity.ak_public)
         activation = start_activation(identity.ek_public, ak_public)
         challenge_id, nonce = secrets.token_hex(16), secrets.token_bytes(32)
+        policy = self.policy
         self._expire(self._enrolling, now)
         self._enrolling[challenge_id] = _Enrolling(
             activation,
             name(decode(TPMT_PUBLIC, identity.ek_public, "EK public area")),
             certificate.issuer.rfc4514_string() if certificate is not None else "",
+            ek_subject(certificate) if certificate is not None else "",
             identity.ak_public,
             nonce,
             now + CHALLENGE_TTL,
+            policy,
         )
         return enrollment_pb2.TpmChallenge(
             challenge_id=challenge_id,
             credential_blob=activation.challenge.id_object,
             encrypted_secret=activation.challenge.encrypted_secret,
             nonce=nonce,
-            pcrs=list(self.policy.pcrs),
+            pcrs=list(policy.pcrs),
         )
 
     def finish(
@@ -150,9 +170,13 @@ class TpmVerifier:
                 "certify",
             )
         quote, event_log = quote_of(evidence.quote)
-        verified = appraise(quote, ak_public, pending.nonce, None, event_log, self.policy)
+        verified = appraise(quote, ak_public, pending.nonce, None, event_log, pending.policy)
         return VerifiedTpm(
-            pending.ek_name.hex(), pending.ek_issuer, pending.ak_public, verified.clock
+            pending.ek_name.hex(),
+            pending.ek_issuer,
+            pending.ak_public,
+            verified.clock,
+            pending.ek_subject,
         )
 
     # ------------------------------------------------------------------ attestation rounds
@@ -162,8 +186,11 @@ class TpmVerifier:
         now = self.clock()
         self._rounds.pop(node_id, None)
         self._expire(self._rounds, now)
-        self._rounds[node_id] = _Round(nonce, now + CHALLENGE_TTL)
-        return attestation_pb2.AttestationChallenge(nonce=nonce, pcrs=list(self.policy.pcrs))
+        policy = self.policy
+        self._rounds[node_id] = _Round(nonce, now + CHALLENGE_TTL, policy)
+        return attestation_pb2.AttestationChallenge(
+            nonce=nonce, pcrs=list(policy.pcrs), interval_seconds=self.interval
+        )
 
     def attest(
         self,
@@ -178,7 +205,7 @@ class TpmVerifier:
             raise AttestationRefused("attestation: no outstanding challenge (ask again)", "nonce")
         quote, event_log = quote_of(message)
         ak = decode(TPMT_PUBLIC, ak_public, "attestation key public area")
-        return appraise(quote, ak, round_.nonce, previous, event_log, self.policy)
+        return appraise(quote, ak, round_.nonce, previous, event_log, round_.policy)
 
     @staticmethod
     def _expire(pending: OrderedDict[str, Any], now: float) -> None:

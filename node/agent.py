@@ -186,6 +186,7 @@ class Agent:
             "identity": self.key.origin,
             "identity_where": self.key.where,
             "attestation": self.attestation,
+            "ek_subject": self.witness.ek_subject if self.witness is not None else "",
             **self._certificate_status(),
         }
 
@@ -250,27 +251,51 @@ class Agent:
             self.state.ca.read_bytes(), self.state.cert.read_bytes()
         )
         async with aio_channel(self.enrollment.api_address, creds) as channel:
+            interval = 0.0
             if self.key.origin == "tpm":
-                await self._attest(channel)
+                interval = await self._attest(channel)
             config_stub: Any = config_pb2_grpc.NodeConfigStub(channel)  # type: ignore[no-untyped-call]
             call = config_stub.Watch(config_pb2.WatchRequest(known_version=self.applied_version))
             await call.wait_for_connection()
             self._connected()
             backoff.reset()
             self.status_stub = status_pb2_grpc.StatusStub(channel)  # type: ignore[no-untyped-call]
+            tasks = [asyncio.create_task(self._follow(call, config_stub), name="watch")]
+            if interval > 0:
+                # The controller asks TPM nodes to attest again while connected: a PCR
+                # extended at runtime is caught within one interval, not at the next reconnect.
+                tasks.append(asyncio.create_task(self._attest_every(channel, interval)))
             try:
-                async for desired in call:
-                    if desired.revoked:
-                        raise Revoked(f"node {desired.node_name} was revoked by the controller")
-                    ok, error = await self._apply(desired)
-                    ack = config_pb2.AckRequest(version=desired.version, ok=ok, error=error)
-                    await config_stub.Ack(ack, timeout=5)
-                    self.force_report = True
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self.status_stub = None
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            for task in done:
+                task.result()  # raises what ended the session
 
-    async def _attest(self, channel: grpc.aio.Channel) -> None:
-        """One attestation round: the controller's nonce, this TPM's quote and event log."""
+    async def _follow(self, call: Any, config_stub: Any) -> None:
+        async for desired in call:
+            if desired.revoked:
+                raise Revoked(f"node {desired.node_name} was revoked by the controller")
+            ok, error = await self._apply(desired)
+            ack = config_pb2.AckRequest(version=desired.version, ok=ok, error=error)
+            await config_stub.Ack(ack, timeout=5)
+            self.force_report = True
+
+    async def _attest_every(self, channel: grpc.aio.Channel, interval: float) -> None:
+        """Attest again every `interval` seconds (as the controller last said) until a round
+        fails: AttestationFailed ends the session, and the node is quarantined."""
+        while True:
+            await asyncio.sleep(interval)
+            interval = await self._attest(channel) or interval
+
+    async def _attest(self, channel: grpc.aio.Channel) -> float:
+        """One attestation round: the controller's nonce, this TPM's quote and event log. The
+        interval the controller wants until the next round (0: none while connected)."""
         loop = asyncio.get_running_loop()
         if self.witness is None:
             self.witness = await loop.run_in_executor(
@@ -291,6 +316,7 @@ class Agent:
             log.info("attested to the controller (TPM quote and event log accepted)")
         self.attestation = f"ok at {result.attested_at}"
         await self._reseal(dict(quote.pcrs))
+        return float(challenge.interval_seconds)
 
     async def _reseal(self, accepted: dict[int, bytes]) -> None:
         """The controller accepted these PCR values: seal the checkpoint to them (at once after

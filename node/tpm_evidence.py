@@ -12,7 +12,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography import x509
+
 from controller_api.attestation import CredentialChallenge, activation_proof
+from controller_api.attestation.ek_certificate import ek_subject
 from controller_api.gen.lispmesh.v1 import attestation_pb2, enrollment_pb2
 from node.tpm import AttestationKey, EndorsementKey, MeshKey, Tpm, TpmError
 
@@ -32,6 +35,7 @@ class TpmWitness:
         with tpm.lock:
             self.ek = EndorsementKey.read(tpm)
             self.ak = AttestationKey(tpm)
+        self.ek_subject = _ek_subject(self.ek.certificate)
 
     def identity(self) -> enrollment_pb2.TpmIdentity:
         with self.tpm.lock:
@@ -77,3 +81,13 @@ class TpmWitness:
             return b""  # no measured boot here: the controller's policy decides what that means
         except OSError as exc:
             raise TpmError(f"event log {self.event_log}: {exc.strerror}") from None
+
+
+def _ek_subject(certificate: bytes | None) -> str:
+    """For `lispmesh status`: the EK certificate's subject and TPM ("" without a certificate)."""
+    if certificate is None:
+        return ""
+    try:
+        return ek_subject(x509.load_der_x509_certificate(certificate))
+    except ValueError:
+        return "(unreadable EK certificate)"

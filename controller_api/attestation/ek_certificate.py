@@ -113,3 +113,27 @@ def verify_endorsement(
             "ek-certificate",
         )
     return None
+
+
+# TCG EK Credential Profile: the TPM's directoryName in the subjectAltName.
+_TPM_NAME_FIELDS = (
+    ("2.23.133.2.1", "manufacturer"),
+    ("2.23.133.2.2", "model"),
+    ("2.23.133.2.3", "version"),
+)
+
+
+def ek_subject(cert: x509.Certificate) -> str:
+    """The EK certificate's subject for people: EK subjects are often empty or placeholders
+    ("CN=unknown"), so the TPM the SAN names (manufacturer, model, version) is added."""
+    parts = [cert.subject.rfc4514_string()] if len(cert.subject) else []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "".join(parts)
+    for directory in san.get_values_for_type(x509.DirectoryName):
+        fields = {a.oid.dotted_string: str(a.value) for a in directory}
+        tpm = [f"{label} {fields[oid]}" for oid, label in _TPM_NAME_FIELDS if oid in fields]
+        if tpm:
+            parts.append("TPM " + ", ".join(tpm))
+    return "; ".join(parts)

@@ -16,6 +16,7 @@ from controller_api.attestation.eventlog import ALG_SHA256, EV_NO_ACTION, EventL
 
 # PCRs the firmware and boot loader measure into the boot event log (PC Client profile).
 BOOT_LOG_PCRS = tuple(range(8))
+PCR_COUNT = 24  # a PC Client TPM's PCRs
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,19 @@ class AttestationPolicy:
 
     def __post_init__(self) -> None:
         quoted = set(self.pcrs)
+        if not quoted:
+            raise ValueError("attestation policy: pcrs names no PCR to quote")
+        out_of_range = sorted(i for i in quoted if not 0 <= i < PCR_COUNT)
+        if out_of_range:
+            raise ValueError(
+                f"attestation policy: PCRs {out_of_range} out of range (0..{PCR_COUNT - 1})"
+            )
+        for pcr, values in {**self.golden, **self.allowed_events}.items():
+            short = sorted(v.hex() for v in values if len(v) != 32)
+            if short:
+                raise ValueError(
+                    f"attestation policy: PCR {pcr}: {short[0]!r} is not a SHA-256 digest"
+                )
         for what, indexes in (
             ("log_pcrs", self.log_pcrs),
             ("golden", self.golden),
@@ -82,6 +96,14 @@ class AttestationPolicy:
     def from_json(cls, text: str, where: str = "attestation policy") -> AttestationPolicy:
         try:
             doc: dict[str, Any] = json.loads(text)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            unknown = sorted(set(doc) - {"pcrs", "log_pcrs", "golden", "allowed_events"})
+            if unknown:
+                # A misspelt key would otherwise leave the PCRs it meant to pin unchecked.
+                raise ValueError(f"unknown key {unknown[0]!r}")
+            if "pcrs" not in doc:
+                raise ValueError('no "pcrs" (the PCRs to quote)')
 
             def digests(table: dict[str, list[str]]) -> dict[int, frozenset[bytes]]:
                 return {int(i): frozenset(bytes.fromhex(v) for v in vs) for i, vs in table.items()}

@@ -6,6 +6,7 @@ from controller_api.store.etcd import EtcdStore
 from controller_api.store.etcd_client import EtcdTls, EtcdUnavailable
 from controller_api.store.model import (
     APPS,
+    ATTESTATION_POLICY,
     CONTROLLER,
     PLACEMENTS,
     TPM_EKS,
@@ -35,6 +36,7 @@ from controller_api.store.sqlite import SqliteStore
 
 __all__ = [
     "APPS",
+    "ATTESTATION_POLICY",
     "CONTROLLER",
     "PLACEMENTS",
     "TPM_EKS",

@@ -181,7 +181,9 @@ TPM_NODES = "tpm-nodes"
 TPM_EKS = "tpm-eks"
 # Controller bookkeeping: the leader's last round of singleton work (written fenced).
 CONTROLLER = "controller"
-OBJECT_KINDS = (APPS, PLACEMENTS, TPM_NODES, TPM_EKS, CONTROLLER)
+# The attestation policy an operator set (controller_api/attestation_policies.py): one record.
+ATTESTATION_POLICY = "attestation-policy"
+OBJECT_KINDS = (APPS, PLACEMENTS, TPM_NODES, TPM_EKS, CONTROLLER, ATTESTATION_POLICY)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lispmesh.commands import ops
+from lispmesh.commands import attestation, ops
 from lispmesh.commands.options import Subparsers, add_controller_target, group, parse_duration
 from lispmesh.commands.output import console, print_json
 from lispmesh.commands.rpc import ask_controller
@@ -128,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
             tpm_ca=Path(args.tpm_ca) if args.tpm_ca else None,
             tpm_allow_uncertified=tuple(args.tpm_allow_ek or ()),
             attestation_policy=Path(args.attestation_policy) if args.attestation_policy else None,
+            attestation_interval=args.attestation_interval,
             config_cycle=args.config_cycle,
             rekey_after_seconds=args.rekey_after,
             cert_lifetime=args.cert_lifetime,
@@ -318,7 +319,14 @@ def register(subparsers: Subparsers) -> None:
     )
     serve.add_argument(
         "--attestation-policy",
-        help="JSON attestation policy (default: PCRs 0-7 quoted and replayed from the event log)",
+        help="JSON attestation policy at first start (default: PCRs 0-7 quoted and replayed "
+        "from the event log); `controller attestation policy set` replaces it at runtime",
+    )
+    serve.add_argument(
+        "--attestation-interval",
+        type=parse_duration,
+        default=300.0,
+        help="TPM nodes attest again this often while connected (5m; 0: on connection only)",
     )
     serve.add_argument(
         "--token-ttl", type=parse_duration, default=86400.0, help="default token lifetime (24h)"
@@ -418,5 +426,7 @@ def register(subparsers: Subparsers) -> None:
     migrate.add_argument("--json", action="store_true")
     _add_store_options(migrate, choose=False)
     migrate.set_defaults(handler=_migrate)
+
+    attestation.register(sub)
 
     ops.add_topology(sub, "topology", "nodes, EIDs, RLOCs and registrations (= lispmesh topology)")

@@ -71,6 +71,8 @@ def node_detail(detail: Any, console: Console) -> None:
         + (f" at {n.attested_at}" if n.attested_at else "")
         + (f"   EK issuer: {n.ek_subject}" if n.ek_subject else "")
     )
+    if n.ek_certificate_subject:
+        console.print(f"EK certificate: {n.ek_certificate_subject}")
     console.print(
         f"certificate sha256 {detail.certificate_fingerprint}, "
         f"valid until {detail.certificate_not_after}"

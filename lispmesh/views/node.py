@@ -93,6 +93,8 @@ def status(doc: dict[str, Any], console: Console) -> None:
                 f"identity: {identity} ({where})"
                 + (f"  attestation {attestation}" if attestation else "")
             )
+            if agent.get("ek_subject"):
+                console.print(f"TPM endorsement key: {agent['ek_subject']}")
     xtr = doc.get("xtr")
     if xtr:
         _xtr(xtr, console)

@@ -27,7 +27,7 @@ from controller_api.gen.lispmesh.v1 import common_pb2 as lispmesh_dot_v1_dot_com
 from controller_api.gen.lispmesh.v1 import status_pb2 as lispmesh_dot_v1_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lispmesh/v1/admin.proto\x12\x0blispmesh.v1\x1a\x18lispmesh/v1/common.proto\x1a\x18lispmesh/v1/status.proto\"\xfe\x02\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\r\x12\x14\n\x0c\x65id_prefixes\x18\x04 \x03(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x13\n\x0b\x65nrolled_at\x18\x07 \x01(\t\x12\x12\n\nrevoked_at\x18\x08 \x01(\t\x12\x11\n\tlast_seen\x18\t \x01(\t\x12\x16\n\x0e\x63onfig_version\x18\n \x01(\x04\x12\x17\n\x0f\x61pplied_version\x18\x0b \x01(\x04\x12$\n\x07uplinks\x18\x0c \x03(\x0b\x32\x13.lispmesh.v1.Uplink\x12\x10\n\x08token_id\x18\r \x01(\t\x12\x16\n\x0e\x63\x65rt_not_after\x18\x0e \x01(\t\x12\x10\n\x08identity\x18\x0f \x01(\t\x12\x13\n\x0b\x61ttestation\x18\x10 \x01(\t\x12\x13\n\x0b\x61ttested_at\x18\x11 \x01(\t\x12\x12\n\nek_subject\x18\x12 \x01(\t\"+\n\x10ListNodesRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\"9\n\x11ListNodesResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.lispmesh.v1.NodeInfo\"#\n\x13\x44\x65scribeNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"\xb1\x01\n\nNodeDetail\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.lispmesh.v1.NodeInfo\x12\x1f\n\x17\x63\x65rtificate_fingerprint\x18\x02 \x01(\t\x12\x1d\n\x15\x63\x65rtificate_not_after\x18\x03 \x01(\t\x12\x13\n\x0bstatus_json\x18\x04 \x01(\t\x12\x14\n\x0cmetrics_json\x18\x05 \x01(\t\x12\x13\n\x0b\x61pply_error\x18\x06 \x01(\t\"!\n\x11RevokeNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"^\n\x12\x43reateTokenRequest\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x01\x12\x10\n\x08max_uses\x18\x02 \x01(\r\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xab\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\t\x12\x10\n\x08max_uses\x18\x04 \x01(\r\x12\x0c\n\x04uses\x18\x05 \x01(\r\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x12\n\nrevoked_at\x18\x08 \x01(\t\x12\r\n\x05state\x18\t \x01(\t\"R\n\x13\x43reateTokenResponse\x12%\n\x05token\x18\x01 \x01(\x0b\x32\x16.lispmesh.v1.TokenInfo\x12\x14\n\x0ctoken_secret\x18\x02 \x01(\t\"\x13\n\x11ListTokensRequest\"<\n\x12ListTokensResponse\x12&\n\x06tokens\x18\x01 \x03(\x0b\x32\x16.lispmesh.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\x14\n\x12GetTopologyRequest\"V\n\x0cRegistration\x12#\n\x03\x65id\x18\x01 \x01(\x0b\x32\x16.lispmesh.v1.EidPrefix\x12\r\n\x05rlocs\x18\x02 \x03(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x01\"\x9b\x01\n\x0cTopologyNode\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.lispmesh.v1.NodeInfo\x12\x30\n\rregistrations\x18\x02 \x03(\x0b\x32\x19.lispmesh.v1.Registration\x12\r\n\x05peers\x18\x03 \x03(\t\x12%\n\npeer_paths\x18\x04 \x03(\x0b\x32\x11.lispmesh.v1.Peer\"\x8e\x01\n\x08Topology\x12\x1a\n\x12\x63ontroller_address\x18\x01 \x01(\t\x12\x13\n\x0bmap_servers\x18\x02 \x03(\t\x12\x11\n\teid_pools\x18\x03 \x03(\t\x12(\n\x05nodes\x18\x04 \x03(\x0b\x32\x19.lispmesh.v1.TopologyNode\x12\x14\n\x0cgenerated_at\x18\x05 \x01(\t2\x93\x04\n\x05\x41\x64min\x12J\n\tListNodes\x12\x1d.lispmesh.v1.ListNodesRequest\x1a\x1e.lispmesh.v1.ListNodesResponse\x12I\n\x0c\x44\x65scribeNode\x12 .lispmesh.v1.DescribeNodeRequest\x1a\x17.lispmesh.v1.NodeDetail\x12\x43\n\nRevokeNode\x12\x1e.lispmesh.v1.RevokeNodeRequest\x1a\x15.lispmesh.v1.NodeInfo\x12P\n\x0b\x43reateToken\x12\x1f.lispmesh.v1.CreateTokenRequest\x1a .lispmesh.v1.CreateTokenResponse\x12M\n\nListTokens\x12\x1e.lispmesh.v1.ListTokensRequest\x1a\x1f.lispmesh.v1.ListTokensResponse\x12\x46\n\x0bRevokeToken\x12\x1f.lispmesh.v1.RevokeTokenRequest\x1a\x16.lispmesh.v1.TokenInfo\x12\x45\n\x0bGetTopology\x12\x1f.lispmesh.v1.GetTopologyRequest\x1a\x15.lispmesh.v1.Topologyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lispmesh/v1/admin.proto\x12\x0blispmesh.v1\x1a\x18lispmesh/v1/common.proto\x1a\x18lispmesh/v1/status.proto\"\x9e\x03\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\r\x12\x14\n\x0c\x65id_prefixes\x18\x04 \x03(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x13\n\x0b\x65nrolled_at\x18\x07 \x01(\t\x12\x12\n\nrevoked_at\x18\x08 \x01(\t\x12\x11\n\tlast_seen\x18\t \x01(\t\x12\x16\n\x0e\x63onfig_version\x18\n \x01(\x04\x12\x17\n\x0f\x61pplied_version\x18\x0b \x01(\x04\x12$\n\x07uplinks\x18\x0c \x03(\x0b\x32\x13.lispmesh.v1.Uplink\x12\x10\n\x08token_id\x18\r \x01(\t\x12\x16\n\x0e\x63\x65rt_not_after\x18\x0e \x01(\t\x12\x10\n\x08identity\x18\x0f \x01(\t\x12\x13\n\x0b\x61ttestation\x18\x10 \x01(\t\x12\x13\n\x0b\x61ttested_at\x18\x11 \x01(\t\x12\x12\n\nek_subject\x18\x12 \x01(\t\x12\x1e\n\x16\x65k_certificate_subject\x18\x13 \x01(\t\"+\n\x10ListNodesRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\"9\n\x11ListNodesResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.lispmesh.v1.NodeInfo\"#\n\x13\x44\x65scribeNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"\xb1\x01\n\nNodeDetail\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.lispmesh.v1.NodeInfo\x12\x1f\n\x17\x63\x65rtificate_fingerprint\x18\x02 \x01(\t\x12\x1d\n\x15\x63\x65rtificate_not_after\x18\x03 \x01(\t\x12\x13\n\x0bstatus_json\x18\x04 \x01(\t\x12\x14\n\x0cmetrics_json\x18\x05 \x01(\t\x12\x13\n\x0b\x61pply_error\x18\x06 \x01(\t\"!\n\x11RevokeNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"^\n\x12\x43reateTokenRequest\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x01\x12\x10\n\x08max_uses\x18\x02 \x01(\r\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xab\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\t\x12\x10\n\x08max_uses\x18\x04 \x01(\r\x12\x0c\n\x04uses\x18\x05 \x01(\r\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x12\n\nrevoked_at\x18\x08 \x01(\t\x12\r\n\x05state\x18\t \x01(\t\"R\n\x13\x43reateTokenResponse\x12%\n\x05token\x18\x01 \x01(\x0b\x32\x16.lispmesh.v1.TokenInfo\x12\x14\n\x0ctoken_secret\x18\x02 \x01(\t\"\x13\n\x11ListTokensRequest\"<\n\x12ListTokensResponse\x12&\n\x06tokens\x18\x01 \x03(\x0b\x32\x16.lispmesh.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\x14\n\x12GetTopologyRequest\"V\n\x0cRegistration\x12#\n\x03\x65id\x18\x01 \x01(\x0b\x32\x16.lispmesh.v1.EidPrefix\x12\r\n\x05rlocs\x18\x02 \x03(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x01\"\x9b\x01\n\x0cTopologyNode\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.lispmesh.v1.NodeInfo\x12\x30\n\rregistrations\x18\x02 \x03(\x0b\x32\x19.lispmesh.v1.Registration\x12\r\n\x05peers\x18\x03 \x03(\t\x12%\n\npeer_paths\x18\x04 \x03(\x0b\x32\x11.lispmesh.v1.Peer\"\x8e\x01\n\x08Topology\x12\x1a\n\x12\x63ontroller_address\x18\x01 \x01(\t\x12\x13\n\x0bmap_servers\x18\x02 \x03(\t\x12\x11\n\teid_pools\x18\x03 \x03(\t\x12(\n\x05nodes\x18\x04 \x03(\x0b\x32\x19.lispmesh.v1.TopologyNode\x12\x14\n\x0cgenerated_at\x18\x05 \x01(\t\"\x1d\n\x1bGetAttestationPolicyRequest\"D\n\x1bSetAttestationPolicyRequest\x12\x13\n\x0bpolicy_json\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"\x88\x01\n\x15\x41ttestationPolicyInfo\x12\x13\n\x0bpolicy_json\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06set_at\x18\x03 \x01(\t\x12\x0e\n\x06set_by\x18\x04 \x01(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\x12\x18\n\x10interval_seconds\x18\x06 \x01(\x01\x32\xdf\x05\n\x05\x41\x64min\x12J\n\tListNodes\x12\x1d.lispmesh.v1.ListNodesRequest\x1a\x1e.lispmesh.v1.ListNodesResponse\x12I\n\x0c\x44\x65scribeNode\x12 .lispmesh.v1.DescribeNodeRequest\x1a\x17.lispmesh.v1.NodeDetail\x12\x43\n\nRevokeNode\x12\x1e.lispmesh.v1.RevokeNodeRequest\x1a\x15.lispmesh.v1.NodeInfo\x12P\n\x0b\x43reateToken\x12\x1f.lispmesh.v1.CreateTokenRequest\x1a .lispmesh.v1.CreateTokenResponse\x12M\n\nListTokens\x12\x1e.lispmesh.v1.ListTokensRequest\x1a\x1f.lispmesh.v1.ListTokensResponse\x12\x46\n\x0bRevokeToken\x12\x1f.lispmesh.v1.RevokeTokenRequest\x1a\x16.lispmesh.v1.TokenInfo\x12\x45\n\x0bGetTopology\x12\x1f.lispmesh.v1.GetTopologyRequest\x1a\x15.lispmesh.v1.Topology\x12\x64\n\x14GetAttestationPolicy\x12(.lispmesh.v1.GetAttestationPolicyRequest\x1a\".lispmesh.v1.AttestationPolicyInfo\x12\x64\n\x14SetAttestationPolicy\x12(.lispmesh.v1.SetAttestationPolicyRequest\x1a\".lispmesh.v1.AttestationPolicyInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,37 +35,43 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lispmesh.v1.admin_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODEINFO']._serialized_start=93
-  _globals['_NODEINFO']._serialized_end=475
-  _globals['_LISTNODESREQUEST']._serialized_start=477
-  _globals['_LISTNODESREQUEST']._serialized_end=520
-  _globals['_LISTNODESRESPONSE']._serialized_start=522
-  _globals['_LISTNODESRESPONSE']._serialized_end=579
-  _globals['_DESCRIBENODEREQUEST']._serialized_start=581
-  _globals['_DESCRIBENODEREQUEST']._serialized_end=616
-  _globals['_NODEDETAIL']._serialized_start=619
-  _globals['_NODEDETAIL']._serialized_end=796
-  _globals['_REVOKENODEREQUEST']._serialized_start=798
-  _globals['_REVOKENODEREQUEST']._serialized_end=831
-  _globals['_CREATETOKENREQUEST']._serialized_start=833
-  _globals['_CREATETOKENREQUEST']._serialized_end=927
-  _globals['_TOKENINFO']._serialized_start=930
-  _globals['_TOKENINFO']._serialized_end=1101
-  _globals['_CREATETOKENRESPONSE']._serialized_start=1103
-  _globals['_CREATETOKENRESPONSE']._serialized_end=1185
-  _globals['_LISTTOKENSREQUEST']._serialized_start=1187
-  _globals['_LISTTOKENSREQUEST']._serialized_end=1206
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=1208
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=1268
-  _globals['_REVOKETOKENREQUEST']._serialized_start=1270
-  _globals['_REVOKETOKENREQUEST']._serialized_end=1308
-  _globals['_GETTOPOLOGYREQUEST']._serialized_start=1310
-  _globals['_GETTOPOLOGYREQUEST']._serialized_end=1330
-  _globals['_REGISTRATION']._serialized_start=1332
-  _globals['_REGISTRATION']._serialized_end=1418
-  _globals['_TOPOLOGYNODE']._serialized_start=1421
-  _globals['_TOPOLOGYNODE']._serialized_end=1576
-  _globals['_TOPOLOGY']._serialized_start=1579
-  _globals['_TOPOLOGY']._serialized_end=1721
-  _globals['_ADMIN']._serialized_start=1724
-  _globals['_ADMIN']._serialized_end=2255
+  _globals['_NODEINFO']._serialized_end=507
+  _globals['_LISTNODESREQUEST']._serialized_start=509
+  _globals['_LISTNODESREQUEST']._serialized_end=552
+  _globals['_LISTNODESRESPONSE']._serialized_start=554
+  _globals['_LISTNODESRESPONSE']._serialized_end=611
+  _globals['_DESCRIBENODEREQUEST']._serialized_start=613
+  _globals['_DESCRIBENODEREQUEST']._serialized_end=648
+  _globals['_NODEDETAIL']._serialized_start=651
+  _globals['_NODEDETAIL']._serialized_end=828
+  _globals['_REVOKENODEREQUEST']._serialized_start=830
+  _globals['_REVOKENODEREQUEST']._serialized_end=863
+  _globals['_CREATETOKENREQUEST']._serialized_start=865
+  _globals['_CREATETOKENREQUEST']._serialized_end=959
+  _globals['_TOKENINFO']._serialized_start=962
+  _globals['_TOKENINFO']._serialized_end=1133
+  _globals['_CREATETOKENRESPONSE']._serialized_start=1135
+  _globals['_CREATETOKENRESPONSE']._serialized_end=1217
+  _globals['_LISTTOKENSREQUEST']._serialized_start=1219
+  _globals['_LISTTOKENSREQUEST']._serialized_end=1238
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=1240
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=1300
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1302
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1340
+  _globals['_GETTOPOLOGYREQUEST']._serialized_start=1342
+  _globals['_GETTOPOLOGYREQUEST']._serialized_end=1362
+  _globals['_REGISTRATION']._serialized_start=1364
+  _globals['_REGISTRATION']._serialized_end=1450
+  _globals['_TOPOLOGYNODE']._serialized_start=1453
+  _globals['_TOPOLOGYNODE']._serialized_end=1608
+  _globals['_TOPOLOGY']._serialized_start=1611
+  _globals['_TOPOLOGY']._serialized_end=1753
+  _globals['_GETATTESTATIONPOLICYREQUEST']._serialized_start=1755
+  _globals['_GETATTESTATIONPOLICYREQUEST']._serialized_end=1784
+  _globals['_SETATTESTATIONPOLICYREQUEST']._serialized_start=1786
+  _globals['_SETATTESTATIONPOLICYREQUEST']._serialized_end=1854
+  _globals['_ATTESTATIONPOLICYINFO']._serialized_start=1857
+  _globals['_ATTESTATIONPOLICYINFO']._serialized_end=1993
+  _globals['_ADMIN']._serialized_start=1996
+  _globals['_ADMIN']._serialized_end=2731
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "name", "instance_id", "eid_prefixes", "tags", "state", "enrolled_at", "revoked_at", "last_seen", "config_version", "applied_version", "uplinks", "token_id", "cert_not_after", "identity", "attestation", "attested_at", "ek_subject")
+    __slots__ = ("node_id", "name", "instance_id", "eid_prefixes", "tags", "state", "enrolled_at", "revoked_at", "last_seen", "config_version", "applied_version", "uplinks", "token_id", "cert_not_after", "identity", "attestation", "attested_at", "ek_subject", "ek_certificate_subject")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class NodeInfo(_message.Message):
     ATTESTATION_FIELD_NUMBER: _ClassVar[int]
     ATTESTED_AT_FIELD_NUMBER: _ClassVar[int]
     EK_SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    EK_CERTIFICATE_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     instance_id: int
@@ -47,7 +48,8 @@ class NodeInfo(_message.Message):
     attestation: str
     attested_at: str
     ek_subject: str
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., enrolled_at: _Optional[str] = ..., revoked_at: _Optional[str] = ..., last_seen: _Optional[str] = ..., config_version: _Optional[int] = ..., applied_version: _Optional[int] = ..., uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., token_id: _Optional[str] = ..., cert_not_after: _Optional[str] = ..., identity: _Optional[str] = ..., attestation: _Optional[str] = ..., attested_at: _Optional[str] = ..., ek_subject: _Optional[str] = ...) -> None: ...
+    ek_certificate_subject: str
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., enrolled_at: _Optional[str] = ..., revoked_at: _Optional[str] = ..., last_seen: _Optional[str] = ..., config_version: _Optional[int] = ..., applied_version: _Optional[int] = ..., uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., token_id: _Optional[str] = ..., cert_not_after: _Optional[str] = ..., identity: _Optional[str] = ..., attestation: _Optional[str] = ..., attested_at: _Optional[str] = ..., ek_subject: _Optional[str] = ..., ek_certificate_subject: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ("include_revoked",)
@@ -186,3 +188,31 @@ class Topology(_message.Message):
     nodes: _containers.RepeatedCompositeFieldContainer[TopologyNode]
     generated_at: str
     def __init__(self, controller_address: _Optional[str] = ..., map_servers: _Optional[_Iterable[str]] = ..., eid_pools: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[_Union[TopologyNode, _Mapping]]] = ..., generated_at: _Optional[str] = ...) -> None: ...
+
+class GetAttestationPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetAttestationPolicyRequest(_message.Message):
+    __slots__ = ("policy_json", "filename")
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    policy_json: str
+    filename: str
+    def __init__(self, policy_json: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class AttestationPolicyInfo(_message.Message):
+    __slots__ = ("policy_json", "source", "set_at", "set_by", "filename", "interval_seconds")
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SET_AT_FIELD_NUMBER: _ClassVar[int]
+    SET_BY_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    policy_json: str
+    source: str
+    set_at: str
+    set_by: str
+    filename: str
+    interval_seconds: float
+    def __init__(self, policy_json: _Optional[str] = ..., source: _Optional[str] = ..., set_at: _Optional[str] = ..., set_by: _Optional[str] = ..., filename: _Optional[str] = ..., interval_seconds: _Optional[float] = ...) -> None: ...

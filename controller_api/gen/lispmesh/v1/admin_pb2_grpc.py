@@ -70,6 +70,16 @@ class AdminStub:
                 request_serializer=lispmesh_dot_v1_dot_admin__pb2.GetTopologyRequest.SerializeToString,
                 response_deserializer=lispmesh_dot_v1_dot_admin__pb2.Topology.FromString,
                 _registered_method=True)
+        self.GetAttestationPolicy = channel.unary_unary(
+                '/lispmesh.v1.Admin/GetAttestationPolicy',
+                request_serializer=lispmesh_dot_v1_dot_admin__pb2.GetAttestationPolicyRequest.SerializeToString,
+                response_deserializer=lispmesh_dot_v1_dot_admin__pb2.AttestationPolicyInfo.FromString,
+                _registered_method=True)
+        self.SetAttestationPolicy = channel.unary_unary(
+                '/lispmesh.v1.Admin/SetAttestationPolicy',
+                request_serializer=lispmesh_dot_v1_dot_admin__pb2.SetAttestationPolicyRequest.SerializeToString,
+                response_deserializer=lispmesh_dot_v1_dot_admin__pb2.AttestationPolicyInfo.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -117,6 +127,19 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAttestationPolicy(self, request, context):
+        """The golden values TPM nodes are appraised against (`controller attestation policy`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAttestationPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +177,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetTopology,
                     request_deserializer=lispmesh_dot_v1_dot_admin__pb2.GetTopologyRequest.FromString,
                     response_serializer=lispmesh_dot_v1_dot_admin__pb2.Topology.SerializeToString,
+            ),
+            'GetAttestationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAttestationPolicy,
+                    request_deserializer=lispmesh_dot_v1_dot_admin__pb2.GetAttestationPolicyRequest.FromString,
+                    response_serializer=lispmesh_dot_v1_dot_admin__pb2.AttestationPolicyInfo.SerializeToString,
+            ),
+            'SetAttestationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAttestationPolicy,
+                    request_deserializer=lispmesh_dot_v1_dot_admin__pb2.SetAttestationPolicyRequest.FromString,
+                    response_serializer=lispmesh_dot_v1_dot_admin__pb2.AttestationPolicyInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,6 +378,60 @@ class Admin:
             '/lispmesh.v1.Admin/GetTopology',
             lispmesh_dot_v1_dot_admin__pb2.GetTopologyRequest.SerializeToString,
             lispmesh_dot_v1_dot_admin__pb2.Topology.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAttestationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lispmesh.v1.Admin/GetAttestationPolicy',
+            lispmesh_dot_v1_dot_admin__pb2.GetAttestationPolicyRequest.SerializeToString,
+            lispmesh_dot_v1_dot_admin__pb2.AttestationPolicyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAttestationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lispmesh.v1.Admin/SetAttestationPolicy',
+            lispmesh_dot_v1_dot_admin__pb2.SetAttestationPolicyRequest.SerializeToString,
+            lispmesh_dot_v1_dot_admin__pb2.AttestationPolicyInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlispmesh/v1/attestation.proto\x12\x0blispmesh.v1\"\x1d\n\x1b\x41ttestationChallengeRequest\"3\n\x14\x41ttestationChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x0c\n\x04pcrs\x18\x02 \x03(\r\"\x9c\x01\n\x08TpmQuote\x12\x0e\n\x06\x61ttest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12-\n\x04pcrs\x18\x03 \x03(\x0b\x32\x1f.lispmesh.v1.TpmQuote.PcrsEntry\x12\x11\n\tevent_log\x18\x04 \x01(\x0c\x1a+\n\tPcrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"D\n\x11\x41ttestationResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x61ttested_at\x18\x03 \x01(\t2\xa8\x01\n\x0b\x41ttestation\x12X\n\tChallenge\x12(.lispmesh.v1.AttestationChallengeRequest\x1a!.lispmesh.v1.AttestationChallenge\x12?\n\x06\x41ttest\x12\x15.lispmesh.v1.TpmQuote\x1a\x1e.lispmesh.v1.AttestationResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlispmesh/v1/attestation.proto\x12\x0blispmesh.v1\"\x1d\n\x1b\x41ttestationChallengeRequest\"M\n\x14\x41ttestationChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x0c\n\x04pcrs\x18\x02 \x03(\r\x12\x18\n\x10interval_seconds\x18\x03 \x01(\x01\"\x9c\x01\n\x08TpmQuote\x12\x0e\n\x06\x61ttest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12-\n\x04pcrs\x18\x03 \x03(\x0b\x32\x1f.lispmesh.v1.TpmQuote.PcrsEntry\x12\x11\n\tevent_log\x18\x04 \x01(\x0c\x1a+\n\tPcrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"D\n\x11\x41ttestationResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x61ttested_at\x18\x03 \x01(\t2\xa8\x01\n\x0b\x41ttestation\x12X\n\tChallenge\x12(.lispmesh.v1.AttestationChallengeRequest\x1a!.lispmesh.v1.AttestationChallenge\x12?\n\x06\x41ttest\x12\x15.lispmesh.v1.TpmQuote\x1a\x1e.lispmesh.v1.AttestationResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +37,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTESTATIONCHALLENGEREQUEST']._serialized_start=46
   _globals['_ATTESTATIONCHALLENGEREQUEST']._serialized_end=75
   _globals['_ATTESTATIONCHALLENGE']._serialized_start=77
-  _globals['_ATTESTATIONCHALLENGE']._serialized_end=128
-  _globals['_TPMQUOTE']._serialized_start=131
-  _globals['_TPMQUOTE']._serialized_end=287
-  _globals['_TPMQUOTE_PCRSENTRY']._serialized_start=244
-  _globals['_TPMQUOTE_PCRSENTRY']._serialized_end=287
-  _globals['_ATTESTATIONRESULT']._serialized_start=289
-  _globals['_ATTESTATIONRESULT']._serialized_end=357
-  _globals['_ATTESTATION']._serialized_start=360
-  _globals['_ATTESTATION']._serialized_end=528
+  _globals['_ATTESTATIONCHALLENGE']._serialized_end=154
+  _globals['_TPMQUOTE']._serialized_start=157
+  _globals['_TPMQUOTE']._serialized_end=313
+  _globals['_TPMQUOTE_PCRSENTRY']._serialized_start=270
+  _globals['_TPMQUOTE_PCRSENTRY']._serialized_end=313
+  _globals['_ATTESTATIONRESULT']._serialized_start=315
+  _globals['_ATTESTATIONRESULT']._serialized_end=383
+  _globals['_ATTESTATION']._serialized_start=386
+  _globals['_ATTESTATION']._serialized_end=554
 # @@protoc_insertion_point(module_scope)

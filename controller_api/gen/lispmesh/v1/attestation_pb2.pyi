@@ -12,12 +12,14 @@ class AttestationChallengeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AttestationChallenge(_message.Message):
-    __slots__ = ("nonce", "pcrs")
+    __slots__ = ("nonce", "pcrs", "interval_seconds")
     NONCE_FIELD_NUMBER: _ClassVar[int]
     PCRS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     nonce: bytes
     pcrs: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, nonce: _Optional[bytes] = ..., pcrs: _Optional[_Iterable[int]] = ...) -> None: ...
+    interval_seconds: float
+    def __init__(self, nonce: _Optional[bytes] = ..., pcrs: _Optional[_Iterable[int]] = ..., interval_seconds: _Optional[float] = ...) -> None: ...
 
 class TpmQuote(_message.Message):
     __slots__ = ("attest", "signature", "pcrs", "event_log")
