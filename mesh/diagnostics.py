@@ -302,6 +302,7 @@ async def netcheck(
         for uplink in uplinks:
             _now(xtr)
             uplink.update(xtr.nat.uplink_status(uplink["address"]))
+            uplink["direct"] = _direct(uplink)
             if uplink["up"] and uplink["state"] == "no-answer":
                 problems.append(
                     f"uplink {uplink['interface'] or uplink['address']}: no map-server answered "
@@ -325,6 +326,19 @@ async def netcheck(
     }
 
 
+def _direct(uplink: dict[str, Any]) -> str:
+    """Can peers reach this uplink without a relay? `yes` (no NAT), `hole-punching` (an
+    endpoint-independent mapping: reachable once both sides have sent to each other), `no`
+    (endpoint-dependent: a new port per peer, only a relay gets through), or `unknown`."""
+    if uplink["state"] == "none":
+        return "yes"
+    if uplink["state"] != "nat":
+        return "unknown"
+    return {"endpoint-independent": "hole-punching", "endpoint-dependent": "no"}.get(
+        uplink["mapping"], "unknown"
+    )
+
+
 def _nat_summary(uplinks: list[dict[str, Any]]) -> dict[str, Any]:
     """NAT over all uplinks: detected if any is behind one; one line saying what was found."""
     up = [u for u in uplinks if u["up"]]
@@ -342,11 +356,12 @@ def _nat_summary(uplinks: list[dict[str, Any]]) -> dict[str, Any]:
             parts.append(f"{name}: unknown, no map-server answered the Info-Requests")
         else:
             parts.append(f"{name}: still checking")
-    return {
-        "detected": detected,
-        "method": "info-request",
-        "detail": "; ".join(parts) or "no uplink is up",
-    }
+    detail = "; ".join(parts) or "no uplink is up"
+    if detected:
+        # Said plainly: detection works, traversal does not exist yet.
+        detail += " (peers cannot reach a NAT'd uplink yet: lispmesh has no RTR relay or hole "
+        detail += "punching)"
+    return {"detected": detected, "method": "info-request", "detail": detail}
 
 
 COMMANDS = ("ping", "trace", "netcheck")

@@ -111,7 +111,9 @@ def _nat(uplink: dict[str, Any]) -> str:
     nat = uplink.get("nat", uplink)  # status nests it, netcheck merges it into the uplink
     state = nat.get("state")
     if state == "nat":
-        return f", behind NAT as {nat['translated']} ({nat.get('mapping') or 'mapping unknown'})"
+        direct = f", direct: {nat['direct']}" if nat.get("direct") else ""
+        mapping = nat.get("mapping") or "mapping unknown"
+        return f", behind NAT as {nat['translated']} ({mapping}{direct})"
     if state == "none":
         return ", no NAT"
     if state == "no-answer":

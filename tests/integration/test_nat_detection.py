@@ -153,7 +153,7 @@ def test_netcheck_and_status_report_the_nat_of_each_profile(
     assert set(seen) == {f"{a}:4342" for a in MS.values()}, doc  # both map-servers answered
     if index == 0:
         assert (uplink["state"], uplink["mapping"], doc["nat"]["detected"]) == ("none", None, False)
-        assert uplink["translated"] == f"{XTRS[node]}:4342"
+        assert uplink["translated"] == f"{XTRS[node]}:4342" and uplink["direct"] == "yes"
     else:
         profile = PROFILES[index]
         mapping = "endpoint-dependent" if profile == "symmetric" else "endpoint-independent"
@@ -163,6 +163,7 @@ def test_netcheck_and_status_report_the_nat_of_each_profile(
             True,
         ), (profile, doc)
         assert {a for a, _ in seen.values()} == {f"10.0.{index}.2"}  # the NAT's outside address
+        assert uplink["direct"] == ("no" if profile == "symmetric" else "hole-punching")
         ports = {p for _, p in seen.values()}
         assert len(ports) == (2 if profile == "symmetric" else 1), (profile, doc)
     assert doc["ok"], doc["problems"]
@@ -174,7 +175,7 @@ def test_netcheck_and_status_report_the_nat_of_each_profile(
             [sys.executable, "-m", "lispmesh", "netcheck", "--socket", str(run / f"{node}.sock")],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        assert "behind NAT as 10.0.4.2:" in text.stdout and "endpoint-dependent" in text.stdout, (
+        assert "behind NAT as 10.0.4.2:" in text.stdout and "direct: no" in text.stdout, (
             text.stdout + text.stderr
         )
 

@@ -147,7 +147,10 @@ def test_node_renderers() -> None:
     )  # fmt: skip
     render_node.netcheck(
         {"uplinks": [{"interface": "eth1", "address": "10.77.0.11", "up": False},
-                     {"interface": "eth2", "address": "10.78.0.11", "up": True, "state": "none"}],
+                     {"interface": "eth2", "address": "10.78.0.11", "up": True, "state": "none"},
+                     {"interface": "eth3", "address": "10.79.0.11", "up": True, "state": "nat",
+                      "translated": "203.0.113.7:40342", "mapping": "endpoint-independent",
+                      "direct": "hole-punching"}],
          "nat": {"detail": "eth2 not behind NAT"},
          "controller": {"address": "10.77.0.1:7444", "reachable": False, "error": "refused",
                         "rtt_ms": None, "state": "unreachable"},
@@ -161,6 +164,7 @@ def test_node_renderers() -> None:
     assert "map-resolver" in out and "(answered by 10.77.0.12)" in out
     assert "eth1 10.77.0.11: DOWN" in out and "problem: uplink eth1 is down" in out
     assert "behind NAT as 203.0.113.7:40342 (endpoint-dependent)" in out  # status, uplinks
+    assert "(endpoint-independent, direct: hole-punching)" in out
     assert "eth2 10.78.0.11: up, no NAT" in out and "NAT: eth2 not behind NAT" in out
 
 
