@@ -218,7 +218,12 @@ class Responder:
         else:
             # Interop mode: no identity, so any inner source is accepted from this key.
             peer_eids = ((ctx.iid, _ANY4), (ctx.iid, _ANY6))
-        ctx.keys.install_decap(rlocs, key_id, public, peer_name, peer_eids, ctx.now)
+        slot = ctx.keys.install_decap(rlocs, key_id, public, peer_name, peer_eids, ctx.now)
+        if slot is None:
+            ctx.error(f"key exchange from {peer_name} refused: its RLOCs {rlocs} are in use by "
+                      "another node")  # fmt: skip
+            ctx.drops["kx-rloc-taken"] += 1
+            return None
         ctx.datapath.install_decap(ctx.keys.decap)
         self.peers.key_exchanged(peer_name)
         return key_id

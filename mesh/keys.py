@@ -32,6 +32,10 @@ from lisp.data_header import DataHeader
 IpAddress = IPv4Address | IPv6Address
 IpNetwork = IPv4Network | IPv6Network
 INTEROP_KEY_ID = 1  # lispers.net always uses key-id 1; so does our unauthenticated interop mode
+# How long the peer whose keys an RLOC's slots hold must have been silent before another peer may
+# claim that RLOC (an address handed to another node). Until then a claim is refused: packets
+# are looked up by (source RLOC, key-id), so taking the slot would cut the owner off.
+RLOC_TAKEOVER_AFTER = 300.0
 
 
 @dataclass(slots=True)
@@ -188,10 +192,14 @@ class KeyStore:
         peer_name: str,
         peer_eids: tuple[tuple[int, IpNetwork], ...],
         now: float,
-    ) -> DecapSlot:
+    ) -> DecapSlot | None:
         """An ITR offered `itr_public` under `key_id`: install (or keep) the slot for each of its
         RLOCs. Other key-ids stay installed, so packets sealed with the previous key still
-        open until the ITR has moved over (make-before-break)."""
+        open until the ITR has moved over (make-before-break). An RLOC another peer is using
+        is left to it; None when that leaves no RLOC (the claim is refused)."""
+        itr_rlocs = [r for r in itr_rlocs if not self._owned_by_another(r, peer_name, now)]
+        if not itr_rlocs:
+            return None
         current = next(
             (self.decap.get((rloc, key_id)) for rloc in itr_rlocs if (rloc, key_id) in self.decap),
             None,
@@ -213,6 +221,14 @@ class KeyStore:
         for rloc in itr_rlocs:
             self.decap[(rloc, key_id)] = slot
         return slot
+
+    def _owned_by_another(self, rloc: str, peer_name: str, now: float) -> bool:
+        return any(
+            r == rloc
+            and slot.peer_name != peer_name
+            and now - max(slot.last_used, slot.installed_at) < RLOC_TAKEOVER_AFTER
+            for (r, _key_id), slot in self.decap.items()
+        )
 
     def expire_decap(self, now: float, idle_after: float) -> int:
         """Drop slots unused for `idle_after` seconds whose peer has a newer slot in use."""
