@@ -95,6 +95,8 @@ class Enroller:
         self.tpm = tpm or TpmVerifier(ManufacturerCAs(()), clock=clock)
         self.tpm_records = TpmRecords(store)
         self.api_port = 0  # set once the server is bound
+        # Every replica's API address, this one first (replicas on etcd; else none).
+        self.api_addresses: Callable[[], list[str]] = list
 
     def enroll(self, request: enrollment_pb2.EnrollRequest) -> enrollment_pb2.EnrollResponse:
         try:
@@ -124,6 +126,7 @@ class Enroller:
             ],
             tags=list(node.tags),
             api_port=self.api_port,
+            api_addresses=self.api_addresses(),
         )
 
     # ------------------------------------------------------------------ credentials

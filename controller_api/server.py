@@ -266,6 +266,7 @@ class Controller:
             election = Election(store.etcd, store.prefix, me, s.leader_ttl)
             self.leader = LeaderLoop(store, election, clock=self.clock)
             self.leader.start()
+            enroller.api_addresses = lambda: _replica_addresses(election)
         if s.metrics_listen:
             ms = self.map_server
             collector = LoopCollector(
@@ -310,6 +311,16 @@ class Controller:
         finally:
             await self.stop()
         log.info("controller stopped")
+
+
+def _replica_addresses(election: Election) -> list[str]:
+    """This replica's API address, then every other live replica's (for a node to fail over)."""
+    own = election.me.api_address
+    try:
+        others = [r.get("api_address", "") for r in election.replicas()]
+    except StoreError:
+        others = []
+    return [own, *sorted({a for a in others if a and a != own})]
 
 
 def read_info(state_dir: Path) -> dict[str, str]:

@@ -98,6 +98,7 @@ class Agent:
     ) -> None:
         self.state = state
         self.enrollment = enrollment
+        self.api_index = 0  # which of enrollment.controllers() the session uses now
         self.options = options
         self.key = key  # the node key (TPM or file): mTLS to the controller, key-exchange proofs
         self.started = time.monotonic()
@@ -160,6 +161,18 @@ class Agent:
             await self._stop_standby()
         return self.exit_code
 
+    @property
+    def api_address(self) -> str:
+        controllers = self.enrollment.controllers()
+        return controllers[self.api_index % len(controllers)]
+
+    def _next_controller(self) -> None:
+        """The controller in use failed: the next replica's turn (the list wraps around)."""
+        controllers = self.enrollment.controllers()
+        if len(controllers) > 1:
+            self.api_index = (self.api_index + 1) % len(controllers)
+            log.info("trying the controller replica at %s next", self.api_address)
+
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         if self.controller_state == "unreachable":
@@ -175,7 +188,8 @@ class Agent:
         return {
             "node_id": self.enrollment.node_id,
             "name": self.enrollment.name,
-            "controller_address": self.enrollment.api_address,
+            "controller_address": self.api_address,
+            "controller_addresses": list(self.enrollment.controllers()),
             "controller_state": self.controller_state,
             "controller": line,
             "unreachable_since": rfc3339(self.unreachable_since),
@@ -219,12 +233,13 @@ class Agent:
                 if exc.code() == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details:
                     await self._revoked(details)
                     return
-                error = explain(exc, self.enrollment.api_address)
+                error = explain(exc, self.api_address)
                 self._unreachable(str(error) if isinstance(error, ControllerUnreachable) else
                                   f"the controller refused: {error}")  # fmt: skip
             except Exception as exc:  # a bug here must not end the agent's controller session
                 log.exception("controller session failed")
                 self._unreachable(f"internal error: {type(exc).__name__}: {exc}")
+            self._next_controller()
             delay = backoff.next()
             self.next_retry_at = time.monotonic() + delay
             await asyncio.sleep(delay)
@@ -250,7 +265,7 @@ class Agent:
         creds = self.key.channel_credentials(
             self.state.ca.read_bytes(), self.state.cert.read_bytes()
         )
-        async with aio_channel(self.enrollment.api_address, creds) as channel:
+        async with aio_channel(self.api_address, creds) as channel:
             interval = 0.0
             if self.key.origin == "tpm":
                 interval = await self._attest(channel)
@@ -334,7 +349,7 @@ class Agent:
 
     def _connected(self) -> None:
         if self.controller_state != "connected":
-            log.info("connected to the controller at %s", self.enrollment.api_address)
+            log.info("connected to the controller at %s", self.api_address)
         self.controller_state = "connected"
         self.connected_at = time.time()
         self.unreachable_since = None
@@ -384,9 +399,7 @@ class Agent:
                 await asyncio.sleep(min(wait, opts.renew_recheck))
                 continue
             try:
-                cert = await renew_certificate(
-                    self.state, self.enrollment.name, self.enrollment.api_address
-                )
+                cert = await renew_certificate(self.state, self.enrollment.name, self.api_address)
             except (RenewalError, OSError) as exc:
                 retry = schedule.failed(time.time(), str(exc))
                 log.warning("certificate renewal failed (%s); next try at %s", exc, rfc3339(retry))

@@ -207,6 +207,7 @@ def _store(
         enrolled_at=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         identity=node_key.origin,
         tpm=node_key.where if node_key.origin == "tpm" else "",
+        api_addresses=tuple(response.api_addresses),
     )
     write_certificate(state.ca, ca)
     write_certificate(state.cert, cert)

@@ -50,6 +50,14 @@ class Enrollment:
     enrolled_at: str
     identity: str = "file"  # where the node key lives: "tpm" or "file" (node.key)
     tpm: str = ""  # the TPM it joined with (device path or TCTI); `--tpm` may override it
+    # Every controller replica's API address, api_address first (empty: one controller). The
+    # agent moves along this list when the one it uses stops answering.
+    api_addresses: tuple[str, ...] = ()
+
+    def controllers(self) -> tuple[str, ...]:
+        """The API addresses to try, in order."""
+        rest = [a for a in self.api_addresses if a != self.api_address]
+        return (self.api_address, *rest)
 
 
 class CheckpointCipher(Protocol):
@@ -138,6 +146,7 @@ class StateDir:
         try:
             data = json.loads(self.agent_file.read_text())
             data["eid_prefixes"] = tuple(data["eid_prefixes"])
+            data["api_addresses"] = tuple(data.get("api_addresses", ()))
             return Enrollment(**data)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise StateError(f"{self.agent_file}: unreadable enrollment ({exc})") from None

@@ -69,8 +69,10 @@ def status(doc: dict[str, Any], console: Console) -> None:
     if agent:
         line = agent.get("controller", "")
         style = "" if agent.get("controller_state") == "connected" else "yellow"
+        replicas = agent.get("controller_addresses") or []
+        others = f" (of {len(replicas)} replicas)" if len(replicas) > 1 else ""
         console.print(
-            Text.assemble(f"controller {agent.get('controller_address')}: ", (line, style))
+            Text.assemble(f"controller {agent.get('controller_address')}{others}: ", (line, style))
         )
         if "applied_version" in agent:
             error = agent.get("apply_error")

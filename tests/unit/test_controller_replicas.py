@@ -1,13 +1,18 @@
 """Three controller replica processes on one real etcd: the leader is SIGSTOPped past its lease,
 another takes over, and the old one, resumed, never writes as leader again; a one-use token
-redeemed through two replicas at the same moment enrolls exactly one node."""
+redeemed through two replicas at the same moment enrolls exactly one node; a node whose
+replica is killed moves to another one."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +20,9 @@ from controller_api.offline import create_token
 from controller_api.settings import StoreSettings
 from controller_api.store.etcd_client import EtcdClient
 from lispmesh.waiting import wait_until
+from node.agent import Agent, AgentOptions
 from node.enroll import EnrollError, enroll
+from node.node_key import NodeKey
 from node.state import StateDir
 from tests.etcd_cluster import EtcdCluster, unique_prefix
 from tests.replica_harness import Replica, leader, leader_record, start_replicas
@@ -122,3 +129,63 @@ def _race(
     refused = [r for r in results if r.startswith("refused")]
     assert len(refused) == 1 and "used up" in refused[0], results
     assert etcd.range(f"{prefix}nodes/".encode(), prefix=True).count == 1
+
+
+async def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """wait_until for a coroutine: polls without blocking the loop the agent runs in."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def test_a_node_moves_to_another_replica_when_its_controller_dies(
+    etcd_cluster: EtcdCluster, prefix: str, tmp_path: Path
+) -> None:
+    replicas = start_replicas(tmp_path / "replicas", etcd_cluster.endpoints, prefix, 2)
+    try:
+        settings = StoreSettings("etcd", tuple(etcd_cluster.endpoints), prefix)
+        token, _ = create_token(replicas[0].state_dir, 600, 1, store_settings=settings)
+        state = StateDir(tmp_path / "node")
+        enrollment = enroll(state, replicas[0].address, str(token))
+        apis = [r.info["api_address"] for r in replicas]
+        assert enrollment.controllers() == tuple(apis)  # the one it joined first
+        assert state.load_enrollment().controllers() == tuple(apis)
+        options = AgentOptions(state.path, tmp_path / "run", backoff_base=0.2, backoff_cap=1.0)
+        agent = Agent(state, enrollment, options, NodeKey.open(state, None))
+        received: list[str] = []
+
+        async def apply(desired: Any, checkpointed: bool = False) -> tuple[bool, str]:
+            # Running the mesh needs root: here only the controller session is under test.
+            received.append(agent.api_address)
+            return True, ""
+
+        agent._apply = apply  # type: ignore[method-assign]
+
+        async def scenario() -> dict[str, Any]:
+            session = asyncio.create_task(agent._controller_loop())
+            try:
+                await _until(lambda: agent.controller_state == "connected" and received, 15,
+                             "the node to connect")  # fmt: skip
+                assert received[-1] == apis[0]
+                replicas[0].signal(signal.SIGKILL)
+                await _until(lambda: received[-1] == apis[1], 15, "the node on the other replica")
+                await _until(lambda: agent.controller_state == "connected", 5, "connected")
+                return agent.status()
+            finally:
+                session.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await session
+
+        loop = asyncio.new_event_loop()
+        try:
+            status = loop.run_until_complete(scenario())
+        finally:
+            loop.close()
+        assert status["controller_address"] == apis[1]
+        assert status["controller_addresses"] == apis
+    finally:
+        for r in replicas:
+            r.stop()
