@@ -1047,7 +1047,9 @@ static int handle_outside(Engine *e, const uint8_t *pkt, size_t len,
     int n = open_packet(s, pkt, len, inner, &counter);
     if (n <= 0) { e->stats[ST_DECRYPT_FAIL]++; return 0; }
     if (!replay_accept(s, counter)) { e->stats[ST_REPLAY]++; return 0; }
-    if ((pkt[0] & 0x08) && ((uint32_t)get32(pkt + 4) >> 8) != e->iid) {
+    /* No I bit means instance-id 0: a node in another instance must always say which. */
+    uint32_t header_iid = (pkt[0] & 0x08) ? ((uint32_t)get32(pkt + 4) >> 8) : 0;
+    if (header_iid != e->iid) {
         e->stats[ST_WRONG_IID]++;
         return 0;
     }

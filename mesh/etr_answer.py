@@ -215,6 +215,11 @@ class Responder:
             peer_name, peer_eids, key_id = peer.name, peer.eids, peer.key_id
             if self.revocation.refuse(peer_name):
                 return None
+            if not any(iid == ctx.iid for iid, _ in peer_eids):
+                ctx.error(f"key exchange from {peer_name} refused: its certificate names no "
+                          f"EID in instance-id {ctx.iid}")  # fmt: skip
+                ctx.drops["kx-wrong-instance"] += 1
+                return None
         else:
             # Interop mode: no identity, so any inner source is accepted from this key.
             peer_eids = ((ctx.iid, _ANY4), (ctx.iid, _ANY6))

@@ -200,6 +200,9 @@ class KeyStore:
         itr_rlocs = [r for r in itr_rlocs if not self._owned_by_another(r, peer_name, now)]
         if not itr_rlocs:
             return None
+        # Only EIDs of our instance-id may be inner sources: the same prefix in another
+        # instance is another network's (the controller may hand it out there too).
+        peer_eids = tuple(e for e in peer_eids if e[0] == self.instance_id)
         current = next(
             (self.decap.get((rloc, key_id)) for rloc in itr_rlocs if (rloc, key_id) in self.decap),
             None,

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.policy_format import NodePolicy
-from lisp import EncapsulatedControl, InfoMessage, MapNotify, MapReply, MapRequest
+from lisp import Action, EncapsulatedControl, InfoMessage, MapNotify, MapReply, MapRequest
 from lisp.crypto import CryptoError, packet_key_id
 from mesh.config import NodeConfig
 from mesh.datapath import DataPath
@@ -203,7 +203,9 @@ class Xtr:
         if not inner:
             self.drops["malformed"] += 1
             return
-        if packet[0] & 0x08 and int.from_bytes(packet[4:7], "big") != ctx.iid:
+        # No I bit means instance-id 0: a node in another instance must always say which.
+        header_iid = int.from_bytes(packet[4:7], "big") if packet[0] & 0x08 else 0
+        if header_iid != ctx.iid:
             self.drops["wrong-instance"] += 1
             return
         if slot is not None:
@@ -304,6 +306,16 @@ class Xtr:
         )
 
     # ------------------------------------------------------------------ network policy
+
+    def forget_policy_denied(self) -> int:
+        """A new policy: what the map-server refused under the old one may be allowed now.
+        Forget those negative mappings, so the next packet asks again instead of being dropped
+        for the rest of their TTL. Returns how many were forgotten."""
+        cache = self.path_table.map_cache
+        denied = [e for e in cache if e.negative and e.action == Action.DROP_POLICY_DENIED]
+        for entry in denied:
+            cache.remove(entry.iid, entry.prefix)
+        return len(denied)
 
     def apply_policy(self, policy: NodePolicy | None) -> None:
         """Enforce `policy` from now on (None: allow everything), in the data path that runs.

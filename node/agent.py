@@ -34,7 +34,6 @@ from controller_api.gen.lispmesh.v1 import (
     status_pb2_grpc,
 )
 from controller_api.settings import rfc3339
-from lisp.records import Action
 from mesh.config import NodeConfig
 from mesh.control import ControlServer
 from mesh.node import NodeRuntime, NodeSetupError
@@ -463,15 +462,9 @@ class Agent:
         return True, ""
 
     def _forget_policy_denied(self) -> None:
-        """A new policy: what the map-server refused under the old one may be allowed now.
-        Forget those negative mappings, so the next packet asks again instead of being dropped
-        for the rest of their TTL."""
-        cache = getattr(self.runtime.xtr if self.runtime else None, "map_cache", None)
-        if cache is None:
-            return
-        for entry in list(cache):
-            if entry.negative and entry.action == Action.DROP_POLICY_DENIED:
-                cache.remove(entry.iid, entry.prefix)
+        xtr = self.runtime.xtr if self.runtime is not None else None
+        if xtr is not None:
+            xtr.forget_policy_denied()
 
     async def _replace_runtime(self, config: NodeConfig) -> None:
         """The one place a running node takes a new config: in place when the runtime can

@@ -139,3 +139,43 @@ def test_segmenter_refuses_what_it_cannot_cut() -> None:
     for bad in (b"", b"\x45" * 10, udp, _inner(100)[:30]):
         with pytest.raises(ValueError):
             _fastpath.segment(bad, 1360)
+
+
+@pytest.mark.parametrize(("ours", "header_iid", "opens"), [
+    (7, 7, True), (7, 0, False), (0, 7, False), (0, 0, True),
+])  # fmt: skip
+def test_c_requires_the_header_to_name_our_instance(
+    ours: int, header_iid: int, opens: bool
+) -> None:
+    # Issue 12 finding 2: without the I bit a packet is instance 0's, so a node of another
+    # instance holding a key cannot slip packets in by leaving the I bit out. Through the real
+    # receive path: a UDP socket on loopback in, a pipe standing in for the TUN device out.
+    import socket
+
+    from mesh import _fastpath  # type: ignore[attr-defined]
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind(("127.0.0.1", 0))
+        key = os.urandom(16)
+        engine = _fastpath.Engine(write_end, False, ours)
+        engine.set_slot(1, CS_AES128_GCM, key, [(4, bytes(4), 0)])
+        engine.set_decap_key("127.0.0.1", 1, 1)
+        inner = _inner(10)
+        packet = PacketCipher(CS_AES128_GCM, key, 1).seal(data_header(header_iid, 1), inner, 1)
+        sender.sendto(packet, receiver.getsockname())
+        assert engine.pump_outside(receiver.fileno(), 8) == []  # nothing for the slow path
+        try:
+            written = os.read(read_end, 4096)
+        except BlockingIOError:
+            written = b""
+        assert (written == inner) == opens
+        assert engine.stats().get("wrong-instance", 0) == (0 if opens else 1)
+    finally:
+        receiver.close()
+        sender.close()
+        os.close(read_end)
+        os.close(write_end)

@@ -110,3 +110,19 @@ def test_a_genuine_keyless_probe_reply_keeps_the_entry_alive(mesh: tuple[Wire, M
     (entry,) = n1.status()["map_cache"]
     assert entry["ttl_remaining"] >= before - 0.5  # renewed, not running down
     assert n1.xtr.ctx.drops["probe-reply-unsigned-change"] == 0
+
+
+def test_a_new_policy_forgets_what_the_old_one_denied(mesh: tuple[Wire, MakeNode]) -> None:
+    # The agent calls this when the controller's policy changes (found broken by a lab test
+    # after the xTR restructure: the agent looked for a map-cache attribute that had moved).
+    from lisp.map_cache import MapCacheEntry
+
+    wire, _ = mesh
+    (n1,) = joined(mesh, 1)
+    cache = n1.xtr.path_table.map_cache
+    for prefix, action in (("10.1.2.0/24", Action.DROP_POLICY_DENIED),
+                           ("10.1.3.0/24", Action.DROP_NO_REASON)):  # fmt: skip
+        record = EidRecord(_eid(n1, prefix.split("/")[0]), 24, (), 1, action)
+        cache.insert(MapCacheEntry.from_record(record, wire.now))
+    assert n1.xtr.forget_policy_denied() == 1
+    assert [str(e.prefix) for e in cache] == ["10.1.3.0/24"]
