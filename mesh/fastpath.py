@@ -54,6 +54,12 @@ class RouteTarget(Protocol):
     local: Any
 
 
+# The C engine's per-packet buffers (SEG_BUF in mesh/_fastpath.c) hold 2048 bytes of LISP
+# data: header (8), IV (12), inner packet, tag (16). A larger inner packet (a TUN MTU above this)
+# would be cut on receive, so such an MTU runs on the Python data path (node.py decides).
+MAX_INNER_PACKET = 2048 - 8 - 12 - 16
+
+
 def available() -> bool:
     return _fastpath is not None
 

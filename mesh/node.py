@@ -224,6 +224,16 @@ class NodeRuntime:
                 )
             log.warning("the C data path is not built: using the slower Python data path")
             return False
+        mtu = config.xtr.mtu if config.xtr is not None else 0
+        if mtu > fastpath.MAX_INNER_PACKET:
+            why = (
+                f"xtr.mtu {mtu} is more than the C data path's largest inner packet "
+                f"({fastpath.MAX_INNER_PACKET} bytes)"
+            )
+            if config.dataplane == "c":
+                raise NodeSetupError(f"{why}: lower the MTU or use dataplane: python")
+            log.warning("%s: using the slower Python data path", why)
+            return False
         return True
 
     def _load_identity(self) -> KxAuthority | None:

@@ -122,3 +122,27 @@ def test_revoked_peers_default_empty_and_parse(tmp_path: Path) -> None:
     data = dict(GOOD, security={"revoked_peers": ["n1", "edge-7", "n1"]})
     config = parse_config(data, tmp_path / "node.yml")
     assert config.security.revoked_peers == frozenset({"n1", "edge-7"})
+
+
+@pytest.mark.parametrize(
+    ("mtu", "dataplane", "fast"),
+    [(1400, "auto", True), (2012, "c", True), (9000, "auto", False), (9000, "c", None)],
+)
+def test_an_mtu_the_c_path_cannot_carry_is_refused_or_runs_on_python(
+    tmp_path: Path, mtu: int, dataplane: str, fast: bool | None
+) -> None:
+    # Issue 12 finding 8: the C engine's buffers hold inner packets up to 2012 bytes; a larger
+    # TUN MTU used to be accepted and its big packets cut on receive.
+    from mesh import fastpath
+    from mesh.node import NodeRuntime, NodeSetupError
+
+    if not fastpath.available():
+        pytest.fail("the C data path is not built")
+    data = _with("xtr.mtu", mtu)
+    data["dataplane"] = dataplane
+    runtime = NodeRuntime(parse_config(data, tmp_path / "node.yml"))
+    if fast is None:
+        with pytest.raises(NodeSetupError, match=r"xtr\.mtu 9000 is more than the C data path"):
+            runtime._use_fast_path()
+    else:
+        assert runtime._use_fast_path() is fast
