@@ -24,6 +24,7 @@ from mesh.identity import IdentityError
 from mesh.keys import random_nonce
 from mesh.kx import KxReplayError, requested_eids
 from mesh.peer_stats import PeerTable
+from mesh.rate_limit import TokenBuckets
 from mesh.revocation import Revocation
 from mesh.rloc_probing import Prober
 from mesh.xtr_context import XtrContext
@@ -32,6 +33,11 @@ from mesh.xtr_types import CONTROL_PORT, MAP_REPLY_TTL_MINUTES, SMR_INTERVAL, Lo
 _ANY4 = eid_prefix(IPv4Address(0), 0)
 _ANY6 = eid_prefix(IPv6Address(0), 0)
 SMR_TABLE_LIMIT = 4096
+# Keyed Map-Requests (each an ECDSA verify, an X25519 and an ECDSA sign) per claimed ITR-RLOC,
+# and in all: far above what rekeying and probing need (a few per peer per minute), far below
+# what would starve the data path sharing the event loop.
+KX_PER_SOURCE = (5.0, 20.0)  # per second, burst
+KX_TOTAL = (200.0, 400.0)
 
 
 class Responder:
@@ -46,6 +52,8 @@ class Responder:
         self.peers = peers
         self.revocation = revocation
         self.smr_sent: dict[str, float] = {}
+        self.kx_per_source = TokenBuckets(*KX_PER_SOURCE)
+        self.kx_total = TokenBuckets(*KX_TOTAL, max_keys=1)
 
     def our_prefix_for(self, record: RequestRecord) -> IpNetwork | None:
         ctx = self.ctx
@@ -190,6 +198,10 @@ class Responder:
         rlocs = [str(ip) for ip in itr_ips]
         if itr_ip is not None and str(itr_ip) not in rlocs:
             rlocs.append(str(itr_ip))
+        claimed = str(itr_ip) if itr_ip is not None else (rlocs[0] if rlocs else "")
+        if not self.kx_per_source.allow(claimed, ctx.now) or not self.kx_total.allow("", ctx.now):
+            ctx.drops["kx-rate-limited"] += 1  # before any public-key work
+            return None
         peer_name = f"rloc:{itr_ip}"
         peer_eids: tuple[tuple[int, IpNetwork], ...] = ()
         key_id = 1

@@ -15,6 +15,7 @@ replay window of the slot it would land in (`kx-replayed`).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from mesh.identity import (
     IdentityError,
     KxTranscript,
     NodeIdentity,
+    PeerIdentity,
     make_proof,
     parse_proof,
     read_certificate,
@@ -41,6 +43,7 @@ from mesh.identity import (
 
 FRESHNESS = 300.0  # seconds either way: the certificates' clock-skew allowance
 PEER_MEMORY = 8192  # peers whose newest request time is remembered (least recent forgotten)
+PROOF_CACHE = 1024  # verified proofs remembered by content
 Clock = Callable[[], float]
 
 
@@ -82,6 +85,7 @@ class KxAuthority:
         self.ca = ca_certificate
         self.clock = clock  # wall-clock seconds: proof times and certificate validity
         self._newest: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # peer: (ms, key)
+        self._proofs: OrderedDict[bytes, PeerIdentity] = OrderedDict()  # verified, by content
 
     @classmethod
     def from_files(
@@ -151,17 +155,37 @@ class KxAuthority:
             parsed.issued_at_ms,
         )  # fmt: skip
         wall = self.clock()
-        peer = verify_proof(self.ca, proof, transcript, wall)
+        # Stale is refused before any public-key work (its time is checked again once signed).
+        self._check_window("a node", parsed.issued_at_ms, wall)
+        peer = self._verified(proof, transcript, wall)
         self._check_fresh(peer.name, parsed.issued_at_ms, public, wall)
         return Peer(peer.name, peer.eids, parsed.key_id)
 
-    def _check_fresh(self, name: str, issued_ms: int, public: bytes, wall: float) -> None:
+    def _verified(self, proof: JsonLcaf, transcript: KxTranscript, wall: float) -> PeerIdentity:
+        """verify_proof, remembering what verified: the same signed bytes again (a retry, a
+        replay within the window) cost a hash, not an ECDSA verify."""
+        key = hashlib.sha256(proof.text.encode() + transcript.encode()).digest()
+        known = self._proofs.get(key)
+        if known is not None and wall <= known.not_after.timestamp():
+            self._proofs.move_to_end(key)
+            return known
+        peer = verify_proof(self.ca, proof, transcript, wall)
+        self._proofs[key] = peer
+        if len(self._proofs) > PROOF_CACHE:
+            self._proofs.popitem(last=False)
+        return peer
+
+    @staticmethod
+    def _check_window(name: str, issued_ms: int, wall: float) -> None:
         age = wall - issued_ms / 1000
         if abs(age) > FRESHNESS:
             raise KxReplayError(
-                f"key exchange from node {name} signed {age:.0f} s from now (more than "
+                f"key exchange from {name} signed {age:.0f} s from now (more than "
                 f"{FRESHNESS:g} s): replayed, or a clock is wrong"
             )
+
+    def _check_fresh(self, name: str, issued_ms: int, public: bytes, wall: float) -> None:
+        self._check_window(f"node {name}", issued_ms, wall)
         newest = self._newest.get(name)
         if newest is not None and issued_ms < newest[0]:
             if public != newest[1]:
