@@ -20,6 +20,9 @@ IpAddress = IPv4Address | IPv6Address
 IpNetwork = IPv4Network | IPv6Network
 
 
+TUN_GSO_MAX_SEGS = 64
+
+
 def configure_tun(
     name: str,
     mtu: int,
@@ -34,7 +37,10 @@ def configure_tun(
     addresses = list(addresses)
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=name)[0]
-        ipr.link("set", index=index, mtu=mtu, state="up")
+        # The C data path cuts a TSO super-packet into at most 64 segments (MAX_SEGMENTS in
+        # mesh/_fastpath.c); a peer MSS below ~1020 would need more from a 64 KB one. Capping
+        # the device's GSO segments makes the kernel build super-packets it can carry.
+        ipr.link("set", index=index, mtu=mtu, state="up", gso_max_segs=TUN_GSO_MAX_SEGS)
         for address in addresses:
             plen = 32 if address.version == 4 else 128
             # NODAD: a TUN has no neighbours; DAD would only hold the address tentative.

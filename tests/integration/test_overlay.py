@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.overlay import (
+    EID_SUPERNET4,
     REPO_ROOT,
     OverlayLab,
     XtrSpec,
@@ -352,6 +353,24 @@ def test_c_and_python_data_paths_interoperate(tmp_path: Path) -> None:
             assert not {"decrypt-failure", "replay", "spoofed-source", "malformed"} & set(drops), (
                 drops
             )
+
+
+def test_tcp_with_a_small_peer_mss_crosses_the_c_path(tmp_path: Path) -> None:
+    """Issue 12 finding 7: n2 advertises an MSS of 500, so a 64 KB TSO super-packet on n1 would
+    need 131 segments; the C path cuts at most 64. The TUN caps its GSO segments at 64, so the
+    kernel never hands over more, and nothing is dropped as malformed."""
+    specs = [XtrSpec(1, dataplane="c"), XtrSpec(2, dataplane="c")]
+    with OverlayLab(tmp_path, specs, name_prefix="ms") as lab:
+        lab.wait_registered()
+        shown = lab.exec("n1", ["ip", "-d", "link", "show", "lm0"]).stdout
+        assert "gso_max_segs 64" in shown, shown
+        route = ["ip", "route", "change", EID_SUPERNET4, "dev", "lm0", "src", eid4(2),
+                 "advmss", "500"]  # fmt: skip
+        assert lab.exec("n2", route).returncode == 0
+        lab.wait_ping("n1", eid4(2))
+        tcp_transfer(lab, "n1", "n2", eid4(2), 3_000_000)
+        for node in ("n1", "n2"):
+            assert "malformed" not in lab.drops(node), lab.drops(node)
 
 
 def _restart(lab: OverlayLab, node: str) -> subprocess.Popen[bytes]:
