@@ -12,7 +12,8 @@ fi
 DEBS=(python3 python3-venv python3-dev gcc libssl-dev iproute2 nftables tshark tcpdump iperf3 graphviz
       procps iputils-ping tmux swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config
       umoci conntrack etcd-server etcd-client
-      runc busybox-static libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86)
+      runc busybox-static libvirt-dev libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu
+      qemu-system-x86)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -110,11 +110,15 @@ class LibvirtRuntime:
     def _detect_domain_type(self) -> str:
         if self.conn.getType() == "TEST":
             return "test"
+        # libvirt offers kvm wherever /dev/kvm exists, even where it cannot run a guest (a PVM
+        # host without vmx, as on the CI machines): ask the CPU for hardware virtualization too.
+        if not _cpu_virtualizes():
+            return "qemu"  # TCG: slower, but runs anywhere
         try:
             self.conn.getDomainCapabilities(None, "x86_64", None, "kvm")
             return "kvm"
         except libvirt.libvirtError:
-            return "qemu"  # TCG: slower, but runs anywhere
+            return "qemu"
 
     def _id(self, name: str) -> str:
         return self.prefix + name
@@ -264,6 +268,15 @@ class LibvirtRuntime:
             for d in self.conn.listAllDomains()
             if d.name().startswith(self.prefix)
         )
+
+
+def _cpu_virtualizes(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    try:
+        flags = {word for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("flags") for word in line.split()}  # fmt: skip
+    except OSError:
+        return False
+    return bool(flags & {"vmx", "svm"})
 
 
 def _tap_of(domain_file: Path) -> str:
