@@ -68,6 +68,8 @@ class AgentOptions:
     renew_recheck: float = 600.0  # the longest single wait for the renewal time (clock jumps)
     event_log: Path | None = DEFAULT_EVENT_LOG  # sent with each TPM quote
     metrics_listen: str | None = None  # Prometheus /metrics, HOST:PORT (opt-in)
+    workloads_dir: Path | None = None  # supervise the workloads there (node/workloads; opt-in)
+    workload_interval: float = 1.0
 
 
 class Revoked(Exception):
@@ -110,6 +112,7 @@ class Agent:
         self.applied_version = 0
         self.config_source = "none"
         self.apply_error = ""
+        self.workloads: list[dict[str, Any]] = []  # as `lispmesh app ls --json` (workloads_dir)
         self.controller_state = "connecting"
         self.unreachable_since: float | None = None
         self.next_retry_at: float | None = None
@@ -148,6 +151,8 @@ class Agent:
             asyncio.create_task(self._report_loop(), name="reports"),
             asyncio.create_task(self._renewal_loop(), name="renewal"),
         ]
+        if self.options.workloads_dir is not None:
+            tasks.append(asyncio.create_task(self._workload_loop(), name="workloads"))
         try:
             await self.stop_event.wait()
         finally:
@@ -159,6 +164,19 @@ class Agent:
             await self._stop_runtime()
             await self._stop_standby()
         return self.exit_code
+
+    async def _workload_loop(self) -> None:
+        """Restart crashed workloads and re-adopt running ones (they outlive the agent)."""
+        from node.workloads.supervisor import node_supervisor, supervise_once
+
+        assert self.options.workloads_dir is not None
+        supervisor = node_supervisor(self.options.workloads_dir)
+        while True:
+            try:
+                self.workloads = await asyncio.to_thread(supervise_once, supervisor)
+            except Exception as exc:  # one bad step must not end supervision
+                log.error("workloads: %s", exc)
+            await asyncio.sleep(self.options.workload_interval)
 
     @property
     def api_address(self) -> str:
@@ -201,6 +219,7 @@ class Agent:
             "attestation": self.attestation,
             "ek_subject": self.witness.ek_subject if self.witness is not None else "",
             **self._certificate_status(),
+            **({"workloads": self.workloads} if self.options.workloads_dir else {}),
         }
 
     def _certificate_status(self) -> dict[str, Any]:

@@ -34,22 +34,12 @@ DEFAULT_STATE_DIR = Path("/var/lib/lispmesh/workloads")
 
 
 def _supervisor(args: argparse.Namespace) -> Any:
-    from node.workloads.libvirt_vm import LibvirtRuntime
-    from node.workloads.runc import DEFAULT_RUNC_ROOT, RuncRuntime
-    from node.workloads.supervisor import Supervisor
+    from node.workloads.supervisor import node_supervisor
 
-    state = Path(args.state_dir)
-    runc_root = Path(args.runc_root) if args.runc_root else DEFAULT_RUNC_ROOT
-    prefix = args.prefix
-
-    def containers() -> Any:
-        return RuncRuntime(state / "containers", runc_root, prefix, node_netns=args.node_netns)
-
-    def vms() -> Any:
-        return LibvirtRuntime(state / "vms", args.libvirt_uri, prefix, node_netns=args.node_netns)
-
-    return Supervisor(state, {"container": containers, "vm": vms},
-                      stop_timeout=args.stop_timeout)  # fmt: skip
+    return node_supervisor(
+        Path(args.state_dir), Path(args.runc_root) if args.runc_root else None, args.prefix,
+        args.libvirt_uri, args.node_netns, args.stop_timeout,
+    )  # fmt: skip
 
 
 def _address(text: str | None, version: int) -> Any:
@@ -158,9 +148,10 @@ def _supervise(args: argparse.Namespace) -> int:
     supervisor = _supervisor(args)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    from node.workloads.supervisor import supervise_once
+
     while True:
-        with supervisor.locked():
-            supervisor.step()
+        supervise_once(supervisor)
         if args.once or stop.wait(args.interval):
             return 0
 

@@ -181,6 +181,7 @@ def _run_managed(args: argparse.Namespace) -> int:
         metrics_interval=args.metrics_interval,
         metrics_listen=_metrics_listen(args.metrics_listen),
         event_log=Path(args.event_log),
+        workloads_dir=Path(args.workloads_dir) if args.workloads_dir else None,
     )
     try:
         key = NodeKey.open(state, tpm_for(enrollment, args.tpm))
@@ -219,6 +220,10 @@ def _join_options(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("LISPMESH_TPM") or None,
         help="keep the node key in this TPM: a device (/dev/tpmrm0) or a TCTI "
         "(swtpm:port=2321); default $LISPMESH_TPM, else a 0600 key file",
+    )
+    parser.add_argument(
+        "--workloads-dir",
+        help="supervise the workloads in this state dir (as `lispmesh app --state-dir`)",
     )
     parser.add_argument(
         "--event-log",

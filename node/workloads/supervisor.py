@@ -260,3 +260,34 @@ class Supervisor:
     def logs(self, name: str, max_bytes: int = 65536) -> str:
         entry = self.entry(name)
         return self.runtime(entry.workload.spec.kind).logs(name, max_bytes)
+
+
+def node_supervisor(
+    state_dir: Path,
+    runc_root: Path | None = None,
+    prefix: str = "lm-",
+    libvirt_uri: str = "qemu:///system",
+    node_netns: str | None = None,
+    stop_timeout: float = 10.0,
+) -> Supervisor:
+    """The node's supervisor: runc for containers, libvirt for VMs (connected on first use)."""
+
+    def containers() -> Runtime:
+        from node.workloads.runc import DEFAULT_RUNC_ROOT, RuncRuntime
+
+        return RuncRuntime(state_dir / "containers", runc_root or DEFAULT_RUNC_ROOT, prefix,
+                           node_netns=node_netns)  # fmt: skip
+
+    def vms() -> Runtime:
+        from node.workloads.libvirt_vm import LibvirtRuntime
+
+        return LibvirtRuntime(state_dir / "vms", libvirt_uri, prefix, node_netns=node_netns)
+
+    return Supervisor(state_dir, {"container": containers, "vm": vms}, stop_timeout=stop_timeout)
+
+
+def supervise_once(supervisor: Supervisor) -> list[dict[str, Any]]:
+    """One supervision step under the state dir's lock; the workloads as `app ls` shows them."""
+    with supervisor.locked():
+        supervisor.step()
+        return supervisor.list()

@@ -154,3 +154,16 @@ def test_the_app_verbs(tmp_path: Path, prefix: str, capsys: pytest.CaptureFixtur
     assert json.loads(capsys.readouterr().out)["state"] == "DELETED"
     assert cli.main(["app", "logs", "vm1", *common]) == 1
     assert "no workload named 'vm1'" in capsys.readouterr().err
+
+
+def test_one_supervision_step_as_the_agent_runs_it(tmp_path: Path, prefix: str) -> None:
+    from node.workloads.supervisor import node_supervisor, supervise_once
+
+    state = tmp_path / "s"
+    cli.main(["app", "run", str(_layout(tmp_path / "img")), "--name", "vm1", "--state-dir",
+              str(state), "--libvirt-uri", "test:///default", "--prefix", prefix])  # fmt: skip
+    agent_side = node_supervisor(state, prefix=prefix, libvirt_uri="test:///default")
+    libvirt.open("test:///default").lookupByName(prefix + "vm1").destroy()
+    rows = supervise_once(agent_side)  # sees it dead: BROKEN until the backoff passes
+    assert [(r["name"], r["state"]) for r in rows] == [("vm1", "BROKEN")]
+    assert "stopped" in rows[0]["last_error"]
