@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lispmesh.waiting import wait_until
 from tests.integration.overlay import REPO_ROOT, OverlayLab, XtrSpec, eid4, eid6
+from tests.unit.test_metrics import samples
 
 pytestmark = pytest.mark.root
 
@@ -75,8 +75,4 @@ def scrape(
     result = lab.exec(node, [sys.executable, "-c", f"import urllib.request as u; "
                              f"print(u.urlopen({url!r}, timeout=5).read().decode())"])  # fmt: skip
     assert result.returncode == 0, result.stderr
-    out = {}
-    for family in text_string_to_metric_families(result.stdout):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
+    return samples(result.stdout)
