@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -49,6 +49,8 @@ IpNetwork: TypeAlias = IPv4Network | IPv6Network
 IpAddr: TypeAlias = IPv4Address | IPv6Address
 Eid: TypeAlias = tuple[int, IpNetwork]  # (instance-id, prefix)
 Now: TypeAlias = "dt.datetime | float | None"
+# A moment a verifier is given (wall-clock seconds or a datetime): it never reads a clock itself.
+At: TypeAlias = "dt.datetime | float"
 
 # A private OID arc: 2.25.<UUID> (ITU-T X.667) needs no registration and is ours alone.
 _ARC = "2.25.234865613516693589482944461835356777512"
@@ -616,7 +618,9 @@ def parse_proof(json_lcaf: JsonLcaf) -> Proof:
 
 
 @dataclass(frozen=True, slots=True)
-class _VerifiedCert:
+class VerifiedCertificate:
+    """A node certificate a verifier accepted: its claims, key and validity."""
+
     claims: NodeClaims
     public_key: ec.EllipticCurvePublicKey
     not_before: dt.datetime
@@ -625,14 +629,14 @@ class _VerifiedCert:
 
 
 _CACHE_SIZE = 1024
-_cert_cache: OrderedDict[tuple[bytes, bytes], _VerifiedCert] = OrderedDict()
+_cert_cache: OrderedDict[tuple[bytes, bytes], VerifiedCertificate] = OrderedDict()
 
 
 def _ca_fingerprint(ca_certificate: x509.Certificate) -> bytes:
     return ca_certificate.fingerprint(hashes.SHA256())
 
 
-def _verified_certificate(ca_certificate: x509.Certificate, der: bytes) -> _VerifiedCert:
+def _verified_certificate(ca_certificate: x509.Certificate, der: bytes) -> VerifiedCertificate:
     """Parse `der` and check it was issued by the CA (cached by (CA, cert) fingerprint; only
     certificates that chained are cached, validity times are checked by the caller)."""
     fingerprint = hashlib.sha256(der).digest()
@@ -660,7 +664,7 @@ def _verified_certificate(ca_certificate: x509.Certificate, der: bytes) -> _Veri
     public_key = cert.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         raise IdentityError("proof certificate key is not ECDSA")
-    verified = _VerifiedCert(
+    verified = VerifiedCertificate(
         certificate_claims(cert),
         public_key,
         cert.not_valid_before_utc,
@@ -673,45 +677,66 @@ def _verified_certificate(ca_certificate: x509.Certificate, der: bytes) -> _Veri
     return verified
 
 
-def _valid_certificate(ca_certificate: x509.Certificate, der: bytes, now: Now) -> _VerifiedCert:
-    cert = _verified_certificate(ca_certificate, der)
-    name = cert.claims.name
-    moment = _utcnow(now)
-    if moment < cert.not_before:
-        raise IdentityError(f"certificate of node {name} not valid before {cert.not_before}")
-    if moment > cert.not_after:
-        raise IdentityError(f"certificate of node {name} expired at {cert.not_after}")
-    return cert
+class CertificateVerifier(Protocol):
+    """Decides which node certificates a key exchange accepts (as Nebula's handshake machine
+    takes its CA pool): the mesh CA by default (`CaVerifier`); tests and other trust models
+    inject their own. IdentityError with the reason when a certificate is refused."""
+
+    def verify(self, der: bytes, now: At) -> VerifiedCertificate: ...
+
+
+class CaVerifier:
+    """Node certificates directly issued by one CA, within their validity at `now`."""
+
+    def __init__(self, ca_certificate: x509.Certificate) -> None:
+        self.ca_certificate = ca_certificate
+
+    def verify(self, der: bytes, now: At) -> VerifiedCertificate:
+        cert = _verified_certificate(self.ca_certificate, der)
+        name = cert.claims.name
+        moment = _utcnow(now)
+        if moment < cert.not_before:
+            raise IdentityError(f"certificate of node {name} not valid before {cert.not_before}")
+        if moment > cert.not_after:
+            raise IdentityError(f"certificate of node {name} expired at {cert.not_after}")
+        return cert
+
+
+def as_verifier(trust: CertificateVerifier | x509.Certificate) -> CertificateVerifier:
+    """A verifier, given one or the CA certificate to verify against."""
+    return CaVerifier(trust) if isinstance(trust, x509.Certificate) else trust
 
 
 def verify_node_certificate(
-    ca_certificate: x509.Certificate, certificate: x509.Certificate, now: Now = None
+    ca_certificate: x509.Certificate, certificate: x509.Certificate, now: At
 ) -> PeerIdentity:
     """What a peer would accept of `certificate` at `now`: issued by the CA, a node certificate,
     within its validity; IdentityError with the reason otherwise (`lispmesh pki cert verify`)."""
     der = certificate.public_bytes(serialization.Encoding.DER)
-    cert = _valid_certificate(ca_certificate, der, now)
+    cert = CaVerifier(ca_certificate).verify(der, now)
     return PeerIdentity(
         cert.claims.name, cert.claims.eids, cert.claims.rlocs, cert.fingerprint, cert.not_after
     )
 
 
 def verify_proof(
-    ca_certificate: x509.Certificate,
+    trust: CertificateVerifier | x509.Certificate,
     json_lcaf: JsonLcaf,
     transcript: KxTranscript,
-    now: Now = None,
+    now: At,
 ) -> PeerIdentity:
-    """Check a peer's proof against the transcript rebuilt from its message. IdentityError with a
-    precise reason for: malformed proof, key-id mismatch, certificate not from the CA, not yet
-    valid or expired, signature mismatch, an EID (or pinned RLOC) the certificate does not cover.
+    """Check a peer's proof at `now` (the caller's clock: nothing here reads one) against the
+    transcript rebuilt from its message; `trust` is the certificate verifier, or the CA
+    certificate for the default one. IdentityError with a precise reason for: malformed proof,
+    key-id mismatch, certificate refused by the verifier (not from the CA, not yet valid or
+    expired), signature mismatch, an EID (or pinned RLOC) the certificate does not cover.
     """
     proof = parse_proof(json_lcaf)
     if proof.key_id != transcript.key_id:
         raise IdentityError(
             f"proof key-id {proof.key_id} does not match key-id {transcript.key_id}"
         )
-    cert = _valid_certificate(ca_certificate, proof.certificate_der, now)
+    cert = as_verifier(trust).verify(proof.certificate_der, now)
     name = cert.claims.name
     try:
         cert.public_key.verify(proof.signature, transcript.encode(), ec.ECDSA(hashes.SHA256()))

@@ -29,11 +29,13 @@ from lisp.lcaf import JsonLcaf
 from lisp.records import eid_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.identity import (
+    CertificateVerifier,
     Eid,
     IdentityError,
     KxTranscript,
     NodeIdentity,
     PeerIdentity,
+    as_verifier,
     make_proof,
     parse_proof,
     read_certificate,
@@ -76,13 +78,14 @@ class KxAuthority:
     def __init__(
         self,
         identity: NodeIdentity,
-        ca_certificate: x509.Certificate,
+        trust: CertificateVerifier | x509.Certificate,
         clock: Clock = time.time,
     ) -> None:
         if identity.certificate is None:
             raise IdentityError(f"node {identity.name} has no certificate")
         self.identity = identity
-        self.ca = ca_certificate
+        # Which certificates a key exchange accepts (the mesh CA unless one is injected).
+        self.verifier = as_verifier(trust)
         self.clock = clock  # wall-clock seconds: proof times and certificate validity
         self._newest: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # peer: (ms, key)
         self._proofs: OrderedDict[bytes, PeerIdentity] = OrderedDict()  # verified, by content
@@ -170,7 +173,7 @@ class KxAuthority:
         if known is not None and wall <= known.not_after.timestamp():
             self._proofs.move_to_end(key)
             return known
-        peer = verify_proof(self.ca, proof, transcript, wall)
+        peer = verify_proof(self.verifier, proof, transcript, wall)
         self._proofs[key] = peer
         if len(self._proofs) > PROOF_CACHE:
             self._proofs.popitem(last=False)
@@ -215,5 +218,5 @@ class KxAuthority:
         # A reply is fresh by its nonce (ours, random, asked once); its time is only signed.
         issued = parse_proof(proof).issued_at_ms
         transcript = KxTranscript("reply", nonce, cipher_suite, key_id, public, eids, rlocs, issued)
-        peer = verify_proof(self.ca, proof, transcript, self.clock())
+        peer = verify_proof(self.verifier, proof, transcript, self.clock())
         return Peer(peer.name, peer.eids, key_id)

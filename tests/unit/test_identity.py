@@ -48,6 +48,11 @@ EIDS_A = [(0, ip_network("10.1.0.0/24")), (7, ip_network("fd00:1::/64"))]
 EIDS_B = [(0, ip_network("10.2.0.0/24"))]
 
 
+def wall_now() -> dt.datetime:
+    """The moment a verifier is told (verify_proof reads no clock itself)."""
+    return dt.datetime.now(dt.UTC)
+
+
 @pytest.fixture
 def ca(tmp_path: Path) -> CertificateAuthority:
     return CertificateAuthority.create(tmp_path / "ca", "test mesh CA")
@@ -182,16 +187,16 @@ def test_proof_verifies(tmp_path: Path, ca: CertificateAuthority) -> None:
     doc = json.loads(proof.text)
     assert set(doc) == {"v", "kid", "t", "cert", "sig"} and doc["kid"] == 2
     assert " " not in proof.text and len(proof.text) < 1200
-    peer = verify_proof(ca.certificate, proof, t)
+    peer = verify_proof(ca.certificate, proof, t, now=wall_now())
     assert peer.name == "b" and peer.eids == tuple(EIDS_B)
     assert peer.covers(0, ip_network("10.2.0.128/25"))
     assert not peer.covers(1, ip_network("10.2.0.128/25"))
     # a sub-prefix of the certificate's prefix, and the order of sets, do not matter
     sub = transcript(eids=((0, ip_network("10.2.0.0/25")), (0, ip_network("10.2.0.128/25"))))
-    assert verify_proof(ca.certificate, make_proof(b, sub), sub).name == "b"
+    assert verify_proof(ca.certificate, make_proof(b, sub), sub, now=wall_now()).name == "b"
     swapped = dataclasses.replace(sub, eids=sub.eids[::-1])
     assert swapped.encode() == sub.encode()
-    assert verify_proof(ca.certificate, make_proof(b, sub), swapped).name == "b"
+    assert verify_proof(ca.certificate, make_proof(b, sub), swapped, now=wall_now()).name == "b"
 
 
 @pytest.mark.parametrize(
@@ -210,21 +215,21 @@ def test_rewritten_transcript_fails(tmp_path: Path, ca: CertificateAuthority, ch
     b = node(tmp_path, ca, "b", EIDS_B)
     proof = make_proof(b, transcript())
     with pytest.raises(IdentityError, match="signature does not match"):
-        verify_proof(ca.certificate, proof, transcript(**change))
+        verify_proof(ca.certificate, proof, transcript(**change), now=wall_now())
 
 
 def test_key_id_mismatch(tmp_path: Path, ca: CertificateAuthority) -> None:
     b = node(tmp_path, ca, "b", EIDS_B)
     proof = make_proof(b, transcript())
     with pytest.raises(IdentityError, match="key-id 2 does not match key-id 3"):
-        verify_proof(ca.certificate, proof, transcript(key_id=3))
+        verify_proof(ca.certificate, proof, transcript(key_id=3), now=wall_now())
 
 
 def test_certificate_from_another_ca(tmp_path: Path, ca: CertificateAuthority) -> None:
     rogue = CertificateAuthority.create(tmp_path / "rogue", "test mesh CA")  # same name!
     b = node(tmp_path, rogue, "b", EIDS_B)
     with pytest.raises(IdentityError, match="not issued by the mesh CA"):
-        verify_proof(ca.certificate, make_proof(b, transcript()), transcript())
+        verify_proof(ca.certificate, make_proof(b, transcript()), transcript(), now=wall_now())
 
 
 def test_eid_outside_certificate(tmp_path: Path, ca: CertificateAuthority) -> None:
@@ -236,16 +241,16 @@ def test_eid_outside_certificate(tmp_path: Path, ca: CertificateAuthority) -> No
     ]:
         t = transcript(eids=eids)
         with pytest.raises(IdentityError, match=f"{shown} not in certificate of node b"):
-            verify_proof(ca.certificate, make_proof(b, t), t)
+            verify_proof(ca.certificate, make_proof(b, t), t, now=wall_now())
 
 
 def test_pinned_rlocs(tmp_path: Path, ca: CertificateAuthority) -> None:
     b = node(tmp_path, ca, "b", EIDS_B, rlocs=[ip_network("192.0.2.0/24")])
     good = transcript()
-    assert verify_proof(ca.certificate, make_proof(b, good), good).rlocs is not None
+    assert verify_proof(ca.certificate, make_proof(b, good), good, now=wall_now()).rlocs is not None
     bad = transcript(rlocs=(ip_address("198.51.100.1"),))
     with pytest.raises(IdentityError, match=r"RLOC 198\.51\.100\.1 not in certificate of node b"):
-        verify_proof(ca.certificate, make_proof(b, bad), bad)
+        verify_proof(ca.certificate, make_proof(b, bad), bad, now=wall_now())
 
 
 def test_expired_and_not_yet_valid(tmp_path: Path, ca: CertificateAuthority) -> None:
@@ -265,12 +270,12 @@ def test_verified_certificates_are_cached(tmp_path: Path, ca: CertificateAuthori
     b = node(tmp_path, ca, "b", EIDS_B)
     for nonce in range(3):
         t = transcript(nonce=nonce)
-        verify_proof(ca.certificate, make_proof(b, t), t)
+        verify_proof(ca.certificate, make_proof(b, t), t, now=wall_now())
     assert len(ident._cert_cache) == 1
     rogue = CertificateAuthority.create(tmp_path / "rogue", "rogue")
     c = node(tmp_path, rogue, "c", EIDS_B)
     with pytest.raises(IdentityError):
-        verify_proof(ca.certificate, make_proof(c, transcript()), transcript())
+        verify_proof(ca.certificate, make_proof(c, transcript()), transcript(), now=wall_now())
     assert len(ident._cert_cache) == 1  # only certificates that chained are cached
 
 
@@ -294,7 +299,9 @@ GARBAGE = [
 @pytest.mark.parametrize("text", GARBAGE)
 def test_garbage_proof_is_identity_error(text: str, ca: CertificateAuthority) -> None:
     with pytest.raises(IdentityError):
-        verify_proof(ca.certificate, JsonLcaf(text, NO_ADDRESS), transcript(key_id=1))
+        verify_proof(
+            ca.certificate, JsonLcaf(text, NO_ADDRESS), transcript(key_id=1), now=wall_now()
+        )
 
 
 def test_binary_json_lcaf_rejected() -> None:
@@ -350,7 +357,7 @@ def test_signed_exchange_through_map_request_and_reply(
     kid = parse_proof(proof).key_id
     rebuilt = KxTranscript("request", received.nonce, key.cipher_suite, kid, public_key_of(key),
                            (EIDS_A[0],), (rloc,))  # fmt: skip
-    assert verify_proof(ca.certificate, proof, rebuilt).name == "a"
+    assert verify_proof(ca.certificate, proof, rebuilt, now=wall_now()).name == "a"
     etr_key = EcdhKeyPair.generate()
     t_rep = KxTranscript("reply", nonce, CS_AES128_GCM, kid, etr_key.public, tuple(EIDS_B),
                          (etr_rloc,))  # fmt: skip
@@ -367,7 +374,7 @@ def test_signed_exchange_through_map_request_and_reply(
     record = got.records[0]
     rebuilt2 = KxTranscript("reply", got.nonce, key2.cipher_suite, parse_proof(proof2).key_id,
                             public_key_of(key2), ((0, record.prefix),), (rloc2,))  # fmt: skip
-    assert verify_proof(ca.certificate, proof2, rebuilt2).name == "b"
+    assert verify_proof(ca.certificate, proof2, rebuilt2, now=wall_now()).name == "b"
     assert derive_data_key(itr_key, key2.keys[0], CS_AES128_GCM) == derive_data_key(
         etr_key, key.keys[0], CS_AES128_GCM
     )
@@ -379,7 +386,7 @@ def test_signed_exchange_through_map_request_and_reply(
     assert k3 is not None and p3 is not None
     t3 = dataclasses.replace(rebuilt2, ecdh_public=public_key_of(k3))
     with pytest.raises(IdentityError, match="signature does not match"):
-        verify_proof(ca.certificate, p3, t3)
+        verify_proof(ca.certificate, p3, t3, now=wall_now())
 
 
 def test_lispers_net_reply_vector_d() -> None:

@@ -9,6 +9,7 @@ so every key exchange is the authenticated one the product runs.
 from __future__ import annotations
 
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,8 +23,14 @@ from lisp import EncapsulatedControl, decode_control
 from lisp.map_server import MapServer, Site
 from lisp.map_server.site import SendTo
 from mesh.config import NodeConfig, parse_config
-from mesh.identity import provision_lab_identities
-from mesh.kx import KxAuthority
+from mesh.identity import (
+    CaVerifier,
+    IdentityError,
+    VerifiedCertificate,
+    provision_lab_identities,
+    read_certificate,
+)
+from mesh.kx import Clock, KxAuthority
 from mesh.xtr import CONTROL_PORT, DATA_PORT, LocalRloc, Xtr
 
 MS = "10.77.0.1"
@@ -180,9 +187,10 @@ def node_config(pki: dict[str, Path], index: int, uplinks: int = 1, **security: 
     return parse_config(data, pki[name] / f"{name}.yml")
 
 
-def authority(pki: dict[str, Path], name: str) -> KxAuthority:
+def authority(pki: dict[str, Path], name: str, clock: Clock = time.time) -> KxAuthority:
     d = pki[name]
-    return KxAuthority.from_files(name, str(d / "node.key"), str(d / "node.crt"), str(d / "ca.crt"))
+    files = (str(d / "node.key"), str(d / "node.crt"), str(d / "ca.crt"))
+    return KxAuthority.from_files(name, *files, clock=clock)
 
 
 MakeNode = Callable[..., Node]
@@ -192,10 +200,10 @@ MakeNode = Callable[..., Node]
 def mesh(pki: dict[str, Path]) -> Iterator[tuple[Wire, MakeNode]]:
     wire = Wire()
 
-    def make(index: int, uplinks: int = 1, **security: Any) -> Node:
+    def make(index: int, uplinks: int = 1, kx: KxAuthority | None = None, **security: Any) -> Node:
         config = node_config(pki, index, uplinks, **security)
         node = Node(config.name, wire)
-        node.xtr = Xtr(config, node, authority(pki, config.name), wire.now)
+        node.xtr = Xtr(config, node, kx or authority(pki, config.name), wire.now)
         wire.add(node)
         return node
 
@@ -372,3 +380,75 @@ def test_a_replayed_or_tampered_datagram_is_dropped(mesh: tuple[Wire, MakeNode])
     assert len(n2.inside) == 1
     assert n2.xtr.ctx.drops["replay"] == 1
     assert n2.xtr.ctx.drops["decrypt-failure"] == 1
+
+
+def test_an_etr_that_lost_its_keys_solicits_a_new_exchange(mesh: tuple[Wire, MakeNode]) -> None:
+    """SMR: n2 forgets the key n1 seals with (a restart); n1's next packet meets no key, n2
+    sends a Solicit-Map-Request, n1 probes n2 with its key and traffic flows again."""
+    wire, _ = mesh
+    n1, n2 = joined(mesh, 1, 2)
+    n1.xtr.now = wire.now
+    n1.xtr.inside_packet(ipv4_packet("10.1.1.1", "10.1.2.1", b"first"))
+    wire.pump()
+    n2.xtr.ctx.keys.decap.clear()
+    wire.tick(SMR_GAP)
+    n1.xtr.inside_packet(ipv4_packet("10.1.1.1", "10.1.2.1", b"lost"))
+    wire.pump()
+    assert n2.xtr.ctx.drops["no-key"] == 1
+    assert (n2.xtr.ctx.stats["smr-sent"], n1.xtr.ctx.stats["smr-received"]) == (1, 1)
+    again = ipv4_packet("10.1.1.1", "10.1.2.1", b"again")
+    n1.xtr.inside_packet(again)
+    wire.pump()
+    assert n2.inside[-1] == again
+
+
+SMR_GAP = 1.1  # past the SMR rate limit (mesh.xtr_types.SMR_INTERVAL)
+
+
+class RefuseNode:
+    """A certificate verifier that trusts the mesh CA except for one node."""
+
+    def __init__(self, ca: CaVerifier, refused: str) -> None:
+        self.ca = ca
+        self.refused = refused
+
+    def verify(self, der: bytes, now: Any) -> VerifiedCertificate:
+        cert = self.ca.verify(der, now)
+        if cert.claims.name == self.refused:
+            raise IdentityError(f"node {self.refused} is not trusted here")
+        return cert
+
+
+def test_the_key_exchange_asks_the_injected_certificate_verifier(
+    mesh: tuple[Wire, MakeNode], pki: dict[str, Path]
+) -> None:
+    wire, make = mesh
+    n1 = make(1)
+    plain = authority(pki, "n2")
+    verifier = RefuseNode(CaVerifier(read_certificate(pki["n2"] / "ca.crt")), "n1")
+    n2 = make(2, kx=KxAuthority(plain.identity, verifier))
+    wire.tick()
+    n1.xtr.now = wire.now
+    n1.xtr.inside_packet(ipv4_packet("10.1.1.1", "10.1.2.1"))
+    wire.pump()
+    assert n2.inside == []
+    assert n2.xtr.ctx.drops["kx-auth-failed"] == 1
+    assert "node n1 is not trusted here" in n2.xtr.ctx.errors[-1]
+
+
+def test_certificates_are_judged_by_the_injected_clock(
+    mesh: tuple[Wire, MakeNode], pki: dict[str, Path]
+) -> None:
+    """Both nodes' clocks say it is a year and a half later (so the request is fresh): n1's
+    one-year certificate has expired by then, whatever the machine's clock says."""
+    wire, make = mesh
+    later = 550 * 86400.0
+    n1 = make(1, kx=authority(pki, "n1", lambda: time.time() + later))
+    n2 = make(2, kx=authority(pki, "n2", lambda: time.time() + later))
+    wire.tick()
+    n1.xtr.now = wire.now
+    n1.xtr.inside_packet(ipv4_packet("10.1.1.1", "10.1.2.1"))
+    wire.pump()
+    assert n2.inside == []
+    assert n2.xtr.ctx.drops["kx-auth-failed"] == 1
+    assert "certificate of node n1 expired" in n2.xtr.ctx.errors[-1]
