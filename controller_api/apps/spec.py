@@ -31,6 +31,7 @@ or seconds. CPU is kept in millicpus and sizes in bytes so that capacity sums ar
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -171,6 +172,13 @@ class AppSpec:
     update: UpdateStrategy = UpdateStrategy()
     disconnect: DisconnectPolicy = DisconnectPolicy()
     reschedule: Reschedule = Reschedule()
+
+    @property
+    def version(self) -> str:
+        """What a running replica must be replaced for when it changes (image, kind, resources,
+        ports, env), as a short digest; scaling, scheduling and labels are not in it."""
+        what = repr((self.image, self.kind, self.resources, self.ports, self.env))
+        return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
 def parse_app(text: str, filename: str = "app.yml") -> AppSpec:

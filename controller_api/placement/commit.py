@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from common.errors import LispmeshError
@@ -31,7 +32,8 @@ class PlanRejected(LispmeshError):
 def _encode(allocations: list[Allocation]) -> str:
     items = [
         {"app": a.app, "replica": a.replica, "memory": a.resources.memory,
-         "millicpu": a.resources.millicpu, "disk": a.resources.disk, "created": a.created}
+         "millicpu": a.resources.millicpu, "disk": a.resources.disk, "created": a.created,
+         "version": a.version, "running": a.running}
         for a in sorted(allocations, key=lambda a: (a.app, a.replica))
     ]  # fmt: skip
     return json.dumps({"allocations": items}, separators=(",", ":"))
@@ -41,7 +43,8 @@ def _decode(node: str, value: str) -> list[Allocation]:
     data: dict[str, Any] = json.loads(value)
     return [
         Allocation(a["app"], a["replica"], node,
-                   Resources(a["memory"], a["millicpu"], a["disk"]), a["created"])
+                   Resources(a["memory"], a["millicpu"], a["disk"]), a["created"],
+                   a.get("version", ""), a.get("running", True))
         for a in data["allocations"]
     ]  # fmt: skip
 
@@ -56,7 +59,8 @@ def read_allocations(store: Store) -> tuple[Allocation, ...]:
 
 
 def commit_plan(store: Store, plan: Plan, nodes: Mapping[str, Node], now: float) -> int:
-    """Write `plan` (stops done, placements made at `now`); the store's new revision. Raises
+    """Write `plan` (stops done, placements made at `now`, not running until `mark_running`);
+    the store's new revision. Raises
     `PlanRejected` if a node would be overcommitted or is unknown, `Conflict` if a touched node
     changed since it was read here."""
     touched = sorted({p.node for p in plan.placements} | {s.node for s in plan.stops})
@@ -69,7 +73,7 @@ def commit_plan(store: Store, plan: Plan, nodes: Mapping[str, Node], now: float)
         gone = {s.replica for s in plan.stops if s.node == name}
         after = [a for a in current if not (a.app == plan.app and a.replica in gone)]
         added = [
-            Allocation(plan.app, p.replica, name, p.resources, now)
+            Allocation(plan.app, p.replica, name, p.resources, now, plan.version, running=False)
             for p in plan.placements
             if p.node == name
         ]
@@ -93,6 +97,23 @@ def commit_plan(store: Store, plan: Plan, nodes: Mapping[str, Node], now: float)
             ObjectWrite(PLACEMENTS, _RECORD + name, value, record.revision if record else 0)
         )
     return store.commit_objects(writes)
+
+
+def mark_running(store: Store, node: str, app: str, replica: int) -> bool:
+    """The node reports the replica running (a rolling update may go on); False if there is no
+    such allocation. `Conflict` if the node's record changed in between: call again."""
+    record = store.get_object(PLACEMENTS, _RECORD + node)
+    if record is None:
+        return False
+    allocations = _decode(node, record.value)
+    hit = [a for a in allocations if (a.app, a.replica) == (app, replica)]
+    if not hit:
+        return False
+    if not hit[0].running:
+        after = [replace(a, running=True) if a is hit[0] else a for a in allocations]
+        write = ObjectWrite(PLACEMENTS, _RECORD + node, _encode(after), record.revision)
+        store.commit_objects([write])
+    return True
 
 
 def _check_capacity(app: str, node: Node, allocations: list[Allocation]) -> None:

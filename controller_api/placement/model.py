@@ -38,6 +38,8 @@ class Allocation:
     node: str
     resources: Resources
     created: float = 0.0  # when it was committed: "original" and "replacement" are by this
+    version: str = ""  # AppSpec.version it runs ("": unknown, taken as current)
+    running: bool = True  # False from commit until the node reports it running
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,16 @@ class ClusterState:
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
 
-    def with_plan(self, plan: Plan, now: float) -> ClusterState:
-        """The state once `plan` is carried out (stops done, placements running)."""
+    def with_plan(self, plan: Plan, now: float, running: bool = True) -> ClusterState:
+        """The state once `plan` is carried out (stops done, placements made, and `running`)."""
         gone = {(s.replica, s.node) for s in plan.stops}
         kept = [
             a for a in self.allocations if not (a.app == plan.app and (a.replica, a.node) in gone)
         ]
-        kept += [Allocation(plan.app, p.replica, p.node, p.resources, now) for p in plan.placements]
+        kept += [
+            Allocation(plan.app, p.replica, p.node, p.resources, now, plan.version, running)
+            for p in plan.placements
+        ]
         return replace(self, allocations=tuple(kept))
 
 
@@ -138,6 +143,7 @@ class Plan:
     stops: tuple[Stop, ...] = ()
     failures: tuple[Failure, ...] = ()
     kept: int = 0  # replicas already running where they are
+    version: str = ""  # the AppSpec.version the placements run
     filtered: Filtered = Filtered(0, ())  # the static filters, for the app
 
     @property

@@ -132,11 +132,16 @@ class _Planner:
                 draining.setdefault(a.replica, a)
             else:
                 live[a.replica].append(a)
+        kept: dict[int, Allocation] = {}
         for replica, copies in live.items():
             keep = copies[0] if app.disconnect.reconcile == "keep-original" else copies[-1]
             why = f"two copies after a reconnect: {app.disconnect.reconcile}"
             stops += [Stop(replica, c.node, why) for c in copies if c is not keep]
-            self._count(keep)
+            kept[replica] = keep
+        updating = self._rolling(kept, draining, stops)
+        for replica, keep in kept.items():
+            if replica not in updating:
+                self._count(keep)
         # What this plan stops at once no longer takes room (the node stops before it starts,
         # as Nomad's plan applier counts it); a drained copy does until its replacement runs.
         stopping = {(s.replica, s.node) for s in stops}
@@ -147,11 +152,13 @@ class _Planner:
         failures: list[Failure] = []
         for replica in range(app.replicas):
             old = draining.get(replica)
-            if replica in live:
+            if replica in live and replica not in updating:
                 if old is not None:  # the replacement exists: the drained copy may stop
                     stops.append(Stop(replica, old.node, f"node {old.node} is draining", True))
                 continue
-            if old is not None:
+            if replica in updating:
+                reason, moved_from = "rolling update", None
+            elif old is not None:
                 reason, moved_from = f"node {old.node} is draining", old.node
             elif replica in gone:
                 lost, reason = gone[replica]
@@ -170,9 +177,36 @@ class _Planner:
             tuple(placements),
             tuple(stops),
             tuple(failures),
-            kept=len(live),
+            kept=len(live) - len(updating),
             filtered=Filtered.of(len(self.nodes), self.static),
+            version=app.version,
         )
+
+    def _rolling(
+        self, kept: dict[int, Allocation], draining: dict[int, Allocation], stops: list[Stop]
+    ) -> set[int]:
+        """The replicas this plan updates to the spec's version: outdated, running on an online
+        node, not moving; at most max_unavailable minus the replicas not running yet (an update
+        in flight, or a placement the node has not started), lowest first. Each is stopped and
+        placed again (anywhere: its old room counts as free), as Nomad's destructive updates."""
+        version = self.app.version
+        down = sum(1 for a in kept.values() if not a.running)
+        budget = self.app.update.max_unavailable - down
+        updating: set[int] = set()
+        for replica in sorted(kept):
+            if len(updating) >= budget:
+                break
+            a = kept[replica]
+            if (
+                a.version
+                and a.version != version
+                and a.running
+                and replica not in draining
+                and self.nodes[a.node].health == "online"
+            ):
+                stops.append(Stop(replica, a.node, f"rolling update to version {version}"))
+                updating.add(replica)
+        return updating
 
     def _my_allocations(self) -> Iterable[Allocation]:
         return (a for a in self.state.allocations if a.app == self.app.name)

@@ -19,9 +19,14 @@ from controller_api.apps.eids import (
     claim_eids,
     release_eids,
 )
-from controller_api.apps.spec import AppSpec, Constraints, EidPolicy, Resources
+from controller_api.apps.spec import AppSpec, Constraints, EidPolicy, Resources, UpdateStrategy
 from controller_api.placement import ClusterState, Node, schedule
-from controller_api.placement.commit import PlanRejected, commit_plan, read_allocations
+from controller_api.placement.commit import (
+    PlanRejected,
+    commit_plan,
+    mark_running,
+    read_allocations,
+)
 from controller_api.store import Conflict, ObjectWrite, SqliteStore
 
 GI = 1 << 30
@@ -61,6 +66,30 @@ def test_a_plan_is_committed_and_read_back(store: SqliteStore) -> None:
     down = schedule(state, replace(spec, replicas=1))
     commit_plan(store, down, {n.name: n for n in NODES}, now=6.0)
     assert [a.replica for a in read_allocations(store)] == [0]
+
+
+def test_a_rolling_update_waits_for_the_nodes_to_report_running(store: SqliteStore) -> None:
+    nodes = {n.name: n for n in NODES}
+    old = app(replicas=2, update=UpdateStrategy("rolling", 1))
+    commit_plan(store, schedule(ClusterState(NODES), old), nodes, now=1.0)
+    assert {(a.version, a.running) for a in read_allocations(store)} == {(old.version, False)}
+    new = replace(old, image="sha256:" + "1" * 64)
+    # not running yet: nothing may be taken down
+    assert schedule(ClusterState(NODES, read_allocations(store)), new).empty
+    for a in read_allocations(store):
+        assert mark_running(store, a.node, a.app, a.replica)
+    assert not mark_running(store, "a", "web", 7)
+    rounds = 0
+    while not (plan := schedule(ClusterState(NODES, read_allocations(store)), new)).empty:
+        assert len(plan.placements) == 1 and plan.placements[0].reason == "rolling update"
+        commit_plan(store, plan, nodes, now=2.0 + rounds)
+        assert schedule(ClusterState(NODES, read_allocations(store)), new).empty  # in flight
+        placed = plan.placements[0]
+        mark_running(store, placed.node, "web", placed.replica)
+        rounds += 1
+        assert rounds <= 4
+    assert rounds == 2
+    assert {a.version for a in read_allocations(store)} == {new.version}
 
 
 def test_two_plans_on_one_snapshot_never_overcommit(store: SqliteStore) -> None:
