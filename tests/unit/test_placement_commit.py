@@ -1,4 +1,4 @@
-"""Committing plans and app EIDs through the Store (issue 14 items 1-2), on a real SqliteStore:
+"""Committing plans and app EIDs through the Store (issue 14 items 1-2), on SQLite and a real etcd:
 one transaction that re-checks capacity, so two plans never overcommit a node; EIDs from an app
 pool, stable for the app's life and never given twice."""
 
@@ -27,7 +27,9 @@ from controller_api.placement.commit import (
     mark_running,
     read_allocations,
 )
-from controller_api.store import Conflict, ObjectWrite, SqliteStore
+from controller_api.store import Conflict, ObjectWrite, SqliteStore, Store
+from controller_api.store.etcd import EtcdStore
+from tests.etcd_cluster import EtcdCluster, unique_prefix
 
 GI = 1 << 30
 
@@ -42,9 +44,14 @@ def app(name: str = "web", replicas: int = 2, **kw: object) -> AppSpec:
     return AppSpec(**fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "c.db")
+@pytest.fixture(params=["sqlite", "etcd"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Both backends: the commit uses only get/list/commit_objects of the Store protocol."""
+    if request.param == "sqlite":
+        s: Store = SqliteStore(tmp_path / "c.db")
+    else:
+        cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
+        s = EtcdStore(cluster.endpoints, prefix=unique_prefix())
     yield s
     s.close()
 
@@ -52,7 +59,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 NODES = (Node("a", Resources(2 * GI, 4000, 10 * GI)), Node("b", Resources(2 * GI, 4000, 10 * GI)))
 
 
-def test_a_plan_is_committed_and_read_back(store: SqliteStore) -> None:
+def test_a_plan_is_committed_and_read_back(store: Store) -> None:
     spec = app()
     plan = schedule(ClusterState(NODES), spec)
     commit_plan(store, plan, {n.name: n for n in NODES}, now=5.0)
@@ -68,7 +75,7 @@ def test_a_plan_is_committed_and_read_back(store: SqliteStore) -> None:
     assert [a.replica for a in read_allocations(store)] == [0]
 
 
-def test_a_rolling_update_waits_for_the_nodes_to_report_running(store: SqliteStore) -> None:
+def test_a_rolling_update_waits_for_the_nodes_to_report_running(store: Store) -> None:
     nodes = {n.name: n for n in NODES}
     old = app(replicas=2, update=UpdateStrategy("rolling", 1))
     commit_plan(store, schedule(ClusterState(NODES), old), nodes, now=1.0)
@@ -92,7 +99,7 @@ def test_a_rolling_update_waits_for_the_nodes_to_report_running(store: SqliteSto
     assert {a.version for a in read_allocations(store)} == {new.version}
 
 
-def test_two_plans_on_one_snapshot_never_overcommit(store: SqliteStore) -> None:
+def test_two_plans_on_one_snapshot_never_overcommit(store: Store) -> None:
     nodes = {n.name: n for n in NODES}
     snapshot = ClusterState(NODES)
     big = Resources(3 * GI // 2, 1000, GI)
@@ -111,7 +118,7 @@ def test_two_plans_on_one_snapshot_never_overcommit(store: SqliteStore) -> None:
 class _Racing:
     """The real store, with another controller committing just before our commit."""
 
-    def __init__(self, store: SqliteStore, before: Any) -> None:
+    def __init__(self, store: Store, before: Any) -> None:
         self.store, self.before = store, before
 
     def __getattr__(self, name: str) -> Any:
@@ -122,7 +129,7 @@ class _Racing:
         return self.store.commit_objects(writes)
 
 
-def test_a_plan_racing_another_conflicts_instead_of_overcommitting(store: SqliteStore) -> None:
+def test_a_plan_racing_another_conflicts_instead_of_overcommitting(store: Store) -> None:
     nodes = {n.name: n for n in NODES}
     snapshot = ClusterState(NODES)
     first, second = schedule(snapshot, app("one")), schedule(snapshot, app("two"))
@@ -132,7 +139,7 @@ def test_a_plan_racing_another_conflicts_instead_of_overcommitting(store: Sqlite
     assert {a.app for a in read_allocations(store)} == {"one"}
 
 
-def test_a_plan_for_a_node_gone_bad_is_refused(store: SqliteStore) -> None:
+def test_a_plan_for_a_node_gone_bad_is_refused(store: Store) -> None:
     plan = schedule(ClusterState(NODES), app(replicas=1))
     target = plan.placements[0].node
     for changed, state in ((None, "unknown"), ("draining", "draining"), ("lost", "lost")):
@@ -149,7 +156,7 @@ def test_a_plan_for_a_node_gone_bad_is_refused(store: SqliteStore) -> None:
 POOL = AppPool("apps", IPv4Network("10.200.0.0/29"), IPv6Network("fd00:a::/120"))
 
 
-def test_eids_are_stable_and_unique(store: SqliteStore) -> None:
+def test_eids_are_stable_and_unique(store: Store) -> None:
     web = claim_eids(store, POOL, app("web", replicas=2))
     assert {r: str(e) for r, e in web.items()} == {
         0: "10.200.0.1 fd00:a::1", 1: "10.200.0.2 fd00:a::2"
@@ -171,7 +178,7 @@ def test_eids_are_stable_and_unique(store: SqliteStore) -> None:
     assert str(claim_eids(store, POOL, app("big", replicas=2))[1].ipv4) == "10.200.0.2"
 
 
-def test_two_claims_racing_for_one_address_conflict(store: SqliteStore) -> None:
+def test_two_claims_racing_for_one_address_conflict(store: Store) -> None:
     racing = _Racing(store, lambda: claim_eids(store, POOL, app("db", replicas=1)))
     with pytest.raises(Conflict):
         claim_eids(racing, POOL, app("web", replicas=1))  # type: ignore[arg-type]
