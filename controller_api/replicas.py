@@ -16,7 +16,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from controller_api.gen.lispmesh.v1 import admin_pb2
 from controller_api.leader import Election
+from controller_api.settings import rfc3339
 from controller_api.store import CONTROLLER, Fenced, ObjectWrite, Store, StoreError
 
 log = logging.getLogger("lispmesh.controller.leader")
@@ -75,3 +77,37 @@ class LeaderLoop:
                 await self._task
             self._task = None
         await asyncio.to_thread(self.election.resign)
+
+
+def controller_status(
+    store: Store, where: str, me: str, election: Election | None
+) -> admin_pb2.ControllerStatusInfo:
+    """What `lispmesh controller status` shows (blocking: etcd). A store that does not answer
+    is reported in `store_health`, never raised: the operator asks exactly when it fails."""
+    info = admin_pb2.ControllerStatusInfo(store=where, replica=me)
+    if election is None:  # SQLite: one controller, which leads
+        info.store_health = "ok (SQLite)"
+        info.store_revision = store.revision()
+        info.leader = me
+        info.replicas.add(name=me, api_address=me, leader=True)
+        return info
+    try:
+        member = election.etcd.status()
+        info.store_health = (
+            f"ok (etcd {member.version}, raft term {member.raftTerm},"
+            f" db {member.dbSize / 1e6:.1f} MB)"
+        )
+        info.store_revision = int(member.header.revision)
+        leading = election.leader()
+        if leading is not None:
+            info.leader, info.leader_term = str(leading[0].get("replica", "")), leading[1]
+        for r in sorted(election.replicas(), key=lambda r: str(r.get("replica"))):
+            name = str(r.get("replica", ""))
+            info.replicas.add(name=name, api_address=str(r.get("api_address", "")),
+                              leader=name == info.leader)  # fmt: skip
+        record = store.get_object(CONTROLLER, "leader")
+        if record is not None:
+            info.leader_last_round = rfc3339(float(json.loads(record.value).get("at", 0)))
+    except (StoreError, ValueError) as exc:
+        info.store_health = str(exc)
+    return info

@@ -46,7 +46,7 @@ from controller_api.metrics import controller_families
 from controller_api.netinfo import default_advertise
 from controller_api.pki import CA_DIR, shared_ca
 from controller_api.policy_grpc import PolicyService
-from controller_api.replicas import LeaderLoop
+from controller_api.replicas import LeaderLoop, controller_status
 from controller_api.services import (
     AdminService,
     AttestationService,
@@ -210,6 +210,7 @@ class Controller:
         auth = Authenticator(store, ca_pki.ca.certificate, self.clock)
         enroller = Enroller(store, ca_pki, s, pools, cas, clock=self.clock, tpm=verifier)
         server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1)])
+        admin = AdminService(core, auth, self.pin, verifier)
         for add, servicer in (
             (
                 enrollment_pb2_grpc.add_EnrollmentServicer_to_server,
@@ -222,7 +223,7 @@ class Controller:
             (status_pb2_grpc.add_StatusServicer_to_server, StatusService(core, auth)),
             (
                 admin_pb2_grpc.add_AdminServicer_to_server,
-                AdminService(core, auth, self.pin, verifier),
+                admin,
             ),
             (policy_pb2_grpc.add_PolicyAdminServicer_to_server, PolicyService(core, auth)),
             (
@@ -267,6 +268,10 @@ class Controller:
             self.leader = LeaderLoop(store, election, clock=self.clock)
             self.leader.start()
             enroller.api_addresses = lambda: _replica_addresses(election)
+        where, election_or_none = s.store.where(state_dir), getattr(self.leader, "election", None)
+        admin.controller_status = lambda: controller_status(
+            store, where, s.replica_name or self.api_address, election_or_none
+        )
         if s.metrics_listen:
             ms = self.map_server
             collector = LoopCollector(

@@ -6,8 +6,9 @@ its credential), and turns refusals into gRPC status codes with a one-line messa
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -267,6 +268,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.auth = auth
         self.ca_pin = ca_pin
         self.verifier = verifier
+        # Set by the server once it knows its replica set-up (controller_api/replicas.py).
+        self.controller_status: Callable[[], admin_pb2.ControllerStatusInfo] | None = None
+
+    async def ControllerStatus(
+        self, request: admin_pb2.ControllerStatusRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ControllerStatusInfo:
+        await self._admin(context)
+        if self.controller_status is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the controller is starting")
+        assert self.controller_status is not None
+        return await asyncio.to_thread(self.controller_status)
 
     async def _admin(self, context: grpc.aio.ServicerContext) -> str:
         try:

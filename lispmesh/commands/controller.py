@@ -221,6 +221,24 @@ def _token_create_offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from controller_api.gen.lispmesh.v1 import admin_pb2
+
+    reply = ask_controller(args, "ControllerStatus", admin_pb2.ControllerStatusRequest())
+    if args.json:
+        print_json(reply)
+        return 0
+    print(f"store:    {reply.store} (revision {reply.store_revision}): {reply.store_health}")
+    leader = f"{reply.leader} (term {reply.leader_term})" if reply.leader else "none right now"
+    if reply.leader_last_round:
+        leader += f", last round {reply.leader_last_round}"
+    print(f"leader:   {leader}")
+    print(f"answered: {reply.replica}")
+    for r in reply.replicas:
+        print(f"  {'*' if r.leader else ' '} {r.name:<24} {r.api_address}")
+    return 0
+
+
 def _token_list(args: argparse.Namespace) -> int:
     from controller_api.gen.lispmesh.v1 import admin_pb2
     from lispmesh.views import controller as view
@@ -417,6 +435,10 @@ def register(subparsers: Subparsers) -> None:
     revoke.add_argument("node", help="name or id")
     add_controller_target(revoke)
     revoke.set_defaults(handler=_node_revoke)
+
+    status = sub.add_parser("status", help="replicas, the leader, the store's health and revision")
+    add_controller_target(status)
+    status.set_defaults(handler=_status)
 
     migrate = sub.add_parser(
         "migrate", help="copy a SQLite controller's state into etcd (stop the controller first)"

@@ -52,6 +52,9 @@ def test_migrate_then_serve_from_etcd(
     first = old.enroll(StateDir(tmp_path / "a"), token)
     old.admin("CreateToken", admin_pb2.CreateTokenRequest(ttl_seconds=600, max_uses=1))
     pin = old.controller.pin
+    view = old.admin("ControllerStatus", admin_pb2.ControllerStatusRequest())
+    assert view.store.endswith("controller.db") and view.store_health == "ok (SQLite)"
+    assert view.leader == view.replica == old.controller.api_address
     old.stop()
 
     done = _migrate(tmp_path / "sqlite-ctl", on_etcd, capsys)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 from controller_api.offline import create_token
 from controller_api.settings import StoreSettings
 from controller_api.store.etcd_client import EtcdClient
+from lispmesh.cli import main
 from lispmesh.waiting import wait_until
 from node.agent import Agent, AgentOptions
 from node.enroll import EnrollError, enroll
@@ -51,7 +53,7 @@ def etcd(etcd_cluster: EtcdCluster) -> Iterator[EtcdClient]:
 
 
 def test_a_paused_leader_is_replaced_and_cannot_write_when_resumed(
-    replicas: list[Replica], etcd: EtcdClient, prefix: str
+    replicas: list[Replica], etcd: EtcdClient, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     by_name = {r.name: r for r in replicas}
     old_name, old_term = wait_until(lambda: leader(etcd, prefix), 10, "a leader")
@@ -90,6 +92,16 @@ def test_a_paused_leader_is_replaced_and_cannot_write_when_resumed(
     assert leader(etcd, prefix) == (new_name, new_term)
     assert old.log.count("this replica leads") == 1
     assert old.process is not None and old.process.poll() is None  # it survived the pause
+    # The operator's view, asked of the old leader: who leads now, every replica, etcd healthy.
+    assert main(["controller", "status", "--state-dir", str(old.state_dir), "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert (view["replica"], view["leader"], int(view["leader_term"])) == (
+        old_name, new_name, new_term,
+    )  # fmt: skip
+    assert [(r["name"], r.get("leader", False)) for r in view["replicas"]] == [
+        (r.name, r.name == new_name) for r in replicas
+    ]
+    assert view["store_health"].startswith("ok (etcd 3.") and int(view["store_revision"]) > 0
 
 
 def test_one_use_token_raced_through_two_replicas_enrolls_once(

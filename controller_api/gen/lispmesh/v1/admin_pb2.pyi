@@ -9,6 +9,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ControllerStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ControllerReplica(_message.Message):
+    __slots__ = ("name", "api_address", "leader")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    API_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    api_address: str
+    leader: bool
+    def __init__(self, name: _Optional[str] = ..., api_address: _Optional[str] = ..., leader: _Optional[bool] = ...) -> None: ...
+
+class ControllerStatusInfo(_message.Message):
+    __slots__ = ("store", "store_revision", "store_health", "replica", "leader", "leader_term", "replicas", "leader_last_round")
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    STORE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    STORE_HEALTH_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_LAST_ROUND_FIELD_NUMBER: _ClassVar[int]
+    store: str
+    store_revision: int
+    store_health: str
+    replica: str
+    leader: str
+    leader_term: int
+    replicas: _containers.RepeatedCompositeFieldContainer[ControllerReplica]
+    leader_last_round: str
+    def __init__(self, store: _Optional[str] = ..., store_revision: _Optional[int] = ..., store_health: _Optional[str] = ..., replica: _Optional[str] = ..., leader: _Optional[str] = ..., leader_term: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ControllerReplica, _Mapping]]] = ..., leader_last_round: _Optional[str] = ...) -> None: ...
+
 class NodeInfo(_message.Message):
     __slots__ = ("node_id", "name", "instance_id", "eid_prefixes", "tags", "state", "enrolled_at", "revoked_at", "last_seen", "config_version", "applied_version", "uplinks", "token_id", "cert_not_after", "identity", "attestation", "attested_at", "ek_subject", "ek_certificate_subject")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]

@@ -80,6 +80,11 @@ class AdminStub:
                 request_serializer=lispmesh_dot_v1_dot_admin__pb2.SetAttestationPolicyRequest.SerializeToString,
                 response_deserializer=lispmesh_dot_v1_dot_admin__pb2.AttestationPolicyInfo.FromString,
                 _registered_method=True)
+        self.ControllerStatus = channel.unary_unary(
+                '/lispmesh.v1.Admin/ControllerStatus',
+                request_serializer=lispmesh_dot_v1_dot_admin__pb2.ControllerStatusRequest.SerializeToString,
+                response_deserializer=lispmesh_dot_v1_dot_admin__pb2.ControllerStatusInfo.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -140,6 +145,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ControllerStatus(self, request, context):
+        """Replicas, the leader, the store's health and revision (`controller status`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +199,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.SetAttestationPolicy,
                     request_deserializer=lispmesh_dot_v1_dot_admin__pb2.SetAttestationPolicyRequest.FromString,
                     response_serializer=lispmesh_dot_v1_dot_admin__pb2.AttestationPolicyInfo.SerializeToString,
+            ),
+            'ControllerStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControllerStatus,
+                    request_deserializer=lispmesh_dot_v1_dot_admin__pb2.ControllerStatusRequest.FromString,
+                    response_serializer=lispmesh_dot_v1_dot_admin__pb2.ControllerStatusInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -432,6 +449,33 @@ class Admin:
             '/lispmesh.v1.Admin/SetAttestationPolicy',
             lispmesh_dot_v1_dot_admin__pb2.SetAttestationPolicyRequest.SerializeToString,
             lispmesh_dot_v1_dot_admin__pb2.AttestationPolicyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControllerStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lispmesh.v1.Admin/ControllerStatus',
+            lispmesh_dot_v1_dot_admin__pb2.ControllerStatusRequest.SerializeToString,
+            lispmesh_dot_v1_dot_admin__pb2.ControllerStatusInfo.FromString,
             options,
             channel_credentials,
             insecure,
