@@ -233,3 +233,28 @@ def boot(tcti: str, log_file: Path) -> None:
     with Tpm.open(tcti) as tpm:
         log = measured_boot(tpm, minimal_boot())
     log_file.write_bytes(log.encode())
+
+
+def _boot_when_up(tcti: str, log_file: Path) -> None:
+    """`boot` once the TPM at `tcti` answers (a daemonized swtpm may still be opening it)."""
+    from node.tpm import TpmError
+
+    def up() -> bool:
+        try:
+            Tpm.open(tcti).close()
+        except TpmError:
+            return False
+        return True
+
+    wait_until(up, timeout=10, what=f"the TPM at {tcti}", interval=0.05)
+    boot(tcti, log_file)
+
+
+if __name__ == "__main__":
+    # For labs (tests/integration/tpm_mesh.clab.yml), run in the node's namespace before the
+    # node starts: python -m tests.swtpm boot TCTI EVENT_LOG_FILE
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "boot":
+        sys.exit("usage: python -m tests.swtpm boot TCTI EVENT_LOG_FILE")
+    _boot_when_up(sys.argv[2], Path(sys.argv[3]))
