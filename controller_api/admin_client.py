@@ -16,7 +16,7 @@ import grpc
 
 from common.errors import LispmeshError
 from controller_api.client import ControllerUnreachable, credentials, explain, sync_channel
-from controller_api.gen.lispmesh.v1 import admin_pb2_grpc, policy_pb2_grpc
+from controller_api.gen.lispmesh.v1 import admin_pb2_grpc, apps_pb2_grpc, policy_pb2_grpc
 from controller_api.server import read_info
 
 RPC_TIMEOUT = 10.0
@@ -25,6 +25,7 @@ RPC_TIMEOUT = 10.0
 SERVICES: dict[str, Any] = {
     "Admin": admin_pb2_grpc.AdminStub,
     "PolicyAdmin": policy_pb2_grpc.PolicyAdminStub,
+    "AppAdmin": apps_pb2_grpc.AppAdminStub,
 }
 
 

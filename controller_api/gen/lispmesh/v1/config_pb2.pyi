@@ -107,11 +107,59 @@ class Policy(_message.Message):
     policy_version: int
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., egress: _Optional[_Iterable[_Union[PolicyRule, _Mapping]]] = ..., ingress: _Optional[_Iterable[_Union[PolicyRule, _Mapping]]] = ..., policy_version: _Optional[int] = ...) -> None: ...
 
+class WorkloadResources(_message.Message):
+    __slots__ = ("memory_bytes", "millicpu", "disk_bytes")
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MILLICPU_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    memory_bytes: int
+    millicpu: int
+    disk_bytes: int
+    def __init__(self, memory_bytes: _Optional[int] = ..., millicpu: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
+
 class Workload(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "app", "replica", "image", "image_digest", "image_source", "kind", "resources", "ports", "env", "labels", "eids", "version")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    EIDS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    app: str
+    replica: int
+    image: str
+    image_digest: str
+    image_source: str
+    kind: str
+    resources: WorkloadResources
+    ports: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    labels: _containers.ScalarMap[str, str]
+    eids: _containers.RepeatedScalarFieldContainer[str]
+    version: str
+    def __init__(self, name: _Optional[str] = ..., app: _Optional[str] = ..., replica: _Optional[int] = ..., image: _Optional[str] = ..., image_digest: _Optional[str] = ..., image_source: _Optional[str] = ..., kind: _Optional[str] = ..., resources: _Optional[_Union[WorkloadResources, _Mapping]] = ..., ports: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., eids: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class DesiredState(_message.Message):
     __slots__ = ("version", "node_id", "node_name", "instance_id", "eid_prefixes", "eid_addresses", "overlay_routes", "map_servers", "map_resolvers", "security", "timers", "revoked", "mtu", "policies", "workloads", "revoked_nodes")

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from controller_api.gen.lispmesh.v1 import common_pb2 as lispmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lispmesh/v1/status.proto\x12\x0blispmesh.v1\x1a\x18lispmesh/v1/common.proto\"\x9f\x02\n\x04Peer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x65id_prefixes\x18\x02 \x03(\t\x12\x0c\n\x04rloc\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x12\n\nlocal_rloc\x18\x05 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x06 \x01(\x01\x12\x11\n\tencrypted\x18\x07 \x01(\x08\x12%\n\x05rlocs\x18\x08 \x03(\x0b\x32\x16.lispmesh.v1.RlocState\x12\x14\n\x0cpackets_sent\x18\t \x01(\x04\x12\x12\n\nbytes_sent\x18\n \x01(\x04\x12\x18\n\x10packets_received\x18\x0b \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x0c \x01(\x04\x12\x1d\n\x15last_key_exchange_ago\x18\r \x01(\x01\"8\n\tRlocState\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\n\n\x02up\x18\x02 \x01(\x08\x12\x0e\n\x06rtt_ms\x18\x03 \x01(\x01\"\xaa\x02\n\x0cStatusReport\x12$\n\x07uplinks\x18\x01 \x03(\x0b\x32\x13.lispmesh.v1.Uplink\x12 \n\x05peers\x18\x02 \x03(\x0b\x32\x11.lispmesh.v1.Peer\x12\x16\n\x0emap_cache_size\x18\x03 \x01(\r\x12\x33\n\x05\x64rops\x18\x04 \x03(\x0b\x32$.lispmesh.v1.StatusReport.DropsEntry\x12\x17\n\x0f\x61pplied_version\x18\x05 \x01(\x04\x12\x12\n\nregistered\x18\x06 \x01(\x08\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x14 \x01(\t\x1a,\n\nDropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xb0\x01\n\x07Metrics\x12\x34\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\".lispmesh.v1.Metrics.CountersEntry\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\x12\x11\n\trss_bytes\x18\x03 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x0b\n\tReportAck2\x84\x01\n\x06Status\x12;\n\x06Report\x12\x19.lispmesh.v1.StatusReport\x1a\x16.lispmesh.v1.ReportAck\x12=\n\rReportMetrics\x12\x14.lispmesh.v1.Metrics\x1a\x16.lispmesh.v1.ReportAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lispmesh/v1/status.proto\x12\x0blispmesh.v1\x1a\x18lispmesh/v1/common.proto\"\x9f\x02\n\x04Peer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x65id_prefixes\x18\x02 \x03(\t\x12\x0c\n\x04rloc\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x12\n\nlocal_rloc\x18\x05 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x06 \x01(\x01\x12\x11\n\tencrypted\x18\x07 \x01(\x08\x12%\n\x05rlocs\x18\x08 \x03(\x0b\x32\x16.lispmesh.v1.RlocState\x12\x14\n\x0cpackets_sent\x18\t \x01(\x04\x12\x12\n\nbytes_sent\x18\n \x01(\x04\x12\x18\n\x10packets_received\x18\x0b \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x0c \x01(\x04\x12\x1d\n\x15last_key_exchange_ago\x18\r \x01(\x01\"8\n\tRlocState\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\n\n\x02up\x18\x02 \x01(\x08\x12\x0e\n\x06rtt_ms\x18\x03 \x01(\x01\"\x94\x03\n\x0cStatusReport\x12$\n\x07uplinks\x18\x01 \x03(\x0b\x32\x13.lispmesh.v1.Uplink\x12 \n\x05peers\x18\x02 \x03(\x0b\x32\x11.lispmesh.v1.Peer\x12\x16\n\x0emap_cache_size\x18\x03 \x01(\r\x12\x33\n\x05\x64rops\x18\x04 \x03(\x0b\x32$.lispmesh.v1.StatusReport.DropsEntry\x12\x17\n\x0f\x61pplied_version\x18\x05 \x01(\x04\x12\x12\n\nregistered\x18\x06 \x01(\x08\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x14 \x01(\t\x12.\n\tworkloads\x18\x15 \x03(\x0b\x32\x1b.lispmesh.v1.WorkloadStatus\x12\x38\n\x11workload_capacity\x18\x16 \x01(\x0b\x32\x1d.lispmesh.v1.WorkloadCapacity\x1a,\n\nDropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xd1\x01\n\x0eWorkloadStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\r\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0c\n\x04\x65ids\x18\x05 \x03(\t\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x08 \x01(\x04\x12\x13\n\x0b\x63pu_seconds\x18\t \x01(\x01\x12\x10\n\x08restarts\x18\n \x01(\r\x12\x14\n\x0cimage_digest\x18\x0b \x01(\t\"r\n\x10WorkloadCapacity\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x04\x12\x10\n\x08millicpu\x18\x02 \x01(\r\x12\x12\n\ndisk_bytes\x18\x03 \x01(\x04\x12\r\n\x05kinds\x18\x04 \x03(\t\x12\x13\n\x0bhypervisors\x18\x05 \x03(\t\"\xb0\x01\n\x07Metrics\x12\x34\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\".lispmesh.v1.Metrics.CountersEntry\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\x12\x11\n\trss_bytes\x18\x03 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x0b\n\tReportAck2\x84\x01\n\x06Status\x12;\n\x06Report\x12\x19.lispmesh.v1.StatusReport\x1a\x16.lispmesh.v1.ReportAck\x12=\n\rReportMetrics\x12\x14.lispmesh.v1.Metrics\x1a\x16.lispmesh.v1.ReportAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,15 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RLOCSTATE']._serialized_start=357
   _globals['_RLOCSTATE']._serialized_end=413
   _globals['_STATUSREPORT']._serialized_start=416
-  _globals['_STATUSREPORT']._serialized_end=714
-  _globals['_STATUSREPORT_DROPSENTRY']._serialized_start=670
-  _globals['_STATUSREPORT_DROPSENTRY']._serialized_end=714
-  _globals['_METRICS']._serialized_start=717
-  _globals['_METRICS']._serialized_end=893
-  _globals['_METRICS_COUNTERSENTRY']._serialized_start=846
-  _globals['_METRICS_COUNTERSENTRY']._serialized_end=893
-  _globals['_REPORTACK']._serialized_start=895
-  _globals['_REPORTACK']._serialized_end=906
-  _globals['_STATUS']._serialized_start=909
-  _globals['_STATUS']._serialized_end=1041
+  _globals['_STATUSREPORT']._serialized_end=820
+  _globals['_STATUSREPORT_DROPSENTRY']._serialized_start=776
+  _globals['_STATUSREPORT_DROPSENTRY']._serialized_end=820
+  _globals['_WORKLOADSTATUS']._serialized_start=823
+  _globals['_WORKLOADSTATUS']._serialized_end=1032
+  _globals['_WORKLOADCAPACITY']._serialized_start=1034
+  _globals['_WORKLOADCAPACITY']._serialized_end=1148
+  _globals['_METRICS']._serialized_start=1151
+  _globals['_METRICS']._serialized_end=1327
+  _globals['_METRICS_COUNTERSENTRY']._serialized_start=1280
+  _globals['_METRICS_COUNTERSENTRY']._serialized_end=1327
+  _globals['_REPORTACK']._serialized_start=1329
+  _globals['_REPORTACK']._serialized_end=1340
+  _globals['_STATUS']._serialized_start=1343
+  _globals['_STATUS']._serialized_end=1475
 # @@protoc_insertion_point(module_scope)

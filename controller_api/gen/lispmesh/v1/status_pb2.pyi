@@ -49,7 +49,7 @@ class RlocState(_message.Message):
     def __init__(self, address: _Optional[str] = ..., up: _Optional[bool] = ..., rtt_ms: _Optional[float] = ...) -> None: ...
 
 class StatusReport(_message.Message):
-    __slots__ = ("uplinks", "peers", "map_cache_size", "drops", "applied_version", "registered", "agent_version", "policy_json")
+    __slots__ = ("uplinks", "peers", "map_cache_size", "drops", "applied_version", "registered", "agent_version", "policy_json", "workloads", "workload_capacity")
     class DropsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,8 @@ class StatusReport(_message.Message):
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     uplinks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Uplink]
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
     map_cache_size: int
@@ -73,7 +75,49 @@ class StatusReport(_message.Message):
     registered: bool
     agent_version: str
     policy_json: str
-    def __init__(self, uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., map_cache_size: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., applied_version: _Optional[int] = ..., registered: _Optional[bool] = ..., agent_version: _Optional[str] = ..., policy_json: _Optional[str] = ...) -> None: ...
+    workloads: _containers.RepeatedCompositeFieldContainer[WorkloadStatus]
+    workload_capacity: WorkloadCapacity
+    def __init__(self, uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., map_cache_size: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., applied_version: _Optional[int] = ..., registered: _Optional[bool] = ..., agent_version: _Optional[str] = ..., policy_json: _Optional[str] = ..., workloads: _Optional[_Iterable[_Union[WorkloadStatus, _Mapping]]] = ..., workload_capacity: _Optional[_Union[WorkloadCapacity, _Mapping]] = ...) -> None: ...
+
+class WorkloadStatus(_message.Message):
+    __slots__ = ("name", "app", "replica", "state", "eids", "last_error", "version", "memory_bytes", "cpu_seconds", "restarts", "image_digest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EIDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    app: str
+    replica: int
+    state: str
+    eids: _containers.RepeatedScalarFieldContainer[str]
+    last_error: str
+    version: str
+    memory_bytes: int
+    cpu_seconds: float
+    restarts: int
+    image_digest: str
+    def __init__(self, name: _Optional[str] = ..., app: _Optional[str] = ..., replica: _Optional[int] = ..., state: _Optional[str] = ..., eids: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., restarts: _Optional[int] = ..., image_digest: _Optional[str] = ...) -> None: ...
+
+class WorkloadCapacity(_message.Message):
+    __slots__ = ("memory_bytes", "millicpu", "disk_bytes", "kinds", "hypervisors")
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MILLICPU_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    HYPERVISORS_FIELD_NUMBER: _ClassVar[int]
+    memory_bytes: int
+    millicpu: int
+    disk_bytes: int
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    hypervisors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, memory_bytes: _Optional[int] = ..., millicpu: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ..., hypervisors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Metrics(_message.Message):
     __slots__ = ("counters", "cpu_seconds", "rss_bytes", "uptime_seconds")
