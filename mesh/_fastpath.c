@@ -59,16 +59,19 @@
 enum {
     ST_INSIDE_PACKETS, ST_INSIDE_SUPER, ST_SEGMENTS, ST_SEALED, ST_SEND_ERRORS, ST_SLOW_INSIDE,
     ST_OUTSIDE_PACKETS, ST_OPENED, ST_DECRYPT_FAIL, ST_REPLAY, ST_SPOOFED, ST_WRONG_IID,
-    ST_MALFORMED, ST_TUN_WRITE_ERRORS, ST_SLOW_OUTSIDE, ST_POLICY_DENIED, ST_COUNT
+    ST_MALFORMED, ST_TUN_WRITE_ERRORS, ST_SLOW_OUTSIDE, ST_POLICY_DENIED, ST_PLAIN_SENT,
+    ST_PLAIN_OPENED, ST_COUNT
 };
 static const char *STAT_NAMES[ST_COUNT] = {
     "inside-packets", "inside-super-packets", "segments", "sealed", "send-errors",
     "slow-inside", "outside-packets", "opened", "decrypt-failure", "replay", "spoofed-source",
     "wrong-instance", "malformed", "tun-write-errors", "slow-outside", "policy-denied",
+    "plain-sent", "plain-opened",
 };
 
 typedef struct {
     int used;
+    int plain; /* RFC 9300 plaintext (KK = 0; security.encryption: false): no ctx, no IV/tag */
     EVP_CIPHER_CTX *ctx;
     const EVP_CIPHER *cipher;
     uint8_t salt[4];
@@ -198,6 +201,7 @@ typedef struct {
     int n_slots;
     DecapKey *keys;
     int n_keys;
+    int accept_plain; /* security.encryption: false: KK = 0 packets are opened here */
     /* one-entry route cache: the last destination and its route */
     int cache_version;
     uint8_t cache_dst[16];
@@ -268,7 +272,15 @@ static void ipv4_header_checksum(uint8_t *pkt) {
 
 /* ------------------------------------------------------------------ crypto */
 
+static int path_overhead(const Path *p) { return p->plain ? LISP_HDR_LEN : OVERHEAD; }
+
 static int seal(Path *p, const uint8_t *inner, size_t len, uint8_t *out) {
+    if (p->plain) {
+        memcpy(out, p->header, LISP_HDR_LEN);
+        memcpy(out + LISP_HDR_LEN, inner, len);
+        p->counter++;
+        return (int)(len + LISP_HDR_LEN);
+    }
     uint8_t *iv = out + LISP_HDR_LEN;
     int outl = 0, fin = 0;
     memcpy(out, p->header, LISP_HDR_LEN);
@@ -815,7 +827,7 @@ static void seal_and_send(Engine *e, Route *r, uint8_t *segs, const int *lens, i
     int start = 0;
     while (start < count) {
         /* A GSO batch needs equal-size datagrams; only the last may be shorter. */
-        int seg_len = lens[start] + OVERHEAD;
+        int seg_len = lens[start] + path_overhead(p);
         /* The kernel takes at most 64 segments and 64 KiB of UDP payload per GSO send. */
         int cap = GSO_MAX_BYTES / seg_len;
         if (cap > MAX_SEGMENTS) cap = MAX_SEGMENTS;
@@ -834,7 +846,7 @@ static void seal_and_send(Engine *e, Route *r, uint8_t *segs, const int *lens, i
             out += n;
             last_len = n;
         }
-        e->stats[ST_SEALED] += (uint64_t)(end - start);
+        e->stats[p->plain ? ST_PLAIN_SENT : ST_SEALED] += (uint64_t)(end - start);
         send_batch(e, p, r, e->out_bufs, end - start, seg_len, last_len);
         start = end;
     }
@@ -1033,13 +1045,46 @@ static PyObject *addr_tuple(const struct sockaddr_storage *ss) {
     return Py_BuildValue("(si)", text, port);
 }
 
+/* Write an inner packet at plain + VNET_HDR_LEN to the TUN. `verified`: an AEAD tag vouched for
+ * it, so the kernel need not check its checksum. */
+static void write_tun(Engine *e, uint8_t *plain, size_t n, int verified) {
+    const uint8_t *out = plain + VNET_HDR_LEN;
+    size_t outlen = n;
+    if (e->vnet) {
+        memset(plain, 0, VNET_HDR_LEN);
+        if (verified) plain[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+        out = plain;
+        outlen += VNET_HDR_LEN;
+    }
+    ssize_t w = write(e->tun_fd, out, outlen);
+    if (w < 0) e->stats[ST_TUN_WRITE_ERRORS]++;
+}
+
+/* A KK = 0 packet with encryption off (RFC 9300 plaintext): instance check, policy, TUN. */
+static int deliver_plain(Engine *e, const uint8_t *pkt, size_t len, uint8_t *plain) {
+    size_t n = len - LISP_HDR_LEN;
+    if (n == 0 || n > SEG_BUF) { e->stats[ST_MALFORMED]++; return 0; }
+    uint32_t header_iid = (pkt[0] & 0x08) ? ((uint32_t)get32(pkt + 4) >> 8) : 0;
+    if (header_iid != e->iid) { e->stats[ST_WRONG_IID]++; return 0; }
+    uint8_t *inner = plain + VNET_HDR_LEN;
+    memcpy(inner, pkt + LISP_HDR_LEN, n);
+    e->stats[ST_PLAIN_OPENED]++;
+    if (e->policy.active && !policy_allows(e, inner, n, POL_INGRESS, 1, (uint64_t)n)) return 0;
+    write_tun(e, plain, n, 0);
+    return 0;
+}
+
 /* Open one LISP data packet. Returns 0 delivered/dropped here, 1 for the slow path. */
 static int handle_outside(Engine *e, const uint8_t *pkt, size_t len,
                           const struct sockaddr_storage *src, uint8_t *plain) {
     e->stats[ST_OUTSIDE_PACKETS]++;
     if (len < LISP_HDR_LEN) { e->stats[ST_MALFORMED]++; return 0; }
     int key_id = pkt[0] & 0x03;
-    if (key_id == 0) return 1;
+    if (key_id == 0) {
+        /* Plaintext: refused (and counted) by Python unless encryption is off. */
+        if (!e->accept_plain) return 1;
+        return deliver_plain(e, pkt, len, plain);
+    }
     Slot *s = lookup_slot(e, src, key_id);
     if (!s) return 1;
     uint64_t counter = 0;
@@ -1059,17 +1104,8 @@ static int handle_outside(Engine *e, const uint8_t *pkt, size_t len,
     e->stats[ST_OPENED]++;
     if (e->policy.active && !policy_allows(e, inner, (size_t)n, POL_INGRESS, 1, (uint64_t)n))
         return 0;
-    const uint8_t *out = inner;
-    size_t outlen = (size_t)n;
-    if (e->vnet) {
-        /* The AEAD tag vouches for the packet: tell the kernel its checksum is valid. */
-        memset(plain, 0, VNET_HDR_LEN);
-        plain[0] = VIRTIO_NET_HDR_F_DATA_VALID;
-        out = plain;
-        outlen += VNET_HDR_LEN;
-    }
-    ssize_t w = write(e->tun_fd, out, outlen);
-    if (w < 0) e->stats[ST_TUN_WRITE_ERRORS]++;
+    /* The AEAD tag vouches for the packet: tell the kernel its checksum is valid. */
+    write_tun(e, plain, (size_t)n, 1);
     return 0;
 }
 
@@ -1176,15 +1212,17 @@ static PyObject *engine_set_path(Engine *e, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iiy*y*y*K", &id, &suite, &key, &salt, &header, &counter))
         return NULL;
     PyObject *result = NULL;
+    int plain = suite == 0 && key.len == 0; /* suite 0, no key: a plaintext path */
     const EVP_CIPHER *cipher = suite_cipher(suite, key.len);
     if (id < 0 || id > 1 << 20) { PyErr_SetString(PyExc_ValueError, "bad path id"); goto out; }
-    if (!cipher) { PyErr_SetString(PyExc_ValueError, "unsupported cipher suite or key length"); goto out; }
+    if (!cipher && !plain) { PyErr_SetString(PyExc_ValueError, "unsupported cipher suite or key length"); goto out; }
     if (salt.len != 4 || header.len != LISP_HDR_LEN) { PyErr_SetString(PyExc_ValueError, "salt must be 4 bytes, header 8"); goto out; }
     if (grow((void **)&e->paths, &e->n_paths, id, sizeof(Path)) < 0) { PyErr_NoMemory(); goto out; }
     Path *p = &e->paths[id];
     free_path(p);
-    p->ctx = new_ctx(cipher, key.buf, 1);
-    if (!p->ctx) { PyErr_SetString(PyExc_RuntimeError, "cannot set up the cipher"); goto out; }
+    p->plain = plain;
+    if (!plain) p->ctx = new_ctx(cipher, key.buf, 1);
+    if (!plain && !p->ctx) { PyErr_SetString(PyExc_RuntimeError, "cannot set up the cipher"); goto out; }
     p->cipher = cipher;
     memcpy(p->salt, salt.buf, 4);
     memcpy(p->header, header.buf, LISP_HDR_LEN);
@@ -1427,6 +1465,14 @@ static PyObject *engine_open_one(Engine *e, PyObject *args) {
 out:
     PyBuffer_Release(&pkt);
     return result;
+}
+
+/* set_plaintext(accept): with encryption off, open KK = 0 packets here (else Python refuses them) */
+static PyObject *engine_set_plaintext(Engine *e, PyObject *args) {
+    int accept;
+    if (!PyArg_ParseTuple(args, "p", &accept)) return NULL;
+    e->accept_plain = accept;
+    Py_RETURN_NONE;
 }
 
 static PyObject *engine_stats(Engine *e, PyObject *Py_UNUSED(ignored)) {
@@ -1763,6 +1809,7 @@ static PyMethodDef engine_methods[] = {
     {"seal_one", (PyCFunction)engine_seal_one, METH_VARARGS, "seal one packet (tests)"},
     {"open_one", (PyCFunction)engine_open_one, METH_VARARGS, "open one packet (tests)"},
     {"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters"},
+    {"set_plaintext", (PyCFunction)engine_set_plaintext, METH_VARARGS, "accept KK = 0 packets (encryption off)"},
     {"set_policy", (PyCFunction)(void (*)(void))engine_set_policy, METH_VARARGS | METH_KEYWORDS, "install or replace the network policy"},
     {"clear_policy", (PyCFunction)engine_clear_policy, METH_NOARGS, "no policy: allow everything"},
     {"policy_check", (PyCFunction)engine_policy_check, METH_VARARGS, "check one packet (tests)"},

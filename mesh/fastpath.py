@@ -131,10 +131,14 @@ class FastPath:
         instance_id: int,
         cipher_suite: int,
         data_fd: Callable[[Any], int] | None = None,
+        plaintext: bool = False,
     ) -> None:
         if _fastpath is None:
             raise RuntimeError("the C data path (mesh._fastpath) is not built")
         self.engine: Any = _fastpath.Engine(tun_fd, True, instance_id)
+        # security.encryption: false: KK = 0 packets are opened in the engine; otherwise they
+        # go to Python, which refuses and counts them.
+        self.engine.set_plaintext(plaintext)
         self.cipher_suite = cipher_suite
         self.data_fd = data_fd
         # The engine enforces the policy on every packet it handles, including those the xTR
@@ -199,9 +203,9 @@ class FastPath:
         for key, state in wanted.items():
             if key not in self._path_ids:
                 pid = self._new_id()
-                self.engine.set_path(
-                    pid, self.cipher_suite, state.key, state.salt, state.header, state.counter
-                )
+                # A state without a key is the plaintext one (mesh.keys.plain_encap): suite 0.
+                suite = self.cipher_suite if state.key else 0
+                self.engine.set_path(pid, suite, state.key, state.salt, state.header, state.counter)
                 self._path_ids[key] = pid
                 self._states[key] = state
         routes = []

@@ -45,11 +45,25 @@ class ItrEpoch:
     created_at: float
 
 
+class PlainCipher:
+    """RFC 9300 plaintext (KK = 0): the header in front of the inner packet, nothing else. Only
+    with `security.encryption: false`, the explicit, logged interop mode."""
+
+    __slots__ = ()
+    cipher_suite = 0
+    key_id = 0
+    overhead = 0
+
+    def seal(self, header: bytes, inner: bytes, counter: int) -> bytes:
+        return header + inner
+
+
 @dataclass(slots=True)
 class EncapState:
-    """How we seal packets for one remote ETR key."""
+    """How we seal packets for one remote ETR key (or, with encryption off, the one plaintext
+    state every path shares: `plain_encap`)."""
 
-    cipher: PacketCipher
+    cipher: PacketCipher | PlainCipher
     key_id: int
     remote_public: bytes
     header: bytes  # the precomputed 8-byte LISP header (I bit + instance-id, KK = key-id)
@@ -89,6 +103,20 @@ def _allowed_sources(eids: tuple[tuple[int, IpNetwork], ...]) -> tuple[tuple[int
 
 def data_header(instance_id: int, key_id: int) -> bytes:
     return DataHeader(instance_id=instance_id or None, key_id=key_id).encode()
+
+
+def plain_encap(instance_id: int, now: float) -> EncapState:
+    """The state plaintext paths seal with (KK = 0; no key, so `key` stays empty: the C data
+    path reads that as a plaintext path)."""
+    return EncapState(
+        cipher=PlainCipher(),
+        key_id=0,
+        remote_public=b"",
+        header=data_header(instance_id, 0),
+        created_at=now,
+        peer_name="plaintext",
+        salt=bytes(4),
+    )
 
 
 @dataclass

@@ -185,6 +185,7 @@ class NodeRuntime:
                     xcfg.instance_id,
                     config.security.cipher_suite,
                     data_fd=lambda local: self.data_socks[local.key].fileno(),
+                    plaintext=not config.security.encryption,
                 )
                 self.xtr.attach_datapath(engine)
             self._add_reader(self.tun.fd, self._tun_readable)
@@ -214,7 +215,7 @@ class NodeRuntime:
 
     def _use_fast_path(self) -> bool:
         config = self.config
-        if config.dataplane == "python" or not config.security.encryption:
+        if config.dataplane == "python":
             return False
         if not fastpath.available():
             if config.dataplane == "c":

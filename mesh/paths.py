@@ -152,8 +152,8 @@ class PathTable:
         for entry in self.map_cache:
             if entry.negative or entry.expired(now):
                 continue
-            encap = self.entry_encap.get((entry.iid, entry.prefix))
-            if encap is None and ctx.encrypt:
+            encap = self.entry_encap.get((entry.iid, entry.prefix)) or ctx.plain_encap
+            if encap is None:
                 continue
             best = None
             for rloc in sorted(entry.rlocs, key=lambda r: (r.priority, -r.weight)):
@@ -167,7 +167,7 @@ class PathTable:
                     continue
                 best = (rloc, local)
                 break
-            if best is not None and encap is not None:
+            if best is not None:
                 rloc, local = best
                 paths[(entry.iid, entry.prefix)] = Path(
                     encap, (str(rloc.address), DATA_PORT), local

@@ -19,7 +19,7 @@ from lisp.address import Address
 from lisp.rloc_probe import RlocProber
 from mesh.config import IpAddress, NodeConfig
 from mesh.datapath import DataPath, PythonDataPath
-from mesh.keys import KeyStore
+from mesh.keys import EncapState, KeyStore, plain_encap
 from mesh.kx import KxAuthority
 from mesh.xtr_types import LocalRloc, Transport
 
@@ -71,6 +71,11 @@ class XtrContext:
         self.timers = config.xtr.timers
         self.iid = config.xtr.instance_id
         self.kx = kx
+        # With encryption off (an explicit opt-in, logged by the runtime), every path seals
+        # with this one plaintext state; with it on, there is none and no path is plaintext.
+        self.plain_encap: EncapState | None = (
+            None if self.encrypt else plain_encap(self.iid, self.now)
+        )
         self.keys.instance_id = self.iid
         self.keys.rekey_after_seconds = config.security.rekey_after_seconds
         self.keys.rekey_after_packets = config.security.rekey_after_packets
