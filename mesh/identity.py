@@ -26,7 +26,6 @@ import binascii
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import struct
 from collections import OrderedDict
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.files import write_file_atomic
 from lisp.address import NO_ADDRESS
 from lisp.lcaf import JsonLcaf
 
@@ -83,33 +83,13 @@ class IdentityError(Exception):
 # files
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically with exactly `mode` (a temp file created with it, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            fd = -1
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_file(path, pem, 0o600)
+    write_file_atomic(path, pem, 0o600)
 
 
 def read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -132,7 +112,7 @@ def read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def write_certificate(path: Path, cert: x509.Certificate) -> None:
-    _write_file(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_file_atomic(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def read_certificate(path: Path) -> x509.Certificate:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any
 
 from lisp import (
     Action,
@@ -28,17 +27,16 @@ from lisp import (
     RlocRecord,
 )
 from lisp.address import Address
-from lisp.crypto import CryptoError
-from lisp.kx_lcaf import build_request_itr_rloc, extract_security, public_key_of
+from lisp.kx_lcaf import extract_security
+from lisp.lcaf import JsonLcaf, SecurityKey
 from lisp.map_cache import MapCacheEntry
 from lisp.records import TTL_UNLIMITED, eid_prefix
 from mesh.config import IpAddress, IpNetwork
-from mesh.identity import IdentityError
+from mesh.key_exchange import KxRefused
 from mesh.keys import EncapState, random_nonce
 from mesh.kx import requested_eids
 from mesh.paths import PathTable
 from mesh.peer_stats import PeerTable
-from mesh.revocation import Revocation
 from mesh.xtr_context import XtrContext
 from mesh.xtr_types import CONTROL_PORT, NEGATIVE_HOLD_SECONDS, LocalRloc, Pending
 
@@ -51,13 +49,10 @@ class Resolver:
     """The ITR's Map-Requests (resolves; the prober's probes are registered here too) and what
     their Map-Replies install. Owns the outstanding requests and the resolver rotation."""
 
-    def __init__(
-        self, ctx: XtrContext, paths: PathTable, peers: PeerTable, revocation: Revocation
-    ) -> None:
+    def __init__(self, ctx: XtrContext, paths: PathTable, peers: PeerTable) -> None:
         self.ctx = ctx
         self.paths = paths
         self.peers = peers
-        self.revocation = revocation
         self.pending: dict[int, Pending] = {}
         self.resolver_index = 0
         # Diagnostics (mesh.diagnostics): called with a Map-Reply whose nonce they wait for.
@@ -73,21 +68,8 @@ class Resolver:
         plain = ctx.up_rloc_addresses(local)
         if not ctx.encrypt:
             return plain
-        epoch = ctx.keys.epoch
-        proof = None
-        if ctx.kx is not None:
-            rlocs = tuple(r.address for r in ctx.locals)
-            proof = ctx.kx.request_proof(
-                nonce,
-                ctx.keys.cipher_suite,
-                epoch.key_id,
-                epoch.pair.public,
-                rlocs,
-                requested_eids(records),
-            )
-        first = build_request_itr_rloc(
-            ctx.keys.cipher_suite, epoch.pair.public, local.address, proof
-        )
+        rlocs = tuple(r.address for r in ctx.locals)
+        first = ctx.exchange.request_itr_rloc(nonce, local.address, rlocs, requested_eids(records))
         return (first, *plain)
 
     def last_resolver(self) -> str | None:
@@ -255,52 +237,30 @@ class Resolver:
         prefix: IpNetwork,
         nonce: int,
         pending: Pending,
-        key: Any,
-        proof: Any,
+        key: SecurityKey | None,
+        proof: JsonLcaf | None,
         plain: list[RlocRecord],
     ) -> EncapState | None:
+        """The state to seal with for `prefix` (mesh.key_exchange decides); None when refused
+        (counted)."""
         ctx, paths = self.ctx, self.paths
         if pending.key_id is None:
             # A plain probe (no key offered): keep whatever key this entry already has.
             return paths.entry_encap.get((ctx.iid, prefix))
-        if key is None:
-            ctx.error(f"{prefix}: the ETR offered no encryption key; refusing plaintext")
-            ctx.drops["peer-without-encryption"] += 1
-            return None
         try:
-            public = public_key_of(key)
-        except CryptoError as exc:
-            ctx.error(f"{prefix}: unusable key from the ETR: {exc}")
-            ctx.drops["kx-bad-key"] += 1
+            encap = ctx.exchange.accept_reply(
+                key,
+                proof,
+                nonce,
+                pending.key_id,
+                (ctx.iid, prefix),
+                _ip_addresses(r.address for r in plain),
+                ctx.now,
+            )
+        except KxRefused as refusal:
+            ctx.refused(f"key exchange for {prefix} from {plain[0].address}", refusal)
             return None
-        if key.cipher_suite != ctx.keys.cipher_suite:
-            ctx.error(f"{prefix}: ETR answered cipher suite {key.cipher_suite}")
-            ctx.drops["kx-cipher-mismatch"] += 1
-            return None
-        peer_name = f"rloc:{plain[0].address}"
-        if ctx.kx is not None:
-            try:
-                peer = ctx.kx.verify_reply(
-                    proof,
-                    nonce,
-                    key.cipher_suite,
-                    pending.key_id,
-                    public,
-                    ((ctx.iid, prefix),),
-                    _ip_addresses(r.address for r in plain),
-                    ctx.now,
-                )
-            except IdentityError as exc:
-                ctx.error(f"key exchange for {prefix} from {plain[0].address} refused: {exc}")
-                ctx.drops["kx-auth-failed"] += 1
-                return None
-            peer_name = peer.name
-        if self.revocation.refuse(peer_name):
-            return None
-        encap = ctx.keys.install_encap(pending.key_id, public, peer_name, ctx.now)
-        if encap is None:
-            ctx.drops["kx-stale-epoch"] += 1
-            return None
+        peer_name = encap.peer_name
         # The peer's ETR key is node-wide: its other prefixes (IPv6 next to IPv4) move to the
         # new key too, or one probe would re-key only the prefix it asked about.
         for other, state in paths.entry_encap.items():
@@ -320,7 +280,9 @@ class Resolver:
         paths.drop_misses_in(prefix, "kx-refused")
 
 
-def _plain_rlocs(record: EidRecord) -> tuple[list[RlocRecord], Any, Any]:
+def _plain_rlocs(
+    record: EidRecord,
+) -> tuple[list[RlocRecord], SecurityKey | None, JsonLcaf | None]:
     """The record's RLOCs as plain addresses, and the ETR key and proof some of them carry."""
     plain: list[RlocRecord] = []
     key = None

@@ -72,6 +72,7 @@ class Peer:
     name: str
     eids: tuple[tuple[int, IpNetwork], ...]
     key_id: int
+    fingerprint: str = ""  # SHA-256 of its certificate (DER), hex
 
 
 class KxAuthority:
@@ -163,7 +164,7 @@ class KxAuthority:
         self._check_window(parsed.issued_at_ms, wall)
         peer = self._verified(proof, transcript, wall)
         self._check_fresh(peer.name, parsed.issued_at_ms, public)
-        return Peer(peer.name, peer.eids, parsed.key_id)
+        return Peer(peer.name, peer.eids, parsed.key_id, peer.fingerprint)
 
     def _verified(self, proof: JsonLcaf, transcript: KxTranscript, wall: float) -> PeerIdentity:
         """verify_proof, remembering what verified: the same signed bytes again (a retry, a
@@ -219,4 +220,4 @@ class KxAuthority:
         issued = parse_proof(proof).issued_at_ms
         transcript = KxTranscript("reply", nonce, cipher_suite, key_id, public, eids, rlocs, issued)
         peer = verify_proof(self.verifier, proof, transcript, self.clock())
-        return Peer(peer.name, peer.eids, key_id)
+        return Peer(peer.name, peer.eids, key_id, peer.fingerprint)

@@ -20,18 +20,11 @@ class Revocation:
         self.peers = peers
         self.revoked: frozenset[str] = frozenset()
 
-    def refuse(self, peer_name: str) -> bool:
-        """Is `peer_name` revoked? (counted and logged if so: its key exchange is refused)"""
-        if peer_name not in self.revoked:
-            return False
-        self.ctx.error(f"key exchange from revoked node {peer_name} refused")
-        self.ctx.drops["kx-revoked-peer"] += 1
-        return True
-
     def apply(self, revoked: frozenset[str]) -> None:
         """Drop every key shared with a revoked node; later packets under them are `no-key`."""
         ctx, paths = self.ctx, self.paths
         self.revoked = frozenset(revoked)
+        ctx.exchange.revoked = self.revoked  # their key exchanges are refused from now on
         if not self.revoked:
             return
         keys = ctx.keys
@@ -41,7 +34,7 @@ class Revocation:
         entries = [k for k, s in paths.entry_encap.items() if s.peer_name in self.revoked]
         for iid, prefix in entries:
             paths.forget(iid, prefix)
-            paths.map_cache.remove(iid, prefix)  # re-resolving meets refuse()
+            paths.map_cache.remove(iid, prefix)  # re-resolving is refused
         slots = [k for k, s in keys.decap.items() if s.peer_name in self.revoked]
         for slot in slots:
             del keys.decap[slot]

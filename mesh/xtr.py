@@ -15,6 +15,7 @@ owns its state and is handed the parts it talks to (no part imports the xTR):
     PathTable  (mesh.paths)        map-cache, chosen paths, flow cache, packets waiting
     PeerTable  (mesh.peer_stats)   what we know of each remote node
     Revocation (mesh.revocation)   revoked node names; drops their keys
+    KeyExchange (mesh.key_exchange) every decision about a peer's key (in XtrContext.exchange)
     Resolver   (mesh.itr_resolve)  Map-Requests out, Map-Replies in (the ITR key exchange)
     Prober     (mesh.rloc_probing) RLOC-probes, rekeying, answering SMRs
     Responder  (mesh.etr_answer)   Map-Replies for our EIDs (the ETR key exchange), SMRs out
@@ -98,9 +99,9 @@ class Xtr:
         self.path_table = PathTable(ctx)
         self.peers = PeerTable(ctx, self.path_table)
         self.revocation = Revocation(ctx, self.path_table, self.peers)
-        self.resolver = Resolver(ctx, self.path_table, self.peers, self.revocation)
+        self.resolver = Resolver(ctx, self.path_table, self.peers)
         self.prober = Prober(ctx, self.path_table, self.resolver)
-        self.responder = Responder(ctx, self.prober, self.peers, self.revocation)
+        self.responder = Responder(ctx, self.prober, self.peers)
         self.registrar = Registrar(ctx)
         self.nat = NatCheck(ctx)
         self.warm_start = WarmStart(ctx, self.path_table, self.prober)

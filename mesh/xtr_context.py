@@ -4,7 +4,7 @@ The parts (mesh.paths, mesh.itr_resolve, mesh.rloc_probing, mesh.etr_answer, mes
 mesh.revocation, mesh.peer_stats) each own their own state; this object holds only what is
 common to all of them: the node's configuration as the xTR sees it, the time of the event being
 handled (`now`, set by whoever feeds the xTR an event), the transport, the keys and the key
-exchange authority, the local uplinks, and the drop/stat/error counters status reports.
+exchange (mesh.key_exchange), the local uplinks, and the drop/stat/error counters status reports.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from lisp.address import Address
 from lisp.rloc_probe import RlocProber
 from mesh.config import IpAddress, NodeConfig
 from mesh.datapath import DataPath, PythonDataPath
+from mesh.key_exchange import KeyExchange, KxRefused
 from mesh.keys import EncapState, KeyStore, plain_encap
 from mesh.kx import KxAuthority
 from mesh.xtr_types import LocalRloc, Transport
@@ -52,6 +53,8 @@ class XtrContext:
             interop=not config.security.authenticate_key_exchange,
         )
         self.keys.start(now)
+        # Every decision about a peer's key (mesh.key_exchange), signing with `kx`.
+        self.exchange = KeyExchange(self.keys, kx)
         self.prober = RlocProber(
             config.xtr.timers.probe_interval, config.xtr.timers.probe_dead_after
         )
@@ -70,7 +73,7 @@ class XtrContext:
         self.xcfg = config.xtr
         self.timers = config.xtr.timers
         self.iid = config.xtr.instance_id
-        self.kx = kx
+        self.exchange.authority = kx
         # With encryption off (an explicit opt-in, logged by the runtime), every path seals
         # with this one plaintext state; with it on, there is none and no path is plaintext.
         self.plain_encap: EncapState | None = (
@@ -81,6 +84,20 @@ class XtrContext:
         self.keys.rekey_after_packets = config.security.rekey_after_packets
         self.prober.interval = self.timers.probe_interval
         self.prober.dead_after = self.timers.probe_dead_after
+
+    @property
+    def kx(self) -> KxAuthority | None:
+        """The key exchange's authority (None: the unauthenticated interop mode)."""
+        return self.exchange.authority
+
+    @kx.setter
+    def kx(self, authority: KxAuthority | None) -> None:
+        self.exchange.authority = authority
+
+    def refused(self, what: str, refusal: KxRefused) -> None:
+        """Count and log a key exchange the state machine refused; `what` says which."""
+        self.drops[refusal.drop] += 1
+        self.error(f"{what} refused: {refusal.reason}")
 
     def error(self, message: str) -> None:
         log.warning("%s", message)

@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import json_format
 
 from common.errors import LispmeshError
+from common.files import write_file_atomic
 from controller_api.gen.lispmesh.v1 import config_pb2
-from mesh.identity import _write_file, write_certificate, write_private_key
+from mesh.identity import write_certificate, write_private_key
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class StateDir:
 
     def save_enrollment(self, enrollment: Enrollment) -> None:
         text = json.dumps(asdict(enrollment), indent=2) + "\n"
-        _write_file(self.agent_file, text.encode(), 0o644)
+        write_file_atomic(self.agent_file, text.encode(), 0o644)
 
     def load_checkpoint(self) -> config_pb2.DesiredState | None:
         """The last desired state applied, or None (with one warning line) when there is none
@@ -213,21 +214,21 @@ class StateDir:
         doc: dict[str, Any] = json_format.MessageToDict(desired, preserving_proto_field_name=True)
         text = (json.dumps(doc, indent=2) + "\n").encode()
         if self.cipher is None:
-            _write_file(self.checkpoint_file, text, 0o600)
+            write_file_atomic(self.checkpoint_file, text, 0o600)
             return
         try:
             blob = self.cipher.encrypt(text)
         except StateError as exc:
             log.warning("checkpoint not saved: %s", exc)
             return
-        _write_file(self.sealed_checkpoint_file, blob, 0o600)
+        write_file_atomic(self.sealed_checkpoint_file, blob, 0o600)
 
     def forget_checkpoint(self) -> None:
         self.checkpoint_file.unlink(missing_ok=True)
         self.sealed_checkpoint_file.unlink(missing_ok=True)
 
     def mark_revoked(self, message: str) -> None:
-        _write_file(self.revoked_file, (message + "\n").encode(), 0o644)
+        write_file_atomic(self.revoked_file, (message + "\n").encode(), 0o644)
 
     def revoked_message(self) -> str | None:
         try:

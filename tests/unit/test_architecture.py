@@ -51,7 +51,7 @@ KNOWN_UPWARD = {
 }
 KNOWN_CYCLES: list[set[str]] = []
 # `from <our module> import _private`: a module's private names are its own.
-KNOWN_PRIVATE_IMPORTS = {("node.state", "mesh.identity._write_file")}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 # Underscore names that are public API of the standard library (namedtuple's `_make`).
 PUBLIC_UNDERSCORE = {"_make", "_replace", "_asdict", "_fields"}
 

@@ -3,17 +3,16 @@ before any public-key work, and a request seen before costs no second ECDSA veri
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-import mesh.kx
+from mesh import kx as kx_module
 from mesh.rate_limit import TokenBuckets
 from mesh.xtr import CONTROL_PORT
 from tests.unit import test_xtr_memory as memory
 from tests.unit.test_kx_replay import WallClock, _keyed_requests_to, _nodes, _send
-from tests.unit.test_xtr_memory import rloc
+from tests.unit.test_xtr_memory import MakeNode, Wire, rloc
 
+mesh = memory.mesh
 pki = memory.pki
 
 
@@ -27,21 +26,21 @@ def test_token_buckets_allow_a_burst_then_the_rate() -> None:
 
 
 def test_a_flood_of_replayed_requests_costs_few_verifies_and_data_flows(
-    pki: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    mesh: tuple[Wire, MakeNode], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = WallClock()
-    wire, (n1, n2) = _nodes(pki, clock, 1, 2)
+    wire, (n1, n2) = _nodes(mesh, clock, 1, 2)
     _send(wire, n1, b"first")
     recorded = _keyed_requests_to(wire, rloc(2))
     assert recorded
     verifies = []
-    real = mesh.kx.verify_proof
+    real = kx_module.verify_proof
 
     def counting(*args: object, **kwargs: object) -> object:
         verifies.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(mesh.kx, "verify_proof", counting)
+    monkeypatch.setattr(kx_module, "verify_proof", counting)
     source, payload = recorded[0]
     for _ in range(500):  # within one xTR tick: no time to refill the buckets
         wire.queue.append((source, (rloc(2), CONTROL_PORT), payload))

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from lisp import EncapsulatedControl, MapRequest, RequestRecord, decode_control
-from mesh.kx import FRESHNESS, KxAuthority
-from mesh.xtr import CONTROL_PORT, DATA_PORT, Xtr
+from mesh.kx import FRESHNESS
+from mesh.xtr import CONTROL_PORT, DATA_PORT
 from tests.unit import test_xtr_memory as memory
-from tests.unit.test_xtr_memory import Node, Wire, ipv4_packet, node_config, rloc
+from tests.unit.test_xtr_memory import MakeNode, Node, Wire, ipv4_packet, rloc
 
 pki = memory.pki
+mesh = memory.mesh
 
 
 class WallClock:
@@ -29,18 +30,9 @@ class WallClock:
         return self.now
 
 
-def _nodes(pki: dict[str, Path], clock: WallClock, *indexes: int) -> tuple[Wire, list[Node]]:
-    wire = Wire()
-    nodes = []
-    for index in indexes:
-        config = node_config(pki, index)
-        d = pki[config.name]
-        kx = KxAuthority.from_files(config.name, str(d / "node.key"), str(d / "node.crt"),
-                                    str(d / "ca.crt"), clock=clock)  # fmt: skip
-        node = Node(config.name, wire)
-        node.xtr = Xtr(config, node, kx, wire.now)
-        wire.add(node)
-        nodes.append(node)
+def _nodes(mesh: tuple[Wire, MakeNode], clock: WallClock, *indexes: int) -> tuple[Wire, list[Node]]:
+    wire, make = mesh
+    nodes = [make(index, clock=clock) for index in indexes]
     wire.tick()
     return wire, nodes
 
@@ -75,10 +67,10 @@ def _cycle_key_ids(wire: Wire, clock: WallClock, n1: Node, seconds: float) -> No
 
 @pytest.mark.parametrize("seconds", [20.0, FRESHNESS / 2])
 def test_a_recorded_request_replayed_after_the_key_ids_cycled_is_refused(
-    pki: dict[str, Path], seconds: float
+    mesh: tuple[Wire, MakeNode], seconds: float
 ) -> None:
     clock = WallClock()
-    wire, (n1, n2) = _nodes(pki, clock, 1, 2)
+    wire, (n1, n2) = _nodes(mesh, clock, 1, 2)
     _send(wire, n1, b"old")
     assert [p[28:] for p in n2.inside] == [b"old"]
     recorded = _keyed_requests_to(wire, rloc(2))
@@ -101,17 +93,15 @@ def test_a_recorded_request_replayed_after_the_key_ids_cycled_is_refused(
 
 
 def test_a_request_older_than_the_freshness_window_is_refused_even_by_a_fresh_etr(
-    pki: dict[str, Path],
+    pki: dict[str, Path], mesh: tuple[Wire, MakeNode]
 ) -> None:
     clock = WallClock()
-    wire, (n1, n2) = _nodes(pki, clock, 1, 2)
+    wire, (n1, n2) = _nodes(mesh, clock, 1, 2)
     _send(wire, n1, b"old")
     recorded = _keyed_requests_to(wire, rloc(2))
     # n2 restarts (it remembers no peer) long after the recording.
     clock.now += FRESHNESS + 60
-    d = pki["n2"]
-    n2.xtr.ctx.kx = KxAuthority.from_files("n2", str(d / "node.key"), str(d / "node.crt"),
-                                           str(d / "ca.crt"), clock=clock)  # fmt: skip
+    n2.xtr.ctx.kx = memory.authority(pki, "n2", clock)
     before = n2.xtr.ctx.drops["kx-replayed"]
     for source, payload in recorded:
         wire.queue.append((source, (rloc(2), CONTROL_PORT), payload))
@@ -130,9 +120,9 @@ def _retarget(payload: bytes, eid: Any) -> bytes:
     return dataclasses.replace(ecm, message=moved.encode()).encode()
 
 
-def test_a_request_recorded_for_one_etr_is_refused_by_another(pki: dict[str, Path]) -> None:
+def test_a_request_recorded_for_one_etr_is_refused_by_another(mesh: tuple[Wire, MakeNode]) -> None:
     clock = WallClock()
-    wire, (n1, _n2, n3) = _nodes(pki, clock, 1, 2, 3)
+    wire, (n1, _n2, n3) = _nodes(mesh, clock, 1, 2, 3)
     _send(wire, n1, b"to n2")
     (source, payload), *_ = _keyed_requests_to(wire, rloc(2))
     # Sent as is to n3, it asks for n2's EID: not n3's to answer.

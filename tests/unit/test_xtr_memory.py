@@ -200,10 +200,18 @@ MakeNode = Callable[..., Node]
 def mesh(pki: dict[str, Path]) -> Iterator[tuple[Wire, MakeNode]]:
     wire = Wire()
 
-    def make(index: int, uplinks: int = 1, kx: KxAuthority | None = None, **security: Any) -> Node:
+    def make(
+        index: int,
+        uplinks: int = 1,
+        kx: KxAuthority | None = None,
+        clock: Clock = time.time,
+        **security: Any,
+    ) -> Node:
+        """`clock` is the node's wall clock (proof times, certificate validity); the xTR's
+        own clock is the wire's."""
         config = node_config(pki, index, uplinks, **security)
         node = Node(config.name, wire)
-        node.xtr = Xtr(config, node, kx or authority(pki, config.name), wire.now)
+        node.xtr = Xtr(config, node, kx or authority(pki, config.name, clock), wire.now)
         wire.add(node)
         return node
 
@@ -443,8 +451,8 @@ def test_certificates_are_judged_by_the_injected_clock(
     one-year certificate has expired by then, whatever the machine's clock says."""
     wire, make = mesh
     later = 550 * 86400.0
-    n1 = make(1, kx=authority(pki, "n1", lambda: time.time() + later))
-    n2 = make(2, kx=authority(pki, "n2", lambda: time.time() + later))
+    n1 = make(1, clock=lambda: time.time() + later)
+    n2 = make(2, clock=lambda: time.time() + later)
     wire.tick()
     n1.xtr.now = wire.now
     n1.xtr.inside_packet(ipv4_packet("10.1.1.1", "10.1.2.1"))
