@@ -38,6 +38,7 @@ from typing import Any
 
 from common import yamldoc
 from common.errors import LispmeshError
+from common.workload_model import Port, parse_port
 from common.yamldoc import Path, YamlDoc
 
 API_VERSION = "lispmesh/v1"
@@ -73,7 +74,6 @@ _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}  # fmt: skip
 _DURATION = re.compile(r"(\d+)(s|m|h|d)?\Z")
 _SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_PORT = re.compile(r"(?:(tcp|udp)/)?(\d{1,5})\Z")
 
 
 class AppSpecError(LispmeshError, ValueError):
@@ -116,15 +116,6 @@ class Affinity:
 class Spread:
     key: str
     weight: int  # 1..100
-
-
-@dataclass(frozen=True)
-class Port:
-    protocol: str  # tcp | udp
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.protocol}/{self.port}"
 
 
 @dataclass(frozen=True)
@@ -431,10 +422,11 @@ def _ports(value: Any, path: Path, doc: YamlDoc) -> tuple[Port, ...]:
     out: list[Port] = []
     for i, item in enumerate(list_field(value, path, doc)):
         where: Path = (*path, i)
-        match = _PORT.match(str(item).strip()) if isinstance(item, str | int) else None
-        if isinstance(item, bool) or not match or not 0 < int(match.group(2)) < 65536:
+        port = None
+        if isinstance(item, str | int) and not isinstance(item, bool):
+            port = parse_port(str(item), default_protocol="tcp")
+        if port is None:
             raise doc.fail(where, f"{item!r} is not a port (tcp/80, udp/53, or 80 for tcp)")
-        port = Port(match.group(1) or "tcp", int(match.group(2)))
         if port in out:
             raise doc.fail(where, f"{port} is given twice")
         out.append(port)

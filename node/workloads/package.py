@@ -21,6 +21,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from common.workload_model import Port, parse_port
 from node.workloads.errors import ImageError
 from node.workloads.oci_image import Image
 
@@ -29,7 +30,6 @@ LABEL = "io.lispmesh.label."
 _SIZE = re.compile(r"(\d+)(|K|M|G|T|Ki|Mi|Gi|Ti)\Z")
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}  # fmt: skip
-_PORT = re.compile(r"(tcp|udp)/(\d{1,5})\Z")
 _LABEL_KEY = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?\Z")
 KNOWN = {
     "kind", "resources.memory", "resources.cpus", "resources.pids", "resources.disk", "ports",
@@ -43,15 +43,6 @@ class Resources:
     cpus: float = 1.0
     pids: int = 256
     disk: int = 1 << 30  # bytes
-
-
-@dataclass(frozen=True)
-class Port:
-    protocol: str  # tcp | udp
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.protocol}/{self.port}"
 
 
 @dataclass(frozen=True)
@@ -142,10 +133,10 @@ def _ports(text: str | None, where: str) -> tuple[Port, ...]:
     for item in (text or "").split(","):
         if not item.strip():
             continue
-        match = _PORT.match(item.strip())
-        if not match or not 0 < int(match.group(2)) < 65536:
+        port = parse_port(item)
+        if port is None:
             raise ImageError(f"{where}: {PREFIX}ports item {item!r} is not tcp/N or udp/N")
-        ports.append(Port(match.group(1), int(match.group(2))))
+        ports.append(port)
     return tuple(ports)
 
 
