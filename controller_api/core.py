@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from google.protobuf import json_format
 
+from controller_api.change_feed import Changes
 from controller_api.desired import build, versioned
 from controller_api.embedded_ms import EmbeddedMapServer, site_name
 from controller_api.gen.lispmesh.v1 import admin_pb2, common_pb2, config_pb2, status_pb2
@@ -42,18 +43,62 @@ class ControllerCore:
         self._changed: dict[str, asyncio.Event] = {}
         self.policies = PolicyManager(store, clock)
         self.tpm_records = TpmRecords(store)
+        # What every node's document shares, computed once per change rather than once per
+        # node (a fan-out to N nodes must not read N x N rows): the revoked and quarantined.
+        self._revoked: list[str] | None = None
+        # Set when the store's change feed drives the streams (etcd): no periodic re-reads.
+        self.fed = False
+        self.built = 0  # desired states built (a figure for tests and benchmarks)
         if map_server is not None:
             map_server.core.policy_check = self.policies.may_learn
 
     # ------------------------------------------------------------------ desired state
 
     def desired_state(self, node: NodeRow) -> config_pb2.DesiredState:
+        self.built += 1
         policy = self.policies.for_node(node)
-        # A quarantined node's keys are refused by the others exactly as a revoked node's.
-        quarantined = {t.node_id for t in self.tpm_records.all().values() if t.quarantined}
-        revoked = [n.name for n in self.store.list_nodes() if n.revoked or n.node_id in quarantined]
-        document = build(node, self.settings, self.pools, self.advertise, policy, revoked)
+        document = build(
+            node, self.settings, self.pools, self.advertise, policy, self.revoked_names()
+        )
         return versioned(self.store, document)
+
+    def revoked_names(self) -> list[str]:
+        if self._revoked is None:
+            # A quarantined node's keys are refused by the others exactly as a revoked node's.
+            quarantined = {t.node_id for t in self.tpm_records.all().values() if t.quarantined}
+            self._revoked = sorted(
+                n.name for n in self.store.list_nodes() if n.revoked or n.node_id in quarantined
+            )
+        return self._revoked
+
+    @property
+    def stream_cycle(self) -> float | None:
+        """How long a Watch stream waits before it reads its state again without being told
+        (None: only when told, by the change feed)."""
+        return None if self.fed else self.settings.config_cycle
+
+    def feed_changes(self, changes: Changes) -> None:
+        """Store changes another replica (or this one) made, from the change feed."""
+        if changes.policy:
+            self.policies.reload()
+        elif changes.inventory:
+            self.policies.forget_inventory()
+        if changes.everyone or changes.inventory or changes.quarantine:
+            self._revoked = None
+        if changes.sites:
+            self.sync_map_server()
+        if changes.everyone or changes.policy:
+            self.notify_all()
+        else:
+            for node_id in changes.nodes:
+                self.notify(node_id)
+
+    def resync(self) -> None:
+        """The change feed lost track (etcd compacted past it): reload everything it feeds."""
+        self.policies.reload()
+        self._revoked = None
+        self.sync_map_server()
+        self.notify_all()
 
     def open_watch(self, node_id: str) -> asyncio.Event:
         """Count a new Watch stream of `node_id`; returns the event that tells it to end, set
@@ -77,7 +122,7 @@ class ControllerCore:
             del self.streams[node_id]
 
     async def wait_change(
-        self, node_id: str, timeout: float, ended: asyncio.Event | None = None
+        self, node_id: str, timeout: float | None, ended: asyncio.Event | None = None
     ) -> None:
         """Until `node_id`'s state may have changed, `ended` is set, or `timeout` passed."""
         event = self._changed.setdefault(node_id, asyncio.Event())
@@ -98,8 +143,9 @@ class ControllerCore:
         self._changed.setdefault(node_id, asyncio.Event()).set()
 
     def notify_all(self) -> None:
-        for node in self.store.list_nodes(include_revoked=False):
-            self.notify(node.node_id)
+        # Only streams read desired states: a node that connects later reads the current one.
+        for node_id in list(self._watches):
+            self.notify(node_id)
 
     def apply_policy(self, text: str, filename: str, who: str) -> tuple[Checked, int]:
         """Check and install a policy (PolicyError if refused); every node gets its part now."""
@@ -123,6 +169,7 @@ class ControllerCore:
     def revoke(self, node: NodeRow) -> NodeRow:
         revoked = self.store.revoke_node(node.node_id, self.clock())
         assert revoked is not None
+        self._revoked = None
         self.sync_map_server()  # its site goes, and with it its registrations
         self.notify(node.node_id)
         self.notify_all()  # every node's revocation list changes: they drop its keys now
@@ -150,6 +197,7 @@ class ControllerCore:
     ) -> None:
         self.tpm_records.record_attestation(node.node_id, result, clock)
         if was_quarantined != (not result.ok):
+            self._revoked = None
             # In or out of quarantine: every node's revocation list changes, and its own
             # Watch stream ends (or may start again).
             self.notify(node.node_id)

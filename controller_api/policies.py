@@ -88,6 +88,19 @@ class PolicyManager:
             self._evaluator = Evaluator(doc, self.inventory())
         return self._evaluator
 
+    def reload(self) -> None:
+        """Read the applied policy and its generation again (another replica may have applied
+        one or bumped it)."""
+        self.row = self.policies.current()
+        self._generation = self.policies.generation()
+        self.forget_inventory()
+
+    def forget_inventory(self) -> None:
+        """The nodes changed elsewhere: compile again from the store on the next use. (The
+        replica that changed them bumps the generation; every replica reloads it then.)"""
+        self._evaluator = None
+        self._compiled.clear()
+
     def inventory_changed(self) -> bool:
         """A node joined or left: recompile (and bump the generation) if a policy is installed."""
         self._evaluator = None

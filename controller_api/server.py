@@ -30,6 +30,7 @@ from controller_api import pki as pki_mod
 from controller_api.attestation import AttestationPolicy, ManufacturerCAs
 from controller_api.attestation_policies import AttestationPolicies, PolicyInForce
 from controller_api.auth import Authenticator
+from controller_api.change_feed import ChangeFeed
 from controller_api.core import ControllerCore
 from controller_api.embedded_ms import EmbeddedMapServer
 from controller_api.enrollment import Enroller
@@ -159,6 +160,7 @@ class Controller:
         self.pin = ""
         self.pools: Pools | None = None
         self.leader: LeaderLoop | None = None
+        self.feed: ChangeFeed | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -203,10 +205,23 @@ class Controller:
             await self.map_server.start()
         except Exception as exc:
             raise ControllerError(f"embedded map-server: {exc}") from None
+        try:
+            # Read before the core loads its state: the feed then misses no change after it.
+            watched_from = store.revision() if isinstance(store, EtcdStore) else 0
+        except StoreError as exc:
+            await self.map_server.stop()
+            raise ControllerError(str(exc)) from None
         self.core = core = ControllerCore(
             store, s, pools, advertise, self.map_server, clock=self.clock
         )
         core.sync_map_server()
+        if isinstance(store, EtcdStore):
+            self.feed = ChangeFeed(
+                store.etcd, store.prefix, watched_from, asyncio.get_running_loop(),
+                core.feed_changes, core.resync,
+            )  # fmt: skip
+            self.feed.start()
+            core.fed = True
         auth = Authenticator(store, ca_pki.ca.certificate, self.clock)
         enroller = Enroller(store, ca_pki, s, pools, cas, clock=self.clock, tpm=verifier)
         server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1)])
@@ -246,6 +261,9 @@ class Controller:
         self.port = _bind(server, f"{bind}:{s.listen_port}", join)
         self.api_port = _bind(server, f"{bind}:{api_port}", mutual) if self.port else 0
         if not self.port or not self.api_port:
+            if self.feed is not None:
+                await asyncio.to_thread(self.feed.stop)
+                self.feed = None
             await self.map_server.stop()
             raise ControllerError(
                 f"cannot listen on {bind}:{s.listen_port} and :{api_port} (address in use?)"
@@ -289,6 +307,9 @@ class Controller:
         )  # fmt: skip
 
     async def stop(self) -> None:
+        if self.feed is not None:
+            await asyncio.to_thread(self.feed.stop)
+            self.feed = None
         if self.leader is not None:
             await self.leader.stop()
             self.leader = None

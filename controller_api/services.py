@@ -180,7 +180,7 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
                 if row.revoked:
                     message = f"node {row.name} was revoked at {rfc3339(row.revoked_at)}"
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
-                await core.wait_change(node_id, core.settings.config_cycle, ended)
+                await core.wait_change(node_id, core.stream_cycle, ended)
                 if ended.is_set():
                     await context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,

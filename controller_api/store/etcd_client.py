@@ -14,7 +14,9 @@ endpoints and etcd's own reason.
 from __future__ import annotations
 
 import ipaddress
+import queue
 import socket
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,82 @@ DEFAULT_TIMEOUT = 5.0
 
 class EtcdUnavailable(StoreError):
     """etcd did not answer (down, no quorum, unreachable) or refused the request."""
+
+
+class Compacted(StoreError):
+    """A watch asked for revisions etcd has compacted away: the watcher must read the current
+    state again and watch on from there."""
+
+    def __init__(self, start_revision: int, compact_revision: int) -> None:
+        super().__init__(
+            f"etcd watch from revision {start_revision}: compacted up to {compact_revision}"
+        )
+        self.start_revision = start_revision
+        self.compact_revision = compact_revision
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """Events etcd delivered together (one revision or a run of them), oldest first; each has
+    `type` (0 put, 1 delete), `kv` and `prev_kv`."""
+
+    revision: int  # the store revision this batch brings the watcher up to
+    events: tuple[Any, ...]
+
+
+class WatchStream:
+    """One etcd watch over a key prefix from a revision: iterate for `WatchBatch`es (blocking);
+    `cancel()` from any thread ends the iteration. Raises `Compacted` if the start revision is
+    gone, `EtcdUnavailable` if the stream breaks (the caller resumes from the last revision
+    it saw plus one)."""
+
+    def __init__(self, stub: Any, prefix: bytes, start_revision: int, where: str) -> None:
+        self.start_revision = start_revision
+        self._where = where
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._requests.put(
+            etcdrpc.WatchRequest(
+                create_request=etcdrpc.WatchCreateRequest(
+                    key=prefix, range_end=prefix_end(prefix), start_revision=start_revision,
+                    prev_kv=True,
+                )
+            )
+        )  # fmt: skip
+        self._cancelled = threading.Event()
+        self._call = stub.Watch(self._request_stream())
+
+    def _request_stream(self) -> Iterator[Any]:
+        # The request side stays open for the life of the watch (closing it ends the watch).
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            yield request
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._requests.put(None)
+        self._call.cancel()
+
+    def __iter__(self) -> Iterator[WatchBatch]:
+        try:
+            for answer in self._call:
+                if answer.compact_revision:
+                    raise Compacted(self.start_revision, int(answer.compact_revision))
+                if answer.canceled:
+                    reason = answer.cancel_reason or "no reason given"
+                    raise EtcdUnavailable(f"etcd at {self._where}: watch cancelled: {reason}")
+                if answer.events:
+                    yield WatchBatch(int(answer.header.revision), tuple(answer.events))
+        except grpc.RpcError as exc:
+            if self._cancelled.is_set():
+                return
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            name = code.name.lower() if code is not None else "error"
+            raise EtcdUnavailable(f"etcd at {self._where}: watch: {name}: {detail}") from None
+        if not self._cancelled.is_set():
+            raise EtcdUnavailable(f"etcd at {self._where}: the watch stream ended")
 
 
 @dataclass(frozen=True)
@@ -121,7 +199,14 @@ class EtcdClient:
         self.endpoints = tuple(endpoints)
         self.timeout = timeout
         target = _target(endpoints)
-        options = [("grpc.lb_policy_name", "round_robin"), ("grpc.enable_retries", 0)]
+        options = [
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.enable_retries", 0),
+            # A watch is one long stream: pings find a member that went silent (a cut cable
+            # sends no reset). etcd refuses pings more often than every 5 s by default.
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+        ]
         if tls is None:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
@@ -130,6 +215,7 @@ class EtcdClient:
         self._kv = etcdrpc.KVStub(self._channel)
         self._lease = etcdrpc.LeaseStub(self._channel)
         self._maintenance = etcdrpc.MaintenanceStub(self._channel)
+        self._watch = etcdrpc.WatchStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -179,6 +265,19 @@ class EtcdClient:
     def revision(self) -> int:
         """etcd's current revision (a read of an absent key carries it in its header)."""
         return int(self.range(b"\0lispmesh-revision-probe").header.revision)
+
+    def watch(self, prefix: bytes, start_revision: int) -> WatchStream:
+        """Every change under `prefix` from `start_revision` on, with each key's previous value."""
+        return WatchStream(self._watch, prefix, start_revision, ",".join(self.endpoints))
+
+    def compact(self, revision: int) -> None:
+        """Forget the history before `revision` (an operator's or a test's chore)."""
+        try:
+            self._kv.Compact(
+                etcdrpc.CompactionRequest(revision=revision, physical=True), timeout=self.timeout
+            )
+        except grpc.RpcError as exc:
+            raise self._fail(exc) from None
 
     # ------------------------------------------------------------------ leases
 
