@@ -154,7 +154,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return provision_lab_identities(tmp_path_factory.mktemp("pki"), "memory-ca", nodes)
 
 
-def node_config(pki: dict[str, Path], index: int, uplinks: int = 1, **security: Any) -> NodeConfig:
+def node_config(
+    pki: dict[str, Path],
+    index: int,
+    uplinks: int = 1,
+    rloc_of: Callable[[int, int], str] = rloc,
+    **security: Any,
+) -> NodeConfig:
     name = f"n{index}"
     data = {
         "name": name,
@@ -169,7 +175,7 @@ def node_config(pki: dict[str, Path], index: int, uplinks: int = 1, **security: 
             "eid_prefixes": [f"10.1.{index}.0/24"],
             "eid_addresses": [f"10.1.{index}.1"],
             "rlocs": [
-                {"address": rloc(index, u), "priority": u + 1, "weight": 100}
+                {"address": rloc_of(index, u), "priority": u + 1, "weight": 100}
                 for u in range(uplinks)
             ],
             "map_servers": [{"address": MS, "key": SITE_KEY}],
