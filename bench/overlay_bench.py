@@ -29,6 +29,9 @@ overhead is the size of a packet read from (or written to) the TUN, in the same 
 Usage (root, from the repository root):
     python3 bench/overlay_bench.py [--seconds 10] [--json] [--only lispmesh,wireguard-go]
                                    [--install] [--py-spy DIR]
+    python3 bench/overlay_bench.py --against REV [--rounds 2] [--seconds 10]
+        the same rows (default: lispmesh) in REV's tree and in this one, alternating, printed
+        side by side (bench/tree_compare.py)
 Nothing is installed unless --install is given; a missing peer is one line and a skipped row.
 Everything started is stopped by pid and every namespace removed, also on Ctrl-C or a failure.
 """
@@ -948,6 +951,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="record both lispmesh nodes with py-spy (raw stacks) during the stream",
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run this benchmark in the tree of git revision REV and print both side by "
+        "side (default rows: lispmesh)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="with --against: runs per tree, alternating"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 45:
         parser.error("--seconds must be within 1..45 (the whole run stays under 5 minutes)")
@@ -958,6 +970,14 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("overlay_bench: needs root (network namespaces, TUN devices)", file=sys.stderr)
         return 2
+    if args.against:
+        import tree_compare  # beside this file
+
+        only = args.only if "--only" in (argv if argv is not None else sys.argv) else "lispmesh"
+        forwarded = ["--seconds", str(args.seconds), "--only", only]
+        return tree_compare.compare(
+            REPO_ROOT, args.against, "bench/overlay_bench.py", forwarded, args.rounds
+        )
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     if args.install:
         say("installing peers: " + " ".join(APT_INSTALL))
