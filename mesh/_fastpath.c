@@ -60,13 +60,13 @@ enum {
     ST_INSIDE_PACKETS, ST_INSIDE_SUPER, ST_SEGMENTS, ST_SEALED, ST_SEND_ERRORS, ST_SLOW_INSIDE,
     ST_OUTSIDE_PACKETS, ST_OPENED, ST_DECRYPT_FAIL, ST_REPLAY, ST_SPOOFED, ST_WRONG_IID,
     ST_MALFORMED, ST_TUN_WRITE_ERRORS, ST_SLOW_OUTSIDE, ST_POLICY_DENIED, ST_PLAIN_SENT,
-    ST_PLAIN_OPENED, ST_COUNT
+    ST_PLAIN_OPENED, ST_MTU_SLOW, ST_MTU_RESEGMENTED, ST_MSS_CLAMPED, ST_COUNT
 };
 static const char *STAT_NAMES[ST_COUNT] = {
     "inside-packets", "inside-super-packets", "segments", "sealed", "send-errors",
     "slow-inside", "outside-packets", "opened", "decrypt-failure", "replay", "spoofed-source",
     "wrong-instance", "malformed", "tun-write-errors", "slow-outside", "policy-denied",
-    "plain-sent", "plain-opened",
+    "plain-sent", "plain-opened", "mtu-slow", "mtu-resegmented", "mss-clamped",
 };
 
 typedef struct {
@@ -86,6 +86,7 @@ typedef struct {
     int plen;
     int path;
     int fd;
+    int mtu; /* the largest inner packet that fits the path (mesh/pmtu.py); 0: no limit */
     struct sockaddr_storage dest;
     socklen_t dest_len;
 } Route;
@@ -202,6 +203,7 @@ typedef struct {
     DecapKey *keys;
     int n_keys;
     int accept_plain; /* security.encryption: false: KK = 0 packets are opened here */
+    int mss_clamp;    /* xtr.mss_clamp: lower the MSS option of TCP SYNs to fit the path */
     /* one-entry route cache: the last destination and its route */
     int cache_version;
     uint8_t cache_dst[16];
@@ -853,7 +855,8 @@ static void seal_and_send(Engine *e, Route *r, uint8_t *segs, const int *lens, i
 }
 
 /* Cut a TSO super-packet into MSS-sized TCP segments with correct headers and checksums. */
-static int segment_tcp(const uint8_t *pkt, size_t len, uint16_t mss, uint8_t *segs, int *lens) {
+static int segment_tcp(const uint8_t *pkt, size_t len, uint16_t mss, int max_len, int *cut,
+                       uint8_t *segs, int *lens) {
     int version = pkt[0] >> 4;
     size_t iphl;
     if (version == 4) {
@@ -868,6 +871,11 @@ static int segment_tcp(const uint8_t *pkt, size_t len, uint16_t mss, uint8_t *se
     if (len < iphl + 20) return -1;
     size_t tcphl = (size_t)(pkt[iphl + 12] >> 4) * 4;
     size_t hl = iphl + tcphl;
+    if (max_len > 0 && hl + mss > (size_t)max_len && (size_t)max_len > hl + 64) {
+        /* The path carries less than the sender's MSS: cut to the path (counted). */
+        mss = (uint16_t)((size_t)max_len - hl);
+        if (cut) *cut = 1;
+    }
     if (tcphl < 20 || len < hl || mss == 0 || hl + mss > SEG_BUF) return -1;
     size_t payload = len - hl;
     int count = (int)((payload + mss - 1) / mss);
@@ -912,6 +920,48 @@ static int finish_csum(uint8_t *pkt, size_t len, uint16_t start, uint16_t offset
     return 0;
 }
 
+/* xtr.mss_clamp: lower the MSS option of a TCP SYN to `mss` (checksum updated, RFC 1624). */
+static int clamp_mss(uint8_t *pkt, size_t len, int mss) {
+    int version = pkt[0] >> 4;
+    size_t l4;
+    if (version == 4) {
+        l4 = (size_t)(pkt[0] & 0x0F) * 4;
+        if (l4 < 20 || pkt[9] != IPPROTO_TCP || (get16(pkt + 6) & 0x1FFF)) return 0;
+    } else if (version == 6 && len >= 40) {
+        l4 = 40;
+        if (pkt[6] != IPPROTO_TCP) return 0;
+    } else {
+        return 0;
+    }
+    if (len < l4 + 20 || !(pkt[l4 + 13] & 0x02) || mss <= 0) return 0;
+    size_t end = l4 + (size_t)(pkt[l4 + 12] >> 4) * 4;
+    if (end > len) return 0;
+    size_t i = l4 + 20;
+    while (i < end) {
+        uint8_t kind = pkt[i];
+        if (kind == 0) return 0;
+        if (kind == 1) { i++; continue; }
+        if (i + 1 >= end || pkt[i + 1] < 2) return 0;
+        if (kind == 2 && pkt[i + 1] == 4 && i + 4 <= end) {
+            uint16_t old = get16(pkt + i + 2);
+            if (old <= mss) return 0;
+            put16(pkt + i + 2, (uint16_t)mss);
+            /* At an odd offset of the header the value counts byte-swapped in the sum. */
+            uint16_t before = old, after = (uint16_t)mss;
+            if ((i + 2 - l4) & 1) {
+                before = (uint16_t)((old << 8) | (old >> 8));
+                after = (uint16_t)((after << 8) | (after >> 8));
+            }
+            uint32_t sum = (uint32_t)(~get16(pkt + l4 + 16) & 0xFFFF) + (~before & 0xFFFF) + after;
+            while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
+            put16(pkt + l4 + 16, (uint16_t)~sum);
+            return 1;
+        }
+        i += pkt[i + 1];
+    }
+    return 0;
+}
+
 /* Handle one inner packet (not a super-packet). Returns 1 if it needs the slow path. */
 static int handle_inside(Engine *e, uint8_t *pkt, size_t len) {
     int version = len ? pkt[0] >> 4 : 0;
@@ -922,8 +972,14 @@ static int handle_inside(Engine *e, uint8_t *pkt, size_t len) {
     Route *route = lookup_route(e, version, dst);
     if (!route) return 1;
     if (len + OVERHEAD > SEG_BUF) return 1;
+    /* Larger than the path carries: Python fragments it or answers the sender with ICMP. */
+    if (route->mtu && len > (size_t)route->mtu) { e->stats[ST_MTU_SLOW]++; return 1; }
     if (e->policy.active && !policy_allows(e, pkt, len, POL_EGRESS, 1, len)) return 0;
     memcpy(e->seg_bufs, pkt, len);
+    /* On the copy: `pkt` may be a Python bytes object (inject). */
+    if (e->mss_clamp && route->mtu &&
+        clamp_mss(e->seg_bufs, len, route->mtu - (version == 4 ? 20 : 40) - 20))
+        e->stats[ST_MSS_CLAMPED]++;
     int l = (int)len;
     seal_and_send(e, route, e->seg_bufs, &l, 1);
     return 0;
@@ -961,12 +1017,21 @@ static PyObject *engine_pump_inside(Engine *e, PyObject *args) {
             int version = pkt[0] >> 4;
             const uint8_t *dst = version == 4 ? pkt + 16 : pkt + 24;
             Route *route = (len >= 40) ? lookup_route(e, version, dst) : NULL;
-            int count = route ? segment_tcp(pkt, len, vh.gso_size, e->seg_bufs, lens) : -1;
+            int cut = 0;
+            int count = route ? segment_tcp(pkt, len, vh.gso_size, route->mtu, &cut, e->seg_bufs,
+                                            lens) : -1;
             if (count < 0) {
                 if (!route) goto slow;
+                if (route->mtu &&
+                    segment_tcp(pkt, len, vh.gso_size, 0, NULL, e->seg_bufs, lens) >= 0) {
+                    /* Cut to the path it would need more than MAX_SEGMENTS: Python answers. */
+                    e->stats[ST_MTU_SLOW]++;
+                    goto slow;
+                }
                 e->stats[ST_MALFORMED]++;
                 continue;
             }
+            if (cut) e->stats[ST_MTU_RESEGMENTED]++;
             e->stats[ST_INSIDE_SUPER]++;
             e->stats[ST_SEGMENTS] += (uint64_t)count;
             if (e->policy.active) { /* one super-packet is one flow: one check */
@@ -989,7 +1054,7 @@ static PyObject *engine_pump_inside(Engine *e, PyObject *args) {
         {
             /* Python gets plain packets: a super-packet is segmented first. */
             if (gso == VIRTIO_NET_HDR_GSO_TCPV4 || gso == VIRTIO_NET_HDR_GSO_TCPV6) {
-                int count = segment_tcp(pkt, len, vh.gso_size, e->seg_bufs, lens);
+                int count = segment_tcp(pkt, len, vh.gso_size, 0, NULL, e->seg_bufs, lens);
                 for (int i = 0; i < count; i++) {
                     PyObject *b = PyBytes_FromStringAndSize(
                         (const char *)e->seg_bufs + (size_t)i * SEG_BUF, lens[i]);
@@ -1283,8 +1348,8 @@ static PyObject *engine_set_routes(Engine *e, PyObject *args) {
         int port;
         Route *r = &routes[i];
         if (!PyTuple_Check(item) ||
-            !PyArg_ParseTuple(item, "iy*iiisi", &r->version, &net, &r->plen, &r->path, &r->fd,
-                              &ip, &port)) {
+            !PyArg_ParseTuple(item, "iy*iiisi|i", &r->version, &net, &r->plen, &r->path, &r->fd,
+                              &ip, &port, &r->mtu)) {
             PyMem_Free(routes);
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_ValueError, "route: (version, net, plen, path, fd, ip, port)");
@@ -1468,6 +1533,14 @@ out:
 }
 
 /* set_plaintext(accept): with encryption off, open KK = 0 packets here (else Python refuses them) */
+/* set_mss_clamp(on): lower the MSS of TCP SYNs to what their path carries */
+static PyObject *engine_set_mss_clamp(Engine *e, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    e->mss_clamp = on;
+    Py_RETURN_NONE;
+}
+
 static PyObject *engine_set_plaintext(Engine *e, PyObject *args) {
     int accept;
     if (!PyArg_ParseTuple(args, "p", &accept)) return NULL;
@@ -1809,6 +1882,7 @@ static PyMethodDef engine_methods[] = {
     {"seal_one", (PyCFunction)engine_seal_one, METH_VARARGS, "seal one packet (tests)"},
     {"open_one", (PyCFunction)engine_open_one, METH_VARARGS, "open one packet (tests)"},
     {"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters"},
+    {"set_mss_clamp", (PyCFunction)engine_set_mss_clamp, METH_VARARGS, "clamp the MSS of TCP SYNs to the path"},
     {"set_plaintext", (PyCFunction)engine_set_plaintext, METH_VARARGS, "accept KK = 0 packets (encryption off)"},
     {"set_policy", (PyCFunction)(void (*)(void))engine_set_policy, METH_VARARGS | METH_KEYWORDS, "install or replace the network policy"},
     {"clear_policy", (PyCFunction)engine_clear_policy, METH_NOARGS, "no policy: allow everything"},
@@ -1833,14 +1907,15 @@ static PyTypeObject EngineType = {
 /* segment(packet, mss) -> list of TCP segments (tests: checked against an independent parser) */
 static PyObject *module_segment(PyObject *Py_UNUSED(m), PyObject *args) {
     Py_buffer pkt;
-    int mss;
-    if (!PyArg_ParseTuple(args, "y*i", &pkt, &mss)) return NULL;
+    int mss, max_len = 0;
+    if (!PyArg_ParseTuple(args, "y*i|i", &pkt, &mss, &max_len)) return NULL;
     PyObject *list = NULL;
     uint8_t *segs = PyMem_Malloc((size_t)MAX_SEGMENTS * SEG_BUF);
     int lens[MAX_SEGMENTS];
     if (!segs) { PyErr_NoMemory(); goto out; }
     int count = mss > 0 && mss < 65536
-                    ? segment_tcp(pkt.buf, (size_t)pkt.len, (uint16_t)mss, segs, lens) : -1;
+                    ? segment_tcp(pkt.buf, (size_t)pkt.len, (uint16_t)mss, max_len, NULL, segs, lens)
+                    : -1;
     if (count < 0) { PyErr_SetString(PyExc_ValueError, "not a segmentable TCP packet"); goto out; }
     list = PyList_New(count);
     if (!list) goto out;
@@ -1855,8 +1930,30 @@ out:
     return list;
 }
 
+/* clamp_mss(packet, mss) -> the packet with its SYN's MSS lowered, or None (tests) */
+static PyObject *module_clamp_mss(PyObject *Py_UNUSED(m), PyObject *args) {
+    Py_buffer pkt;
+    int mss;
+    if (!PyArg_ParseTuple(args, "y*i", &pkt, &mss)) return NULL;
+    PyObject *result = NULL;
+    uint8_t *copy = PyMem_Malloc((size_t)pkt.len + 1);
+    if (!copy) { PyErr_NoMemory(); goto out; }
+    memcpy(copy, pkt.buf, (size_t)pkt.len);
+    if (pkt.len >= 20 && clamp_mss(copy, (size_t)pkt.len, mss))
+        result = PyBytes_FromStringAndSize((const char *)copy, pkt.len);
+    else {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+out:
+    PyMem_Free(copy);
+    PyBuffer_Release(&pkt);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"segment", module_segment, METH_VARARGS, "cut a TCP super-packet into MSS-sized segments"},
+    {"clamp_mss", module_clamp_mss, METH_VARARGS, "lower the MSS of a TCP SYN (tests)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -28,6 +28,8 @@ xtr:                             # the ITR+ETR role (optional)
     - {address: 192.168.10.2, interface: eth1, priority: 1, weight: 100}
   map_servers: [{address: 192.168.10.1, key: s3cret, key_id: 0}]
   map_resolvers: [192.168.10.1]
+  mtu_probes: true               # padded RLOC-probes find path MTU black holes (ICMP filtered)
+  mss_clamp: false               # true: lower the MSS of TCP SYNs to what the path carries
 map_server:                      # the map-server + map-resolver role (optional)
   listen: [0.0.0.0]
   sites:
@@ -104,6 +106,10 @@ class XtrConfig:
     map_resolvers: tuple[IpAddress, ...]
     mtu: int = 1400
     timers: Timers = Timers()
+    # Path MTU (mesh.pmtu): padded RLOC-probes find black holes where ICMP is filtered;
+    # mss_clamp lowers the MSS of TCP SYNs to what the path carries.
+    mtu_probes: bool = True
+    mss_clamp: bool = False
 
 
 @dataclass(frozen=True)
@@ -325,6 +331,8 @@ def _xtr(fields: _Fields) -> XtrConfig:
         map_resolvers=resolvers or tuple(ms.address for ms in map_servers),
         mtu=fields.integer("mtu", 1400, 1280, 9000),
         timers=_timers(fields.sub("timers")),
+        mtu_probes=fields.boolean("mtu_probes", True),
+        mss_clamp=fields.boolean("mss_clamp", False),
     )
     if len(config.tun) > 15:
         raise fields.fail("tun", f"{config.tun!r} is longer than 15 characters")

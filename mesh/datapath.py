@@ -14,7 +14,7 @@ outside the two asks which one runs; the xTR and the node runtime only call this
                                     here; with the C engine every key lives in the engine)
     pump_inside / pump_outside      read a batch from the TUN / a data socket; what comes back
                                     is for the xTR's Python path (all of it, or the engine's misses)
-    read_counters / drop_counts / traffic   the engine's figures, for status and rekeying
+    read_counters / drop_counts / traffic / stats   the engine's figures, for status and rekeying
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class DataPath(Protocol):
     def read_counters(self, now: float) -> None: ...
     def drop_counts(self) -> dict[str, int]: ...
     def traffic(self) -> Traffic | None: ...
+    def stats(self) -> dict[str, int]: ...
 
 
 class PythonDataPath:
@@ -135,3 +136,6 @@ class PythonDataPath:
 
     def traffic(self) -> Traffic | None:
         return None  # packets are counted in the keys themselves; bytes are not counted
+
+    def stats(self) -> dict[str, int]:
+        return {}  # the xTR counts what this path does in its own stats and drops

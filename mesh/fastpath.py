@@ -52,6 +52,7 @@ class RouteTarget(Protocol):
     encap: EncapState
     remote: tuple[str, int]
     local: Any
+    mtu: int  # the largest inner packet the path carries (larger ones go to Python)
 
 
 # The C engine's per-packet buffers (SEG_BUF in mesh/_fastpath.c) hold 2048 bytes of LISP
@@ -132,6 +133,7 @@ class FastPath:
         cipher_suite: int,
         data_fd: Callable[[Any], int] | None = None,
         plaintext: bool = False,
+        mss_clamp: bool = False,
     ) -> None:
         if _fastpath is None:
             raise RuntimeError("the C data path (mesh._fastpath) is not built")
@@ -139,6 +141,7 @@ class FastPath:
         # security.encryption: false: KK = 0 packets are opened in the engine; otherwise they
         # go to Python, which refuses and counts them.
         self.engine.set_plaintext(plaintext)
+        self.engine.set_mss_clamp(mss_clamp)
         self.cipher_suite = cipher_suite
         self.data_fd = data_fd
         # The engine enforces the policy on every packet it handles, including those the xTR
@@ -219,6 +222,7 @@ class FastPath:
                     fds[id(path)],
                     path.remote[0],
                     path.remote[1],
+                    path.mtu,
                 )
             )
         self.engine.set_routes(routes)

@@ -36,6 +36,7 @@ from mesh.map_server import MapServerService
 from mesh.metrics import node_families
 from mesh.netlink import configure_tun, link_is_up, remove_from_tun
 from mesh.tun import TunDevice
+from mesh.underlay_mtu import enable_errors, read_mtu_errors, route_mtu
 from mesh.xtr import CONTROL_PORT, DATA_PORT, LocalRloc, Xtr
 
 log = logging.getLogger("lispmesh.node")
@@ -72,7 +73,9 @@ class NodeSetupError(LispmeshError):
     """The node could not start (one line for the operator)."""
 
 
-def udp_socket(address: IpAddress, port: int, device: str | None) -> socket.socket:
+def udp_socket(
+    address: IpAddress, port: int, device: str | None, mtu_errors: bool = False
+) -> socket.socket:
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -87,6 +90,10 @@ def udp_socket(address: IpAddress, port: int, device: str | None) -> socket.sock
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IP_PMTUDISC_DO)
+        if mtu_errors:
+            # ICMP "too big" for our datagrams, with the MTU, on its error queue (mesh.pmtu);
+            # whoever asks for it drains that queue (NodeRuntime._mtu_errors).
+            enable_errors(sock)
         if device:
             # Pin the socket to its uplink: the RLOC picks the interface, not the routing table.
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
@@ -173,10 +180,13 @@ class NodeRuntime:
             except OSError as exc:
                 raise NodeSetupError(f"TUN {xcfg.tun}: {exc.strerror or exc}") from None
             self.xtr = Xtr(config, self, kx, now, link_state=link_is_up)
+            self.xtr.ctx.route_mtu = lambda local, rloc: route_mtu(rloc, DATA_PORT, local.interface)
             for local in self.xtr.locals:
-                self.data_socks[local.key] = udp_socket(local.address, DATA_PORT, local.interface)
+                self.data_socks[local.key] = udp_socket(
+                    local.address, DATA_PORT, local.interface, mtu_errors=True
+                )
                 self.control_socks[local.key] = udp_socket(
-                    local.address, CONTROL_PORT, local.interface
+                    local.address, CONTROL_PORT, local.interface, mtu_errors=True
                 )
             if use_fast:
                 # Routes, keys and the policy are enforced inside the C engine from now on.
@@ -186,6 +196,7 @@ class NodeRuntime:
                     config.security.cipher_suite,
                     data_fd=lambda local: self.data_socks[local.key].fileno(),
                     plaintext=not config.security.encryption,
+                    mss_clamp=xcfg.mss_clamp,
                 )
                 self.xtr.attach_datapath(engine)
             self._add_reader(self.tun.fd, self._tun_readable)
@@ -409,9 +420,20 @@ class NodeRuntime:
             except Exception:
                 self._internal_error("inside packet")
 
+    def _mtu_errors(self, sock: socket.socket) -> None:
+        """ICMP "too big" queued on an underlay socket: the path MTU to that RLOC (mesh.pmtu).
+        One non-blocking read per readiness: the queue must be drained or poll keeps firing."""
+        assert self.xtr is not None
+        errors = read_mtu_errors(sock)
+        if errors:
+            self.xtr.now = time.monotonic()
+            for rloc, mtu in errors:
+                self.xtr.path_mtu_signal(rloc, mtu)
+
     def _data_readable(self, sock: socket.socket) -> None:
         assert self.xtr is not None
         xtr = self.xtr
+        self._mtu_errors(sock)
         try:
             packets = xtr.datapath.pump_outside(sock, READ_BATCH)
         except OSError:
@@ -430,6 +452,8 @@ class NodeRuntime:
                 self._internal_error("outside packet")
 
     def _control_readable(self, sock: socket.socket, local: LocalRloc | None) -> None:
+        if local is not None and self.xtr is not None:
+            self._mtu_errors(sock)
         for _ in range(64):
             try:
                 data, source = sock.recvfrom(65535)

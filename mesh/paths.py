@@ -15,11 +15,12 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 
 from lisp import Action
+from lisp.data_header import HEADER_LEN
 from lisp.map_cache import MapCache, MapCacheEntry
 from mesh.config import IpAddress, IpNetwork
 from mesh.keys import EncapState
 from mesh.xtr_context import XtrContext
-from mesh.xtr_types import DATA_PORT, FLOW_CACHE_LIMIT, Miss, Path
+from mesh.xtr_types import DATA_PORT, FLOW_CACHE_LIMIT, LocalRloc, Miss, Path
 
 MISS_TABLE_LIMIT = 4096
 
@@ -144,6 +145,17 @@ class PathTable:
             self.misses[key] = Miss(entry.prefix.version, key[1], deque(), ctx.now, ctx.now)
             self.request(entry.prefix.network_address, entry.prefix.prefixlen)
 
+    def inner_mtu(self, remote: str, version: int, local: LocalRloc, encap: EncapState) -> int:
+        """The largest inner packet a path to `remote` from `local` carries (mesh.pmtu); a
+        new RLOC's route MTU is read from the kernel first."""
+        ctx = self.ctx
+        pmtu = ctx.pmtu
+        if pmtu.track(remote, version) and ctx.route_mtu is not None:
+            found = ctx.route_mtu(local, remote)
+            if found is not None:
+                pmtu.set_local(remote, found)
+        return pmtu.inner_limit(remote, version, _overhead(encap), ctx.now)
+
     def recompute(self) -> None:
         """Choose, for every positive entry, the best reachable RLOC and an up local uplink."""
         ctx = self.ctx
@@ -169,9 +181,9 @@ class PathTable:
                 break
             if best is not None:
                 rloc, local = best
-                paths[(entry.iid, entry.prefix)] = Path(
-                    encap, (str(rloc.address), DATA_PORT), local
-                )
+                remote = str(rloc.address)
+                mtu = self.inner_mtu(remote, rloc.address.version, local, encap)  # type: ignore[union-attr]
+                paths[(entry.iid, entry.prefix)] = Path(encap, (remote, DATA_PORT), local, mtu)
         self.paths = paths
         self.flow.clear()
         ctx.datapath.install_paths(paths)
@@ -186,6 +198,11 @@ class PathTable:
                     self.deliver(packet)
             elif not found.negative:
                 ctx.drops["no-path"] += len(miss.queue)
+
+
+def _overhead(encap: EncapState) -> int:
+    """Bytes a path adds around an inner packet: the LISP header and the cipher's IV and tag."""
+    return HEADER_LEN + encap.cipher.overhead
 
 
 def _not_overlay(version: int, dst: bytes) -> bool:

@@ -11,6 +11,7 @@ from lisp.map_cache import MapCacheEntry
 from mesh.itr_resolve import Resolver
 from mesh.keys import random_nonce
 from mesh.paths import PathTable
+from mesh.pmtu import OUTER_HEADERS
 from mesh.xtr_context import XtrContext
 from mesh.xtr_types import CONTROL_PORT, SMR_INTERVAL, Pending
 
@@ -92,6 +93,31 @@ class Prober:
         )
         ctx.stats["probes"] += 1
         ctx.transport.send_control(local, request.encode(), (rloc, CONTROL_PORT))
+        return nonce
+
+    def send_padded_probe(self, entry: MapCacheEntry, rloc: str, size: int) -> int | None:
+        """An RLOC-probe for `entry` padded to an outer IP packet of `size` bytes (DF, like
+        every underlay datagram): its answer says that size reaches `rloc` (mesh.pmtu). Keyless,
+        and not a liveness probe; the padding follows the Map-Request, which receivers ignore."""
+        ctx = self.ctx
+        address = ip_address(rloc)
+        local = ctx.local_for(address.version)
+        if local is None:
+            return None
+        nonce = random_nonce()
+        request = MapRequest(
+            nonce=nonce,
+            itr_rlocs=(local.address,),
+            records=(
+                RequestRecord(
+                    ctx.eid_address(entry.prefix.network_address), entry.prefix.prefixlen
+                ),
+            ),
+            source_eid=ctx.eid_address(ctx.our_eid(entry.prefix.version)),
+            probe=True,
+        ).encode()
+        padding = max(0, size - OUTER_HEADERS[address.version] - len(request))
+        ctx.transport.send_control(local, request + bytes(padding), (rloc, CONTROL_PORT))
         return nonce
 
     def rekey(self) -> None:

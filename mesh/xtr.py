@@ -40,6 +40,7 @@ from mesh.etr_answer import Responder
 from mesh.itr_resolve import Resolver
 from mesh.keys import DecapSlot
 from mesh.kx import KxAuthority
+from mesh.mtu_guard import MtuGuard
 from mesh.nat_check import NatCheck
 from mesh.paths import PathTable
 from mesh.peer_stats import PeerTable
@@ -105,6 +106,8 @@ class Xtr:
         self.registrar = Registrar(ctx)
         self.nat = NatCheck(ctx)
         self.warm_start = WarmStart(ctx, self.path_table, self.prober)
+        self.mtu = MtuGuard(ctx, self.path_table, self.prober)
+        self.mss_clamp = config.xtr.mss_clamp if config.xtr is not None else False
         self.path_table.request = self.resolver.send_resolve
         self.path_table.deliver = self.inside_packet
         # The hot path's own references (these objects are never replaced).
@@ -169,6 +172,11 @@ class Xtr:
             if verdict is not None:
                 self.drops[f"policy-{verdict}"] += 1
                 return
+        if len(packet) > path.mtu:
+            self.mtu.too_big(path, packet)
+            return
+        if self.mss_clamp:
+            packet = self.mtu.clamp(path, packet)
         if not datapath.send(path, packet):
             self.drops["no-path"] += 1
 
@@ -234,6 +242,8 @@ class Xtr:
         ecm: EncapsulatedControl | None = None,
     ) -> None:
         if isinstance(message, MapReply):
+            if message.probe and self.ctx.pmtu.answered(message.nonce, self.ctx.now):
+                return  # a padded probe's answer (mesh.pmtu)
             self.resolver.on_map_reply(message, source)
         elif isinstance(message, MapRequest):
             self.responder.on_map_request(message, source, local, ecm)
@@ -255,6 +265,7 @@ class Xtr:
         expired = self.path_table.expire()
         self.path_table.refresh_entries()
         self.prober.probe()
+        self.mtu.tick(bool(expired))
         changed = ctx.prober.transitions(now)
         for rloc, up in changed:
             log.info("RLOC %s is %s", rloc, "up" if up else "DOWN")
@@ -268,6 +279,11 @@ class Xtr:
         removed = ctx.keys.expire_decap(now, idle_after=max(30.0, 4 * ctx.timers.probe_dead_after))
         if removed:
             self.datapath.install_decap(ctx.keys.decap)
+
+    def path_mtu_signal(self, rloc: str, mtu: int) -> None:
+        """The runtime read an ICMP "too big" (or the kernel's EMSGSIZE) for a datagram to
+        `rloc` from an underlay socket's error queue."""
+        self.mtu.signal(rloc, mtu)
 
     def _check_uplinks(self) -> None:
         ctx = self.ctx

@@ -22,6 +22,7 @@ from mesh.datapath import DataPath, PythonDataPath
 from mesh.key_exchange import KeyExchange, KxRefused
 from mesh.keys import EncapState, KeyStore, plain_encap
 from mesh.kx import KxAuthority
+from mesh.pmtu import PathMtuTable
 from mesh.xtr_types import LocalRloc, Transport
 
 log = logging.getLogger("lispmesh.xtr")
@@ -60,6 +61,14 @@ class XtrContext:
         )
         self.drops: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
+        # Path MTU per remote RLOC; `route_mtu` (set by the runtime) reads the kernel's route
+        # MTU from a local uplink towards an RLOC (None: not known).
+        self.pmtu = PathMtuTable(
+            probe_timeout=max(1.0, 2 * config.xtr.timers.probe_interval),
+            probing=config.xtr.mtu_probes,
+            counters=self.stats,
+        )
+        self.route_mtu: Callable[[LocalRloc, str], int | None] | None = None
         self.errors: deque[str] = deque(maxlen=20)
         # Where packets are carried (mesh.datapath): the Python reference until the runtime
         # attaches the C engine.

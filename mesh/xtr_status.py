@@ -90,6 +90,8 @@ def status(
         "policy": policy,
         "dataplane": ctx.datapath.name,
         "stats": dict(ctx.stats),
+        "path_mtu": ctx.pmtu.status(ctx.now),
+        "datapath_stats": ctx.datapath.stats(),
         "errors": list(ctx.errors),
     }
 

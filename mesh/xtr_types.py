@@ -44,6 +44,7 @@ class Path:
     encap: EncapState
     remote: tuple[str, int]
     local: LocalRloc
+    mtu: int = 65535  # the largest inner packet that fits the path (mesh.pmtu)
 
 
 @dataclass

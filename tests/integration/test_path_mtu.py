@@ -1,0 +1,87 @@
+"""Path MTU in real namespaces (issue 16 item 6, RFC 9300 §7.2): an underlay MTU of 1280
+between n1 and n2, with the bottleneck on n1's own link, or on a router `r` in the middle (whose
+route to each side is `mtu lock 1280`) that sends ICMP "fragmentation needed" or has it dropped
+by nftables. In each case a 1300-byte DF ping gets a frag-needed with the path's inner MTU and
+TCP moves data both ways. The labs mix the C and Python data paths."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.integration.overlay import OverlayLab, XtrSpec, eid4, rloc, via_ifnames, wait_until
+from tests.integration.test_overlay import tcp_transfer
+
+pytestmark = pytest.mark.root
+
+UNDERLAY_MTU = 1280
+AEAD_OUTER = 20 + 8 + 8 + 12 + 16  # outer IPv4, UDP, LISP header, IV, tag
+EXACT = UNDERLAY_MTU - AEAD_OUTER  # what the route or an ICMP says
+PROBED = range(EXACT - 16, EXACT + 1)  # what padded probes find (mesh.pmtu granularity)
+
+
+def frag_needed_mtu(lab: OverlayLab, node: str, address: str) -> int | None:
+    """The MTU a 1300-byte DF ping from `node` is told (ICMP from the ITR, or the kernel's
+    "message too long" once it has learnt it); None while it is not told."""
+    result = lab.exec(node, ["ping", "-M", "do", "-s", "1272", "-c", "1", "-W", "1", address])
+    found = re.search(r"mtu ?= ?(\d+)", result.stdout + result.stderr)
+    return int(found.group(1)) if found else None
+
+
+def check_both_ways(lab: OverlayLab, there: range, back: range) -> None:
+    for (a, b), expected in (((1, 2), there), ((2, 1), back)):
+        lab.wait_ping(f"n{a}", eid4(b))
+        told = wait_until(
+            lambda a=a, b=b: frag_needed_mtu(lab, f"n{a}", eid4(b)), 30, f"n{a}'s frag-needed"
+        )
+        assert told in expected, (a, b, told, lab.status(f"n{a}")["xtr"]["path_mtu"])
+        tcp_transfer(lab, f"n{a}", f"n{b}", eid4(b), 1_000_000)
+    for node in ("n1", "n2"):
+        stats = lab.status(node)["xtr"]["stats"]
+        assert stats.get("mtu-icmp-sent", 0) >= 1, stats
+
+
+def router(tmp_path: Path, drop_icmp: bool) -> dict[str, object]:
+    inside, outside = via_ifnames("n1")
+    commands = [
+        "sysctl -qw net.ipv4.conf.all.proxy_arp=1",
+        f"ip addr add 10.77.0.99/32 dev {outside}",
+        f"ip route add {rloc(1)}/32 dev {inside} mtu lock {UNDERLAY_MTU}",
+        f"ip route add 10.77.0.0/24 dev {outside} mtu lock {UNDERLAY_MTU}",
+    ]
+    if drop_icmp:
+        rules = tmp_path / "drop-icmp.nft"
+        rules.write_text(
+            "table inet mtu {\n  chain out {\n    type filter hook output priority 0;\n"
+            "    icmp type destination-unreachable drop\n  }\n}\n"
+        )
+        commands.append(f"nft -f {rules}")
+    return {"kind": "router", "exec": commands}
+
+
+def test_bottleneck_on_the_nodes_own_link(tmp_path: Path) -> None:
+    specs = [XtrSpec(1, dataplane="c"), XtrSpec(2, dataplane="python")]
+    with OverlayLab(tmp_path, specs, name_prefix="mtl") as lab:
+        assert (
+            lab.exec("n1", ["ip", "link", "set", "eth1", "mtu", str(UNDERLAY_MTU)]).returncode == 0
+        )
+        lab.wait_registered()
+        # n1 reads its route's MTU; n2 sees a 1500 link and frames n1's link drops silently.
+        check_both_ways(lab, there=range(EXACT, EXACT + 1), back=PROBED)
+        assert lab.status("n2")["xtr"]["stats"].get("mtu-black-holes", 0) >= 1
+
+
+@pytest.mark.parametrize("drop_icmp", [False, True], ids=["icmp", "icmp-dropped"])
+def test_bottleneck_on_a_router_in_the_middle(tmp_path: Path, drop_icmp: bool) -> None:
+    specs = [XtrSpec(1, dataplane="python", via="r"), XtrSpec(2, dataplane="c")]
+    extra = {"r": router(tmp_path, drop_icmp)}
+    with OverlayLab(tmp_path, specs, name_prefix="mtr", extra_nodes=extra) as lab:
+        lab.wait_registered()
+        expected = PROBED if drop_icmp else range(EXACT, EXACT + 1)
+        check_both_ways(lab, there=expected, back=expected)
+        for node in ("n1", "n2"):
+            stats = lab.status(node)["xtr"]["stats"]
+            learnt = "mtu-black-holes" if drop_icmp else "mtu-icmp"
+            assert stats.get(learnt, 0) >= 1, (node, stats)
