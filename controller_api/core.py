@@ -17,6 +17,7 @@ from controller_api.desired import build, versioned
 from controller_api.embedded_ms import EmbeddedMapServer, site_name
 from controller_api.gen.lispmesh.v1 import admin_pb2, common_pb2, config_pb2, status_pb2
 from controller_api.policies import Checked, PolicyManager
+from controller_api.retired_certs import RetiredCertificates
 from controller_api.settings import ControllerSettings, Pools, rfc3339
 from controller_api.store import NodeRow, Store, TokenRow
 from controller_api.tpm_records import Attestation, TpmNode, TpmRecords
@@ -42,6 +43,7 @@ class ControllerCore:
         self._watches: dict[str, list[asyncio.Event]] = {}  # node id -> "end now", oldest first
         self._changed: dict[str, asyncio.Event] = {}
         self.policies = PolicyManager(store, clock)
+        self.retired = RetiredCertificates(store)
         self.tpm_records = TpmRecords(store)
         # What every node's document shares, computed once per change rather than once per
         # node (a fan-out to N nodes must not read N x N rows): the revoked and quarantined.
@@ -58,8 +60,9 @@ class ControllerCore:
         self.built += 1
         policy = self.policies.for_node(node)
         document = build(
-            node, self.settings, self.pools, self.advertise, policy, self.revoked_names()
-        )
+            node, self.settings, self.pools, self.advertise, policy, self.revoked_names(),
+            self.retired.refused(self.clock()),
+        )  # fmt: skip
         return versioned(self.store, document)
 
     def revoked_names(self) -> list[str]:
@@ -75,7 +78,12 @@ class ControllerCore:
     def stream_cycle(self) -> float | None:
         """How long a Watch stream waits before it reads its state again without being told
         (None: only when told, by the change feed)."""
-        return None if self.fed else self.settings.config_cycle
+        if not self.fed:
+            return self.settings.config_cycle
+        # Fed by store changes; a grace period ending is not one, so wake for it.
+        now = self.clock()
+        at = self.retired.next_change(now)
+        return None if at is None else max(1.0, at - now)
 
     def feed_changes(self, changes: Changes) -> None:
         """Store changes another replica (or this one) made, from the change feed."""

@@ -25,10 +25,12 @@ def build(
     map_server_address: str,
     policy: config_pb2.Policy | None = None,
     revoked_nodes: list[str] | None = None,
+    retired_certificates: list[str] | None = None,
 ) -> config_pb2.DesiredState:
     """The document without its version. `policy`: the node's compiled network policy (None:
     no policy installed, the node allows everything). `revoked_nodes`: the names of every
-    revoked node, whose keys the node's xTR must drop and refuse."""
+    revoked node, whose keys the node's xTR must drop and refuse. `retired_certificates`: the
+    fingerprints of certificates renewals replaced (controller_api.retired_certs)."""
     if node.revoked:
         return config_pb2.DesiredState(node_id=node.node_id, node_name=node.name, revoked=True)
     timers = settings.timers
@@ -65,6 +67,7 @@ def build(
         mtu=settings.mtu,
         policies=[policy] if policy is not None else [],
         revoked_nodes=sorted(set(revoked_nodes or ())),
+        retired_certificates=sorted(set(retired_certificates or ())),
     )
 
 

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from controller_api import pki
 from controller_api.attestation import AttestationRefused, ManufacturerCAs
 from controller_api.gen.lispmesh.v1 import common_pb2, enrollment_pb2
+from controller_api.retired_certs import RetiredCertificates
 from controller_api.settings import ControllerSettings, Pools, rfc3339
 from controller_api.store import (
     Allocation,
@@ -94,6 +95,8 @@ class Enroller:
         self.clock = clock
         self.tpm = tpm or TpmVerifier(ManufacturerCAs(()), clock=clock)
         self.tpm_records = TpmRecords(store)
+        # The server shares the core's, so a renewal shows in the next desired states at once.
+        self.retired = RetiredCertificates(store)
         self.api_port = 0  # set once the server is bound
         # Every replica's API address, this one first (replicas on etcd; else none).
         self.api_addresses: Callable[[], list[str]] = list
@@ -259,6 +262,8 @@ class Enroller:
         )  # fmt: skip
         if renewed is None:
             raise EnrollmentError("denied", f"node {node.name} was revoked")
+        # Once the grace period is over, every peer refuses the old certificate too.
+        self.retired.retire(node.name, node.cert_fp, grace_until, node.cert_not_after)
         return cert, grace_until
 
     def _create(

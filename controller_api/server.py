@@ -224,6 +224,7 @@ class Controller:
             core.fed = True
         auth = Authenticator(store, ca_pki.ca.certificate, self.clock)
         enroller = Enroller(store, ca_pki, s, pools, cas, clock=self.clock, tpm=verifier)
+        enroller.retired = core.retired
         server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1)])
         admin = AdminService(core, auth, self.pin, verifier)
         for add, servicer in (

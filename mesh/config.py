@@ -18,6 +18,7 @@ security:
   rekey_after_packets: 100000000
   rekey_after_seconds: 600
   revoked_peers: [edge-7]        # node names whose keys are dropped and key exchanges refused
+  retired_certificates: []       # SHA-256 (hex) of certificates a renewal replaced: refused
 xtr:                             # the ITR+ETR role (optional)
   tun: lm0
   instance_id: 0
@@ -46,6 +47,7 @@ policy:                          # network policy (common.policy_format), compil
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
@@ -141,6 +143,10 @@ class Security:
     # Node names (certificate names) this node's xTR refuses: their keys are dropped and any
     # later key exchange from them is refused (the controller delivers its revocation list).
     revoked_peers: frozenset[str] = frozenset()
+    # SHA-256 fingerprints (hex, of the DER) of node certificates a renewal replaced, once their
+    # grace period is over: a key exchange offering one is refused although the CA signed it
+    # and it has not expired (its key may have been left behind on an old disk).
+    retired_certificates: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -402,6 +408,7 @@ def _security(fields: _Fields | None) -> Security:
         rekey_after_packets=fields.integer("rekey_after_packets", 100_000_000, 16, 1 << 40),
         rekey_after_seconds=fields.number("rekey_after_seconds", 600.0, 1.0, 86400.0),
         revoked_peers=_revoked_peers(fields),
+        retired_certificates=_fingerprints(fields, "retired_certificates"),
     )
     fields.finish()
     return security
@@ -414,6 +421,17 @@ def _revoked_peers(fields: _Fields) -> frozenset[str]:
             raise fields.fail(where, f"expected a node name, got {item!r}")
         names.add(item)
     return frozenset(names)
+
+
+def _fingerprints(fields: _Fields, key: str) -> frozenset[str]:
+    out = set()
+    for where, item in fields.items(key):
+        if not isinstance(item, str) or not re.fullmatch(r"[0-9a-f]{64}", item):
+            raise fields.fail(
+                where, f"expected a SHA-256 fingerprint (64 hex digits), not {item!r}"
+            )
+        out.add(item)
+    return frozenset(out)
 
 
 def _policy(fields: _Fields) -> NodePolicy | None:

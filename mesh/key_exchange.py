@@ -128,6 +128,7 @@ class KeyExchange:
         """The ETR answered our key-id `key_id` for `eid`: the state to seal with."""
         public = self.offered_public(key)
         peer_name = f"rloc:{rlocs[0]}" if rlocs else "rloc:?"
+        fingerprint = ""
         if self.authority is not None:
             try:
                 peer = self.authority.verify_reply(
@@ -135,13 +136,14 @@ class KeyExchange:
                 )
             except IdentityError as exc:
                 raise KxRefused("kx-auth-failed", str(exc)) from None
-            peer_name = peer.name
-            self._check_peer(peer.name, peer.fingerprint)
+            peer_name, fingerprint = peer.name, peer.fingerprint
+            self._check_peer(peer_name, fingerprint)
         elif peer_name in self.revoked:
             raise KxRefused("kx-revoked-peer", f"node {peer_name} is revoked")
         encap = self.keys.install_encap(key_id, public, peer_name, now)
         if encap is None:
             raise KxRefused("kx-stale-epoch", f"answers key-id {key_id}, which we no longer hold")
+        encap.certificate = fingerprint
         return encap
 
     # ----- ETR side: their Map-Requests offer their epoch key; our Map-Replies answer it
@@ -165,7 +167,7 @@ class KeyExchange:
         iid = keys.instance_id
         if self.authority is None:
             # Interop mode: no identity, so any inner source is accepted from this key.
-            peer_name, key_id = f"rloc:{claimed}", 1
+            peer_name, key_id, fingerprint = f"rloc:{claimed}", 1, ""
             peer_eids: tuple[tuple[int, IpNetwork], ...] = tuple((iid, n) for n in _ANY)
             if peer_name in self.revoked:
                 raise KxRefused("kx-revoked-peer", f"node {peer_name} is revoked")
@@ -185,7 +187,8 @@ class KeyExchange:
             except IdentityError as exc:
                 raise KxRefused("kx-auth-failed", str(exc)) from None
             peer_name, peer_eids, key_id = peer.name, peer.eids, peer.key_id
-            self._check_peer(peer.name, peer.fingerprint)
+            fingerprint = peer.fingerprint
+            self._check_peer(peer.name, fingerprint)
             if not any(eid_iid == iid for eid_iid, _ in peer_eids):
                 raise KxRefused(
                     "kx-wrong-instance",
@@ -197,6 +200,7 @@ class KeyExchange:
                 "kx-rloc-taken",
                 f"the RLOCs {list(rlocs)} of {peer_name} are in use by another node",
             )
+        slot.certificate = fingerprint
         return peer_name, key_id
 
     def reply_rloc(self, rloc: IpAddress, proof: JsonLcaf | None) -> Address:

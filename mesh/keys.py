@@ -70,6 +70,7 @@ class EncapState:
     created_at: float
     peer_name: str
     counter: int = 0
+    certificate: str = ""  # the SHA-256 of the certificate it was agreed under (hex)
     # Key material for the C data path (mesh.fastpath), which seals with the same key, salt
     # and counter sequence; never logged, never in status.
     key: bytes = field(default=b"", repr=False)
@@ -92,6 +93,7 @@ class DecapSlot:
     itr_public: bytes = b""
     key: bytes = field(default=b"", repr=False)
     last_used: float = 0.0
+    certificate: str = ""  # the SHA-256 of the certificate it was agreed under (hex)
     packets: int = 0
     # Source-address check, precomputed: (version, network int, mask int) per certified EID.
     allowed: tuple[tuple[int, int, int], ...] = ()

@@ -118,7 +118,8 @@ class Xtr:
         self.datapath: DataPath = ctx.datapath
         self.policy: NodePolicy | None = None
         self.apply_policy(config.policy)
-        self.revocation.apply(config.security.revoked_peers)
+        security = config.security
+        self.revocation.apply(security.revoked_peers, security.retired_certificates)
 
     # The clock: whoever feeds the xTR an event sets the time first.
     @property
@@ -356,7 +357,8 @@ class Xtr:
         self.registrar.reconfigure(old, new)
         if config.policy != self.policy:
             self.apply_policy(config.policy)
-        self.revocation.apply(config.security.revoked_peers)
+        security = config.security
+        self.revocation.apply(security.revoked_peers, security.retired_certificates)
 
 
 def _source_allowed(inner: bytes, slot: DecapSlot) -> bool:

@@ -98,6 +98,7 @@ def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeC
             rekey_after_packets=sec.rekey_after_packets or 100_000_000,
             rekey_after_seconds=sec.rekey_after_seconds or 600.0,
             revoked_peers=frozenset(desired.revoked_nodes),
+            retired_certificates=frozenset(desired.retired_certificates),
         ),
         identity=Identity(
             key=local.key, cert=local.cert, ca=local.ca, private_key=local.private_key

@@ -183,7 +183,12 @@ TPM_EKS = "tpm-eks"
 CONTROLLER = "controller"
 # The attestation policy an operator set (controller_api/attestation_policies.py): one record.
 ATTESTATION_POLICY = "attestation-policy"
-OBJECT_KINDS = (APPS, PLACEMENTS, TPM_NODES, TPM_EKS, CONTROLLER, ATTESTATION_POLICY)
+# Certificates renewals replaced (controller_api/retired_certs.py), by fingerprint: listed to
+# every node from the end of their grace period until they expire.
+RETIRED_CERTS = "retired-certs"
+OBJECT_KINDS = (
+    APPS, PLACEMENTS, TPM_NODES, TPM_EKS, CONTROLLER, ATTESTATION_POLICY, RETIRED_CERTS
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

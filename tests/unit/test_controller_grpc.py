@@ -4,6 +4,8 @@ admin authentication, the Watch stream and its revocation, readable connection e
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -310,9 +312,19 @@ def test_renewal_gives_a_new_key_and_retires_the_old_certificate_after_the_grace
     # was lost asks again with it), and is refused once the grace period is over.
     assert _ack(ctl, _node_creds(state)) == grpc.StatusCode.OK
     assert _ack(ctl, _node_creds(state, old_cert, old_key)) == grpc.StatusCode.OK
+    core = ctl.controller.core
+    assert core is not None
+    (row,) = core.store.list_nodes()
+    assert list(core.desired_state(row).retired_certificates) == []  # the grace period
     ctl.clock_offset = 601.0
     assert _ack(ctl, _node_creds(state, old_cert, old_key)) == grpc.StatusCode.UNAUTHENTICATED
     assert _ack(ctl, _node_creds(state)) == grpc.StatusCode.OK
+    # From then on the peers refuse it too: every node's desired state lists it until it
+    # expires (the key exchange refuses it: tests/unit/test_retired_certificate.py).
+    old_fp = hashlib.sha256(old.public_bytes(serialization.Encoding.DER)).hexdigest()
+    assert list(core.desired_state(row).retired_certificates) == [old_fp]
+    ctl.clock_offset = old.not_valid_after_utc.timestamp() - time.time() + 1
+    assert list(core.desired_state(row).retired_certificates) == []
 
 
 def test_renewal_refuses_the_old_key_and_a_revoked_node(ctl: Running, tmp_path: Path) -> None:

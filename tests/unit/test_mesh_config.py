@@ -80,6 +80,11 @@ BAD = [
     ("security", {"encryption": "yes"}, "security.encryption: expected true or false"),
     ("security", {"revoked_peers": "n1"}, "security.revoked_peers: expected a list"),
     ("security", {"revoked_peers": [7]}, "security.revoked_peers[0]: expected a node name"),
+    (
+        "security",
+        {"retired_certificates": ["ab"]},
+        "security.retired_certificates[0]: expected a SHA-256 fingerprint",
+    ),
     ("identity", _DELETE, "identity: is required for the authenticated key exchange"),
     ("metrics", {"listen": "nowhere:1"}, "metrics.listen: metrics listen address 'nowhere:1'"),
     ("metrics", {"port": 9}, "metrics.port: unknown field"),
@@ -122,6 +127,8 @@ def test_revoked_peers_default_empty_and_parse(tmp_path: Path) -> None:
     data = dict(GOOD, security={"revoked_peers": ["n1", "edge-7", "n1"]})
     config = parse_config(data, tmp_path / "node.yml")
     assert config.security.revoked_peers == frozenset({"n1", "edge-7"})
+    data = dict(GOOD, security={"retired_certificates": ["ab" * 32]})
+    assert parse_config(data, tmp_path / "n.yml").security.retired_certificates == {"ab" * 32}
 
 
 @pytest.mark.parametrize(
