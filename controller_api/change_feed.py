@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller_api.store import APPS, PLACEMENTS, TPM_NODES, StoreError
+from controller_api.store import APPS, PLACEMENTS, RETIRED_CERTS, TPM_NODES, StoreError
 from controller_api.store.etcd_client import Compacted, EtcdClient, WatchStream
 
 log = logging.getLogger("lispmesh.controller.feed")
@@ -34,7 +34,7 @@ _INVENTORY_FIELDS = ("name", "tags", "instance_id", "slot", "eid4", "eid6", "rev
 # Fields of a node's own desired state (besides the inventory's) and of its map-server site.
 _OWN_FIELDS = ("site_key",)
 # Object kinds that reach every node's desired state.
-_EVERYONE_KINDS = (APPS, PLACEMENTS)
+_EVERYONE_KINDS = (APPS, PLACEMENTS, RETIRED_CERTS)
 
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
 
@@ -51,10 +51,11 @@ class Changes:
     sites: bool = False  # the map-server's sites change (a node joined, left, new site key)
     quarantine: bool = False  # a node went into or out of quarantine
     replicas: bool = False  # a replica came or went (the map-servers nodes register with)
+    retired: bool = False  # a renewal retired a certificate (every node refuses it later)
 
     def __bool__(self) -> bool:
         return bool(self.nodes) or any((self.everyone, self.inventory, self.policy, self.sites,
-                                        self.quarantine, self.replicas))  # fmt: skip
+                                        self.quarantine, self.replicas, self.retired))  # fmt: skip
 
 
 def _json(raw: bytes) -> dict[str, Any] | None:
@@ -91,9 +92,11 @@ def classify(prefix: str, revision: int, events: Sequence[Any]) -> Changes:
         elif kind == "policies" or key == "internal/policy_generation":
             out.policy = True
         elif key.startswith("internal/replicas/"):
-            out.replicas = out.everyone = True
+            out.replicas = True
         elif kind == "objects":
             object_kind, _, object_key = rest.partition("/")
+            if object_kind == RETIRED_CERTS:
+                out.retired = True
             if object_kind == TPM_NODES and _quarantined(old) != _quarantined(new):
                 out.quarantine = out.everyone = True
                 out.nodes.add(object_key)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -19,8 +21,10 @@ from controller_api.gen.lispmesh.v1 import admin_pb2, common_pb2, config_pb2, st
 from controller_api.policies import Checked, PolicyManager
 from controller_api.retired_certs import RetiredCertificates
 from controller_api.settings import ControllerSettings, Pools, rfc3339
-from controller_api.store import NodeRow, Store, TokenRow
+from controller_api.store import NodeRow, Store, StoreError, TokenRow
 from controller_api.tpm_records import Attestation, TpmNode, TpmRecords
+
+log = logging.getLogger("lispmesh.controller")
 
 
 class ControllerCore:
@@ -51,6 +55,12 @@ class ControllerCore:
         # Set when the store's change feed drives the streams (etcd): no periodic re-reads.
         self.fed = False
         self.built = 0  # desired states built (a figure for tests and benchmarks)
+        # Every replica's map-server (address, port), sorted so that every replica builds the
+        # same document; empty: this controller's own alone (one controller, SQLite).
+        self.map_servers: list[tuple[str, int]] = []
+        self.replicas_source: Callable[[], list[dict[str, Any]]] | None = None
+        # Why this replica serves no config streams now (it cannot reach the store), or None.
+        self.unavailable: str | None = None
         if map_server is not None:
             map_server.core.policy_check = self.policies.may_learn
 
@@ -62,6 +72,7 @@ class ControllerCore:
         document = build(
             node, self.settings, self.pools, self.advertise, policy, self.revoked_names(),
             self.retired.refused(self.clock()),
+            map_servers=self.map_servers,
         )  # fmt: skip
         return versioned(self.store, document)
 
@@ -93,8 +104,12 @@ class ControllerCore:
             self.policies.forget_inventory()
         if changes.everyone or changes.inventory or changes.quarantine:
             self._revoked = None
+        if changes.retired:
+            self.retired.forget()
         if changes.sites:
             self.sync_map_server()
+        if changes.replicas:
+            self.reload_replicas()
         if changes.everyone or changes.policy:
             self.notify_all()
         else:
@@ -105,8 +120,52 @@ class ControllerCore:
         """The change feed lost track (etcd compacted past it): reload everything it feeds."""
         self.policies.reload()
         self._revoked = None
+        self.retired.forget()
         self.sync_map_server()
+        self.reload_replicas()
         self.notify_all()
+
+    def reload_replicas(self) -> None:
+        """Read the live replicas' map-servers again; every node's document lists them all."""
+        if self.replicas_source is None:
+            return
+        try:
+            docs = self.replicas_source()
+        except StoreError as exc:
+            log.warning("replicas not read: %s", exc)
+            return
+        servers: set[tuple[str, int]] = set()
+        for doc in docs:
+            host, _, port = str(doc.get("map_server", "")).rpartition(":")
+            if host and port.isdigit():
+                servers.add((host.strip("[]"), int(port)))
+        own = self.own_map_server()
+        if own is not None:
+            servers.add(own)
+        if sorted(servers) != self.map_servers:
+            self.map_servers = sorted(servers)
+            log.info("map-servers of the replicas: %s",
+                     ", ".join(f"{a}:{p}" for a, p in self.map_servers))  # fmt: skip
+            self.notify_all()
+
+    def own_map_server(self) -> tuple[str, int] | None:
+        if self.map_server is None:
+            return None
+        return self.advertise, self.map_server.bound_port
+
+    def set_unavailable(self, why: str | None) -> None:
+        """This replica lost (or regained) the store: while it has, its config streams end and
+        new ones are refused, so its nodes move to a replica that can serve them."""
+        if why == self.unavailable:
+            return
+        self.unavailable = why
+        if why is not None:
+            log.warning("serving no config streams: %s", why)
+            for watches in self._watches.values():
+                for ended in watches:
+                    ended.set()
+        else:
+            log.info("the store answers again: serving config streams")
 
     def open_watch(self, node_id: str) -> asyncio.Event:
         """Count a new Watch stream of `node_id`; returns the event that tells it to end, set

@@ -7,6 +7,7 @@ hashed and compared with the stored hash), so it is monotonic per node and survi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from ipaddress import IPv4Network, IPv6Network
 
 from controller_api.gen.lispmesh.v1 import config_pb2
@@ -26,14 +27,19 @@ def build(
     policy: config_pb2.Policy | None = None,
     revoked_nodes: list[str] | None = None,
     retired_certificates: list[str] | None = None,
+    map_servers: Sequence[tuple[str, int]] = (),
 ) -> config_pb2.DesiredState:
     """The document without its version. `policy`: the node's compiled network policy (None:
     no policy installed, the node allows everything). `revoked_nodes`: the names of every
     revoked node, whose keys the node's xTR must drop and refuse. `retired_certificates`: the
-    fingerprints of certificates renewals replaced (controller_api.retired_certs)."""
+    fingerprints of certificates renewals replaced (controller_api.retired_certs).
+    `map_servers`: every controller replica's map-server (address, port), each of which knows
+    every node's site: the node registers with all and resolves through all, so the mapping
+    system needs no single replica (and no etcd quorum); empty: `map_server_address` alone."""
     if node.revoked:
         return config_pb2.DesiredState(node_id=node.node_id, node_name=node.name, revoked=True)
     timers = settings.timers
+    servers = list(map_servers) or [(map_server_address, settings.map_server_port)]
     prefixes: list[IPv4Network | IPv6Network] = [node.eid4, node.eid6]
     return config_pb2.DesiredState(
         node_id=node.node_id,
@@ -43,14 +49,10 @@ def build(
         eid_addresses=[first_host(p) for p in prefixes],
         overlay_routes=[str(pools.pool4), str(pools.pool6)],
         map_servers=[
-            config_pb2.MapServer(
-                address=map_server_address,
-                port=settings.map_server_port,
-                key_id=0,
-                site_key=node.site_key,
-            )
+            config_pb2.MapServer(address=address, port=port, key_id=0, site_key=node.site_key)
+            for address, port in servers
         ],
-        map_resolvers=[map_server_address],
+        map_resolvers=list(dict.fromkeys(address for address, _ in servers)),
         security=config_pb2.Security(
             encryption=True,
             cipher_suite=settings.cipher_suite,

@@ -68,6 +68,11 @@ class EmbeddedMapServer:
         await self.service.start()
         log.info("embedded map-server listening on %s:%d", self.listen or "0.0.0.0", self.port)
 
+    @property
+    def bound_port(self) -> int:
+        """The UDP port it listens on (the one asked for, or the one the kernel gave for 0)."""
+        return int(self.socks[0].getsockname()[1]) if self.socks else self.port
+
     async def stop(self) -> None:
         await self.service.stop()
         for sock in self.socks:

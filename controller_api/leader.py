@@ -35,6 +35,11 @@ log = logging.getLogger("lispmesh.controller.leader")
 class ReplicaInfo:
     replica: str  # a stable name for this replica (its API address unless told)
     api_address: str
+    map_server: str = ""  # its embedded map-server, "address:port": every node registers there
+
+    def doc(self) -> bytes:
+        return json.dumps({"replica": self.replica, "api_address": self.api_address,
+                           "map_server": self.map_server}).encode()  # fmt: skip
 
 
 class Election:
@@ -73,18 +78,16 @@ class Election:
             self.lease, self.term = 0, 0
         if not self.lease:
             self.lease = self.etcd.lease_grant(self.ttl)
-            doc = json.dumps({"replica": self.me.replica, "api_address": self.me.api_address})
-            self.etcd.txn([], [put(self.replica_key, doc.encode(), self.lease)])
+            self.etcd.txn([], [put(self.replica_key, self.me.doc(), self.lease)])
         self._valid_until = sent + self.ttl
         if not self.term:
             self._campaign()
         return self.fence is not None
 
     def _campaign(self) -> None:
-        doc = json.dumps({"replica": self.me.replica, "api_address": self.me.api_address})
         answer = self.etcd.txn(
             [compare_create(self.leader_key, 0)],
-            [put(self.leader_key, doc.encode(), self.lease)],
+            [put(self.leader_key, self.me.doc(), self.lease)],
             [get(self.leader_key)],
         )
         if answer.succeeded:

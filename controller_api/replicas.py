@@ -34,6 +34,9 @@ class LeaderLoop:
         self.leading = False
         self.rounds = 0
         self._task: asyncio.Task[None] | None = None
+        # Told why this replica cannot reach etcd for a lease TTL (None: it can again).
+        self.on_health: Callable[[str | None], None] | None = None
+        self._last_ok = time.monotonic()
 
     def round(self) -> bool:
         """One round (blocking: etcd). Whether this replica leads after it."""
@@ -65,6 +68,13 @@ class LeaderLoop:
                 await asyncio.to_thread(self.round)
             except StoreError as exc:
                 log.warning("leader election: %s", exc)
+                if time.monotonic() - self._last_ok >= self.election.ttl and self.on_health:
+                    self.on_health(f"controller replica {self.election.me.replica} cannot"
+                                   f" reach etcd: {exc}")  # fmt: skip
+            else:
+                self._last_ok = time.monotonic()
+                if self.on_health is not None:
+                    self.on_health(None)
             await asyncio.sleep(interval)
 
     def start(self) -> None:

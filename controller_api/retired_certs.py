@@ -30,6 +30,10 @@ class RetiredCertificates:
         self.store.commit_objects([ObjectWrite(RETIRED_CERTS, fingerprint, json.dumps(doc))])
         self._cached = None
 
+    def forget(self) -> None:
+        """Read the records again on the next use (the change feed saw one change)."""
+        self._cached = None
+
     def refused(self, now: float) -> list[str]:
         """The fingerprints every xTR refuses at `now`, sorted (cached: the desired state of
         every node lists them, and a fan-out must not read them once per node)."""

@@ -64,6 +64,7 @@ from controller_api.settings import (
 )
 from controller_api.store import EtcdStore, Store, StoreError
 from controller_api.store_backend import open_store
+from controller_api.store_errors import StoreErrors
 from controller_api.tokens import ca_pin
 from controller_api.tpm_verifier import DEFAULT_POLICY, TpmVerifier
 from mesh.identity import IdentityError
@@ -225,7 +226,11 @@ class Controller:
         auth = Authenticator(store, ca_pki.ca.certificate, self.clock)
         enroller = Enroller(store, ca_pki, s, pools, cas, clock=self.clock, tpm=verifier)
         enroller.retired = core.retired
-        server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1)])
+        self.store_errors = StoreErrors(lambda: s.replica_name or self.api_address)
+        server = grpc.aio.server(
+            interceptors=[self.store_errors],
+            options=[("grpc.keepalive_permit_without_calls", 1)],
+        )
         admin = AdminService(core, auth, self.pin, verifier)
         for add, servicer in (
             (
@@ -282,9 +287,16 @@ class Controller:
         }
         (state_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if isinstance(store, EtcdStore):
-            me = ReplicaInfo(s.replica_name or self.api_address, self.api_address)
+            own_ms = core.own_map_server()
+            me = ReplicaInfo(
+                s.replica_name or self.api_address, self.api_address,
+                f"{own_ms[0]}:{own_ms[1]}" if own_ms is not None else "",
+            )  # fmt: skip
             election = Election(store.etcd, store.prefix, me, s.leader_ttl)
             self.leader = LeaderLoop(store, election, clock=self.clock)
+            self.leader.on_health = core.set_unavailable
+            core.replicas_source = election.replicas
+            core.reload_replicas()
             self.leader.start()
             enroller.api_addresses = lambda: _replica_addresses(election)
         where, election_or_none = s.store.where(state_dir), getattr(self.leader, "election", None)

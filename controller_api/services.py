@@ -157,6 +157,8 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
             return
         core, node_id = self.core, node.node_id
         known = request.known_version
+        if core.unavailable is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, core.unavailable)
         # Open the stream now: a node that already has the current version gets no message
         # until the next change, and its agent waits for the stream to open before it counts
         # itself connected (and starts reporting status).
@@ -181,6 +183,8 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
                     message = f"node {row.name} was revoked at {rfc3339(row.revoked_at)}"
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
                 await core.wait_change(node_id, core.stream_cycle, ended)
+                if ended.is_set() and core.unavailable is not None:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, core.unavailable)
                 if ended.is_set():
                     await context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -224,6 +224,8 @@ class EtcdClient:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         name = code.name.lower() if code is not None else "error"
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            detail = f"no answer in {self.timeout:g} s (no quorum, or out of reach)"
         return EtcdUnavailable(f"etcd at {','.join(self.endpoints)}: {name}: {detail}")
 
     def range(

@@ -44,6 +44,12 @@ def pair(
     # An hour-long config cycle: whatever reaches a stream in this test came by the watch.
     a = Running(loop, tmp_path / "a", store=on_etcd, config_cycle=3600.0)
     b = Running(loop, tmp_path / "b", store=on_etcd, config_cycle=3600.0)
+
+    async def both_known() -> None:  # each replica lists both map-servers: documents settle
+        while not all(len(r.controller.core.map_servers) == 2 for r in (a, b)):  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)
+
+    loop.run_until_complete(asyncio.wait_for(both_known(), WAIT))
     yield a, b
     a.stop()
     b.stop()
@@ -193,3 +199,33 @@ def test_a_replica_whose_watch_fell_behind_compaction_resynchronises(
     finally:
         etcd.close()
     assert "compacted up to" in caplog.text and "resynchronised at revision" in caplog.text
+
+
+def test_every_replica_serves_every_node_as_a_map_server(
+    loop: asyncio.AbstractEventLoop, pair: tuple[Running, Running], tmp_path: Path
+) -> None:
+    a, b = pair
+    n1 = Node(a, tmp_path, "n1")
+    ms_a, ms_b = a.controller.map_server, b.controller.map_server
+    assert ms_a is not None and ms_b is not None
+    a_port = ms_a.bound_port
+    servers = sorted([("127.0.0.1", a_port), ("127.0.0.1", ms_b.bound_port)])
+
+    async def scenario() -> None:
+        stream = await n1.watch(a)
+        state = await stream.next()
+        while len(state.map_servers) < 2:  # B's registration may arrive after the first
+            state = await stream.next()
+        assert [(m.address, m.port) for m in state.map_servers] == servers
+        assert {m.site_key for m in state.map_servers} == {state.map_servers[0].site_key}
+        assert list(state.map_resolvers) == ["127.0.0.1"]
+        # B learnt the node (enrolled through A) from the feed: its map-server has the site.
+        site = f"node-{n1.enrollment.name}"
+        assert site in {s.name for s in ms_b.core.registry.sites}
+        # B goes (its lease is revoked): the node is told to register with A alone.
+        await b.controller.stop()
+        alone = await stream.next()
+        assert [(m.address, m.port) for m in alone.map_servers] == [("127.0.0.1", a_port)]
+        await stream.close()
+
+    _run(loop, scenario())
