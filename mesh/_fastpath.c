@@ -1505,6 +1505,30 @@ static PyObject *engine_seal_one(Engine *e, PyObject *args) {
     return result;
 }
 
+/* deliver_outside(source_ip, packet) -> True if the engine handled it (opened and written to
+ * the TUN, or dropped and counted), False if it holds no key for it. For packets that came
+ * through an RTR: the outer source is the RTR, `source_ip` the sender named in the relay frame,
+ * which the decap keys are indexed by. */
+static PyObject *engine_deliver_outside(Engine *e, PyObject *args) {
+    const char *ip;
+    Py_buffer pkt;
+    if (!PyArg_ParseTuple(args, "sy*", &ip, &pkt)) return NULL;
+    PyObject *result = NULL;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    uint8_t plain[SEG_BUF + VNET_HDR_LEN];
+    if (parse_sockaddr(ip, 0, &ss, &len) < 0 || pkt.len > SEG_BUF) {
+        PyErr_SetString(PyExc_ValueError, "bad source or packet");
+        goto out;
+    }
+    if (e->policy.active) e->now = mono_now();
+    result = handle_outside(e, pkt.buf, (size_t)pkt.len, &ss, plain) == 0 ? Py_True : Py_False;
+    Py_INCREF(result);
+out:
+    PyBuffer_Release(&pkt);
+    return result;
+}
+
 /* open_one(source_ip, packet) -> inner bytes or None (tests) */
 static PyObject *engine_open_one(Engine *e, PyObject *args) {
     const char *ip;
@@ -1869,6 +1893,7 @@ static void engine_dealloc(Engine *e) {
 static PyMethodDef engine_methods[] = {
     {"pump_inside", (PyCFunction)engine_pump_inside, METH_VARARGS, "read TUN, seal, send; returns slow-path packets"},
     {"pump_outside", (PyCFunction)engine_pump_outside, METH_VARARGS, "recv, open, write TUN; returns slow-path (packet, source)"},
+    {"deliver_outside", (PyCFunction)engine_deliver_outside, METH_VARARGS, "open one relayed packet as if from source; False: no key"},
     {"inject", (PyCFunction)engine_inject, METH_VARARGS, "send one inner packet if it has a route"},
     {"set_path", (PyCFunction)engine_set_path, METH_VARARGS, "install a path"},
     {"remove_path", (PyCFunction)engine_remove_path, METH_VARARGS, "remove a path"},

@@ -87,6 +87,21 @@ class MapServerRef:
 
 
 @dataclass(frozen=True)
+class RtrRef:
+    """An RTR of the mesh (mesh.rtr): its certificate name and its public RLOC."""
+
+    name: str
+    address: IpAddress
+
+
+@dataclass(frozen=True)
+class RtrRole:
+    """This node relays for nodes behind NATs (mesh.rtr)."""
+
+    stale_after: float = 30.0  # a binding no keepalive refreshed for this long is dropped
+
+
+@dataclass(frozen=True)
 class Timers:
     register_interval: float = 60.0  # seconds between Map-Register refreshes
     register_ttl_minutes: int = 3  # record TTL in Map-Registers (T bit set)
@@ -112,6 +127,11 @@ class XtrConfig:
     # mss_clamp lowers the MSS of TCP SYNs to what the path carries.
     mtu_probes: bool = True
     mss_clamp: bool = False
+    # RTRs this node uses when one of its uplinks is behind a NAT, and recognises as relays in
+    # peers' RLOC sets; their names are checked against the certificates they answer with.
+    rtrs: tuple[RtrRef, ...] = ()
+    rtr_keepalive: float = 10.0  # seconds between binding refreshes (below the NAT's timeout)
+    rtr: RtrRole | None = None  # run the RTR role too
 
 
 @dataclass(frozen=True)
@@ -291,6 +311,28 @@ def _timers(fields: _Fields | None) -> Timers:
     return timers
 
 
+def _rtrs(fields: _Fields) -> tuple[RtrRef, ...]:
+    rtrs = []
+    for key, item in fields.items("rtrs"):
+        sub = _Fields(item, f"{fields.path}.{key}", fields.where)
+        rtrs.append(
+            RtrRef(
+                name=sub.string("name", required=True),
+                address=_address(sub, "address", sub.get("address", required=True)),
+            )
+        )
+        sub.finish()
+    return tuple(rtrs)
+
+
+def _rtr_role(fields: _Fields | None) -> RtrRole | None:
+    if fields is None:
+        return None
+    role = RtrRole(stale_after=fields.number("stale_after", 30.0, 1, 3600))
+    fields.finish()
+    return role
+
+
 def _xtr(fields: _Fields) -> XtrConfig:
     rlocs = []
     for key, item in fields.items("rlocs"):
@@ -339,6 +381,9 @@ def _xtr(fields: _Fields) -> XtrConfig:
         timers=_timers(fields.sub("timers")),
         mtu_probes=fields.boolean("mtu_probes", True),
         mss_clamp=fields.boolean("mss_clamp", False),
+        rtrs=_rtrs(fields),
+        rtr_keepalive=fields.number("rtr_keepalive", 10.0, 0.5, 600),
+        rtr=_rtr_role(fields.sub("rtr")),
     )
     if len(config.tun) > 15:
         raise fields.fail("tun", f"{config.tun!r} is longer than 15 characters")

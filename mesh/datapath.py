@@ -10,6 +10,8 @@ outside the two asks which one runs; the xTR and the node runtime only call this
     egress_check / ingress_check    the policy hooks the xTR calls itself (None: nothing to check,
                                     either no policy or the engine enforces it)
     send                            seal and send one inside packet on its path
+    deliver                         open and deliver an outside packet that came through an RTR
+                                    as if from `rloc`; False: not handled (no key here)
     decap_slot                      the key that opens an outside packet in Python (None: no key
                                     here; with the C engine every key lives in the engine)
     pump_inside / pump_outside      read a batch from the TUN / a data socket; what comes back
@@ -46,6 +48,7 @@ class DataPath(Protocol):
     def set_policy(self, policy: NodePolicy | None, now: float) -> None: ...
     def policy_status(self, now: float) -> dict[str, Any]: ...
     def send(self, path: Path, packet: bytes) -> bool: ...
+    def deliver(self, packet: bytes, rloc: str) -> bool: ...
     def decap_slot(
         self, decap: Mapping[tuple[str, int], DecapSlot], rloc: str, key_id: int
     ) -> DecapSlot | None: ...
@@ -93,8 +96,14 @@ class PythonDataPath:
         return None if self.policy.check(packet, "ingress", now).allowed else "denied"
 
     def send(self, path: Path, packet: bytes) -> bool:
-        self.transport.send_data(path.local, path.encap.seal(packet), path.remote)
+        sealed = path.encap.seal(packet)
+        if path.relay is not None:
+            sealed = path.relay + sealed
+        self.transport.send_data(path.local, sealed, path.remote)
         return True
+
+    def deliver(self, packet: bytes, rloc: str) -> bool:
+        return False  # the keys are the xTR's: it opens relayed packets itself
 
     def decap_slot(
         self, decap: Mapping[tuple[str, int], DecapSlot], rloc: str, key_id: int

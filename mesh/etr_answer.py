@@ -17,6 +17,7 @@ from lisp import (
 from lisp.address import Address
 from lisp.kx_lcaf import find_itr_security
 from lisp.lcaf import JsonLcaf, SecurityKey
+from lisp.relay import control_frame, relay_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.key_exchange import KxRefused
 from mesh.keys import random_nonce
@@ -24,7 +25,13 @@ from mesh.kx import requested_eids
 from mesh.peer_stats import PeerTable
 from mesh.rloc_probing import Prober
 from mesh.xtr_context import XtrContext
-from mesh.xtr_types import CONTROL_PORT, MAP_REPLY_TTL_MINUTES, SMR_INTERVAL, LocalRloc
+from mesh.xtr_types import (
+    CONTROL_PORT,
+    DATA_PORT,
+    MAP_REPLY_TTL_MINUTES,
+    SMR_INTERVAL,
+    LocalRloc,
+)
 
 SMR_TABLE_LIMIT = 4096
 
@@ -107,32 +114,32 @@ class Responder:
             ctx.drops["map-request-not-ours"] += 1
             return
         key_id = None
+        peer_name = None
         if key is not None and ctx.encrypt:
-            key_id = self.accept_request_key(request, key, proof, itr_ip, itr_ips)
-            if key_id is None:
+            accepted = self.accept_request_key(request, key, proof, itr_ip, itr_ips)
+            if accepted is None:
                 return
+            key_id, peer_name = accepted
         out_records = []
-        rloc_ips = tuple(r.address for r in ctx.locals)
+        rloc_ips = ctx.signed_rlocs()
         reply_proof = None
         if key_id is not None:
             eids = tuple((ctx.iid, p) for _, p in ours)
             reply_proof = ctx.exchange.reply_proof(request.nonce, key_id, eids, rloc_ips)
         for _, prefix in ours:
             rlocs = []
-            for index, mine in enumerate(ctx.locals):
-                address: Address = mine.address
+            for index, (ip, priority, weight, reachable) in enumerate(ctx.advertised_rlocs()):
+                address: Address = ip
                 if key_id is not None:
-                    address = ctx.exchange.reply_rloc(
-                        mine.address, reply_proof if index == 0 else None
-                    )
+                    address = ctx.exchange.reply_rloc(ip, reply_proof if index == 0 else None)
                 rlocs.append(
                     RlocRecord(
                         address,
-                        mine.priority,
-                        mine.weight,
+                        priority,
+                        weight,
                         local=True,
                         probed=request.probe,
-                        reachable=mine.up,
+                        reachable=reachable,
                     )
                 )
             out_records.append(
@@ -146,6 +153,16 @@ class Responder:
             )
         reply = MapReply(request.nonce, tuple(out_records), probe=request.probe)
         ctx.stats["map-replies-sent"] += 1
+        rtr = ctx.rtrs.get(dest[0]) if ecm is not None else None
+        if rtr is not None and peer_name is not None:
+            # The ITR is behind a NAT and asked to be answered through its RTR: a relay frame
+            # naming it (mesh.rtr), since no packet of ours reaches it at an address of its own.
+            frame = relay_prefix(peer_name, local.address, CONTROL_PORT)
+            ctx.stats["map-replies-relayed"] += 1
+            ctx.transport.send_data(
+                local, frame + control_frame(reply.encode()), (dest[0], DATA_PORT)
+            )
+            return
         ctx.transport.send_control(local, reply.encode(), dest)
 
     def accept_request_key(
@@ -155,9 +172,9 @@ class Responder:
         proof: JsonLcaf | None,
         itr_ip: IpAddress | None,
         itr_ips: list[IpAddress],
-    ) -> int | None:
-        """The key-id of the ITR's key once installed (mesh.key_exchange decides); None when
-        refused (counted)."""
+    ) -> tuple[int, str] | None:
+        """The key-id of the ITR's key once installed (mesh.key_exchange decides) and the peer's
+        name; None when refused (counted)."""
         ctx = self.ctx
         rlocs = [str(ip) for ip in itr_ips]
         if itr_ip is not None and str(itr_ip) not in rlocs:
@@ -165,11 +182,18 @@ class Responder:
         claimed = str(itr_ip) if itr_ip is not None else (rlocs[0] if rlocs else "")
         try:
             peer_name, key_id = ctx.exchange.accept_request(
-                key, proof, request.nonce, rlocs, claimed, requested_eids(request.records), ctx.now
+                key,
+                proof,
+                request.nonce,
+                rlocs,
+                claimed,
+                requested_eids(request.records),
+                ctx.now,
+                relays={a: r.name for a, r in ctx.rtrs.items()},
             )
         except KxRefused as refusal:
             ctx.refused(f"key exchange from {itr_ip}", refusal)
             return None
         ctx.datapath.install_decap(ctx.keys.decap)
         self.peers.key_exchanged(peer_name)
-        return key_id
+        return key_id, peer_name

@@ -134,6 +134,7 @@ class FastPath:
         data_fd: Callable[[Any], int] | None = None,
         plaintext: bool = False,
         mss_clamp: bool = False,
+        send_relayed: Callable[[Any, bytes, tuple[str, int]], None] | None = None,
     ) -> None:
         if _fastpath is None:
             raise RuntimeError("the C data path (mesh._fastpath) is not built")
@@ -144,6 +145,9 @@ class FastPath:
         self.engine.set_mss_clamp(mss_clamp)
         self.cipher_suite = cipher_suite
         self.data_fd = data_fd
+        # Packets to and from peers reached through an RTR go through Python (counted).
+        self.send_relayed = send_relayed
+        self.relayed_in_python = 0
         # The engine enforces the policy on every packet it handles, including those the xTR
         # injects: the xTR has nothing to check itself.
         self.egress_check: Callable[[bytes, float], str | None] | None = None
@@ -167,14 +171,34 @@ class FastPath:
         fd_of = self.data_fd
         if fd_of is None:
             raise RuntimeError("FastPath.install_paths needs data_fd")
-        self.sync_paths(paths, {id(p): fd_of(p.local) for p in paths.values()})
+        # Relayed paths stay out of the engine (see send): their packets come back as misses.
+        direct = {k: p for k, p in paths.items() if getattr(p, "relay", None) is None}
+        self.sync_paths(direct, {id(p): fd_of(p.local) for p in direct.values()})
 
     def install_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None:
         self.sync_decap(decap)
 
     def send(self, path: RouteTarget, packet: bytes) -> bool:
+        relay = getattr(path, "relay", None)
+        if relay is not None:
+            # Relayed paths (through an RTR) are not in the engine: it has no shim to put in
+            # front. Their keys are never installed, so sealing here keeps one counter per key.
+            if id(path.encap) in self._path_ids or self.send_relayed is None:
+                return False
+            self.relayed_in_python += 1
+            self.send_relayed(path.local, relay + path.encap.seal(packet), path.remote)
+            return True
         # Once a key is in the engine only the engine seals with it (one counter per key).
         return bool(self.engine.inject(packet))
+
+    def deliver(self, packet: bytes, rloc: str) -> bool:
+        """A packet that came through an RTR, sealed by `rloc`: the engine holds its key (and
+        replay window), so the engine opens it, checks it and writes it to the TUN."""
+        self.relayed_in_python += 1
+        try:
+            return bool(self.engine.deliver_outside(rloc, packet))
+        except ValueError:
+            return False
 
     def decap_slot(
         self, decap: Mapping[tuple[str, int], DecapSlot], rloc: str, key_id: int

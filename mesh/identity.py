@@ -465,7 +465,7 @@ class KxTranscript:
     """What one side of a key exchange signs. Build it from the message fields, never from the
     proof itself; EIDs and RLOCs are sets (order and duplicates do not matter)."""
 
-    role: Literal["request", "reply"]
+    role: Literal["request", "reply", "binding"]  # binding: a NAT binding claimed at an RTR
     nonce: int  # the Map-Request nonce (64 bits), echoed by the Map-Reply
     cipher_suite: int
     key_id: int
@@ -477,8 +477,8 @@ class KxTranscript:
 
     def encode(self) -> bytes:
         """Canonical bytes: domain tag, then fixed-width fields and sorted, deduplicated sets."""
-        if self.role not in ("request", "reply"):
-            raise IdentityError(f"transcript role {self.role!r} is not request/reply")
+        if self.role not in _ROLES:
+            raise IdentityError(f"transcript role {self.role!r} is not request/reply/binding")
         try:
             return self._encode()
         except (struct.error, AttributeError, TypeError) as exc:
@@ -489,7 +489,7 @@ class KxTranscript:
             KX_DOMAIN,
             struct.pack(
                 "!BQQBBH",
-                1 if self.role == "request" else 2,
+                _ROLES[self.role],
                 self.nonce,
                 self.issued_at_ms,
                 self.cipher_suite,
@@ -508,6 +508,9 @@ class KxTranscript:
         for rloc in rlocs:
             parts.append(bytes((rloc.version,)) + rloc.packed)
         return b"".join(parts)
+
+
+_ROLES = {"request": 1, "reply": 2, "binding": 3}  # signed: a proof for one never fits another
 
 
 @dataclass(frozen=True, slots=True)

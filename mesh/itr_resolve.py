@@ -68,7 +68,7 @@ class Resolver:
         plain = ctx.up_rloc_addresses(local)
         if not ctx.encrypt:
             return plain
-        rlocs = tuple(r.address for r in ctx.locals)
+        rlocs = ctx.signed_rlocs()
         first = ctx.exchange.request_itr_rloc(nonce, local.address, rlocs, requested_eids(records))
         return (first, *plain)
 

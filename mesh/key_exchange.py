@@ -21,7 +21,7 @@ is installed then. In the order checked: `kx-bad-key`, `kx-cipher-mismatch`, `kx
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from lisp.address import Address
@@ -157,9 +157,11 @@ class KeyExchange:
         claimed: str,
         requested: tuple[Eid, ...],
         now: float,
+        relays: Mapping[str, str] | None = None,
     ) -> tuple[str, int]:
         """An ITR at `rlocs` (`claimed`: the ITR-RLOC its key came with) offered its key:
-        (peer name, key-id) once its decap slot is installed."""
+        (peer name, key-id) once its decap slot is installed. `relays`: the RTRs' RLOCs (and
+        names) a node behind a NAT lists among its own; no slot is installed for them."""
         public = self.offered_public(key)
         if not self.per_source.allow(claimed, now) or not self.total.allow("", now):
             raise KxRefused("kx-rate-limited", "too many key exchanges")
@@ -194,6 +196,10 @@ class KeyExchange:
                     "kx-wrong-instance",
                     f"the certificate of {peer_name} names no EID in instance-id {iid}",
                 )
+        # An RTR's address is the RTR's own: a node behind it names it among its ITR-RLOCs (to be
+        # answered through it), but its packets reach us with its own RLOC in the relay frame.
+        relays = relays or {}
+        rlocs = [r for r in rlocs if relays.get(r, peer_name) == peer_name]
         slot = keys.install_decap(list(rlocs), key_id, public, peer_name, peer_eids, now)
         if slot is None:
             raise KxRefused(

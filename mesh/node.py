@@ -197,6 +197,7 @@ class NodeRuntime:
                     data_fd=lambda local: self.data_socks[local.key].fileno(),
                     plaintext=not config.security.encryption,
                     mss_clamp=xcfg.mss_clamp,
+                    send_relayed=self.send_data,
                 )
                 self.xtr.attach_datapath(engine)
             self._add_reader(self.tun.fd, self._tun_readable)

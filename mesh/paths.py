@@ -17,6 +17,7 @@ from ipaddress import IPv4Address, IPv6Address
 from lisp import Action
 from lisp.data_header import HEADER_LEN
 from lisp.map_cache import MapCache, MapCacheEntry
+from lisp.relay import relay_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.keys import EncapState
 from mesh.xtr_context import XtrContext
@@ -181,9 +182,8 @@ class PathTable:
                 break
             if best is not None:
                 rloc, local = best
-                remote = str(rloc.address)
-                mtu = self.inner_mtu(remote, rloc.address.version, local, encap)  # type: ignore[union-attr]
-                paths[(entry.iid, entry.prefix)] = Path(encap, (remote, DATA_PORT), local, mtu)
+                address: IpAddress = rloc.address  # type: ignore[assignment]
+                paths[(entry.iid, entry.prefix)] = self._path(encap, address, local)
         self.paths = paths
         self.flow.clear()
         ctx.datapath.install_paths(paths)
@@ -198,6 +198,23 @@ class PathTable:
                     self.deliver(packet)
             elif not found.negative:
                 ctx.drops["no-path"] += len(miss.queue)
+
+    def _path(self, encap: EncapState, rloc: IpAddress, local: LocalRloc) -> Path:
+        """Direct to the RLOC; or, relayed (mesh.rtr), to an RTR with a shim naming where the
+        packet goes: the node behind the RTR when the RLOC is an RTR (by the name its
+        certificate proved in the key exchange), else the RLOC, when we are the one behind a NAT."""
+        ctx = self.ctx
+        remote, shim, via_name = str(rloc), None, None
+        rtr = ctx.rtrs.get(remote)
+        via = ctx.via_rtr
+        if rtr is not None:
+            shim, via_name = relay_prefix(encap.peer_name, local.address, DATA_PORT), rtr.name
+        elif via is not None and via.address.version == rloc.version:
+            shim, via_name = relay_prefix(rloc, local.address, DATA_PORT), via.name
+            remote = str(via.address)
+        # The shim rides in front of the sealed packet: the inner packet has that much less room.
+        mtu = self.inner_mtu(remote, rloc.version, local, encap) - len(shim or b"")
+        return Path(encap, (remote, DATA_PORT), local, mtu, relay=shim, via=via_name)
 
 
 def _overhead(encap: EncapState) -> int:

@@ -1,8 +1,8 @@
 """The peers of an xTR: what it knows of each remote node, and the peers table of its status.
 
-One row per peer the xTR holds keys with: its EIDs, the path (`direct`; `relay` once RTRs
-exist), the RLOC in use and our uplink towards it, every RLOC of its mappings with its probe
-state and RTT, the last key exchange, and packets/bytes sealed to it and opened from it. Byte
+One row per peer the xTR holds keys with: its EIDs, the path (`direct`, or `rtr:<name>`
+through an RTR), the RLOC in use and our uplink towards it, every RLOC of its mappings with its
+probe state and RTT, the last key exchange, and packets/bytes sealed to it and opened from it. Byte
 counts come from the C data path; the Python data path counts packets only (bytes are None).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from mesh.config import IpNetwork
 from mesh.paths import PathTable
 from mesh.xtr_context import XtrContext
-from mesh.xtr_types import PeerInfo
+from mesh.xtr_types import Path, PeerInfo
 
 PATH_DIRECT = "direct"
 
@@ -93,7 +93,7 @@ class PeerTable:
                         if info.last_key_exchange is not None
                         else None
                     ),
-                    "path": PATH_DIRECT if in_use is not None else None,
+                    "path": _path_name(in_use),
                     "rloc": rloc,
                     "local_rloc": in_use.local.key if in_use is not None else None,
                     "rtt_ms": rtt_ms(ctx, rloc) if rloc is not None else None,
@@ -103,3 +103,10 @@ class PeerTable:
                 }
             )
         return rows
+
+
+def _path_name(path: Path | None) -> str | None:
+    """`direct`, `rtr:<name>` (through that RTR, mesh.rtr), or None (no path)."""
+    if path is None:
+        return None
+    return PATH_DIRECT if path.via is None else f"rtr:{path.via}"

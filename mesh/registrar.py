@@ -57,8 +57,8 @@ class Registrar:
         if local is None:
             return
         rlocs = tuple(
-            RlocRecord(r.address, r.priority, r.weight, local=True, reachable=r.up)
-            for r in ctx.locals
+            RlocRecord(address, priority, weight, local=True, reachable=reachable)
+            for address, priority, weight, reachable in ctx.advertised_rlocs()
         )
         records = tuple(
             EidRecord(

@@ -21,6 +21,8 @@ owns its state and is handed the parts it talks to (no part imports the xTR):
     Responder  (mesh.etr_answer)   Map-Replies for our EIDs (the ETR key exchange), SMRs out
     Registrar  (mesh.registrar)    Map-Register/Notify with each map-server
     NatCheck   (mesh.nat_check)    Info-Request/Reply: is each uplink behind a NAT, which kind
+    RtrClient  (mesh.rtr_client)   behind a NAT: keepalives to the RTRs, which one reaches us
+    Rtr        (mesh.rtr)          the RTR role (optional): NAT bindings, relaying
     WarmStart  (mesh.warm_start)   the map-cache checkpoint
 This module keeps the hot data path (inside_packet, outside_data) and routes events and ticks.
 """
@@ -32,8 +34,20 @@ from collections.abc import Callable
 from typing import Any
 
 from common.policy_format import NodePolicy
-from lisp import Action, EncapsulatedControl, InfoMessage, MapNotify, MapReply, MapRequest
+from lisp import (
+    Action,
+    DecodeError,
+    EncapsulatedControl,
+    InfoMessage,
+    MapNotify,
+    MapReply,
+    MapRequest,
+    decode_control,
+)
 from lisp.crypto import CryptoError, packet_key_id
+from lisp.nat_detect import NAT
+from lisp.relay import control_message, is_control, is_relay
+from lisp.relay import decode as decode_relay
 from mesh.config import NodeConfig
 from mesh.datapath import DataPath
 from mesh.etr_answer import Responder
@@ -47,6 +61,8 @@ from mesh.peer_stats import PeerTable
 from mesh.registrar import Registrar
 from mesh.revocation import Revocation
 from mesh.rloc_probing import Prober
+from mesh.rtr import Rtr
+from mesh.rtr_client import RtrClient
 from mesh.warm_start import WarmStart
 from mesh.xtr_context import XtrContext
 from mesh.xtr_status import status
@@ -105,6 +121,9 @@ class Xtr:
         self.responder = Responder(ctx, self.prober, self.peers)
         self.registrar = Registrar(ctx)
         self.nat = NatCheck(ctx)
+        self.rtr_client = RtrClient(ctx, self._behind_nat, self._reached_through_changed)
+        role = ctx.xcfg.rtr
+        self.rtr = Rtr(ctx, role) if role is not None else None
         self.warm_start = WarmStart(ctx, self.path_table, self.prober)
         self.mtu = MtuGuard(ctx, self.path_table, self.prober)
         self.mss_clamp = config.xtr.mss_clamp if config.xtr is not None else False
@@ -178,6 +197,9 @@ class Xtr:
             return
         if self.mss_clamp:
             packet = self.mtu.clamp(path, packet)
+        if path.relay is not None:
+            # Through an RTR: with the C engine these packets are sealed in Python (counted).
+            self.ctx.stats["relayed-out"] += 1
         if not datapath.send(path, packet):
             self.drops["no-path"] += 1
 
@@ -185,10 +207,17 @@ class Xtr:
 
     def outside_data(self, packet: bytes, source: tuple[str, int]) -> None:
         """One LISP data packet from UDP 4341."""
-        ctx = self.ctx
         if len(packet) < 8:
             self.drops["malformed"] += 1
             return
+        # key-id 0, instance-id 0xFFFFFE/F: a relay frame or a data-plane control message
+        if packet[0] & 0x0B == 0x08 and (is_relay(packet) or is_control(packet)):
+            self._outside_shimmed(packet, source)
+            return
+        self._open(packet, source)
+
+    def _open(self, packet: bytes, source: tuple[str, int]) -> None:
+        ctx = self.ctx
         key_id = packet_key_id(packet)
         if key_id == 0:
             if ctx.encrypt:
@@ -232,6 +261,67 @@ class Xtr:
                 return
         self.transport.write_inside(inner)
 
+    def _outside_shimmed(self, packet: bytes, source: tuple[str, int]) -> None:
+        """A data-port packet with a shim (lisp.relay): for the RTR role, an RTR's answer to our
+        keepalive, or a packet an RTR relayed to us."""
+        ctx = self.ctx
+        if self.rtr is not None and self.rtr.on_data(packet, source):
+            return
+        if is_control(packet):
+            try:
+                message = decode_control(control_message(packet))
+            except DecodeError:
+                self.drops["malformed"] += 1
+                return
+            if isinstance(message, InfoMessage) and message.is_reply:
+                self.rtr_client.on_info_reply(message, source)
+            else:
+                self.drops["unexpected-data-control"] += 1
+            return
+        if source[0] not in ctx.rtrs:
+            self.drops["relay-not-from-rtr"] += 1
+            return
+        try:
+            frame = decode_relay(packet)
+        except DecodeError:
+            self.drops["malformed-relay"] += 1
+            return
+        sender = (str(frame.source), frame.source_port)
+        if is_control(frame.payload):
+            self._relayed_control(frame.payload, sender)
+            return
+        ctx.stats["relayed-in"] += 1
+        if not self.datapath.deliver(frame.payload, sender[0]):
+            self._open(frame.payload, sender)
+
+    def _relayed_control(self, packet: bytes, sender: tuple[str, int]) -> None:
+        """A control message an RTR brought us: answered as if it came from `sender`."""
+        local = self.ctx.local_for(4 if ":" not in sender[0] else 6)
+        try:
+            raw = control_message(packet)
+            message = decode_control(raw)
+            ecm = None
+            if isinstance(message, EncapsulatedControl):
+                ecm, raw = message, message.message
+                message = decode_control(raw)
+        except DecodeError:
+            self.drops["malformed-control"] += 1
+            return
+        if local is None:
+            self.drops["no-uplink"] += 1
+            return
+        self.ctx.stats["relayed-control-in"] += 1
+        self.control(message, raw, sender, local, ecm)
+
+    def _behind_nat(self, uplink: str) -> bool:
+        return self.nat.detector.result(uplink).state == NAT
+
+    def _reached_through_changed(self) -> None:
+        """Behind a NAT through an RTR now, or not any more: tell the map-servers, and send
+        through the RTR (or not)."""
+        self.registrar.refresh_now()
+        self.path_table.recompute()
+
     # ------------------------------------------------------------------ control plane
 
     def control(
@@ -242,6 +332,8 @@ class Xtr:
         local: LocalRloc,
         ecm: EncapsulatedControl | None = None,
     ) -> None:
+        if self.rtr is not None and self.rtr.on_control(message, raw, source, ecm):
+            return
         if isinstance(message, MapReply):
             if message.probe and self.ctx.pmtu.answered(message.nonce, self.ctx.now):
                 return  # a padded probe's answer (mesh.pmtu)
@@ -263,6 +355,9 @@ class Xtr:
         self._check_uplinks()
         self.registrar.tick()
         self.nat.tick()
+        self.rtr_client.tick()
+        if self.rtr is not None:
+            self.rtr.tick()
         expired = self.path_table.expire()
         self.path_table.refresh_entries()
         self.prober.probe()
@@ -319,9 +414,13 @@ class Xtr:
         ctx = self.ctx
         self.datapath.read_counters(ctx.now)  # exact figures, not the last tick's
         policy = self.datapath.policy_status(ctx.now)
-        return status(
+        doc = status(
             ctx, self.path_table, self.registrar, self.peers, self.revocation, policy, self.nat
         )
+        doc["nat_relay"] = self.rtr_client.status()
+        if self.rtr is not None:
+            doc["rtr"] = self.rtr.status()
+        return doc
 
     # ------------------------------------------------------------------ network policy
 

@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv6Address
 from lisp import InstanceId
 from lisp.address import Address
 from lisp.rloc_probe import RlocProber
-from mesh.config import IpAddress, NodeConfig
+from mesh.config import IpAddress, NodeConfig, RtrRef
 from mesh.datapath import DataPath, PythonDataPath
 from mesh.key_exchange import KeyExchange, KxRefused
 from mesh.keys import EncapState, KeyStore, plain_encap
@@ -26,6 +26,7 @@ from mesh.pmtu import PathMtuTable
 from mesh.xtr_types import LocalRloc, Transport
 
 log = logging.getLogger("lispmesh.xtr")
+RTR_PRIORITY = 254
 
 
 class XtrContext:
@@ -73,6 +74,9 @@ class XtrContext:
         # Where packets are carried (mesh.datapath): the Python reference until the runtime
         # attaches the C engine.
         self.datapath: DataPath = PythonDataPath(transport, now)
+        # The RTR this node is reached through while an uplink is behind a NAT (mesh.rtr_client
+        # sets it once the RTR confirmed our binding); None: reached directly.
+        self.via_rtr: RtrRef | None = None
         self.configure(config, kx)
 
     def configure(self, config: NodeConfig, kx: KxAuthority | None) -> None:
@@ -81,6 +85,8 @@ class XtrContext:
         self.config = config
         self.xcfg = config.xtr
         self.timers = config.xtr.timers
+        # The mesh's RTRs by RLOC text (a peer RLOC that is one is a relay, mesh.rtr).
+        self.rtrs = {str(r.address): r for r in config.xtr.rtrs}
         self.iid = config.xtr.instance_id
         self.exchange.authority = kx
         # With encryption off (an explicit opt-in, logged by the runtime), every path seals
@@ -129,5 +135,22 @@ class XtrContext:
         return None
 
     def up_rloc_addresses(self, fallback: LocalRloc) -> tuple[Address, ...]:
-        """The addresses of our uplinks that are up (or `fallback`'s), as ITR-RLOCs."""
-        return tuple(r.address for r in self.locals if r.up) or (fallback.address,)
+        """The addresses of our uplinks that are up (or `fallback`'s), as ITR-RLOCs; behind a
+        NAT our RTR first (answers to us go through it)."""
+        rtr = (self.via_rtr.address,) if self.via_rtr is not None else ()
+        return rtr + (tuple(r.address for r in self.locals if r.up) or (fallback.address,))
+
+    def advertised_rlocs(self) -> list[tuple[IpAddress, int, int, bool]]:
+        """(address, priority, weight, reachable) of the RLOC set we register and answer with.
+        Behind a NAT our own addresses are listed unreachable (no one outside can use them) and
+        the RTR follows with priority 254, weight 0 (lispers.net's convention for RTR RLOCs)."""
+        behind = self.via_rtr is not None
+        rlocs = [(r.address, r.priority, r.weight, r.up and not behind) for r in self.locals]
+        if self.via_rtr is not None:
+            rlocs.append((self.via_rtr.address, RTR_PRIORITY, 0, True))
+        return rlocs
+
+    def signed_rlocs(self) -> tuple[IpAddress, ...]:
+        """The RLOCs our key-exchange proofs name: our uplinks, and the RTR we are reached by."""
+        rtr = (self.via_rtr.address,) if self.via_rtr is not None else ()
+        return tuple(r.address for r in self.locals) + rtr

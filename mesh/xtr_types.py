@@ -45,6 +45,10 @@ class Path:
     remote: tuple[str, int]
     local: LocalRloc
     mtu: int = 65535  # the largest inner packet that fits the path (mesh.pmtu)
+    # Through an RTR (mesh.rtr): the relay shim to put before each sealed packet, and the RTR's
+    # name; None: direct.
+    relay: bytes | None = None
+    via: str | None = None
 
 
 @dataclass

@@ -1,0 +1,137 @@
+"""A node behind a NAT, reached through an RTR (mesh.rtr describes the whole scheme).
+
+While NAT detection (mesh.nat_check) says an uplink is behind a NAT and RTRs are configured,
+each such uplink sends every RTR of its address family a signed keepalive from its data socket:
+every `xtr.rtr_keepalive` seconds once the RTR answered (holding the NAT's mapping open), every
+RETRY seconds until then. The first RTR (in configuration order) whose signed answer is at most
+three keepalives old is the one we are reached through (`ctx.via_rtr`); when that changes, the
+xTR re-registers and recomputes its paths (`changed`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from lisp.address import DistinguishedName
+from lisp.info import InfoMessage
+from lisp.relay import control_frame
+from mesh.config import RtrRef
+from mesh.identity import IdentityError
+from mesh.keys import random_nonce
+from mesh.rtr_proof import reply_subject, request_subject, sign, verify
+from mesh.xtr_context import XtrContext
+from mesh.xtr_types import DATA_PORT, LocalRloc
+
+log = logging.getLogger("lispmesh.rtr")
+RETRY = 1.0
+
+
+class RtrClient:
+    def __init__(
+        self, ctx: XtrContext, behind_nat: Callable[[str], bool], changed: Callable[[], None]
+    ) -> None:
+        self.ctx = ctx
+        self.behind_nat = behind_nat
+        self.changed = changed
+        self.outstanding: dict[int, tuple[str, str, float]] = {}  # nonce -> (rtr, uplink, sent)
+        self.next_at: dict[tuple[str, str], float] = {}
+        self.confirmed: dict[str, tuple[float, str]] = {}  # rtr address -> (when, seen as)
+
+    def _natted(self) -> list[LocalRloc]:
+        return [r for r in self.ctx.locals if r.up and self.behind_nat(r.key)]
+
+    def tick(self) -> None:
+        ctx = self.ctx
+        if ctx.kx is None or not ctx.xcfg.rtrs:
+            self._choose([])
+            return
+        natted = self._natted()
+        for local in natted:
+            for rtr in ctx.xcfg.rtrs:
+                if rtr.address.version != local.address.version:
+                    continue
+                key = (str(rtr.address), local.key)
+                if ctx.now >= self.next_at.get(key, float("-inf")):
+                    self._send(rtr, local)
+                    up = self._fresh(str(rtr.address))
+                    self.next_at[key] = ctx.now + (ctx.xcfg.rtr_keepalive if up else RETRY)
+        horizon = 4 * ctx.xcfg.rtr_keepalive
+        for nonce, (_, _, sent) in list(self.outstanding.items()):
+            if ctx.now - sent > horizon:
+                del self.outstanding[nonce]
+        self._choose(natted)
+
+    def _send(self, rtr: RtrRef, local: LocalRloc) -> None:
+        ctx = self.ctx
+        assert ctx.kx is not None
+        nonce = random_nonce()
+        proof = sign(ctx.kx, nonce, request_subject(rtr.name, local.key))
+        request = InfoMessage(nonce, eid=DistinguishedName(local.key), payload=proof)
+        self.outstanding[nonce] = (str(rtr.address), local.key, ctx.now)
+        ctx.stats["rtr-keepalives-sent"] += 1
+        ctx.transport.send_data(
+            local, control_frame(request.encode()), (str(rtr.address), DATA_PORT)
+        )
+
+    def on_info_reply(self, message: InfoMessage, source: tuple[str, int]) -> None:
+        ctx = self.ctx
+        pending = self.outstanding.get(message.nonce)
+        rtr = ctx.rtrs.get(source[0])
+        if pending is None or rtr is None or pending[0] != source[0] or ctx.kx is None:
+            ctx.drops["rtr-reply-unsolicited"] += 1
+            return
+        if not isinstance(message.eid, DistinguishedName):
+            ctx.drops["rtr-reply-malformed"] += 1
+            return
+        seen = message.eid.name
+        try:
+            peer, _ = verify(
+                ctx.kx, message.payload, message.nonce, reply_subject(rtr.name, pending[1], seen)
+            )
+        except IdentityError as exc:
+            ctx.drops["rtr-reply-refused"] += 1
+            ctx.error(f"RTR {rtr.name} ({source[0]}): answer refused: {exc}")
+            return
+        if peer.name != rtr.name:
+            ctx.drops["rtr-reply-refused"] += 1
+            ctx.error(f"RTR at {source[0]} answered as {peer.name}, configured as {rtr.name}")
+            return
+        del self.outstanding[message.nonce]
+        was_up = self._fresh(source[0])
+        self.confirmed[source[0]] = (ctx.now, seen)
+        if not was_up:
+            # Keep the mapping open from now on at the keepalive pace.
+            self.next_at[(source[0], pending[1])] = ctx.now + ctx.xcfg.rtr_keepalive
+        self._choose(self._natted())
+
+    def _fresh(self, address: str) -> bool:
+        found = self.confirmed.get(address)
+        horizon = 3 * self.ctx.xcfg.rtr_keepalive + RETRY
+        return found is not None and self.ctx.now - found[0] <= horizon
+
+    def _choose(self, natted: list[LocalRloc]) -> None:
+        ctx = self.ctx
+        active = None
+        if natted:
+            active = next((r for r in ctx.xcfg.rtrs if self._fresh(str(r.address))), None)
+        if active != ctx.via_rtr:
+            log.info("reached through %s", f"RTR {active.name}" if active else "our own RLOCs")
+            ctx.via_rtr = active
+            self.changed()
+
+    def status(self) -> dict[str, Any]:
+        ctx = self.ctx
+        return {
+            "via": ctx.via_rtr.name if ctx.via_rtr is not None else None,
+            "rtrs": [
+                {
+                    "name": r.name,
+                    "address": str(r.address),
+                    "up": self._fresh(str(r.address)),
+                    "seen_as": self.confirmed.get(str(r.address), (0.0, None))[1],
+                }
+                for r in ctx.xcfg.rtrs
+            ],
+        }
