@@ -60,13 +60,14 @@ enum {
     ST_INSIDE_PACKETS, ST_INSIDE_SUPER, ST_SEGMENTS, ST_SEALED, ST_SEND_ERRORS, ST_SLOW_INSIDE,
     ST_OUTSIDE_PACKETS, ST_OPENED, ST_DECRYPT_FAIL, ST_REPLAY, ST_SPOOFED, ST_WRONG_IID,
     ST_MALFORMED, ST_TUN_WRITE_ERRORS, ST_SLOW_OUTSIDE, ST_POLICY_DENIED, ST_PLAIN_SENT,
-    ST_PLAIN_OPENED, ST_MTU_SLOW, ST_MTU_RESEGMENTED, ST_MSS_CLAMPED, ST_COUNT
+    ST_PLAIN_OPENED, ST_MTU_SLOW, ST_MTU_RESEGMENTED, ST_MSS_CLAMPED, ST_FOREIGN_DST, ST_COUNT
 };
 static const char *STAT_NAMES[ST_COUNT] = {
     "inside-packets", "inside-super-packets", "segments", "sealed", "send-errors",
     "slow-inside", "outside-packets", "opened", "decrypt-failure", "replay", "spoofed-source",
     "wrong-instance", "malformed", "tun-write-errors", "slow-outside", "policy-denied",
     "plain-sent", "plain-opened", "mtu-slow", "mtu-resegmented", "mss-clamped",
+    "foreign-destination",
 };
 
 typedef struct {
@@ -204,6 +205,9 @@ typedef struct {
     int n_keys;
     int accept_plain; /* security.encryption: false: KK = 0 packets are opened here */
     int mss_clamp;    /* xtr.mss_clamp: lower the MSS option of TCP SYNs to fit the path */
+    /* Our EID prefixes: an opened packet for anything else is dropped (none set: no check). */
+    Prefix *local;
+    int n_local;
     /* one-entry route cache: the last destination and its route */
     int cache_version;
     uint8_t cache_dst[16];
@@ -1082,6 +1086,22 @@ static PyObject *engine_inject(Engine *e, PyObject *args) {
 
 /* ------------------------------------------------------------------ outside -> inside */
 
+/* Is the inner destination one of our EIDs? (An ETR is no open relay: a peer may send only to
+ * us, not through us to whatever the TUN side routes.) */
+static int destination_ours(Engine *e, const uint8_t *inner, size_t len) {
+    if (!e->n_local) return 1;
+    int version = inner[0] >> 4;
+    const uint8_t *dst;
+    if (version == 4 && len >= 20) dst = inner + 16;
+    else if (version == 6 && len >= 40) dst = inner + 24;
+    else return 0;
+    for (int i = 0; i < e->n_local; i++) {
+        Prefix *p = &e->local[i];
+        if (prefix_match(version, dst, p->version, p->net, p->plen)) return 1;
+    }
+    return 0;
+}
+
 static int source_allowed(Slot *s, const uint8_t *inner, size_t len) {
     int version = inner[0] >> 4;
     const uint8_t *src;
@@ -1133,6 +1153,7 @@ static int deliver_plain(Engine *e, const uint8_t *pkt, size_t len, uint8_t *pla
     if (header_iid != e->iid) { e->stats[ST_WRONG_IID]++; return 0; }
     uint8_t *inner = plain + VNET_HDR_LEN;
     memcpy(inner, pkt + LISP_HDR_LEN, n);
+    if (!destination_ours(e, inner, n)) { e->stats[ST_FOREIGN_DST]++; return 0; }
     e->stats[ST_PLAIN_OPENED]++;
     if (e->policy.active && !policy_allows(e, inner, n, POL_INGRESS, 1, (uint64_t)n)) return 0;
     write_tun(e, plain, n, 0);
@@ -1164,6 +1185,7 @@ static int handle_outside(Engine *e, const uint8_t *pkt, size_t len,
         return 0;
     }
     if (!source_allowed(s, inner, (size_t)n)) { e->stats[ST_SPOOFED]++; return 0; }
+    if (!destination_ours(e, inner, (size_t)n)) { e->stats[ST_FOREIGN_DST]++; return 0; }
     s->packets++;
     s->bytes += (uint64_t)n;
     e->stats[ST_OPENED]++;
@@ -1572,6 +1594,21 @@ static PyObject *engine_set_plaintext(Engine *e, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static int parse_prefix_list(PyObject *list, Prefix **out, int *n);
+
+/* set_local_eids([(version, net, plen), ...]): our EID prefixes (empty: no destination check) */
+static PyObject *engine_set_local_eids(Engine *e, PyObject *args) {
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list)) return NULL;
+    Prefix *local = NULL;
+    int n = 0;
+    if (parse_prefix_list(list, &local, &n) < 0) return NULL;
+    PyMem_Free(e->local);
+    e->local = local;
+    e->n_local = n;
+    Py_RETURN_NONE;
+}
+
 static PyObject *engine_stats(Engine *e, PyObject *Py_UNUSED(ignored)) {
     PyObject *d = PyDict_New();
     if (!d) return NULL;
@@ -1883,6 +1920,7 @@ static void engine_dealloc(Engine *e) {
     PyMem_Free(e->routes);
     PyMem_Free(e->slots);
     PyMem_Free(e->keys);
+    PyMem_Free(e->local);
     PyMem_Free(e->super_buf);
     PyMem_Free(e->seg_bufs);
     PyMem_Free(e->out_bufs);
@@ -1908,6 +1946,7 @@ static PyMethodDef engine_methods[] = {
     {"open_one", (PyCFunction)engine_open_one, METH_VARARGS, "open one packet (tests)"},
     {"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters"},
     {"set_mss_clamp", (PyCFunction)engine_set_mss_clamp, METH_VARARGS, "clamp the MSS of TCP SYNs to the path"},
+    {"set_local_eids", (PyCFunction)engine_set_local_eids, METH_VARARGS, "our EID prefixes"},
     {"set_plaintext", (PyCFunction)engine_set_plaintext, METH_VARARGS, "accept KK = 0 packets (encryption off)"},
     {"set_policy", (PyCFunction)(void (*)(void))engine_set_policy, METH_VARARGS | METH_KEYWORDS, "install or replace the network policy"},
     {"clear_policy", (PyCFunction)engine_clear_policy, METH_NOARGS, "no policy: allow everything"},

@@ -6,6 +6,7 @@ packets, which policy holds); a `DataPath` carries packets by those decisions. T
 outside the two asks which one runs; the xTR and the node runtime only call this interface:
 
     install_paths / install_decap   mirror the xTR's routes and decap keys (after each change)
+    set_local_eids                  our EID prefixes: an opened packet for another is dropped
     set_policy / policy_status      the network policy, enforced where packets are handled
     egress_check / ingress_check    the policy hooks the xTR calls itself (None: nothing to check,
                                     either no policy or the engine enforces it)
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from common.policy_format import NodePolicy
@@ -45,6 +46,7 @@ class DataPath(Protocol):
 
     def install_paths(self, paths: Mapping[PathKey, Path]) -> None: ...
     def install_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None: ...
+    def set_local_eids(self, prefixes: Sequence[IpNetwork]) -> None: ...
     def set_policy(self, policy: NodePolicy | None, now: float) -> None: ...
     def policy_status(self, now: float) -> dict[str, Any]: ...
     def send(self, path: Path, packet: bytes) -> bool: ...
@@ -80,6 +82,9 @@ class PythonDataPath:
 
     def install_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None:
         pass
+
+    def set_local_eids(self, prefixes: Sequence[IpNetwork]) -> None:
+        pass  # the xTR checks opened packets' destinations itself
 
     def set_policy(self, policy: NodePolicy | None, now: float) -> None:
         self.policy.replace_policy(policy, now)

@@ -58,6 +58,11 @@ class Responder:
                 return prefix
         return None
 
+    def known(self, rloc: str) -> bool:
+        """Is `rloc` an RLOC of a peer we hold a key from, or one we send to?"""
+        ctx = self.ctx
+        return any(r == rloc for r, _ in ctx.keys.decap) or rloc in ctx.prober.tracked()
+
     def solicit_key_exchange(self, itr_rloc: str) -> None:
         """Packets from `itr_rloc` under a key we do not hold (we restarted, or expired it):
         send it a Solicit-Map-Request (RFC 9301 §6.1), so it runs a keyed exchange with us
@@ -112,6 +117,13 @@ class Responder:
         ours = [(r, p) for r, p in records if p is not None]
         if not ours:
             ctx.drops["map-request-not-ours"] += 1
+            return
+        unsigned_direct = key is None and ecm is None and ctx.encrypt and ctx.kx is not None
+        if unsigned_direct and not self.known(source[0]):
+            # A direct unsigned request is answered to its UDP source, which anyone can forge:
+            # answering strangers would reflect our replies at whoever they name. Peers we hold
+            # keys from, or send to, probe without a key; anyone else offers a signed one.
+            ctx.drops["map-request-unknown-requester"] += 1
             return
         key_id = None
         peer_name = None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, Protocol
 
@@ -112,6 +112,7 @@ def flow_log_entries(raw: list[tuple[Any, ...]], names: RuleNames) -> list[FlowL
 
 # Drop reasons the engine counts itself (merged into the xTR's drops in status).
 ENGINE_DROP_REASONS = (
+    "foreign-destination",
     "decrypt-failure",
     "replay",
     "spoofed-source",
@@ -177,6 +178,11 @@ class FastPath:
 
     def install_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None:
         self.sync_decap(decap)
+
+    def set_local_eids(self, prefixes: Sequence[IpNetwork]) -> None:
+        self.engine.set_local_eids(
+            [(p.version, p.network_address.packed, p.prefixlen) for p in prefixes]
+        )
 
     def send(self, path: RouteTarget, packet: bytes) -> bool:
         relay = getattr(path, "relay", None)

@@ -167,6 +167,7 @@ class Xtr:
         self.ctx.datapath = self.datapath = datapath
         datapath.install_paths(self.path_table.paths)
         datapath.install_decap(self.ctx.keys.decap)
+        datapath.set_local_eids(self.ctx.xcfg.eid_prefixes)
         self.apply_policy(self.policy)
 
     # ------------------------------------------------------------------ inside → outside
@@ -247,10 +248,14 @@ class Xtr:
         if header_iid != ctx.iid:
             self.drops["wrong-instance"] += 1
             return
+        if slot is not None and not _source_allowed(inner, slot):
+            self.drops["spoofed-source"] += 1
+            return
+        if not _destination_ours(inner, ctx.local_eids):
+            # An ETR is no open relay: a peer sends to our EIDs, not through us.
+            self.drops["foreign-destination"] += 1
+            return
         if slot is not None:
-            if not _source_allowed(inner, slot):
-                self.drops["spoofed-source"] += 1
-                return
             slot.last_used = ctx.now
             slot.packets += 1
         ingress_check = self.datapath.ingress_check
@@ -453,11 +458,25 @@ class Xtr:
             # Another virtual network: nothing learnt in the old one applies.
             ctx.keys.encap.clear()
             self.path_table.reset()
+        if new.eid_prefixes != old.eid_prefixes:
+            self.datapath.set_local_eids(new.eid_prefixes)
         self.registrar.reconfigure(old, new)
         if config.policy != self.policy:
             self.apply_policy(config.policy)
         security = config.security
         self.revocation.apply(security.revoked_peers, security.retired_certificates)
+
+
+def _destination_ours(inner: bytes, local: tuple[tuple[int, int, int], ...]) -> bool:
+    """Is the inner destination address inside one of our EID prefixes?"""
+    version = inner[0] >> 4
+    if version == 4 and len(inner) >= 20:
+        dest = int.from_bytes(inner[16:20], "big")
+    elif version == 6 and len(inner) >= 40:
+        dest = int.from_bytes(inner[24:40], "big")
+    else:
+        return False
+    return any(v == version and dest & mask == network for v, network, mask in local)
 
 
 def _source_allowed(inner: bytes, slot: DecapSlot) -> bool:

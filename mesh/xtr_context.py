@@ -88,6 +88,11 @@ class XtrContext:
         # The mesh's RTRs by RLOC text (a peer RLOC that is one is a relay, mesh.rtr).
         self.rtrs = {str(r.address): r for r in config.xtr.rtrs}
         self.iid = config.xtr.instance_id
+        # What an opened packet may be addressed to: (version, network, mask) per EID prefix.
+        # It must cover every prefix we register (mesh.registrar) and answer (mesh.etr_answer).
+        self.local_eids = tuple(
+            (p.version, int(p.network_address), int(p.netmask)) for p in self.xcfg.eid_prefixes
+        )
         self.exchange.authority = kx
         # With encryption off (an explicit opt-in, logged by the runtime), every path seals
         # with this one plaintext state; with it on, there is none and no path is plaintext.

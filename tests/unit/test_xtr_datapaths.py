@@ -220,3 +220,20 @@ def test_revocation_cuts_a_peer_off_in_either_data_path(
     wire.pump()
     assert len(n2.inside) == received  # n1's key is gone from n2's data path
     assert n2.status()["drops"].get("no-key", 0) >= 1
+
+
+@pytest.mark.parametrize("etr", ["python", "c"])
+def test_an_etr_is_no_open_relay(lab: tuple[SocketWire, Any], etr: str) -> None:
+    """A peer with a valid key seals packets for destinations that are not the ETR's EIDs (to
+    reach whatever the ETR's TUN side routes): they are dropped, in either data path."""
+    wire, _ = lab
+    n1, n2 = _joined(lab, "python", etr)
+    _exchange(wire, n1, n2, b"a genuine one first")
+    (path,) = n1.xtr.path_table.paths.values()  # n1's key and RLOC for n2
+    received = len(n2.inside)
+    for foreign in ("10.1.3.1", "192.168.7.1"):  # another node's EID; n2's LAN side
+        assert n1.xtr.datapath.send(path, ipv4_packet("10.1.1.1", foreign, b"through n2"))
+        wire.pump()
+    assert len(n2.inside) == received
+    assert n2.status()["drops"].get("foreign-destination") == 2
+    _exchange(wire, n1, n2, b"and genuine ones still pass")
