@@ -79,6 +79,10 @@ class IdentityError(Exception):
         self.reason = reason
 
 
+class NotFromCa(IdentityError):
+    """The certificate was not issued by the CA it was checked against (another may have)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # files
 
@@ -635,7 +639,7 @@ def _verified_certificate(ca_certificate: x509.Certificate, der: bytes) -> Verif
     try:
         cert.verify_directly_issued_by(ca_certificate)
     except (ValueError, TypeError, InvalidSignature):
-        raise IdentityError(
+        raise NotFromCa(
             f"certificate of {cert.subject.rfc4514_string()} not issued by the mesh CA"
         ) from None
     try:
@@ -685,9 +689,59 @@ class CaVerifier:
         return cert
 
 
-def as_verifier(trust: CertificateVerifier | x509.Certificate) -> CertificateVerifier:
-    """A verifier, given one or the CA certificate to verify against."""
-    return CaVerifier(trust) if isinstance(trust, x509.Certificate) else trust
+class CaBundleVerifier:
+    """Node certificates directly issued by any CA of a trust bundle, within their validity at
+    `now`. During a CA rotation the bundle holds the old CA and the new one, so certificates of
+    both are accepted; once the old CA is dropped from the bundle its certificates are not."""
+
+    def __init__(self, cas: Sequence[x509.Certificate]) -> None:
+        if not cas:
+            raise IdentityError("the CA bundle is empty")
+        self.cas = tuple(cas)
+
+    def verify(self, der: bytes, now: At) -> VerifiedCertificate:
+        digest = hashlib.sha256(der).digest()
+        for ca in self.cas:  # a certificate seen before: its CA without a failed signature check
+            if (_ca_fingerprint(ca), digest) in _cert_cache:
+                return CaVerifier(ca).verify(der, now)
+        for ca in self.cas[:-1]:
+            try:
+                return CaVerifier(ca).verify(der, now)
+            except NotFromCa:
+                continue  # another CA of the bundle may have issued it
+        return CaVerifier(self.cas[-1]).verify(der, now)
+
+
+def read_ca_bundle(path: Path) -> list[x509.Certificate]:
+    """The CA certificates of a PEM bundle (one or more); IdentityError naming the file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IdentityError(f"CA bundle {path} cannot be read: {exc.strerror}") from None
+    try:
+        cas = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise IdentityError(f"CA bundle {path} is not PEM X.509 certificates: {exc}") from None
+    for ca in cas:
+        try:
+            constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.ca:
+            subject = ca.subject.rfc4514_string()
+            raise IdentityError(f"CA bundle {path}: {subject} is not a CA certificate")
+    return cas
+
+
+def as_verifier(
+    trust: CertificateVerifier | x509.Certificate | Sequence[x509.Certificate],
+) -> CertificateVerifier:
+    """A verifier, given one, the CA certificate or the CA bundle to verify against."""
+    if isinstance(trust, x509.Certificate):
+        return CaVerifier(trust)
+    if isinstance(trust, Sequence):
+        return CaBundleVerifier(trust)
+    return trust
 
 
 def verify_node_certificate(

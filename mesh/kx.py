@@ -29,6 +29,7 @@ from lisp.lcaf import JsonLcaf
 from lisp.records import eid_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.identity import (
+    CaBundleVerifier,
     CertificateVerifier,
     Eid,
     IdentityError,
@@ -38,6 +39,7 @@ from mesh.identity import (
     as_verifier,
     make_proof,
     parse_proof,
+    read_ca_bundle,
     read_certificate,
     read_private_key,
     verify_proof,
@@ -109,7 +111,7 @@ class KxAuthority:
         if certificate.public_key() != signing_key.public_key():
             raise IdentityError(f"{cert} is not the certificate of this node's key")
         identity = NodeIdentity(name, signing_key, certificate)
-        return cls(identity, read_certificate(Path(ca)), clock)
+        return cls(identity, CaBundleVerifier(read_ca_bundle(Path(ca))), clock)
 
     def request_proof(
         self,
