@@ -196,6 +196,8 @@ class Enroller:
                 cert.not_valid_after_utc.timestamp(), key_fp,
             )  # fmt: skip
             if node is not None:
+                # The wiped device's old key may live on elsewhere: peers refuse it at once.
+                self.retired.retire(known.name, known.cert_fp, now, known.cert_not_after)
                 return Enrolled(node, pki.pem(cert))
             known = self.store.get_node(known.node_id) or known  # revoked meanwhile
         raise EnrollmentError(
@@ -343,6 +345,7 @@ class Enroller:
             )  # fmt: skip
             if node is None:
                 raise EnrollmentError("denied", f"node {known.name} (this TPM) was revoked")
+            self.retired.retire(known.name, known.cert_fp, now, known.cert_not_after)
             self._bind_tpm(node.node_id, tpm, now, replaces=node.node_id)
             return Enrolled(node, pki.pem(cert))
         if bound is not None:  # a binding whose node was never created (a crash): take it over

@@ -53,7 +53,7 @@
 #define RX_BATCH 64
 #define REPLAY_BITS 4096
 #define REPLAY_WORDS (REPLAY_BITS / 64)
-#define MAX_ALLOWED 16
+#define MAX_ALLOWED 4096 /* EID prefixes of one certificate: a bound on the work per packet */
 #define GSO_MAX_BYTES 65000
 
 enum {
@@ -106,7 +106,7 @@ typedef struct {
     uint64_t highest;
     uint64_t bitmap[REPLAY_WORDS];
     int n_allowed;
-    Prefix allowed[MAX_ALLOWED];
+    Prefix *allowed; /* the sender's certified EIDs (PyMem; as many as its certificate has) */
     uint64_t packets, bytes;
 } Slot;
 
@@ -1278,6 +1278,7 @@ static void free_path(Path *p) {
 
 static void free_slot(Slot *s) {
     if (s->ctx) EVP_CIPHER_CTX_free(s->ctx);
+    PyMem_Free(s->allowed);
     memset(s, 0, sizeof(*s));
 }
 
@@ -1397,6 +1398,8 @@ static PyObject *engine_set_routes(Engine *e, PyObject *args) {
 }
 
 /* set_slot(id, suite, key, allowed=[(version, net, plen)...]) */
+static int parse_prefix_list(PyObject *list, Prefix **out, int *n);
+
 static PyObject *engine_set_slot(Engine *e, PyObject *args) {
     int id, suite;
     Py_buffer key;
@@ -1411,13 +1414,13 @@ static PyObject *engine_set_slot(Engine *e, PyObject *args) {
     if (grow((void **)&e->slots, &e->n_slots, id, sizeof(Slot)) < 0) { PyErr_NoMemory(); goto out; }
     Slot tmp;
     memset(&tmp, 0, sizeof(tmp));
-    for (Py_ssize_t i = 0; i < na; i++) {
-        Prefix *p = &tmp.allowed[i];
-        if (parse_prefix(PyList_GET_ITEM(allowed, i), &p->version, p->net, &p->plen) < 0) goto out;
-    }
-    tmp.n_allowed = (int)na;
+    if (parse_prefix_list(allowed, &tmp.allowed, &tmp.n_allowed) < 0) goto out;
     tmp.ctx = new_ctx(cipher, key.buf, 0);
-    if (!tmp.ctx) { PyErr_SetString(PyExc_RuntimeError, "cannot set up the cipher"); goto out; }
+    if (!tmp.ctx) {
+        PyMem_Free(tmp.allowed);
+        PyErr_SetString(PyExc_RuntimeError, "cannot set up the cipher");
+        goto out;
+    }
     tmp.cipher = cipher;
     tmp.used = 1;
     tmp.slot = id;
@@ -1594,9 +1597,16 @@ static PyObject *engine_set_plaintext(Engine *e, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static int parse_prefix_list(PyObject *list, Prefix **out, int *n);
-
 /* set_local_eids([(version, net, plen), ...]): our EID prefixes (empty: no destination check) */
+/* set_instance_id(iid): the instance-id opened packets must carry (a live change) */
+static PyObject *engine_set_instance_id(Engine *e, PyObject *args) {
+    unsigned int iid;
+    if (!PyArg_ParseTuple(args, "I", &iid)) return NULL;
+    if (iid > 0xFFFFFF) { PyErr_SetString(PyExc_ValueError, "instance-id is 24 bits"); return NULL; }
+    e->iid = iid;
+    Py_RETURN_NONE;
+}
+
 static PyObject *engine_set_local_eids(Engine *e, PyObject *args) {
     PyObject *list;
     if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list)) return NULL;
@@ -1947,6 +1957,7 @@ static PyMethodDef engine_methods[] = {
     {"stats", (PyCFunction)engine_stats, METH_NOARGS, "counters"},
     {"set_mss_clamp", (PyCFunction)engine_set_mss_clamp, METH_VARARGS, "clamp the MSS of TCP SYNs to the path"},
     {"set_local_eids", (PyCFunction)engine_set_local_eids, METH_VARARGS, "our EID prefixes"},
+    {"set_instance_id", (PyCFunction)engine_set_instance_id, METH_VARARGS, "our instance-id"},
     {"set_plaintext", (PyCFunction)engine_set_plaintext, METH_VARARGS, "accept KK = 0 packets (encryption off)"},
     {"set_policy", (PyCFunction)(void (*)(void))engine_set_policy, METH_VARARGS | METH_KEYWORDS, "install or replace the network policy"},
     {"clear_policy", (PyCFunction)engine_clear_policy, METH_NOARGS, "no policy: allow everything"},

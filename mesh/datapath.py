@@ -6,7 +6,8 @@ packets, which policy holds); a `DataPath` carries packets by those decisions. T
 outside the two asks which one runs; the xTR and the node runtime only call this interface:
 
     install_paths / install_decap   mirror the xTR's routes and decap keys (after each change)
-    set_local_eids                  our EID prefixes: an opened packet for another is dropped
+    set_local                       our instance-id and EID prefixes: what opened packets must
+                                    carry and be addressed to
     set_policy / policy_status      the network policy, enforced where packets are handled
     egress_check / ingress_check    the policy hooks the xTR calls itself (None: nothing to check,
                                     either no policy or the engine enforces it)
@@ -46,7 +47,7 @@ class DataPath(Protocol):
 
     def install_paths(self, paths: Mapping[PathKey, Path]) -> None: ...
     def install_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None: ...
-    def set_local_eids(self, prefixes: Sequence[IpNetwork]) -> None: ...
+    def set_local(self, instance_id: int, prefixes: Sequence[IpNetwork]) -> None: ...
     def set_policy(self, policy: NodePolicy | None, now: float) -> None: ...
     def policy_status(self, now: float) -> dict[str, Any]: ...
     def send(self, path: Path, packet: bytes) -> bool: ...
@@ -83,8 +84,8 @@ class PythonDataPath:
     def install_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None:
         pass
 
-    def set_local_eids(self, prefixes: Sequence[IpNetwork]) -> None:
-        pass  # the xTR checks opened packets' destinations itself
+    def set_local(self, instance_id: int, prefixes: Sequence[IpNetwork]) -> None:
+        pass  # the xTR checks opened packets' instance-id and destination itself
 
     def set_policy(self, policy: NodePolicy | None, now: float) -> None:
         self.policy.replace_policy(policy, now)

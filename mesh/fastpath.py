@@ -179,7 +179,8 @@ class FastPath:
     def install_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None:
         self.sync_decap(decap)
 
-    def set_local_eids(self, prefixes: Sequence[IpNetwork]) -> None:
+    def set_local(self, instance_id: int, prefixes: Sequence[IpNetwork]) -> None:
+        self.engine.set_instance_id(instance_id)
         self.engine.set_local_eids(
             [(p.version, p.network_address.packed, p.prefixlen) for p in prefixes]
         )

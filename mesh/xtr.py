@@ -167,7 +167,7 @@ class Xtr:
         self.ctx.datapath = self.datapath = datapath
         datapath.install_paths(self.path_table.paths)
         datapath.install_decap(self.ctx.keys.decap)
-        datapath.set_local_eids(self.ctx.xcfg.eid_prefixes)
+        datapath.set_local(self.ctx.iid, self.ctx.xcfg.eid_prefixes)
         self.apply_policy(self.policy)
 
     # ------------------------------------------------------------------ inside → outside
@@ -458,8 +458,8 @@ class Xtr:
             # Another virtual network: nothing learnt in the old one applies.
             ctx.keys.encap.clear()
             self.path_table.reset()
-        if new.eid_prefixes != old.eid_prefixes:
-            self.datapath.set_local_eids(new.eid_prefixes)
+        if (new.instance_id, new.eid_prefixes) != (old.instance_id, old.eid_prefixes):
+            self.datapath.set_local(new.instance_id, new.eid_prefixes)
         self.registrar.reconfigure(old, new)
         if config.policy != self.policy:
             self.apply_policy(config.policy)

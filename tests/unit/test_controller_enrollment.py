@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from controller_api import desired
 from controller_api.enrollment import Enroller, EnrollmentError
 from controller_api.gen.lispmesh.v1 import enrollment_pb2
-from controller_api.pki import ControllerPki, make_csr
+from controller_api.pki import ControllerPki, fingerprint, make_csr
 from controller_api.settings import ControllerSettings, Pools
 from controller_api.store import SqliteStore as Store
 from controller_api.tokens import JoinToken, ca_pin, new_token, parse_token
@@ -168,6 +168,9 @@ def test_onboarding_certificate_enrolls_without_a_token(env) -> None:  # type: i
     again = enroller.enroll(_onboarding_request(cert, key))
     assert again.node_id == first.node_id and again.eid_prefixes == first.eid_prefixes
     assert again.certificate_pem != first.certificate_pem
+    # The old certificate (its key may survive elsewhere) is refused by every peer at once.
+    old = x509.load_pem_x509_certificate(first.certificate_pem)
+    assert enroller.retired.refused(clock.now) == [fingerprint(old)]
     # Signature by another key than the certificate's: refused.
     _, stranger = _device(ca, ca_key, "SN-0043")
     with pytest.raises(EnrollmentError, match="does not verify"):

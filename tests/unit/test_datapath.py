@@ -12,6 +12,7 @@ import os
 import select
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from typing import Any
 
@@ -174,3 +175,22 @@ def test_both_report_their_policy_in_one_shape(kind: str, wire: dict[str, Any]) 
     datapath.set_policy(None, 2.0)
     assert datapath.policy_status(2.0)["installed"] is False
     assert datapath.egress_check is None
+
+
+def test_the_engine_takes_a_certificate_with_many_eids(wire: dict[str, Any]) -> None:
+    """A peer certified for 40 prefixes (the engine once held 16 per key: the slot sync raised,
+    and the key exchange failed in the C data path only). Its source in the last one opens."""
+    key = os.urandom(16)
+    datapath = _datapath("c", wire)
+    nets = tuple(ip_network(f"10.9.{i}.0/24") for i in range(40))
+    slot = replace(_slot(key), peer_eids=tuple((IID, n) for n in nets))
+    datapath.install_decap({("127.0.0.1", KEY_ID): slot})
+    inner = _inner("10.9.39.7", "10.1.2.1", b"from the 40th prefix")
+    spoofed = _inner("10.9.40.7", "10.1.2.1", b"from none of them")
+    sealer = PacketCipher(CS_AES128_GCM, key, KEY_ID)
+    for counter, packet in enumerate((spoofed, inner), start=1):
+        sealed = sealer.seal(data_header(IID, KEY_ID), packet, counter)
+        wire["tx"].sendto(sealed, wire["rx"].getsockname())
+    assert _pump_until(datapath, wire["rx"], 1) == []  # both handled in the engine
+    assert wire["tun"].recv(65535)[VNET_HEADER:] == inner
+    assert datapath.drop_counts() == {"spoofed-source": 1}

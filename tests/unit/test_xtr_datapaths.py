@@ -9,6 +9,7 @@ socketpair. The wire pumps those too, so a test still drives everything with its
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import select
@@ -237,3 +238,24 @@ def test_an_etr_is_no_open_relay(lab: tuple[SocketWire, Any], etr: str) -> None:
     assert len(n2.inside) == received
     assert n2.status()["drops"].get("foreign-destination") == 2
     _exchange(wire, n1, n2, b"and genuine ones still pass")
+
+
+@pytest.mark.parametrize("etr", ["python", "c"])
+def test_a_live_instance_id_change_reaches_the_data_path(
+    lab: tuple[SocketWire, Any], etr: str
+) -> None:
+    """n2 moves to instance-id 5 while n1 still holds a key for it in instance 0: n1's packets
+    (header instance-id 0) are another network's from then on, in either data path."""
+    wire, _ = lab
+    n1, n2 = _joined(lab, "python", etr)
+    _exchange(wire, n1, n2, b"in instance 0")
+    (path,) = n1.xtr.path_table.paths.values()
+    config = n2.xtr.config
+    assert config.xtr is not None
+    moved = dataclasses.replace(config, xtr=dataclasses.replace(config.xtr, instance_id=5))
+    n2.xtr.reconfigure(moved, n2.xtr.kx)
+    received = len(n2.inside)
+    assert n1.xtr.datapath.send(path, ipv4_packet("10.1.1.1", "10.1.2.1", b"still iid 0"))
+    wire.pump()
+    assert len(n2.inside) == received
+    assert n2.status()["drops"].get("wrong-instance") == 1
