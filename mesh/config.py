@@ -19,6 +19,7 @@ security:
   rekey_after_seconds: 600
   revoked_peers: [edge-7]        # node names whose keys are dropped and key exchanges refused
   retired_certificates: []       # SHA-256 (hex) of certificates a renewal replaced: refused
+  plaintext_fallback: false      # true: plaintext with peers that answer without a key (logged)
 xtr:                             # the ITR+ETR role (optional)
   tun: lm0
   instance_id: 0
@@ -167,6 +168,10 @@ class Security:
     # grace period is over: a key exchange offering one is refused although the CA signed it
     # and it has not expired (its key may have been left behind on an old disk).
     retired_certificates: frozenset[str] = frozenset()
+    # A peer that answers without a key (no crypto, or none of our cipher suite): with this
+    # explicit, logged opt-in, traffic with it goes plaintext (RFC 8061 §5); otherwise it has no
+    # path (drop peer-without-encryption).
+    plaintext_fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -454,6 +459,7 @@ def _security(fields: _Fields | None) -> Security:
         rekey_after_seconds=fields.number("rekey_after_seconds", 600.0, 1.0, 86400.0),
         revoked_peers=_revoked_peers(fields),
         retired_certificates=_fingerprints(fields, "retired_certificates"),
+        plaintext_fallback=fields.boolean("plaintext_fallback", False),
     )
     fields.finish()
     return security

@@ -14,7 +14,7 @@ from lisp import (
     RequestRecord,
     RlocRecord,
 )
-from lisp.address import Address
+from lisp.address import Address, NoAddress
 from lisp.kx_lcaf import find_itr_security
 from lisp.lcaf import JsonLcaf, SecurityKey
 from lisp.relay import control_frame, relay_prefix
@@ -34,6 +34,7 @@ from mesh.xtr_types import (
 )
 
 SMR_TABLE_LIMIT = 4096
+ANSWER_WITHOUT_KEY = -1  # accept_request_key: a suite we do not run; answer, keyless
 
 
 class Responder:
@@ -61,7 +62,11 @@ class Responder:
     def known(self, rloc: str) -> bool:
         """Is `rloc` an RLOC of a peer we hold a key from, or one we send to?"""
         ctx = self.ctx
-        return any(r == rloc for r, _ in ctx.keys.decap) or rloc in ctx.prober.tracked()
+        return (
+            any(r == rloc for r, _ in ctx.keys.decap)
+            or rloc in ctx.prober.tracked()
+            or rloc in ctx.plaintext_rlocs  # security.plaintext_fallback peers
+        )
 
     def solicit_key_exchange(self, itr_rloc: str) -> None:
         """Packets from `itr_rloc` under a key we do not hold (we restarted, or expired it):
@@ -113,7 +118,7 @@ class Responder:
             dest = (str(target_ip), ecm.source_port)
         else:
             dest = source
-        records = [(r, self.our_prefix_for(r)) for r in request.records]
+        records = [(r, self.our_prefix_for(r)) for r in _probed_records(request)]
         ours = [(r, p) for r, p in records if p is not None]
         if not ours:
             ctx.drops["map-request-not-ours"] += 1
@@ -132,6 +137,8 @@ class Responder:
             if accepted is None:
                 return
             key_id, peer_name = accepted
+            if key_id == ANSWER_WITHOUT_KEY:
+                key_id, peer_name = None, None
         out_records = []
         rloc_ips = ctx.signed_rlocs()
         reply_proof = None
@@ -186,7 +193,8 @@ class Responder:
         itr_ips: list[IpAddress],
     ) -> tuple[int, str] | None:
         """The key-id of the ITR's key once installed (mesh.key_exchange decides) and the peer's
-        name; None when refused (counted)."""
+        name; None when refused (counted); (ANSWER_WITHOUT_KEY, "") for a cipher suite we do
+        not run."""
         ctx = self.ctx
         rlocs = [str(ip) for ip in itr_ips]
         if itr_ip is not None and str(itr_ip) not in rlocs:
@@ -205,7 +213,29 @@ class Responder:
             )
         except KxRefused as refusal:
             ctx.refused(f"key exchange from {itr_ip}", refusal)
+            if refusal.drop == "kx-cipher-mismatch":
+                # RFC 8061 §5: a suite we do not run is answered without the Security-Key
+                # LCAF (never silence), so the ITR falls back by its own policy or gives up.
+                ctx.stats["kx-answered-without-key"] += 1
+                if ctx.fallback_encap is not None:
+                    ctx.allow_plaintext_from(rlocs)
+                return ANSWER_WITHOUT_KEY, ""
             return None
         ctx.datapath.install_decap(ctx.keys.decap)
         self.peers.key_exchanged(peer_name)
         return key_id, peer_name
+
+
+def _probed_records(request: MapRequest) -> tuple[RequestRecord, ...]:
+    """The records a Map-Request asks about. lispers.net's trigger RLOC-probe (sent when it
+    installs a map-cache entry) carries the probed prefix in the Source-EID field and an
+    EID-record of AFI 0 / mask 0: it asks about the prefix that Source-EID falls in."""
+    records = request.records
+    if request.probe and not isinstance(request.source_eid, NoAddress):
+        return tuple(
+            RequestRecord(request.source_eid, 0)
+            if isinstance(r.eid, NoAddress) and r.mask_len == 0
+            else r
+            for r in records
+        )
+    return records

@@ -258,6 +258,14 @@ class Resolver:
                 ctx.now,
             )
         except KxRefused as refusal:
+            fallback = ctx.fallback_encap
+            if key is None and fallback is not None:
+                # security.plaintext_fallback (explicit, logged): the ETR has no key for us.
+                ctx.stats["kx-fallback-plaintext"] += 1
+                ctx.error(f"{prefix}: the ETR at {plain[0].address} answered without a key: "
+                          "plaintext (plaintext_fallback)")  # fmt: skip
+                ctx.allow_plaintext_from([str(r.address) for r in plain])
+                return fallback
             ctx.refused(f"key exchange for {prefix} from {plain[0].address}", refusal)
             return None
         peer_name = encap.peer_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from lisp import EidRecord, MapNotify, MapRegister, RlocRecord
@@ -23,7 +24,8 @@ class Registrar:
             str(ms.address): (ms, Registration(timers.register_interval))
             for ms in ctx.xcfg.map_servers
         }
-        self.xtr_id = int.from_bytes(random_nonce().to_bytes(8, "big") * 2, "big")
+        # 128 random bits (RFC 9301 §5.6), as lispers.net's: not one 64-bit value twice.
+        self.xtr_id = int.from_bytes(os.urandom(16), "big")
 
     def tick(self) -> None:
         for ms, registration in self.registrations.values():

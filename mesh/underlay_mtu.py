@@ -42,15 +42,22 @@ def read_mtu_errors(sock: socket.socket) -> list[tuple[str, int]]:
         except OSError:
             break
         for level, kind, data in ancillary:
-            if (level, kind) not in (
-                (socket.IPPROTO_IP, IP_RECVERR),
-                (socket.IPPROTO_IPV6, IPV6_RECVERR),
-            ) or len(data) < EXTENDED_ERR.size:
-                continue
-            code, _origin, _type, _code, _pad, info, _data2 = EXTENDED_ERR.unpack_from(data)
-            if code == errno.EMSGSIZE and address:
-                found.append((str(address[0]), int(info)))
+            mtu = too_big_mtu(level, kind, data)
+            if mtu is not None and address:
+                found.append((str(address[0]), mtu))
     return found
+
+
+def too_big_mtu(level: int, kind: int, data: bytes) -> int | None:
+    """The MTU of one IP_RECVERR / IPV6_RECVERR control message, if it is a "too big" error
+    (ICMP frag-needed, ICMPv6 packet-too-big or the kernel's local EMSGSIZE)."""
+    if (level, kind) not in (
+        (socket.IPPROTO_IP, IP_RECVERR),
+        (socket.IPPROTO_IPV6, IPV6_RECVERR),
+    ) or len(data) < EXTENDED_ERR.size:
+        return None
+    code, _origin, _type, _code, _pad, info, _data2 = EXTENDED_ERR.unpack_from(data)
+    return int(info) if code == errno.EMSGSIZE and 0 < info < 1 << 17 else None
 
 
 def route_mtu(rloc: str, port: int, device: str | None) -> int | None:

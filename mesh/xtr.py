@@ -221,7 +221,7 @@ class Xtr:
         ctx = self.ctx
         key_id = packet_key_id(packet)
         if key_id == 0:
-            if ctx.encrypt:
+            if ctx.encrypt and source[0] not in ctx.plaintext_rlocs:
                 self.drops["plaintext-refused"] += 1
                 return
             inner = packet[8:]

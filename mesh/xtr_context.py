@@ -27,6 +27,7 @@ from mesh.xtr_types import LocalRloc, Transport
 
 log = logging.getLogger("lispmesh.xtr")
 RTR_PRIORITY = 254
+PLAINTEXT_RLOCS_LIMIT = 4096
 
 
 class XtrContext:
@@ -77,7 +78,10 @@ class XtrContext:
         # The RTR this node is reached through while an uplink is behind a NAT (mesh.rtr_client
         # sets it once the RTR confirmed our binding); None: reached directly.
         self.via_rtr: RtrRef | None = None
+        self.plaintext_rlocs: set[str] = set()
         self.configure(config, kx)
+        if self.fallback_encap is not None:
+            log.warning("plaintext_fallback is ON: peers answering without a key get plaintext")
 
     def configure(self, config: NodeConfig, kx: KxAuthority | None) -> None:
         """Take the parts of a new config every component reads (the xTR checks the rest)."""
@@ -99,6 +103,13 @@ class XtrContext:
         self.plain_encap: EncapState | None = (
             None if self.encrypt else plain_encap(self.iid, self.now)
         )
+        # security.plaintext_fallback: the state for peers that answered without a key, and
+        # the RLOCs whose plaintext we take because of it (mesh.itr_resolve, mesh.etr_answer).
+        self.fallback_encap: EncapState | None = (
+            plain_encap(self.iid, self.now)
+            if self.encrypt and config.security.plaintext_fallback
+            else None
+        )
         self.keys.instance_id = self.iid
         self.keys.rekey_after_seconds = config.security.rekey_after_seconds
         self.keys.rekey_after_packets = config.security.rekey_after_packets
@@ -118,6 +129,12 @@ class XtrContext:
         """Count and log a key exchange the state machine refused; `what` says which."""
         self.drops[refusal.drop] += 1
         self.error(f"{what} refused: {refusal.reason}")
+
+    def allow_plaintext_from(self, rlocs: list[str]) -> None:
+        """security.plaintext_fallback: take KK = 0 packets from these RLOCs (bounded)."""
+        if len(self.plaintext_rlocs) + len(rlocs) > PLAINTEXT_RLOCS_LIMIT:
+            self.plaintext_rlocs.clear()
+        self.plaintext_rlocs.update(rlocs)
 
     def error(self, message: str) -> None:
         log.warning("%s", message)

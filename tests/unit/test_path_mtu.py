@@ -243,3 +243,25 @@ def test_the_c_engine_hands_over_what_does_not_fit_and_cuts_tso_to_the_path() ->
     assert max(len(s) for s in segments) == 1216
     assert b"".join(bytes(IP(s)[TCP].payload) for s in segments) == b"t" * 9000
     assert struct.unpack("!H", segments[0][2:4])[0] == 1216
+
+
+def test_the_error_queue_parser_reads_a_too_big_and_nothing_else() -> None:
+    import errno
+    import socket
+
+    from mesh.underlay_mtu import EXTENDED_ERR, IP_RECVERR, too_big_mtu
+
+    icmp = EXTENDED_ERR.pack(errno.EMSGSIZE, 2, 3, 4, 0, 1280, 0) + bytes(16)
+    assert too_big_mtu(socket.IPPROTO_IP, IP_RECVERR, icmp) == 1280
+    unreachable = EXTENDED_ERR.pack(errno.EHOSTUNREACH, 2, 3, 1, 0, 0, 0)
+    assert too_big_mtu(socket.IPPROTO_IP, IP_RECVERR, unreachable) is None
+    assert too_big_mtu(socket.IPPROTO_IP, 99, icmp) is None
+
+
+@FUZZ
+@given(st.integers(0, 300), st.integers(0, 300), st.binary(max_size=64))
+def test_the_error_queue_parser_never_crashes(level: int, kind: int, data: bytes) -> None:
+    from mesh.underlay_mtu import too_big_mtu
+
+    found = too_big_mtu(level, kind, data)
+    assert found is None or 0 < found < 1 << 17
