@@ -208,10 +208,9 @@ class PacketCipher:
             raise CryptoError(f"LISP data header must be 8 bytes, got {len(header)}", "short")
         if header[0] & KEY_ID_MASK != self.key_id:
             header = with_key_id(header, self.key_id)
-        try:
-            iv = _IV.pack(self._salt, counter)
-        except struct.error:
-            raise CryptoError(f"counter {counter} outside 0..2**64-1", "exhausted") from None
+        if not 0 <= counter <= REJECT_AFTER_COUNTER:
+            raise CryptoError(f"counter {counter} past the hard limit of this key", "exhausted")
+        iv = _IV.pack(self._salt, counter)
         return header + iv + self._aead.encrypt(iv, inner, header)
 
     def open(self, packet: bytes) -> tuple[int, bytes]:

@@ -55,19 +55,21 @@
 #define REPLAY_WORDS (REPLAY_BITS / 64)
 #define MAX_ALLOWED 4096 /* EID prefixes of one certificate: a bound on the work per packet */
 #define GSO_MAX_BYTES 65000
+#define REJECT_AFTER_COUNTER (1ULL << 32) /* lisp.crypto.REJECT_AFTER_COUNTER */
 
 enum {
     ST_INSIDE_PACKETS, ST_INSIDE_SUPER, ST_SEGMENTS, ST_SEALED, ST_SEND_ERRORS, ST_SLOW_INSIDE,
     ST_OUTSIDE_PACKETS, ST_OPENED, ST_DECRYPT_FAIL, ST_REPLAY, ST_SPOOFED, ST_WRONG_IID,
     ST_MALFORMED, ST_TUN_WRITE_ERRORS, ST_SLOW_OUTSIDE, ST_POLICY_DENIED, ST_PLAIN_SENT,
-    ST_PLAIN_OPENED, ST_MTU_SLOW, ST_MTU_RESEGMENTED, ST_MSS_CLAMPED, ST_FOREIGN_DST, ST_COUNT
+    ST_PLAIN_OPENED, ST_MTU_SLOW, ST_MTU_RESEGMENTED, ST_MSS_CLAMPED, ST_FOREIGN_DST,
+    ST_KEY_EXHAUSTED, ST_COUNT
 };
 static const char *STAT_NAMES[ST_COUNT] = {
     "inside-packets", "inside-super-packets", "segments", "sealed", "send-errors",
     "slow-inside", "outside-packets", "opened", "decrypt-failure", "replay", "spoofed-source",
     "wrong-instance", "malformed", "tun-write-errors", "slow-outside", "policy-denied",
     "plain-sent", "plain-opened", "mtu-slow", "mtu-resegmented", "mss-clamped",
-    "foreign-destination",
+    "foreign-destination", "key-exhausted",
 };
 
 typedef struct {
@@ -287,6 +289,7 @@ static int seal(Path *p, const uint8_t *inner, size_t len, uint8_t *out) {
         p->counter++;
         return (int)(len + LISP_HDR_LEN);
     }
+    if (p->counter >= REJECT_AFTER_COUNTER) return -2; /* the hard limit: rekeying failed */
     uint8_t *iv = out + LISP_HDR_LEN;
     int outl = 0, fin = 0;
     memcpy(out, p->header, LISP_HDR_LEN);
@@ -846,7 +849,7 @@ static void seal_and_send(Engine *e, Route *r, uint8_t *segs, const int *lens, i
         for (int i = start; i < end; i++) {
             int n = seal(p, segs + (size_t)i * SEG_BUF, (size_t)lens[i], out);
             if (n < 0) {
-                e->stats[ST_SEND_ERRORS]++;
+                e->stats[n == -2 ? ST_KEY_EXHAUSTED : ST_SEND_ERRORS]++;
                 return;
             }
             out += n;

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from common.policy_format import NodePolicy
+from lisp.crypto import CryptoError
 from mesh.config import IpNetwork
 from mesh.keys import DecapSlot
 from mesh.policy import PolicyEngine
@@ -76,6 +78,7 @@ class PythonDataPath:
         self.policy = PolicyEngine(None, now)
         self.egress_check: PolicyHook | None = None
         self.ingress_check: PolicyHook | None = None
+        self.drops: Counter[str] = Counter()  # what this path counts itself
 
     # Keys and routes live in the xTR's own objects, which this path reads directly.
     def install_paths(self, paths: Mapping[PathKey, Path]) -> None:
@@ -102,7 +105,11 @@ class PythonDataPath:
         return None if self.policy.check(packet, "ingress", now).allowed else "denied"
 
     def send(self, path: Path, packet: bytes) -> bool:
-        sealed = path.encap.seal(packet)
+        try:
+            sealed = path.encap.seal(packet)
+        except CryptoError:  # the key's hard limit (lisp.crypto.REJECT_AFTER_COUNTER)
+            self.drops["key-exhausted"] += 1
+            return True
         if path.relay is not None:
             sealed = path.relay + sealed
         self.transport.send_data(path.local, sealed, path.remote)
@@ -147,7 +154,7 @@ class PythonDataPath:
         pass
 
     def drop_counts(self) -> dict[str, int]:
-        return {}
+        return dict(self.drops)
 
     def traffic(self) -> Traffic | None:
         return None  # packets are counted in the keys themselves; bytes are not counted

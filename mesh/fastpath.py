@@ -113,6 +113,7 @@ def flow_log_entries(raw: list[tuple[Any, ...]], names: RuleNames) -> list[FlowL
 # Drop reasons the engine counts itself (merged into the xTR's drops in status).
 ENGINE_DROP_REASONS = (
     "foreign-destination",
+    "key-exhausted",
     "decrypt-failure",
     "replay",
     "spoofed-source",

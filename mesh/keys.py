@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from lisp.crypto import (
+    REJECT_AFTER_COUNTER,
+    REJECT_AFTER_SECONDS,
+    REKEY_AFTER_SECONDS,
     CryptoError,
     EcdhKeyPair,
     PacketCipher,
@@ -36,6 +39,9 @@ INTEROP_KEY_ID = 1  # lispers.net always uses key-id 1; so does our unauthentica
 # claim that RLOC (an address handed to another node). Until then a claim is refused: packets
 # are looked up by (source RLOC, key-id), so taking the slot would cut the owner off.
 RLOC_TAKEOVER_AFTER = 300.0
+# The hard limits (lisp.crypto): a key that sealed REJECT_AFTER_COUNTER packets, or lived this
+# many rekey periods (its peer never answered a rekey), seals nothing more.
+REJECT_AFTER_REKEYS = REJECT_AFTER_SECONDS / REKEY_AFTER_SECONDS
 
 
 @dataclass(slots=True)
@@ -211,6 +217,17 @@ class KeyStore:
             del self.encap[stale]
         self.encap[(epoch.pair.public, remote_public)] = state
         return state
+
+    def past_limits(self, state: EncapState, now: float) -> bool:
+        """Has `state` reached a hard limit: too many packets, or too old (its peer never
+        answered our rekeys)?"""
+        too_old = now - state.created_at >= REJECT_AFTER_REKEYS * self.rekey_after_seconds
+        return too_old or state.counter >= REJECT_AFTER_COUNTER
+
+    def expire_encap(self, now: float) -> list[EncapState]:
+        """Remove (and return) the states past the hard limits."""
+        gone = [k for k, s in self.encap.items() if self.past_limits(s, now)]
+        return [self.encap.pop(k) for k in gone]
 
     # ----- ETR side
 

@@ -372,7 +372,8 @@ class Xtr:
             log.info("RLOC %s is %s", rloc, "up" if up else "DOWN")
         if ctx.keys.rekey_due(now):
             self.prober.rekey()
-        if changed or expired:
+        keys_expired = self._expire_keys(now)
+        if changed or expired or keys_expired:
             self.path_table.recompute()
         self.path_table.expire_misses()
         self.resolver.expire_pending()
@@ -385,6 +386,22 @@ class Xtr:
         """The runtime read an ICMP "too big" (or the kernel's EMSGSIZE) for a datagram to
         `rloc` from an underlay socket's error queue."""
         self.mtu.signal(rloc, mtu)
+
+    def _expire_keys(self, now: float) -> bool:
+        """Keys past the hard limits seal nothing more: their prefixes are asked again (a new
+        exchange), instead of sealing on with a key the peer never replaced."""
+        keys, paths = self.ctx.keys, self.path_table
+        gone = {id(s) for s in keys.expire_encap(now)}
+        # A path may still hold a state the key store let go (a superseded epoch's).
+        held = [
+            k for k, s in paths.entry_encap.items() if id(s) in gone or keys.past_limits(s, now)
+        ]
+        gone |= {id(paths.entry_encap[k]) for k in held}
+        for iid, prefix in held:
+            paths.forget(iid, prefix)
+            paths.map_cache.remove(iid, prefix)
+        self.ctx.stats["keys-expired"] += len(gone)
+        return bool(gone)
 
     def _check_uplinks(self) -> None:
         ctx = self.ctx

@@ -217,7 +217,10 @@ def test_seal_validates_header_and_counter() -> None:
         cipher.seal(HEADER, b"x", 2**64)
     with pytest.raises(CryptoError):
         cipher.seal(HEADER, b"x", -1)
-    assert cipher.open(cipher.seal(HEADER, b"x", 2**64 - 1)) == (2**64 - 1, b"x")
+    # The hard limit: a key seals REJECT_AFTER_COUNTER packets and not one more.
+    assert cipher.open(cipher.seal(HEADER, b"x", 2**32)) == (2**32, b"x")
+    with pytest.raises(CryptoError, match="hard limit"):
+        cipher.seal(HEADER, b"x", 2**32 + 1)
 
 
 def test_replay_error_is_not_a_crypto_error() -> None:
