@@ -1089,33 +1089,30 @@ static PyObject *engine_inject(Engine *e, PyObject *args) {
 
 /* ------------------------------------------------------------------ outside -> inside */
 
-/* Is the inner destination one of our EIDs? (An ETR is no open relay: a peer may send only to
- * us, not through us to whatever the TUN side routes.) */
-static int destination_ours(Engine *e, const uint8_t *inner, size_t len) {
-    if (!e->n_local) return 1;
+/* Is the inner packet's source (`dst` 0) or destination (`dst` 1) inside one of `prefixes`? */
+static int inner_address_in(const uint8_t *inner, size_t len, int dst, const Prefix *prefixes,
+                            int n) {
     int version = inner[0] >> 4;
-    const uint8_t *dst;
-    if (version == 4 && len >= 20) dst = inner + 16;
-    else if (version == 6 && len >= 40) dst = inner + 24;
+    const uint8_t *addr;
+    if (version == 4 && len >= 20) addr = inner + (dst ? 16 : 12);
+    else if (version == 6 && len >= 40) addr = inner + (dst ? 24 : 8);
     else return 0;
-    for (int i = 0; i < e->n_local; i++) {
-        Prefix *p = &e->local[i];
-        if (prefix_match(version, dst, p->version, p->net, p->plen)) return 1;
+    for (int i = 0; i < n; i++) {
+        const Prefix *p = &prefixes[i];
+        if (prefix_match(version, addr, p->version, p->net, p->plen)) return 1;
     }
     return 0;
 }
 
+/* Is the inner destination one of our EIDs? (An ETR is no open relay: a peer may send only to
+ * us, not through us to whatever the TUN side routes.) */
+static int destination_ours(Engine *e, const uint8_t *inner, size_t len) {
+    return !e->n_local || inner_address_in(inner, len, 1, e->local, e->n_local);
+}
+
+/* Is the inner source one of the EIDs the sender's certificate names? */
 static int source_allowed(Slot *s, const uint8_t *inner, size_t len) {
-    int version = inner[0] >> 4;
-    const uint8_t *src;
-    if (version == 4 && len >= 20) src = inner + 12;
-    else if (version == 6 && len >= 40) src = inner + 8;
-    else return 0;
-    for (int i = 0; i < s->n_allowed; i++) {
-        Prefix *p = &s->allowed[i];
-        if (prefix_match(version, src, p->version, p->net, p->plen)) return 1;
-    }
-    return 0;
+    return inner_address_in(inner, len, 0, s->allowed, s->n_allowed);
 }
 
 static PyObject *addr_tuple(const struct sockaddr_storage *ss) {

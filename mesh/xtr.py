@@ -484,28 +484,28 @@ class Xtr:
         self.revocation.apply(security.revoked_peers, security.retired_certificates)
 
 
-def _destination_ours(inner: bytes, local: tuple[tuple[int, int, int], ...]) -> bool:
-    """Is the inner destination address inside one of our EID prefixes?"""
+Prefixes = tuple[tuple[int, int, int], ...]  # (version, network, mask) as integers
+# Where the source and the destination address sit in an IPv4 / IPv6 header.
+_SOURCE = (slice(12, 16), slice(8, 24))
+_DESTINATION = (slice(16, 20), slice(24, 40))
+
+
+def _inner_address_in(inner: bytes, where: tuple[slice, slice], prefixes: Prefixes) -> bool:
     version = inner[0] >> 4
     if version == 4 and len(inner) >= 20:
-        dest = int.from_bytes(inner[16:20], "big")
+        address = int.from_bytes(inner[where[0]], "big")
     elif version == 6 and len(inner) >= 40:
-        dest = int.from_bytes(inner[24:40], "big")
+        address = int.from_bytes(inner[where[1]], "big")
     else:
         return False
-    return any(v == version and dest & mask == network for v, network, mask in local)
+    return any(v == version and address & mask == network for v, network, mask in prefixes)
+
+
+def _destination_ours(inner: bytes, local: Prefixes) -> bool:
+    """Is the inner destination address inside one of our EID prefixes?"""
+    return _inner_address_in(inner, _DESTINATION, local)
 
 
 def _source_allowed(inner: bytes, slot: DecapSlot) -> bool:
     """Is the inner source address one of the sending node's certified EIDs?"""
-    version = inner[0] >> 4
-    if version == 4 and len(inner) >= 20:
-        source = int.from_bytes(inner[12:16], "big")
-    elif version == 6 and len(inner) >= 40:
-        source = int.from_bytes(inner[8:24], "big")
-    else:
-        return False
-    for allowed_version, network, mask in slot.allowed:
-        if allowed_version == version and source & mask == network:
-            return True
-    return False
+    return _inner_address_in(inner, _SOURCE, slot.allowed)
