@@ -107,9 +107,10 @@ def print_side_by_side(runs: dict[str, list[dict[str, Any]]]) -> None:
     for path in paths:
         print(f"\n{path}: median of {len(runs[names[0]])} run(s) per tree, alternating")
         header = f"{'':24}" + "".join(f"{n:>18}" for n in names) + f"{'new / old':>12}"
+        header += f"{'range per tree (old / new)':>34}"
         print(header)
         for field, label, _more_is_better in METRICS:
-            values = []
+            values, spread = [], []
             for name in names:
                 per_run = [
                     r.get(field)
@@ -118,7 +119,10 @@ def print_side_by_side(runs: dict[str, list[dict[str, Any]]]) -> None:
                     if r["path"] == path and r["status"] == "ok"
                 ]
                 values.append(_median(per_run))
+                present = [v for v in per_run if v is not None]
+                spread.append(f"{min(present):.3g}-{max(present):.3g}" if present else "-")
             cells = "".join(f"{'-' if v is None else f'{v:.3g}':>18}" for v in values)
+            spreads = " / ".join(spread)
             old, new = values[0], values[-1]
             ratio = f"{new / old:.2f}" if old and new is not None else "-"
-            print(f"{label:24}{cells}{ratio:>12}")
+            print(f"{label:24}{cells}{ratio:>12}{spreads:>34}")
