@@ -132,6 +132,9 @@ def explain(error: grpc.RpcError, address: str) -> Exception:
     """A gRPC failure as ControllerUnreachable or ControllerRefused, with one clear line."""
     code = error.code() if hasattr(error, "code") else None
     details = (error.details() if hasattr(error, "details") else "") or ""
+    if code == grpc.StatusCode.UNAVAILABLE and details.startswith("controller replica "):
+        # The replica answered: its store did not (controller_api/store_errors.py).
+        return ControllerRefused(details, code)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         lowered = details.lower()
         if "refused" in lowered:
