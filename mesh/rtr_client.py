@@ -10,8 +10,10 @@ xTR re-registers and recomputes its paths (`changed`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from ipaddress import ip_address
 from typing import Any
 
 from lisp.address import DistinguishedName
@@ -116,9 +118,14 @@ class RtrClient:
         active = None
         if natted:
             active = next((r for r in ctx.xcfg.rtrs if self._fresh(str(r.address))), None)
-        if active != ctx.via_rtr:
+        seen = None
+        if active is not None:
+            text = self.confirmed[str(active.address)][1].rsplit(":", 1)[0]
+            with contextlib.suppress(ValueError):
+                seen = ip_address(text.strip("[]"))
+        if active != ctx.via_rtr or seen != ctx.via_seen:
             log.info("reached through %s", f"RTR {active.name}" if active else "our own RLOCs")
-            ctx.via_rtr = active
+            ctx.via_rtr, ctx.via_seen = active, seen
             self.changed()
 
     def status(self) -> dict[str, Any]:

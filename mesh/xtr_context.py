@@ -79,6 +79,7 @@ class XtrContext:
         # sets it once the RTR confirmed our binding); None: reached directly.
         self.via_rtr: RtrRef | None = None
         self.plaintext_rlocs: set[str] = set()
+        self.via_seen: IpAddress | None = None  # the NAT's outside address, as that RTR saw it
         self.configure(config, kx)
         if self.fallback_encap is not None:
             log.warning("plaintext_fallback is ON: peers answering without a key get plaintext")
@@ -158,21 +159,34 @@ class XtrContext:
 
     def up_rloc_addresses(self, fallback: LocalRloc) -> tuple[Address, ...]:
         """The addresses of our uplinks that are up (or `fallback`'s), as ITR-RLOCs; behind a
-        NAT our RTR first (answers to us go through it)."""
+        NAT our RTR first (answers to us go through it) and the NAT's outside address last."""
         rtr = (self.via_rtr.address,) if self.via_rtr is not None else ()
-        return rtr + (tuple(r.address for r in self.locals if r.up) or (fallback.address,))
+        own = tuple(r.address for r in self.locals if r.up) or (fallback.address,)
+        return rtr + own + self._nat_outside()
+
+    def _nat_outside(self) -> tuple[IpAddress, ...]:
+        """Behind a NAT: its outside address as our RTR saw it. Our probes and answers leave
+        through the NAT from it, so peers know it as ours (mesh.etr_answer answers only known
+        requesters' unsigned probes)."""
+        seen = self.via_seen
+        if self.via_rtr is None or seen is None or any(r.address == seen for r in self.locals):
+            return ()
+        return (seen,)
 
     def advertised_rlocs(self) -> list[tuple[IpAddress, int, int, bool]]:
         """(address, priority, weight, reachable) of the RLOC set we register and answer with.
-        Behind a NAT our own addresses are listed unreachable (no one outside can use them) and
-        the RTR follows with priority 254, weight 0 (lispers.net's convention for RTR RLOCs)."""
+        Behind a NAT our own addresses (and the NAT's) are listed unreachable (no one outside
+        can send to them) and the RTR follows with priority 254, weight 0 (lispers.net's
+        convention for RTR RLOCs)."""
         behind = self.via_rtr is not None
         rlocs = [(r.address, r.priority, r.weight, r.up and not behind) for r in self.locals]
+        rlocs += [(a, RTR_PRIORITY, 0, False) for a in self._nat_outside()]
         if self.via_rtr is not None:
             rlocs.append((self.via_rtr.address, RTR_PRIORITY, 0, True))
         return rlocs
 
     def signed_rlocs(self) -> tuple[IpAddress, ...]:
-        """The RLOCs our key-exchange proofs name: our uplinks, and the RTR we are reached by."""
+        """The RLOCs our key-exchange proofs name: our uplinks, the NAT's outside address and
+        the RTR we are reached by."""
         rtr = (self.via_rtr.address,) if self.via_rtr is not None else ()
-        return tuple(r.address for r in self.locals) + rtr
+        return tuple(r.address for r in self.locals) + self._nat_outside() + rtr

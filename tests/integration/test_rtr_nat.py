@@ -156,6 +156,16 @@ def _status(run: Path, node: str) -> dict[str, Any] | None:
         return None
 
 
+def _dump(run: Path) -> str:
+    """What each node says, for a failure message."""
+    out = []
+    for node in ("p", "rtr", "n"):
+        doc = (_status(run, node) or {}).get("xtr", {})
+        keep = ("peers", "drops", "stats", "nat_relay", "rtr", "map_cache", "errors")
+        out.append(f"{node}: {yaml.safe_dump({k: doc.get(k) for k in keep})}")
+    return "\n".join(out)
+
+
 def _ping(lab: Lab, node: str, address: str) -> bool:
     done = lab.exec(node, ["ping", "-c", "1", "-W", "1", address])
     return done.returncode == 0
@@ -222,12 +232,13 @@ def test_public_and_natted_nodes_ping_and_tcp_through_the_rtr(
 
 
 def test_traffic_flows_after_idling_twice_the_nat_timeout(lab: tuple[Lab, Path, float]) -> None:
-    netlab_lab, _, _ = lab
+    netlab_lab, workdir, _ = lab
     wait_until(lambda: _ping(netlab_lab, "p", eid("n")), 60, "p reaches n")
     # Idle means no overlay traffic (keepalives and probes still run, which is the point).
     time.sleep(2 * NAT_TIMEOUT + 1)  # the property under test is a duration of silence
-    assert _ping(netlab_lab, "p", eid("n")) or _ping(netlab_lab, "p", eid("n"))
-    assert _ping(netlab_lab, "n", eid("p")) or _ping(netlab_lab, "n", eid("p"))
+    run = workdir / "run"
+    assert _ping(netlab_lab, "p", eid("n")) or _ping(netlab_lab, "p", eid("n")), _dump(run)
+    assert _ping(netlab_lab, "n", eid("p")) or _ping(netlab_lab, "n", eid("p")), _dump(run)
 
 
 def test_a_spoofed_keepalive_from_another_namespace_cannot_take_the_binding(
