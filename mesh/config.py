@@ -20,6 +20,7 @@ security:
   revoked_peers: [edge-7]        # node names whose keys are dropped and key exchanges refused
   retired_certificates: []       # SHA-256 (hex) of certificates a renewal replaced: refused
   plaintext_fallback: false      # true: plaintext with peers that answer without a key (logged)
+  lispers_peers: [192.0.2.7/32]  # RLOCs of lispers.net xTRs: its RFC 8061 profile (unauthenticated)
 xtr:                             # the ITR+ETR role (optional)
   tun: lm0
   instance_id: 0
@@ -172,6 +173,8 @@ class Security:
     # explicit, logged opt-in, traffic with it goes plaintext (RFC 8061 §5); otherwise it has no
     # path (drop peer-without-encryption).
     plaintext_fallback: bool = False
+    # RLOC prefixes of lispers.net xTRs: their RFC 8061 profile (mesh.lispers_peer), opt-in.
+    lispers_peers: tuple[IpNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -460,6 +463,7 @@ def _security(fields: _Fields | None) -> Security:
         revoked_peers=_revoked_peers(fields),
         retired_certificates=_fingerprints(fields, "retired_certificates"),
         plaintext_fallback=fields.boolean("plaintext_fallback", False),
+        lispers_peers=tuple(_network(fields, k, v) for k, v in fields.items("lispers_peers")),
     )
     fields.finish()
     return security

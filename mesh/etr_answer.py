@@ -3,7 +3,7 @@ to ITRs whose key we no longer hold."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from lisp import (
     EidRecord,
@@ -15,9 +15,11 @@ from lisp import (
     RlocRecord,
 )
 from lisp.address import Address, NoAddress
+from lisp.crypto import CryptoError
 from lisp.kx_lcaf import find_itr_security
 from lisp.lcaf import JsonLcaf, SecurityKey
 from lisp.relay import control_frame, relay_prefix
+from mesh import lispers_peer as lispers
 from mesh.config import IpAddress, IpNetwork
 from mesh.key_exchange import KxRefused
 from mesh.keys import random_nonce
@@ -66,6 +68,7 @@ class Responder:
             any(r == rloc for r, _ in ctx.keys.decap)
             or rloc in ctx.prober.tracked()
             or rloc in ctx.plaintext_rlocs  # security.plaintext_fallback peers
+            or lispers.is_lispers(rloc, ctx.lispers_peers)  # their trigger probes are keyless
         )
 
     def solicit_key_exchange(self, itr_rloc: str) -> None:
@@ -132,6 +135,7 @@ class Responder:
             return
         key_id = None
         peer_name = None
+        lispers_suite = None  # answering a lispers.net ITR: its suite, its framing, no proof
         if key is not None and ctx.encrypt:
             accepted = self.accept_request_key(request, key, proof, itr_ip, itr_ips)
             if accepted is None:
@@ -139,17 +143,21 @@ class Responder:
             key_id, peer_name = accepted
             if key_id == ANSWER_WITHOUT_KEY:
                 key_id, peer_name = None, None
+            elif peer_name.startswith(lispers.PEER_PREFIX):
+                lispers_suite = key.cipher_suite
         out_records = []
         rloc_ips = ctx.signed_rlocs()
         reply_proof = None
-        if key_id is not None:
+        if key_id is not None and lispers_suite is None:
             eids = tuple((ctx.iid, p) for _, p in ours)
             reply_proof = ctx.exchange.reply_proof(request.nonce, key_id, eids, rloc_ips)
         for _, prefix in ours:
             rlocs = []
             for index, (ip, priority, weight, reachable) in enumerate(ctx.advertised_rlocs()):
                 address: Address = ip
-                if key_id is not None:
+                if lispers_suite is not None:
+                    address = lispers.reply_rloc(ip, lispers_suite, ctx.keys.etr_pair.public)
+                elif key_id is not None:
                     address = ctx.exchange.reply_rloc(ip, reply_proof if index == 0 else None)
                 rlocs.append(
                     RlocRecord(
@@ -200,6 +208,8 @@ class Responder:
         if itr_ip is not None and str(itr_ip) not in rlocs:
             rlocs.append(str(itr_ip))
         claimed = str(itr_ip) if itr_ip is not None else (rlocs[0] if rlocs else "")
+        if lispers.is_lispers(claimed, ctx.lispers_peers):
+            return self.accept_lispers_key(key, rlocs, claimed)
         try:
             peer_name, key_id = ctx.exchange.accept_request(
                 key,
@@ -224,6 +234,37 @@ class Responder:
         ctx.datapath.install_decap(ctx.keys.decap)
         self.peers.key_exchanged(peer_name)
         return key_id, peer_name
+
+    def accept_lispers_key(
+        self, key: SecurityKey, rlocs: list[str], claimed: str
+    ) -> tuple[int, str] | None:
+        """A lispers.net ITR (security.lispers_peers) offered its key: its profile, unsigned."""
+        ctx = self.ctx
+        exchange = ctx.exchange
+        if not exchange.per_source.allow(claimed, ctx.now) or not exchange.total.allow("", ctx.now):
+            ctx.drops["kx-rate-limited"] += 1
+            return None
+        try:
+            public = lispers.offered_public(key)
+        except CryptoError as exc:
+            ctx.drops["kx-bad-key"] += 1
+            ctx.error(f"lispers.net key from {claimed} refused: {exc}")
+            return None
+        peer_name = lispers.PEER_PREFIX + claimed
+        slot = ctx.keys.decap.get((claimed, lispers.LISPERS_KEY_ID))
+        if slot is None or slot.itr_public != public or not slot.python_only:
+            # Unauthenticated: any inner source of our instance is taken from this key.
+            slot = lispers.decap_slot(
+                ctx.keys.etr_pair, public, key.cipher_suite, peer_name,
+                ((ctx.iid, ip_network("0.0.0.0/0")), (ctx.iid, ip_network("::/0"))),
+                ((4, 0, 0), (6, 0, 0)), ctx.now,
+            )  # fmt: skip
+        for rloc in rlocs:
+            ctx.keys.decap[(rloc, lispers.LISPERS_KEY_ID)] = slot
+        ctx.stats["lispers-key-exchanges"] += 1
+        ctx.datapath.install_decap(ctx.keys.decap)
+        self.peers.key_exchanged(peer_name)
+        return lispers.LISPERS_KEY_ID, peer_name
 
 
 def _probed_records(request: MapRequest) -> tuple[RequestRecord, ...]:

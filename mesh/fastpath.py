@@ -174,7 +174,12 @@ class FastPath:
         if fd_of is None:
             raise RuntimeError("FastPath.install_paths needs data_fd")
         # Relayed paths stay out of the engine (see send): their packets come back as misses.
-        direct = {k: p for k, p in paths.items() if getattr(p, "relay", None) is None}
+        # So are paths in a framing only Python speaks (mesh.lispers_peer).
+        direct = {
+            k: p
+            for k, p in paths.items()
+            if getattr(p, "relay", None) is None and not p.encap.python_only
+        }
         self.sync_paths(direct, {id(p): fd_of(p.local) for p in direct.values()})
 
     def install_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None:
@@ -188,6 +193,8 @@ class FastPath:
 
     def send(self, path: RouteTarget, packet: bytes) -> bool:
         relay = getattr(path, "relay", None)
+        if relay is None and path.encap.python_only:
+            relay = b""  # a lispers.net peer: sealed here, never in the engine
         if relay is not None:
             # Relayed paths (through an RTR) are not in the engine: it has no shim to put in
             # front. Their keys are never installed, so sealing here keeps one counter per key.
@@ -212,8 +219,9 @@ class FastPath:
         self, decap: Mapping[tuple[str, int], DecapSlot], rloc: str, key_id: int
     ) -> DecapSlot | None:
         # Every installed key lives in the engine: what it hands back has no key here (opening
-        # it in Python would split the replay window in two).
-        return None
+        # it in Python would split the replay window in two); except the keys it never holds.
+        slot = decap.get((rloc, key_id))
+        return slot if slot is not None and slot.python_only else None
 
     def pump_inside(self, tun_fd: int, limit: int) -> list[bytes]:
         return list(self.engine.pump_inside(limit) or ())
@@ -273,6 +281,8 @@ class FastPath:
     # ------------------------------------------------------------------ decap
 
     def sync_decap(self, decap: Mapping[tuple[str, int], DecapSlot]) -> None:
+        # Slots in a framing only Python speaks stay out (decap_slot hands them to Python).
+        decap = {k: slot for k, slot in decap.items() if not slot.python_only}
         live: dict[int, DecapSlot] = {id(slot): slot for slot in decap.values()}
         for key, slot in live.items():
             if key not in self._slot_ids:

@@ -27,10 +27,12 @@ from lisp import (
     RlocRecord,
 )
 from lisp.address import Address
+from lisp.crypto import CryptoError
 from lisp.kx_lcaf import extract_security
 from lisp.lcaf import JsonLcaf, SecurityKey
 from lisp.map_cache import MapCacheEntry
 from lisp.records import TTL_UNLIMITED, eid_prefix
+from mesh import lispers_peer as lispers
 from mesh.config import IpAddress, IpNetwork
 from mesh.key_exchange import KxRefused
 from mesh.keys import EncapState, random_nonce
@@ -42,6 +44,7 @@ from mesh.xtr_types import CONTROL_PORT, NEGATIVE_HOLD_SECONDS, LocalRloc, Pendi
 
 ReplyWaiter = Callable[[MapReply, tuple[str, int]], None]
 MAX_TTL_MINUTES = 1440  # RFC 9301's default Map-Reply TTL: a mapping is asked again daily
+LISPERS_STATES_LIMIT = 256  # lispers.net encap states kept (one per peer key and epoch)
 MAX_NEGATIVE_TTL_MINUTES = 15  # RFC 9301 §8.1: negative Map-Replies, 15 minutes
 
 
@@ -247,6 +250,8 @@ class Resolver:
         if pending.key_id is None:
             # A plain probe (no key offered): keep whatever key this entry already has.
             return paths.entry_encap.get((ctx.iid, prefix))
+        if lispers.is_lispers(str(plain[0].address), ctx.lispers_peers):
+            return self.accept_lispers_reply(prefix, pending.key_id, key, str(plain[0].address))
         try:
             encap = ctx.exchange.accept_reply(
                 key,
@@ -276,6 +281,34 @@ class Resolver:
                 paths.entry_encap[other] = encap
         self.peers.key_exchanged(peer_name, prefix)
         return encap
+
+    def accept_lispers_reply(
+        self, prefix: IpNetwork, key_id: int, key: SecurityKey | None, rloc: str
+    ) -> EncapState | None:
+        """A lispers.net ETR (security.lispers_peers) answered our key: its profile, unsigned."""
+        ctx = self.ctx
+        epoch = ctx.keys.epoch_for(key_id)
+        if epoch is None:
+            ctx.drops["kx-stale-epoch"] += 1
+            return None
+        try:
+            public = lispers.offered_public(key)
+        except CryptoError as exc:
+            ctx.drops["peer-without-encryption" if key is None else "kx-bad-key"] += 1
+            ctx.error(f"{prefix}: lispers.net ETR {rloc}: {exc}")
+            return None
+        assert key is not None
+        found = ctx.lispers_encap.get((epoch.pair.public, public))
+        if found is None:
+            if len(ctx.lispers_encap) >= LISPERS_STATES_LIMIT:
+                ctx.lispers_encap.clear()
+            found = lispers.encap_state(
+                epoch.pair, public, key.cipher_suite, ctx.iid, lispers.PEER_PREFIX + rloc, ctx.now
+            )
+            ctx.lispers_encap[(epoch.pair.public, public)] = found
+            ctx.stats["lispers-key-exchanges"] += 1
+        self.peers.key_exchanged(found.peer_name, prefix)
+        return found
 
     def block_prefix(self, record: EidRecord, prefix: IpNetwork) -> None:
         """A failed exchange installs a short negative entry so we do not hammer the MR."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
 
 from lisp.crypto import (
     REJECT_AFTER_COUNTER,
@@ -69,7 +70,7 @@ class EncapState:
     """How we seal packets for one remote ETR key (or, with encryption off, the one plaintext
     state every path shares: `plain_encap`)."""
 
-    cipher: PacketCipher | PlainCipher
+    cipher: PacketCipher | PlainCipher | Any  # Any: mesh.lispers_peer.LispersSeal
     key_id: int
     remote_public: bytes
     header: bytes  # the precomputed 8-byte LISP header (I bit + instance-id, KK = key-id)
@@ -81,6 +82,8 @@ class EncapState:
     # and counter sequence; never logged, never in status.
     key: bytes = field(default=b"", repr=False)
     salt: bytes = field(default=b"", repr=False)
+    # A framing only Python speaks (mesh.lispers_peer): never installed in the C engine.
+    python_only: bool = False
 
     def seal(self, inner: bytes) -> bytes:
         self.counter += 1
@@ -91,7 +94,7 @@ class EncapState:
 class DecapSlot:
     """How we open packets from one remote ITR key (shared by all of that ITR's RLOCs)."""
 
-    cipher: PacketCipher
+    cipher: PacketCipher | Any  # Any: mesh.lispers_peer.LispersOpen
     window: ReplayWindow
     peer_name: str
     peer_eids: tuple[tuple[int, IpNetwork], ...]
@@ -103,6 +106,8 @@ class DecapSlot:
     packets: int = 0
     # Source-address check, precomputed: (version, network int, mask int) per certified EID.
     allowed: tuple[tuple[int, int, int], ...] = ()
+    # A framing only Python speaks (mesh.lispers_peer): never installed in the C engine.
+    python_only: bool = False
 
 
 def _allowed_sources(eids: tuple[tuple[int, IpNetwork], ...]) -> tuple[tuple[int, int, int], ...]:

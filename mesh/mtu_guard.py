@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from lisp.map_cache import MapCacheEntry
+from mesh import lispers_peer as lispers
 from mesh.paths import PathTable
 from mesh.rate_limit import TokenBuckets
 from mesh.rloc_probing import Prober
@@ -93,6 +94,8 @@ class MtuGuard:
             for rloc in [r for r in pmtu.rlocs if r not in targets]:
                 pmtu.untrack(rloc)
             for rloc, size, search in due:
+                if lispers.is_lispers(rloc, ctx.lispers_peers):
+                    continue  # a keyless probe makes lispers.net drop our key
                 target = targets.get(rloc)
                 if target is None:
                     continue

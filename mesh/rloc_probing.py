@@ -7,7 +7,9 @@ from ipaddress import ip_address
 
 from lisp import MapRequest, RequestRecord
 from lisp.address import Address
+from lisp.kx_lcaf import build_request_itr_rloc
 from lisp.map_cache import MapCacheEntry
+from mesh import lispers_peer as lispers
 from mesh.itr_resolve import Resolver
 from mesh.keys import random_nonce
 from mesh.paths import PathTable
@@ -72,7 +74,20 @@ class Prober:
             RequestRecord(ctx.eid_address(entry.prefix.network_address), entry.prefix.prefixlen),
         )
         rlocs: tuple[Address, ...]
-        rlocs = self.resolver.itr_rlocs(nonce, local, records) if with_key else (local.address,)
+        if lispers.is_lispers(rloc, ctx.lispers_peers) and ctx.encrypt:
+            # A keyless probe makes lispers.net drop our key, and so does our RLOC repeated as
+            # a plain ITR-RLOC after the key: one keyed, unsigned ITR-RLOC (mesh.lispers_peer).
+            with_key = True
+            epoch = ctx.keys.epoch
+            rlocs = (
+                build_request_itr_rloc(
+                    ctx.keys.cipher_suite, epoch.pair.public, local.address, None
+                ),
+            )
+        elif with_key:
+            rlocs = self.resolver.itr_rlocs(nonce, local, records)
+        else:
+            rlocs = (local.address,)
         request = MapRequest(
             nonce=nonce,
             itr_rlocs=rlocs,

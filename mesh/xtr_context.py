@@ -80,7 +80,17 @@ class XtrContext:
         self.via_rtr: RtrRef | None = None
         self.plaintext_rlocs: set[str] = set()
         self.via_seen: IpAddress | None = None  # the NAT's outside address, as that RTR saw it
+        # security.lispers_peers (mesh.lispers_peer): the states sealing for them, by
+        # (our ITR public key, their ETR public key).
+        self.lispers_peers = config.security.lispers_peers
+        self.lispers_encap: dict[tuple[bytes, bytes], EncapState] = {}
         self.configure(config, kx)
+        if self.lispers_peers:
+            log.warning(
+                "lispers.net profile for RLOCs %s: unauthenticated key exchange, no replay "
+                "protection, Python data path",
+                ", ".join(map(str, self.lispers_peers)),
+            )
         if self.fallback_encap is not None:
             log.warning("plaintext_fallback is ON: peers answering without a key get plaintext")
 

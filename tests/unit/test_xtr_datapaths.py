@@ -104,8 +104,8 @@ def lab(pki: dict[str, Path]) -> Iterator[tuple[SocketWire, Any]]:
     wire = SocketWire()
     made: list[SocketNode] = []
 
-    def make(index: int, kind: str) -> SocketNode:
-        config = memory.node_config(pki, index, rloc_of=wire.rloc)
+    def make(index: int, kind: str, **security: Any) -> SocketNode:
+        config = memory.node_config(pki, index, rloc_of=wire.rloc, **security)
         node = SocketNode(config.name, wire)
         made.append(node)
         node.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -120,6 +120,7 @@ def lab(pki: dict[str, Path]) -> Iterator[tuple[SocketWire, Any]]:
                 config.xtr.instance_id if config.xtr else 0,
                 config.security.cipher_suite,
                 data_fd=lambda _local: node.sock.fileno(),
+                send_relayed=node.send_data,
             )
             node.xtr.attach_datapath(engine)
         wire.add(node)
@@ -259,3 +260,23 @@ def test_a_live_instance_id_change_reaches_the_data_path(
     wire.pump()
     assert len(n2.inside) == received
     assert n2.status()["drops"].get("wrong-instance") == 1
+
+
+@pytest.mark.parametrize("kinds", KINDS, ids="-".join)
+def test_lispers_profile_peers_run_in_python_beside_either_engine(
+    lab: tuple[SocketWire, Any], kinds: tuple[str, str]
+) -> None:
+    """security.lispers_peers (mesh.lispers_peer): the C engine never holds these keys (it does
+    not speak the framing); their packets are sealed and opened in Python, both ways."""
+    wire, make = lab
+    n1 = make(1, kinds[0], lispers_peers=[f"{wire.rloc(2)}/32"])
+    n2 = make(2, kinds[1], lispers_peers=[f"{wire.rloc(1)}/32"])
+    wire.tick()
+    _exchange(wire, n1, n2, b"first")
+    _exchange(wire, n1, n2, b"second")
+    for node in (n1, n2):
+        assert node.xtr.ctx.stats["lispers-key-exchanges"] >= 1
+        if node.xtr.datapath.name == "c":
+            engine = node.xtr.datapath
+            assert isinstance(engine, fastpath.FastPath)
+            assert engine.stats().get("opened", 0) == 0 and engine.stats().get("sealed", 0) == 0
