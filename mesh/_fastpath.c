@@ -62,14 +62,14 @@ enum {
     ST_OUTSIDE_PACKETS, ST_OPENED, ST_DECRYPT_FAIL, ST_REPLAY, ST_SPOOFED, ST_WRONG_IID,
     ST_MALFORMED, ST_TUN_WRITE_ERRORS, ST_SLOW_OUTSIDE, ST_POLICY_DENIED, ST_PLAIN_SENT,
     ST_PLAIN_OPENED, ST_MTU_SLOW, ST_MTU_RESEGMENTED, ST_MSS_CLAMPED, ST_FOREIGN_DST,
-    ST_KEY_EXHAUSTED, ST_COUNT
+    ST_KEY_EXHAUSTED, ST_GRO_SUPER, ST_GRO_MERGED, ST_COUNT
 };
 static const char *STAT_NAMES[ST_COUNT] = {
     "inside-packets", "inside-super-packets", "segments", "sealed", "send-errors",
     "slow-inside", "outside-packets", "opened", "decrypt-failure", "replay", "spoofed-source",
     "wrong-instance", "malformed", "tun-write-errors", "slow-outside", "policy-denied",
     "plain-sent", "plain-opened", "mtu-slow", "mtu-resegmented", "mss-clamped",
-    "foreign-destination", "key-exhausted",
+    "foreign-destination", "key-exhausted", "coalesced-super-packets", "coalesced-segments",
 };
 
 typedef struct {
@@ -221,6 +221,7 @@ typedef struct {
     uint8_t *seg_bufs;
     uint8_t *out_bufs;
     uint8_t *rx_bufs;
+    struct Gro *gro; /* receive coalescing (vnet TUN only) */
 } Engine;
 
 /* ------------------------------------------------------------------ checksums */
@@ -276,6 +277,181 @@ static void ipv4_header_checksum(uint8_t *pkt) {
     size_t ihl = (size_t)(pkt[0] & 0x0F) * 4;
     pkt[10] = pkt[11] = 0;
     put16(pkt + 10, fold(sum16(pkt, ihl, 0)));
+}
+
+/* ------------------------------------------------------------------ receive coalescing */
+
+/* Consecutive in-order TCP segments of one flow, opened in one receive batch, are merged into one
+ * super-packet and written to the TUN once with a virtio-net GSO header (as the kernel's GRO and
+ * wireguard-go's TUN offload do): the kernel's TCP then takes one 64 KiB packet instead of 45.
+ * The wire is unchanged: every datagram is still one LISP packet carrying one inner packet. Only
+ * AEAD-verified packets are merged (the merged packet's checksum is left to the kernel as
+ * CHECKSUM_PARTIAL, so a packet whose integrity no tag vouched for is written as it came). The
+ * rules follow tcp_gro_receive: same addresses, ports, ack, options and IP fields; plain ACK or
+ * PSH (PSH ends the merge); seq continuing the pending one; every segment but the last of full
+ * size. Everything pending is written at the end of each receive batch, so no packet waits for
+ * the next one. */
+
+#define GRO_FLOWS 8
+#define GRO_MAX_BYTES 65000
+
+typedef struct {
+    size_t len; /* 0: none pending */
+    size_t iphl, hl;
+    uint16_t mss;
+    int segs;
+    uint32_t next_seq;
+    uint64_t age;
+    uint8_t buf[VNET_HDR_LEN + GRO_MAX_BYTES]; /* virtio-net header, then the packet */
+} GroFlow;
+
+typedef void (*gro_emit)(void *ctx, uint8_t *vnet_and_packet, size_t len, int verified);
+
+typedef struct Gro {
+    GroFlow flows[GRO_FLOWS];
+    uint64_t clock;
+    uint64_t merged, supers;
+} Gro;
+
+/* A TCP segment that can be merged: returns its IP header length (and TCP header end), or 0. */
+static size_t gro_candidate(const uint8_t *p, size_t len, size_t *hl) {
+    if (len < 20) return 0;
+    int version = p[0] >> 4;
+    size_t iphl;
+    if (version == 4) {
+        /* no IP options, not a fragment, the length the packet has */
+        if (p[0] != 0x45 || p[9] != IPPROTO_TCP || (get16(p + 6) & 0x3FFF) || get16(p + 2) != len)
+            return 0;
+        iphl = 20;
+    } else if (version == 6) {
+        if (len < 40 || p[6] != IPPROTO_TCP || (size_t)get16(p + 4) + 40 != len) return 0;
+        iphl = 40;
+    } else {
+        return 0;
+    }
+    if (len < iphl + 20) return 0;
+    size_t tcphl = (size_t)(p[iphl + 12] >> 4) * 4;
+    if (tcphl < 20 || len <= iphl + tcphl) return 0; /* a bare ACK is written as it is */
+    uint8_t flags = p[iphl + 13];
+    if ((flags & ~0x08) != 0x10) return 0; /* ACK, or ACK + PSH; never SYN FIN RST URG ECE CWR */
+    *hl = iphl + tcphl;
+    return iphl;
+}
+
+/* Whether `p` belongs to flow `f`'s 4-tuple (addresses and ports). */
+static int gro_same_flow(const GroFlow *f, const uint8_t *p, size_t iphl) {
+    const uint8_t *q = f->buf + VNET_HDR_LEN;
+    if (f->len == 0 || (q[0] >> 4) != (p[0] >> 4) || f->iphl != iphl) return 0;
+    size_t aoff = iphl == 20 ? 12 : 8, alen = iphl == 20 ? 8 : 32;
+    return memcmp(q + aoff, p + aoff, alen) == 0 && memcmp(q + iphl, p + iphl, 4) == 0;
+}
+
+/* Whether `p` (of f's flow) continues f: every header byte equal but lengths, IDs, checksums,
+ * seq, window and PSH. */
+static int gro_continues(const GroFlow *f, const uint8_t *p, size_t len, size_t hl) {
+    const uint8_t *q = f->buf + VNET_HDR_LEN;
+    size_t iphl = f->iphl;
+    if (hl != f->hl || get32(p + iphl + 4) != f->next_seq) return 0;
+    size_t payload = len - hl;
+    if (payload > f->mss || f->len + payload > GRO_MAX_BYTES || f->segs >= MAX_SEGMENTS) return 0;
+    if (iphl == 20) {
+        if (q[1] != p[1] || q[6] != p[6] || q[7] != p[7] || q[8] != p[8]) return 0; /* TOS DF TTL */
+    } else if (memcmp(q, p, 4) != 0 || q[7] != p[7]) {
+        return 0; /* traffic class, flow label, hop limit */
+    }
+    if (memcmp(q + iphl + 8, p + iphl + 8, 5) != 0) return 0; /* ack, data offset */
+    return memcmp(q + iphl + 20, p + iphl + 20, hl - iphl - 20) == 0; /* options */
+}
+
+static void gro_flush(Gro *g, GroFlow *f, gro_emit emit, void *ctx) {
+    if (f->len == 0) return;
+    uint8_t *vh = f->buf, *p = f->buf + VNET_HDR_LEN;
+    memset(vh, 0, VNET_HDR_LEN);
+    if (f->segs == 1) { /* nothing merged: the packet as it came, its checksum intact */
+        vh[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+    } else {
+        size_t iphl = f->iphl, l4len = f->len - iphl;
+        uint32_t sum;
+        if (iphl == 20) {
+            put16(p + 2, (uint16_t)f->len);
+            ipv4_header_checksum(p);
+            sum = sum16(p + 12, 8, 0);
+            vh[1] = VIRTIO_NET_HDR_GSO_TCPV4;
+        } else {
+            put16(p + 4, (uint16_t)l4len);
+            sum = sum16(p + 8, 32, 0);
+            vh[1] = VIRTIO_NET_HDR_GSO_TCPV6;
+        }
+        sum += IPPROTO_TCP + (uint32_t)l4len;
+        /* CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the kernel adds the rest */
+        put16(p + iphl + 16, (uint16_t)~fold(sum));
+        vh[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        struct virtio_net_hdr h;
+        memcpy(&h, vh, VNET_HDR_LEN);
+        h.hdr_len = (uint16_t)f->hl;
+        h.gso_size = f->mss;
+        h.csum_start = (uint16_t)iphl;
+        h.csum_offset = 16;
+        memcpy(vh, &h, VNET_HDR_LEN);
+        g->supers++;
+        g->merged += (uint64_t)f->segs;
+    }
+    emit(ctx, f->buf, f->len, 1);
+    f->len = 0;
+}
+
+static void gro_flush_all(Gro *g, gro_emit emit, void *ctx) {
+    for (int i = 0; i < GRO_FLOWS; i++) gro_flush(g, &g->flows[i], emit, ctx);
+}
+
+/* Take one verified inner packet at `plain + VNET_HDR_LEN` (room for a header before it): merge
+ * it, hold it as the start of a merge, or write it (after its own flow's pending packet). */
+static void gro_add(Gro *g, uint8_t *plain, size_t len, gro_emit emit, void *ctx) {
+    uint8_t *p = plain + VNET_HDR_LEN;
+    size_t hl = 0;
+    size_t iphl = gro_candidate(p, len, &hl);
+    GroFlow *f = NULL, *free_slot = NULL, *oldest = NULL;
+    if (iphl || (len >= 20 && ((p[0] >> 4) == 4 ? p[9] : p[6]) == IPPROTO_TCP)) {
+        size_t h = (p[0] >> 4) == 4 ? (size_t)(p[0] & 0x0F) * 4 : 40;
+        for (int i = 0; i < GRO_FLOWS; i++) {
+            GroFlow *c = &g->flows[i];
+            if (c->len == 0) { if (!free_slot) free_slot = c; continue; }
+            if (len >= h + 4 && gro_same_flow(c, p, h)) { f = c; break; }
+            if (!oldest || c->age < oldest->age) oldest = c;
+        }
+    }
+    if (f && iphl && gro_continues(f, p, len, hl)) {
+        size_t payload = len - hl;
+        uint8_t *q = f->buf + VNET_HDR_LEN;
+        memcpy(q + f->len, p + hl, payload);
+        f->len += payload;
+        f->segs++;
+        f->next_seq += (uint32_t)payload;
+        memcpy(q + f->iphl + 14, p + iphl + 14, 2); /* the newest window */
+        q[f->iphl + 13] |= p[iphl + 13] & 0x08;     /* PSH */
+        if ((p[iphl + 13] & 0x08) || payload < f->mss) gro_flush(g, f, emit, ctx);
+        return;
+    }
+    if (f) gro_flush(g, f, emit, ctx); /* this flow's pending data goes first */
+    if (!iphl || (p[iphl + 13] & 0x08) || len > GRO_MAX_BYTES) {
+        memset(plain, 0, VNET_HDR_LEN);
+        plain[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+        emit(ctx, plain, len, 1);
+        return;
+    }
+    if (!f) f = free_slot;
+    if (!f) {
+        f = oldest;
+        gro_flush(g, f, emit, ctx);
+    }
+    memcpy(f->buf + VNET_HDR_LEN, p, len);
+    f->len = len;
+    f->iphl = iphl;
+    f->hl = hl;
+    f->mss = (uint16_t)(len - hl);
+    f->segs = 1;
+    f->next_seq = get32(p + iphl + 4) + (uint32_t)(len - hl);
+    f->age = ++g->clock;
 }
 
 /* ------------------------------------------------------------------ crypto */
@@ -1145,6 +1321,13 @@ static void write_tun(Engine *e, uint8_t *plain, size_t n, int verified) {
     if (w < 0) e->stats[ST_TUN_WRITE_ERRORS]++;
 }
 
+static void tun_emit(void *ctx, uint8_t *buf, size_t len, int verified) {
+    (void)verified; /* the header at buf is already filled in */
+    Engine *e = ctx;
+    ssize_t w = write(e->tun_fd, buf, len + VNET_HDR_LEN);
+    if (w < 0) e->stats[ST_TUN_WRITE_ERRORS]++;
+}
+
 /* A KK = 0 packet with encryption off (RFC 9300 plaintext): instance check, policy, TUN. */
 static int deliver_plain(Engine *e, const uint8_t *pkt, size_t len, uint8_t *plain) {
     size_t n = len - LISP_HDR_LEN;
@@ -1191,8 +1374,10 @@ static int handle_outside(Engine *e, const uint8_t *pkt, size_t len,
     e->stats[ST_OPENED]++;
     if (e->policy.active && !policy_allows(e, inner, (size_t)n, POL_INGRESS, 1, (uint64_t)n))
         return 0;
-    /* The AEAD tag vouches for the packet: tell the kernel its checksum is valid. */
-    write_tun(e, plain, (size_t)n, 1);
+    /* The AEAD tag vouches for the packet: tell the kernel its checksum is valid (and, on a
+     * virtio-net TUN, merge it with the flow's next segments). */
+    if (e->vnet) gro_add(e->gro, plain, (size_t)n, tun_emit, e);
+    else write_tun(e, plain, (size_t)n, 1);
     return 0;
 }
 
@@ -1231,7 +1416,10 @@ static PyObject *engine_pump_outside(Engine *e, PyObject *args) {
             if (handle_outside(e, pkt, len, &addrs[i], plain) == 0) msgs[i].msg_len = 0;
             else msgs[i].msg_len = (unsigned)len | 0x80000000u; /* mark: slow path */
         }
+        gro_flush_all(e->gro, tun_emit, e); /* nothing waits for the next batch */
         Py_END_ALLOW_THREADS
+        e->stats[ST_GRO_SUPER] = e->gro->supers;
+        e->stats[ST_GRO_MERGED] = e->gro->merged;
         for (int i = 0; i < got; i++) {
             if (!(msgs[i].msg_len & 0x80000000u)) continue;
             size_t len = msgs[i].msg_len & 0x7FFFFFFFu;
@@ -1915,7 +2103,8 @@ static int engine_init(Engine *e, PyObject *args, PyObject *kwds) {
     e->seg_bufs = PyMem_Malloc((size_t)MAX_SEGMENTS * SEG_BUF);
     e->out_bufs = PyMem_Malloc((size_t)MAX_SEGMENTS * SEG_BUF);
     e->rx_bufs = PyMem_Malloc((size_t)RX_BATCH * SEG_BUF);
-    if (!e->super_buf || !e->seg_bufs || !e->out_bufs || !e->rx_bufs) {
+    e->gro = PyMem_Calloc(1, sizeof(Gro));
+    if (!e->super_buf || !e->seg_bufs || !e->out_bufs || !e->rx_bufs || !e->gro) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1935,6 +2124,7 @@ static void engine_dealloc(Engine *e) {
     PyMem_Free(e->seg_bufs);
     PyMem_Free(e->out_bufs);
     PyMem_Free(e->rx_bufs);
+    PyMem_Free(e->gro);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
@@ -2006,6 +2196,54 @@ out:
 }
 
 /* clamp_mss(packet, mss) -> the packet with its SYN's MSS lowered, or None (tests) */
+typedef struct {
+    PyObject *list;
+    int failed;
+} CoalesceOut;
+
+static void list_emit(void *ctx, uint8_t *buf, size_t len, int verified) {
+    (void)verified;
+    CoalesceOut *out = ctx;
+    if (out->failed) return;
+    PyObject *t = Py_BuildValue("(y#y#)", (const char *)buf, (Py_ssize_t)VNET_HDR_LEN,
+                                (const char *)buf + VNET_HDR_LEN, (Py_ssize_t)len);
+    if (!t || PyList_Append(out->list, t) < 0) out->failed = 1;
+    Py_XDECREF(t);
+}
+
+/* coalesce(packets) -> [(virtio-net header, packet)]: what the ETR writes to its TUN for these
+ * verified inner packets opened in one batch (the receive coalescing, for tests). */
+static PyObject *module_coalesce(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *packets;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &packets)) return NULL;
+    Gro *g = PyMem_Calloc(1, sizeof(Gro));
+    uint8_t *plain = PyMem_Malloc(VNET_HDR_LEN + SEG_BUF);
+    CoalesceOut out = {PyList_New(0), 0};
+    if (!g || !plain || !out.list) { PyErr_NoMemory(); goto fail; }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(packets); i++) {
+        char *data;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(PyList_GET_ITEM(packets, i), &data, &len) < 0) goto fail;
+        if (len <= 0 || len > SEG_BUF) {
+            PyErr_Format(PyExc_ValueError, "packet %zd: %zd bytes (1..%d)", i, len, SEG_BUF);
+            goto fail;
+        }
+        memcpy(plain + VNET_HDR_LEN, data, (size_t)len);
+        gro_add(g, plain, (size_t)len, list_emit, &out);
+    }
+    gro_flush_all(g, list_emit, &out);
+    if (out.failed) goto fail;
+    PyMem_Free(g);
+    PyMem_Free(plain);
+    return out.list;
+fail:
+    PyMem_Free(g);
+    PyMem_Free(plain);
+    Py_XDECREF(out.list);
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+    return NULL;
+}
+
 static PyObject *module_clamp_mss(PyObject *Py_UNUSED(m), PyObject *args) {
     Py_buffer pkt;
     int mss;
@@ -2029,6 +2267,8 @@ out:
 static PyMethodDef module_methods[] = {
     {"segment", module_segment, METH_VARARGS, "cut a TCP super-packet into MSS-sized segments"},
     {"clamp_mss", module_clamp_mss, METH_VARARGS, "lower the MSS of a TCP SYN (tests)"},
+    {"coalesce", module_coalesce, METH_VARARGS,
+     "what the ETR writes to its TUN for these opened packets (tests)"},
     {NULL, NULL, 0, NULL},
 };
 

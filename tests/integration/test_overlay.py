@@ -353,6 +353,11 @@ def test_c_and_python_data_paths_interoperate(tmp_path: Path) -> None:
             assert not {"decrypt-failure", "replay", "spoofed-source", "malformed"} & set(drops), (
                 drops
             )
+        # n2's ETR wrote what it opened as coalesced super-packets (receive coalescing), and
+        # the transfers above arrived whole through them.
+        stats = lab.status("n2")["xtr"]["datapath_stats"]
+        assert stats["coalesced-segments"] > stats["coalesced-super-packets"] > 0, stats
+        assert "tun-write-errors" not in lab.drops("n2")
 
 
 def test_tcp_with_a_small_peer_mss_crosses_the_c_path(tmp_path: Path) -> None:
