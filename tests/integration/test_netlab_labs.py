@@ -338,9 +338,18 @@ def test_two_labs_coexist_and_reconfigure(tmp_path: Path) -> None:
         )
         with pytest.raises(NetlabError, match=r"different version.*--reconfigure"):
             changed.deploy()
-        before = netns.inode(two.netns_name("n1"))
+        # A mark inside the old namespace (its inode number alone is no proof: the kernel may
+        # give a namespace made right after the old one was freed the same number).
+        ns = two.netns_name("n1")
+        mark = ["ip", "addr", "add", "127.0.0.99/32", "dev", "lo"]
+        assert subprocess.run(["ip", "netns", "exec", ns, *mark], check=False).returncode == 0
         assert changed.deploy(reconfigure=True) == "deployed"
-        assert netns.inode(two.netns_name("n1")) != before
+        shown = subprocess.run(
+            ["ip", "netns", "exec", ns, "ip", "-br", "addr", "show", "dev", "lo"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0 and "127.0.0.1" in shown.stdout, shown
+        assert "127.0.0.99" not in shown.stdout, "reconfigure kept the old namespace"
         assert_ping(one, "n1", "10.0.12.2")  # the other lab was not touched
     assert_clean(one)
     assert_clean(two)
