@@ -19,7 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from pyroute2 import IPRoute
+from pyroute2 import config as pr_config
 from pyroute2 import netns as pr_netns
+
+# pyroute2 reaches into a namespace through a forked child and gives up on it after 2 s (10 s to
+# open the socket): on a shared 2-core machine under load a fork alone can take longer, and a lab
+# deploy then fails with "no response from the child pid". Still bounded, just not that tight.
+pr_config.default_communicate_timeout = max(pr_config.default_communicate_timeout, 30)
+pr_config.default_create_socket_timeout = max(pr_config.default_create_socket_timeout, 60)
 
 NETNS_DIR = "/run/netns"
 UTS_DIR = "/run/netlab/uts"
