@@ -64,6 +64,7 @@ class XtrSpec:
     dataplane: str = "auto"  # "c", "python" or "auto" (the node config's `dataplane`)
     policy: dict[str, Any] | None = None  # the node config's `policy:` (a NodePolicy as a dict)
     metrics: str | None = None  # the node config's `metrics.listen` (Prometheus), if any
+    xtr: dict[str, Any] = field(default_factory=dict)  # more `xtr:` keys (e.g. mss_clamp)
 
     @property
     def name(self) -> str:
@@ -162,6 +163,7 @@ class OverlayLab:
                     },
                 },
             }
+            config["xtr"].update(spec.xtr)
             if not spec.security:
                 del config["security"]
             if spec.policy is not None:

@@ -76,7 +76,8 @@ def router(tmp_path: Path, drop_icmp: bool) -> dict[str, object]:
 
 
 def test_bottleneck_on_the_nodes_own_link(tmp_path: Path) -> None:
-    specs = [XtrSpec(1, dataplane="c"), XtrSpec(2, dataplane="python")]
+    # n1 also clamps the MSS of its SYNs: n2 then never sends it segments its link would drop.
+    specs = [XtrSpec(1, dataplane="c", xtr={"mss_clamp": True}), XtrSpec(2, dataplane="python")]
     with OverlayLab(tmp_path, specs, name_prefix="mtl") as lab:
         assert (
             lab.exec("n1", ["ip", "link", "set", "eth1", "mtu", str(UNDERLAY_MTU)]).returncode == 0
@@ -87,6 +88,9 @@ def test_bottleneck_on_the_nodes_own_link(tmp_path: Path) -> None:
             lab, there=range(EXACT, EXACT + 1), back=PROBED, c_node="n1", resegmented=True
         )
         assert lab.status("n2")["xtr"]["stats"].get("mtu-black-holes", 0) >= 1
+        n1 = lab.status("n1")["xtr"]
+        clamped = n1["stats"].get("mtu-mss-clamped", 0) + n1["datapath_stats"].get("mss-clamped", 0)
+        assert clamped >= 1, n1["datapath_stats"]
 
 
 @pytest.mark.parametrize("drop_icmp", [False, True], ids=["icmp", "icmp-dropped"])
