@@ -388,8 +388,9 @@ class Xtr:
         self.mtu.signal(rloc, mtu)
 
     def _expire_keys(self, now: float) -> bool:
-        """Keys past the hard limits seal nothing more: their prefixes are asked again (a new
-        exchange), instead of sealing on with a key the peer never replaced."""
+        """Keys past the hard limits seal nothing more, instead of sealing on with a key the
+        peer never replaced. The mapping stays (the mapping system may be down): the next
+        keyed RLOC-probe (a rekey, an SMR) brings a fresh key."""
         keys, paths = self.ctx.keys, self.path_table
         gone = {id(s) for s in keys.expire_encap(now)}
         # A path may still hold a state the key store let go (a superseded epoch's).
@@ -399,7 +400,6 @@ class Xtr:
         gone |= {id(paths.entry_encap[k]) for k in held}
         for iid, prefix in held:
             paths.forget(iid, prefix)
-            paths.map_cache.remove(iid, prefix)
         self.ctx.stats["keys-expired"] += len(gone)
         return bool(gone)
 
