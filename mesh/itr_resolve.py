@@ -73,6 +73,11 @@ class Resolver:
             return plain
         rlocs = ctx.signed_rlocs()
         first = ctx.exchange.request_itr_rloc(nonce, local.address, rlocs, requested_eids(records))
+        if ctx.lispers_peers and plain == rlocs == (local.address,):
+            # lispers.net deletes a key whose RLOC follows as a plain ITR-RLOC, and any
+            # Map-Request may reach one of them: our only RLOC stays inside the key (our ETRs
+            # take it from there). With several uplinks the others must be listed: unchanged.
+            return (first,)
         return (first, *plain)
 
     def last_resolver(self) -> str | None:

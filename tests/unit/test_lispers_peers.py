@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ipaddress import ip_address
 
-from lisp import MapReply, MapRequest, RequestRecord, decode_control
+from lisp import EncapsulatedControl, MapReply, MapRequest, RequestRecord, decode_control
 from lisp.crypto import EcdhKeyPair
 from lisp.crypto_suites import CS_AES128_CBC_SHA256, CS_AES128_GCM
 from lisp.kx_lcaf import extract_security
@@ -98,3 +98,25 @@ def test_without_the_opt_in_a_lispers_key_is_refused(mesh: tuple[Wire, MakeNode]
     wire.pump()
     assert n2.xtr.ctx.stats.get("lispers-key-exchanges", 0) == 0
     assert not any(k[0] == LISPERS for k in n2.xtr.ctx.keys.decap)
+
+
+def test_with_lispers_peers_our_keyed_requests_do_not_repeat_our_rloc(
+    mesh: tuple[Wire, MakeNode],
+) -> None:
+    """The resolve through the map-resolver may reach a lispers.net ETR, which would delete our
+    key on seeing our RLOC again as a plain ITR-RLOC; a lispmesh ETR still verifies it."""
+    wire, make = mesh
+    n1 = make(1, lispers_peers=[f"{LISPERS}/32"])
+    n2 = make(2)  # an ordinary, authenticated peer
+    wire.tick()
+    packet = ipv4_packet("10.1.1.1", "10.1.2.1")
+    n1.xtr.inside_packet(packet)
+    wire.pump()
+    assert n2.inside == [packet]
+    assert n2.xtr.ctx.drops["kx-auth-failed"] == 0
+    sent = [p for s, d, p in wire.seen if s[0] == rloc(1) and d == ("10.77.0.1", CONTROL_PORT)]
+    ecms = [m for m in map(decode_control, sent) if isinstance(m, EncapsulatedControl)]
+    (request,) = [m for m in (decode_control(e.message) for e in ecms) if isinstance(m, MapRequest)]
+    assert len(request.itr_rlocs) == 1  # the key (and its proof), our RLOC inside it only
+    key, proof, ip = extract_security(request.itr_rlocs[0])
+    assert key is not None and proof is not None and str(ip) == rloc(1)
