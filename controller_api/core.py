@@ -155,17 +155,18 @@ class ControllerCore:
 
     def set_unavailable(self, why: str | None) -> None:
         """This replica lost (or regained) the store: while it has, its config streams end and
-        new ones are refused, so its nodes move to a replica that can serve them."""
+        every RPC but controller status is refused at once (controller_api/store_errors.py),
+        so its nodes move to a replica that can serve them."""
         if why == self.unavailable:
             return
         self.unavailable = why
         if why is not None:
-            log.warning("serving no config streams: %s", why)
+            log.warning("refusing everything but controller status: %s", why)
             for watches in self._watches.values():
                 for ended in watches:
                     ended.set()
         else:
-            log.info("the store answers again: serving config streams")
+            log.info("etcd answers again: serving every request")
 
     def open_watch(self, node_id: str) -> asyncio.Event:
         """Count a new Watch stream of `node_id`; returns the event that tells it to end, set

@@ -226,7 +226,9 @@ class Controller:
         auth = Authenticator(store, ca_pki.ca.certificate, self.clock)
         enroller = Enroller(store, ca_pki, s, pools, cas, clock=self.clock, tpm=verifier)
         enroller.retired = core.retired
-        self.store_errors = StoreErrors(lambda: s.replica_name or self.api_address)
+        self.store_errors = StoreErrors(
+            lambda: s.replica_name or self.api_address, lambda: core.unavailable
+        )
         server = grpc.aio.server(
             interceptors=[self.store_errors],
             options=[("grpc.keepalive_permit_without_calls", 1)],

@@ -5,6 +5,11 @@ calls raises a `StoreError` after its deadline. Instead of gRPC's "Unexpected er
 traceback in the log, this interceptor answers UNAVAILABLE with the store's own one-line reason,
 naming this replica, so the operator knows what failed and where, and a node tries another
 replica. Handlers that catch their own refusals are unchanged.
+
+While the replica knows it cannot reach etcd (its lease rounds failed for a TTL), it refuses
+every RPC but ControllerStatus at once with that reason, instead of letting each one block on
+etcd for its deadline: the store calls run on the event loop, which also serves the embedded
+map-server, and the mapping system must keep answering without etcd.
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ from controller_api.store import StoreError
 log = logging.getLogger("lispmesh.controller")
 
 
+# Answered even when the store is out of reach: the operator asks exactly then.
+ALWAYS_SERVED = ("/lispmesh.v1.Admin/ControllerStatus",)
+
+
 class StoreErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, replica: Callable[[], str]) -> None:
+    def __init__(
+        self, replica: Callable[[], str], unavailable: Callable[[], str | None] = lambda: None
+    ) -> None:
         self.replica = replica  # this replica's name (known once the server is bound)
+        self.unavailable = unavailable  # why this replica cannot reach the store now, or None
         self.refused = 0  # RPCs answered UNAVAILABLE because the store failed
 
     def _message(self, method: str, exc: StoreError) -> str:
@@ -40,10 +52,15 @@ class StoreErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return handler
         method = str(details.method)
+        served = method in ALWAYS_SERVED
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
             async def guarded_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                why = None if served else self.unavailable()
+                if why is not None:
+                    self.refused += 1
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, why)
                 try:
                     return await unary(request, context)
                 except StoreError as exc:
@@ -56,6 +73,10 @@ class StoreErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def guarded_stream(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
+                why = None if served else self.unavailable()
+                if why is not None:
+                    self.refused += 1
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, why)
                 try:
                     async for message in stream(request, context):
                         yield message

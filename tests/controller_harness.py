@@ -51,10 +51,16 @@ class Running:
             (d / "admin.key").read_bytes(),
         )
 
-    def admin(self, rpc: str, request: Any, creds: grpc.ChannelCredentials | None = None) -> Any:
+    def admin(
+        self,
+        rpc: str,
+        request: Any,
+        creds: grpc.ChannelCredentials | None = None,
+        timeout: float = 5.0,
+    ) -> Any:
         async def call() -> Any:
             async with aio_channel(self.controller.api_address, creds or self.admin_creds()) as ch:
-                return await getattr(admin_pb2_grpc.AdminStub(ch), rpc)(request, timeout=5)
+                return await getattr(admin_pb2_grpc.AdminStub(ch), rpc)(request, timeout=timeout)
 
         return self.loop.run_until_complete(call())
 
