@@ -70,6 +70,7 @@ def build(
         policies=[policy] if policy is not None else [],
         revoked_nodes=sorted(set(revoked_nodes or ())),
         retired_certificates=sorted(set(retired_certificates or ())),
+        rtrs=[config_pb2.Rtr(name=name, address=address) for name, address in settings.rtrs],
     )
 
 

@@ -77,6 +77,9 @@ class ControllerSettings:
     attestation_interval: float = 300.0  # TPM nodes attest again this often (0: on connect only)
     timers: Timers = field(default_factory=controller_timers)
     cipher_suite: str = "aes128-gcm"
+    # The mesh's RTRs, (node name, public RLOC): every node is told them (mesh/rtr.py); the
+    # nodes named run the RTR role.
+    rtrs: tuple[tuple[str, str], ...] = ()
     # Every node rekeys this often: it also bounds how long a peer that rebooted (and lost its
     # keys) stays unreachable from nodes holding its old key.
     rekey_after_seconds: float = 120.0

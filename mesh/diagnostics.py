@@ -211,7 +211,7 @@ async def trace(xtr: Xtr, request: dict[str, Any]) -> dict[str, Any]:
             "rtt_ms": lookup["rtt_ms"],
             "answered_by": lookup["answered_by"],
         },
-        # Relay hops (RTRs) come here once the mesh has them: none are used yet.
+        # A relay hop (RTR) is not shown yet: `status` names it per peer (path rtr:<name>).
         {
             "hop": 3,
             "role": "etr",
@@ -308,7 +308,7 @@ async def netcheck(
                     f"uplink {uplink['interface'] or uplink['address']}: no map-server answered "
                     "the Info-Requests (NAT unknown)"
                 )
-        nat = _nat_summary(uplinks)
+        nat = _nat_summary(uplinks, xtr.rtr_client.status())
     controller = None
     if agent is not None and agent.get("controller_address"):
         controller = await _tcp_check(agent["controller_address"], timeout)
@@ -339,8 +339,11 @@ def _direct(uplink: dict[str, Any]) -> str:
     )
 
 
-def _nat_summary(uplinks: list[dict[str, Any]]) -> dict[str, Any]:
-    """NAT over all uplinks: detected if any is behind one; one line saying what was found."""
+def _nat_summary(
+    uplinks: list[dict[str, Any]], relay: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """NAT over all uplinks: detected if any is behind one; one line saying what was found and,
+    behind a NAT, how peers reach us (`relay`: mesh.rtr_client's status)."""
     up = [u for u in uplinks if u["up"]]
     verdicts = [u["behind_nat"] for u in up]
     detected = True if True in verdicts else (False if verdicts and None not in verdicts else None)
@@ -357,11 +360,23 @@ def _nat_summary(uplinks: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             parts.append(f"{name}: still checking")
     detail = "; ".join(parts) or "no uplink is up"
+    relay = relay or {"via": None, "rtrs": []}
     if detected:
-        # Said plainly: detection works, traversal does not exist yet.
-        detail += " (peers cannot reach a NAT'd uplink yet: lispmesh has no RTR relay or hole "
-        detail += "punching)"
-    return {"detected": detected, "method": "info-request", "detail": detail}
+        if relay["via"] is not None:
+            detail += f"; peers reach us through RTR {relay['via']}"
+        elif relay["rtrs"]:
+            names = ", ".join(r["name"] for r in relay["rtrs"])
+            detail += f" (peers cannot reach a NAT'd uplink: no RTR answered yet: {names})"
+        else:
+            detail += " (peers cannot reach a NAT'd uplink: no RTR configured; xtr.rtrs, or "
+            detail += "controller serve --rtr; hole punching does not exist yet)"
+    return {
+        "detected": detected,
+        "method": "info-request",
+        "detail": detail,
+        "via_rtr": relay["via"],
+        "rtrs": relay["rtrs"],
+    }
 
 
 COMMANDS = ("ping", "trace", "netcheck")

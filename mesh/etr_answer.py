@@ -20,7 +20,7 @@ from lisp.kx_lcaf import find_itr_security
 from lisp.lcaf import JsonLcaf, SecurityKey
 from lisp.relay import control_frame, relay_prefix
 from mesh import lispers_peer as lispers
-from mesh.config import IpAddress, IpNetwork
+from mesh.config import IpAddress, IpNetwork, RtrRef
 from mesh.key_exchange import KxRefused
 from mesh.keys import random_nonce
 from mesh.kx import requested_eids
@@ -181,16 +181,31 @@ class Responder:
         reply = MapReply(request.nonce, tuple(out_records), probe=request.probe)
         ctx.stats["map-replies-sent"] += 1
         rtr = ctx.rtrs.get(dest[0]) if ecm is not None else None
-        if rtr is not None and peer_name is not None:
+        if ecm is None:
+            rtr, peer_name = self._behind_rtr(source[0]) or (None, peer_name)
+        if rtr is not None and peer_name is not None and peer_name != rtr.name:
             # The ITR is behind a NAT and asked to be answered through its RTR: a relay frame
             # naming it (mesh.rtr), since no packet of ours reaches it at an address of its own.
             frame = relay_prefix(peer_name, local.address, CONTROL_PORT)
             ctx.stats["map-replies-relayed"] += 1
             ctx.transport.send_data(
-                local, frame + control_frame(reply.encode()), (dest[0], DATA_PORT)
+                local, frame + control_frame(reply.encode()), (str(rtr.address), DATA_PORT)
             )
             return
         ctx.transport.send_control(local, reply.encode(), dest)
+
+    def _behind_rtr(self, rloc: str) -> tuple[RtrRef, str] | None:
+        """The RTR that reaches the peer sending from `rloc`, if we send to it through one: a
+        direct answer to a node behind a NAT would be filtered there (it asked the RTR, not us),
+        so it goes back through the RTR, to the peer by name."""
+        ctx = self.ctx
+        names = {slot.peer_name for (r, _), slot in ctx.keys.decap.items() if r == rloc}
+        for path in self.prober.paths.paths.values():
+            if path.peer_behind_rtr and path.encap.peer_name in names:
+                rtr = ctx.rtrs.get(path.remote[0])
+                if rtr is not None:
+                    return rtr, path.encap.peer_name
+        return None
 
     def accept_request_key(
         self,

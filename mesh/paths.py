@@ -204,17 +204,20 @@ class PathTable:
         packet goes: the node behind the RTR when the RLOC is an RTR (by the name its
         certificate proved in the key exchange), else the RLOC, when we are the one behind a NAT."""
         ctx = self.ctx
-        remote, shim, via_name = str(rloc), None, None
+        remote, shim, via_name, behind = str(rloc), None, None, False
         rtr = ctx.rtrs.get(remote)
         via = ctx.via_rtr
-        if rtr is not None:
+        if rtr is not None and rtr.name != encap.peer_name:  # (the RTR's own EIDs: direct)
             shim, via_name = relay_prefix(encap.peer_name, local.address, DATA_PORT), rtr.name
+            behind = True
         elif via is not None and via.address.version == rloc.version:
             shim, via_name = relay_prefix(rloc, local.address, DATA_PORT), via.name
             remote = str(via.address)
         # The shim rides in front of the sealed packet: the inner packet has that much less room.
         mtu = self.inner_mtu(remote, rloc.version, local, encap) - len(shim or b"")
-        return Path(encap, (remote, DATA_PORT), local, mtu, relay=shim, via=via_name)
+        return Path(
+            encap, (remote, DATA_PORT), local, mtu, relay=shim, via=via_name, peer_behind_rtr=behind
+        )
 
 
 def _overhead(encap: EncapState) -> int:

@@ -144,9 +144,7 @@ class Rtr:
             target = binding.endpoint
             ctx.stats["rtr-relayed-to-nat"] += 1
         else:
-            sender = self.senders.get(source)
-            live = self.bindings.lookup(sender, ctx.now) if sender is not None else None
-            if live is None or live.endpoint != source:
+            if not self.bound(source):
                 ctx.drops["rtr-sender-not-bound"] += 1  # we relay for our nodes only
                 return
             if str(dest) in ctx.rtrs or str(dest) in _local_texts(ctx):
@@ -159,6 +157,12 @@ class Rtr:
             ctx.drops["rtr-no-uplink"] += 1
             return
         ctx.transport.send_data(local, packet, target)
+
+    def bound(self, source: Endpoint) -> bool:
+        """Does `source` hold a live binding (a node behind us sent from it)?"""
+        sender = self.senders.get(source)
+        live = self.bindings.lookup(sender, self.ctx.now) if sender is not None else None
+        return live is not None and live.endpoint == source
 
     # ------------------------------------------------------------------ control port
 

@@ -283,8 +283,8 @@ class Xtr:
             else:
                 self.drops["unexpected-data-control"] += 1
             return
-        if source[0] not in ctx.rtrs:
-            self.drops["relay-not-from-rtr"] += 1
+        if source[0] not in ctx.rtrs and not (self.rtr is not None and self.rtr.bound(source)):
+            self.drops["relay-not-from-rtr"] += 1  # (an RTR takes frames for itself from its nodes)
             return
         try:
             frame = decode_relay(packet)

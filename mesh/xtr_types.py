@@ -49,6 +49,7 @@ class Path:
     # name; None: direct.
     relay: bytes | None = None
     via: str | None = None
+    peer_behind_rtr: bool = False  # the peer is the one behind the RTR (not, or not only, us)
 
 
 @dataclass

@@ -21,6 +21,8 @@ from mesh.config import (
     MapServerRef,
     NodeConfig,
     Rloc,
+    RtrRef,
+    RtrRole,
     Security,
     Timers,
     XtrConfig,
@@ -80,6 +82,9 @@ def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeC
                 probe_dead_after=t.probe_dead_after or defaults.probe_dead_after,
                 map_request_retry=t.map_request_retry or defaults.map_request_retry,
             ),
+            rtrs=tuple(RtrRef(r.name, ip_address(r.address)) for r in desired.rtrs),
+            # A node the controller names as an RTR relays for the nodes behind NATs.
+            rtr=RtrRole() if any(r.name == desired.node_name for r in desired.rtrs) else None,
         )
     except ValueError as exc:
         raise DesiredStateError(f"desired state v{desired.version}: {exc}") from None

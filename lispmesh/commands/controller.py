@@ -10,8 +10,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
             store=_store_settings(args),
             leader_ttl=args.leader_ttl,
             replica_name=args.replica_name,
+            rtrs=tuple(args.rtr or _env_rtrs()),
         )
     except ValueError as exc:
         raise CliError(f"bad EID pool: {exc}") from None
@@ -297,6 +299,25 @@ def _node_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rtr(text: str) -> tuple[str, str]:
+    """NAME=ADDRESS of an RTR (argparse type: a bad one is one line naming it)."""
+    name, sep, address = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, str(ip_address(address))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"RTR {text!r} is not NAME=ADDRESS") from None
+
+
+def _env_rtrs() -> list[tuple[str, str]]:
+    text = os.environ.get("LISPMESH_RTRS", "")
+    try:
+        return [_rtr(item.strip()) for item in text.split(",") if item.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise CliError(f"$LISPMESH_RTRS: {exc}") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # wiring
 
@@ -326,6 +347,13 @@ def register(subparsers: Subparsers) -> None:
     serve.add_argument("--eid-pool6", help="IPv6 EID pool (fixed at first start; a random ULA)")
     serve.add_argument("--eid-prefix-len6", type=int, help="IPv6 EID prefix per node (64)")
     serve.add_argument("--map-server-port", type=int, default=4342)
+    serve.add_argument(
+        "--rtr",
+        action="append",
+        type=_rtr,
+        help="NAME=ADDRESS: node NAME at public RLOC ADDRESS relays for nodes behind NATs (it "
+        "runs the RTR role); repeatable; default $LISPMESH_RTRS (comma-separated)",
+    )
     serve.add_argument("--onboarding-ca", help="PEM CA(s) whose device certificates may enroll")
     serve.add_argument(
         "--tpm-ca", help="PEM: TPM manufacturer CAs (roots, intermediates) EK certificates chain to"

@@ -177,7 +177,7 @@ def _peer(run: Path, node: str, name: str) -> dict[str, Any] | None:
     return peers.get(name)
 
 
-def _tcp(lab: Lab, src: str, dst: str, size: int = 300_000) -> None:
+def _tcp(lab: Lab, run: Path, src: str, dst: str, size: int = 300_000) -> None:
     port = random.randint(20000, 40000)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -198,7 +198,8 @@ def _tcp(lab: Lab, src: str, dst: str, size: int = 300_000) -> None:
         if server.poll() is None:
             server.kill()
             server.wait(timeout=5)
-    assert client.returncode == 0, f"TCP {src} -> {dst} failed: {client_err}"
+    why = f"TCP {src} -> {dst} failed: {client_err[-200:]}\n{_dump(run)}"
+    assert client.returncode == 0, why
     assert sent.split() == received.split() and sent.split()[0] == str(size)
 
 
@@ -210,8 +211,8 @@ def test_public_and_natted_nodes_ping_and_tcp_through_the_rtr(
     wait_until(lambda: _ping(netlab_lab, "p", eid("n")), 60, "p reaches n behind the NAT")
     reachable_after = time.monotonic() - started
     wait_until(lambda: _ping(netlab_lab, "n", eid("p")), 30, "n reaches p")
-    _tcp(netlab_lab, "p", "n")
-    _tcp(netlab_lab, "n", "p")
+    _tcp(netlab_lab, run, "p", "n")
+    _tcp(netlab_lab, run, "n", "p")
     for node, other in (("p", "n"), ("n", "p")):
         peer = wait_until(lambda: _peer(run, node, other), 10, f"{node} knows {other}")  # noqa: B023
         assert peer["path"] == "rtr:rtr", peer

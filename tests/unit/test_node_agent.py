@@ -78,6 +78,17 @@ def test_desired_state_becomes_the_runtime_config(tmp_path: Path) -> None:
     assert to_node_config(_desired(), facts).metrics_listen == "127.0.0.1:9464"
 
 
+def test_the_controllers_rtrs_reach_the_xtr_and_the_one_named_relays(tmp_path: Path) -> None:
+    desired = _desired()
+    assert to_node_config(desired, _facts(tmp_path)).xtr.rtrs == ()  # type: ignore[union-attr]
+    desired.rtrs.append(config_pb2.Rtr(name="hub", address="10.0.1.2"))
+    xtr = to_node_config(desired, _facts(tmp_path)).xtr
+    assert xtr is not None and [(r.name, str(r.address)) for r in xtr.rtrs] == [("hub", "10.0.1.2")]
+    assert xtr.rtr is None  # edge-1 is not the RTR
+    desired.node_name = "hub"
+    assert to_node_config(desired, _facts(tmp_path)).xtr.rtr is not None  # type: ignore[union-attr]
+
+
 def test_no_uplink_or_bad_state_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DesiredStateError, match="no uplink"):
         to_node_config(_desired(), _facts(tmp_path, ()))

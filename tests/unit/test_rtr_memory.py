@@ -35,6 +35,7 @@ NAT_TIMEOUT = 5.0  # seconds a mapping lives without a packet (lowered, as in th
 @dataclass
 class Mapping:
     inside: tuple[str, int]
+    outside: str
     port: int
     allowed: set[tuple[str, int]] = field(default_factory=set)  # port-restricted filtering
     last_used: float = 0.0
@@ -46,9 +47,10 @@ class NatWire(Wire):
     mapping sent to (port-restricted filtering); a mapping dies NAT_TIMEOUT s after its last packet.
     """
 
-    def __init__(self, private: str) -> None:
+    def __init__(self, *private: str) -> None:
         super().__init__()
-        self.private = private
+        # Each private address behind its own NAT: the first at NAT_OUTSIDE, then .98, .97...
+        self.nats = {p: f"10.77.0.{99 - i}" for i, p in enumerate(private)}
         self.mappings: dict[tuple[str, int], Mapping] = {}
         self.filtered = 0
         self.queue = _TranslatingQueue(self)
@@ -56,23 +58,23 @@ class NatWire(Wire):
     def _mapping(self, inside: tuple[str, int]) -> Mapping:
         found = self.mappings.get(inside)
         if found is None or self.now - found.last_used > NAT_TIMEOUT:
-            found = Mapping(inside, 40000 + len(self.mappings))
+            found = Mapping(inside, self.nats[inside[0]], 40000 + len(self.mappings))
             self.mappings[inside] = found
         return found
 
     def _translate(self, datagram: Datagram) -> Datagram | None:
         source, dest, payload = datagram
-        if source[0] == self.private:
+        if source[0] in self.nats:
             mapping = self._mapping(source)
             mapping.allowed.add(dest)
             mapping.last_used = self.now
-            return (NAT_OUTSIDE, mapping.port), dest, payload
-        if dest[0] == self.private:
+            return (mapping.outside, mapping.port), dest, payload
+        if dest[0] in self.nats:
             return None  # a private address: not routed outside
-        if dest[0] == NAT_OUTSIDE:
+        if dest[0] in self.nats.values():
             live = [
                 m for m in self.mappings.values()
-                if m.port == dest[1] and self.now - m.last_used <= NAT_TIMEOUT
+                if (m.outside, m.port) == dest and self.now - m.last_used <= NAT_TIMEOUT
             ]  # fmt: skip
             if not live or source not in live[0].allowed:
                 self.filtered += 1
@@ -138,6 +140,7 @@ def test_a_node_behind_a_nat_is_reached_through_the_rtr_both_ways(
     assert to_natted in natted.inside
     to_public = _send(wire, natted, "10.1.2.1", "10.1.1.1", b"out")
     assert to_public in public.inside
+    wire.run(5.0)  # several probe dead times: the relayed paths stay up (probes are answered)
     for node in (public, natted):
         (peer,) = [p for p in node.status()["peers"] if p["name"] != "n3"]
         assert peer["path"] == "rtr:n3", peer
@@ -198,3 +201,33 @@ def test_the_rtr_is_no_open_relay(lab: tuple[NatWire, Node, Node, Node]) -> None
     assert relay.xtr.ctx.drops["rtr-sender-not-bound"] == 1
     assert not [p for s, d, p in wire.seen if s[0] == rloc(RTR) and d == (rloc(PUBLIC), 4341)
                 and p == frame]  # fmt: skip
+
+
+def test_the_rtr_node_itself_is_reached_directly_both_ways(
+    lab: tuple[NatWire, Node, Node, Node],
+) -> None:
+    wire, public, relay, natted = lab
+    assert _send(wire, public, "10.1.1.1", "10.1.3.1", b"to-rtr") in relay.inside
+    assert _send(wire, relay, "10.1.3.1", "10.1.1.1", b"from-rtr") in public.inside
+    peers = {p["name"]: p["path"] for p in public.status()["peers"]}
+    assert peers["n3"] == "direct"
+    # The node behind it reaches it (and back) through its binding.
+    assert _send(wire, natted, "10.1.2.1", "10.1.3.1", b"up") in relay.inside
+    assert _send(wire, relay, "10.1.3.1", "10.1.2.1", b"down") in natted.inside
+
+
+def test_two_nodes_behind_two_nats_reach_each_other_through_the_rtr(
+    pki: dict[str, Path],
+) -> None:
+    wire = NatWire(rloc(NATTED), rloc(PUBLIC))
+    rtr = RtrRef("n3", ip_address(rloc(RTR)))
+    first = _make(wire, pki, PUBLIC, rtrs=(rtr,), rtr_keepalive=2.0)
+    relay = _make(wire, pki, RTR, rtrs=(rtr,), rtr=RtrRole(stale_after=3 * 2.0))
+    second = _make(wire, pki, NATTED, rtrs=(rtr,), rtr_keepalive=2.0)
+    wire.run(3.0)
+    assert {b["node"] for b in relay.status()["rtr"]["bindings"]} == {"n1", "n2"}
+    assert _send(wire, first, "10.1.1.1", "10.1.2.1", b"one") in second.inside
+    assert _send(wire, second, "10.1.2.1", "10.1.1.1", b"two") in first.inside
+    for node, other in ((first, "n2"), (second, "n1")):
+        peers = {p["name"]: p["path"] for p in node.status()["peers"]}
+        assert peers[other] == "rtr:n3", peers

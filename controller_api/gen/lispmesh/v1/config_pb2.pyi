@@ -162,7 +162,7 @@ class Workload(_message.Message):
     def __init__(self, name: _Optional[str] = ..., app: _Optional[str] = ..., replica: _Optional[int] = ..., image: _Optional[str] = ..., image_digest: _Optional[str] = ..., image_source: _Optional[str] = ..., kind: _Optional[str] = ..., resources: _Optional[_Union[WorkloadResources, _Mapping]] = ..., ports: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., eids: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("version", "node_id", "node_name", "instance_id", "eid_prefixes", "eid_addresses", "overlay_routes", "map_servers", "map_resolvers", "security", "timers", "revoked", "mtu", "policies", "workloads", "revoked_nodes", "retired_certificates")
+    __slots__ = ("version", "node_id", "node_name", "instance_id", "eid_prefixes", "eid_addresses", "overlay_routes", "map_servers", "map_resolvers", "security", "timers", "revoked", "mtu", "policies", "workloads", "revoked_nodes", "retired_certificates", "rtrs")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +180,7 @@ class DesiredState(_message.Message):
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
     REVOKED_NODES_FIELD_NUMBER: _ClassVar[int]
     RETIRED_CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    RTRS_FIELD_NUMBER: _ClassVar[int]
     version: int
     node_id: str
     node_name: str
@@ -197,7 +198,16 @@ class DesiredState(_message.Message):
     workloads: _containers.RepeatedCompositeFieldContainer[Workload]
     revoked_nodes: _containers.RepeatedScalarFieldContainer[str]
     retired_certificates: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., eid_addresses: _Optional[_Iterable[str]] = ..., overlay_routes: _Optional[_Iterable[str]] = ..., map_servers: _Optional[_Iterable[_Union[MapServer, _Mapping]]] = ..., map_resolvers: _Optional[_Iterable[str]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., revoked: _Optional[bool] = ..., mtu: _Optional[int] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., revoked_nodes: _Optional[_Iterable[str]] = ..., retired_certificates: _Optional[_Iterable[str]] = ...) -> None: ...
+    rtrs: _containers.RepeatedCompositeFieldContainer[Rtr]
+    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., eid_addresses: _Optional[_Iterable[str]] = ..., overlay_routes: _Optional[_Iterable[str]] = ..., map_servers: _Optional[_Iterable[_Union[MapServer, _Mapping]]] = ..., map_resolvers: _Optional[_Iterable[str]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., revoked: _Optional[bool] = ..., mtu: _Optional[int] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., revoked_nodes: _Optional[_Iterable[str]] = ..., retired_certificates: _Optional[_Iterable[str]] = ..., rtrs: _Optional[_Iterable[_Union[Rtr, _Mapping]]] = ...) -> None: ...
+
+class Rtr(_message.Message):
+    __slots__ = ("name", "address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class AckRequest(_message.Message):
     __slots__ = ("version", "ok", "error")
