@@ -226,6 +226,9 @@ class EtcdClient:
         name = code.name.lower() if code is not None else "error"
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             detail = f"no answer in {self.timeout:g} s (no quorum, or out of reach)"
+        elif "deadline exceeded" in str(detail).lower() or "timed out" in str(detail).lower():
+            # The member's own request timeout: it could not reach a quorum in time.
+            detail = f"{detail} (no quorum, or out of reach)"
         return EtcdUnavailable(f"etcd at {','.join(self.endpoints)}: {name}: {detail}")
 
     def range(
