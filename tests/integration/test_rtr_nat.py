@@ -61,7 +61,8 @@ def eid(node: str) -> str:
     return f"10.1.{EIDS[node]}.1"
 
 
-def _topology(workdir: Path) -> Path:
+def topology(workdir: Path, natted_dataplane: str = "python") -> Path:
+    """The lab file (bench/rtr_bench.py builds it too, with the C data path on n)."""
     idents = provision_lab_identities(
         workdir / "pki", "rtr-ca", {n: [(0, f"10.1.{i}.0/24")] for n, i in EIDS.items()}
     )
@@ -114,7 +115,7 @@ def _topology(workdir: Path) -> Path:
             "name": name,
             "run_dir": str(workdir / "run"),
             "state_dir": str(workdir / "state" / name),
-            "dataplane": "python" if name == "n" else "auto",
+            "dataplane": natted_dataplane if name == "n" else "auto",
             "identity": {k: str(ident / f) for k, f in
                          (("key", "node.key"), ("cert", "node.crt"), ("ca", "ca.crt"))},
             "xtr": xtr,
@@ -145,7 +146,7 @@ def _topology(workdir: Path) -> Path:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path, float]]:
     workdir = tmp_path_factory.mktemp("rtrnat")
     started = time.monotonic()
-    with lab_up(_topology(workdir), workdir) as built:
+    with lab_up(topology(workdir), workdir) as built:
         yield built, workdir, started
 
 
