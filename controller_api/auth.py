@@ -9,7 +9,7 @@ admin URI. Everything but Enrollment goes through one of these.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from cryptography import x509
@@ -47,10 +47,15 @@ def _uris(cert: x509.Certificate) -> list[str]:
 
 class Authenticator:
     def __init__(
-        self, store: Store, ca: x509.Certificate, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        ca: x509.Certificate | Callable[[], Sequence[x509.Certificate]],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.ca = ca
+        # The trusted CAs (two during a CA rotation), read at each call: a rotation or its
+        # finish applies to the next call.
+        self.cas = (lambda: (ca,)) if isinstance(ca, x509.Certificate) else ca
         self.clock = clock
 
     def _chained(self, cert: x509.Certificate | None, what: str) -> x509.Certificate:
@@ -60,13 +65,13 @@ class Authenticator:
                 f"{what} certificate is required: use the controller's API port (mutual TLS), "
                 "not its join port",
             )
-        try:
-            cert.verify_directly_issued_by(self.ca)
-        except Exception:
-            raise Denied(
-                grpc.StatusCode.UNAUTHENTICATED, "client certificate not from this controller"
-            ) from None
-        return cert
+        for ca in self.cas():
+            try:
+                cert.verify_directly_issued_by(ca)
+            except Exception:
+                continue
+            return cert
+        raise Denied(grpc.StatusCode.UNAUTHENTICATED, "client certificate not from this controller")
 
     def node(self, context: grpc.aio.ServicerContext) -> NodeRow:
         cert = self._chained(peer_certificate(context), "a node")

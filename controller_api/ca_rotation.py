@@ -73,11 +73,15 @@ def material(entry: CaEntry) -> CaMaterial:
     return CaMaterial(cert_pem, key_pem)
 
 
-def new_ca(previous: CaEntry, now: dt.datetime, generation: int) -> CaEntry:
+def new_ca(previous: CaEntry, now: dt.datetime) -> CaEntry:
     """A new self-signed CA and its cross-certificate from `previous`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, f"lispmesh controller CA {generation}")]
+        [
+            x509.NameAttribute(
+                NameOID.COMMON_NAME, f"lispmesh controller CA {now:%Y-%m-%dT%H:%M:%SZ}"
+            )
+        ]
     )
     start = now - dt.timedelta(minutes=5)
 

@@ -52,10 +52,12 @@ class Changes:
     quarantine: bool = False  # a node went into or out of quarantine
     replicas: bool = False  # a replica came or went (the map-servers nodes register with)
     retired: bool = False  # a renewal retired a certificate (every node refuses it later)
+    ca: bool = False  # the CAs changed (a rotation): every node's trust bundle
 
     def __bool__(self) -> bool:
         return bool(self.nodes) or any((self.everyone, self.inventory, self.policy, self.sites,
-                                        self.quarantine, self.replicas, self.retired))  # fmt: skip
+                                        self.quarantine, self.replicas, self.retired,
+                                        self.ca))  # fmt: skip
 
 
 def _json(raw: bytes) -> dict[str, Any] | None:
@@ -91,6 +93,8 @@ def classify(prefix: str, revision: int, events: Sequence[Any]) -> Changes:
             _node_change(out, rest, _json(old), _json(new))
         elif kind == "policies" or key == "internal/policy_generation":
             out.policy = True
+        elif key in ("ca", "ca_others"):
+            out.ca = out.everyone = True
         elif key.startswith("internal/replicas/"):
             out.replicas = True
         elif kind == "objects":

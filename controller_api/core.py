@@ -18,6 +18,7 @@ from controller_api.change_feed import Changes
 from controller_api.desired import build, versioned
 from controller_api.embedded_ms import EmbeddedMapServer, site_name
 from controller_api.gen.lispmesh.v1 import admin_pb2, common_pb2, config_pb2, status_pb2
+from controller_api.pki import ControllerPki
 from controller_api.policies import Checked, PolicyManager
 from controller_api.retired_certs import RetiredCertificates
 from controller_api.settings import ControllerSettings, Pools, rfc3339
@@ -55,6 +56,7 @@ class ControllerCore:
         # Set when the store's change feed drives the streams (etcd): no periodic re-reads.
         self.fed = False
         self.built = 0  # desired states built (a figure for tests and benchmarks)
+        self.pki: ControllerPki | None = None  # the CAs, set by the server (trust bundle)
         # Every replica's map-server (address, port), sorted so that every replica builds the
         # same document; empty: this controller's own alone (one controller, SQLite).
         self.map_servers: list[tuple[str, int]] = []
@@ -74,6 +76,12 @@ class ControllerCore:
             self.retired.refused(self.clock()),
             map_servers=self.map_servers,
         )  # fmt: skip
+        if self.pki is not None and not node.revoked:
+            # The trust bundle (two CAs during a rotation) and which CA issues now: a node
+            # whose certificate is from another CA renews at once (controller_api.ca_rotation).
+            document.ca_bundle_pem = self.pki.ca_pem
+            document.ca_cross_pem = self.pki.cross_pem
+            document.issuing_ca = self.pki.issuer.fingerprint
         return versioned(self.store, document)
 
     def revoked_names(self) -> list[str]:
@@ -106,6 +114,8 @@ class ControllerCore:
             self._revoked = None
         if changes.retired:
             self.retired.forget()
+        if changes.ca and self.pki is not None:
+            self.pki.refresh()  # another replica rotated the CA (or finished the rotation)
         if changes.sites:
             self.sync_map_server()
         if changes.replicas:
@@ -121,6 +131,8 @@ class ControllerCore:
         self.policies.reload()
         self._revoked = None
         self.retired.forget()
+        if self.pki is not None:
+            self.pki.refresh()
         self.sync_map_server()
         self.reload_replicas()
         self.notify_all()

@@ -122,6 +122,7 @@ class Enroller:
             node_name=node.name,
             certificate_pem=enrolled.certificate_pem,
             ca_certificate_pem=self.pki.ca_pem,
+            ca_cross_pem=self.pki.cross_pem,
             instance_id=node.instance_id,
             eid_prefixes=[
                 common_pb2.EidPrefix(instance_id=node.instance_id, prefix=str(p))

@@ -18,13 +18,18 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.ca_trust import TrustError, cross_signed_by
+from common.files import write_file_atomic
+from controller_api import ca_rotation
 from controller_api.store import CaMaterial, Store, StoreError
 from mesh.identity import (
     CA_CERT_FILE,
@@ -32,7 +37,6 @@ from mesh.identity import (
     CertificateAuthority,
     IdentityError,
     read_certificate,
-    read_private_key,
     write_certificate,
     write_private_key,
 )
@@ -86,52 +90,203 @@ def _leaf(
     )
 
 
-@dataclass
+def _names(addresses: list[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = [
+        x509.DNSName(SERVER_NAME),
+        x509.DNSName("localhost"),
+        x509.DNSName(socket.gethostname()),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    for address in addresses:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(address)))
+        except ValueError:
+            names.append(x509.DNSName(address))
+    return list(dict.fromkeys(names))
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 class ControllerPki:
-    state_dir: Path
-    ca: CertificateAuthority
-    server_cert_pem: bytes  # server certificate followed by the CA: clients read the chain
-    server_key_pem: bytes
+    """The controller's CAs (one; two during a rotation, see controller_api.ca_rotation), its
+    TLS server certificate (from the oldest CA: every node trusts that one) and the admin
+    certificate. With a store, `refresh` follows the CAs stored there and the gRPC credentials
+    from `server_credentials` follow `refresh`, without a restart."""
+
+    def __init__(
+        self, state_dir: Path, addresses: list[str], materials: list[CaMaterial],
+        store: Store | None = None,
+    ) -> None:  # fmt: skip
+        self.state_dir = state_dir
+        self.addresses = addresses
+        self.store = store
+        self.entries: list[ca_rotation.CaEntry] = []
+        self.server_cert_pem = b""  # server certificate followed by its CA: clients read it
+        self.server_key_pem = b""
+        self.generation = 0  # bumped by every change of the CAs
+        self._apply(materials)
+
+    # ------------------------------------------------------------------ the CA set
+
+    @property
+    def issuer(self) -> ca_rotation.CaEntry:
+        return self.entries[0]
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        """The issuing CA: new and renewed node certificates come from it."""
+        return CertificateAuthority(self.issuer.certificate, self.issuer.key)
+
+    @property
+    def trusted(self) -> list[x509.Certificate]:
+        return [e.certificate for e in self.entries]
 
     @property
     def ca_pem(self) -> bytes:
-        return pem(self.ca.certificate)
+        """The trust bundle (PEM), the issuing CA first."""
+        return b"".join(pem(c) for c in self.trusted)
+
+    @property
+    def cross_pem(self) -> bytes:
+        return b"".join(pem(e.cross) for e in self.entries if e.cross is not None)
+
+    @property
+    def tls_ca(self) -> ca_rotation.CaEntry:
+        """The oldest CA: the one no other CA of the set cross-signed."""
+        for entry in self.entries:
+            others = [o.certificate for o in self.entries if o is not entry]
+            cross = entry.cross
+            if cross is None or not any(
+                cross_signed_by(cross, entry.certificate, o) for o in others
+            ):
+                return entry
+        return self.entries[0]
+
+    @property
+    def phase(self) -> str:
+        if len(self.entries) == 1:
+            return "stable"
+        return "distributing" if self.issuer is self.tls_ca else "switching"
+
+    def issuer_of(self, cert: x509.Certificate) -> ca_rotation.CaEntry | None:
+        return next((e for e in self.entries if _issued_by(cert, e.certificate)), None)
+
+    def refresh(self) -> bool:
+        """Take the CAs stored now (another replica may have rotated); True if they changed."""
+        if self.store is None:
+            return False
+        materials = self.store.ca_materials()
+        if materials == [ca_rotation.material(e) for e in self.entries] or not materials:
+            return False
+        self._apply(materials)
+        return True
+
+    def replace(self, entries: list[ca_rotation.CaEntry]) -> None:
+        """Store `entries` as the CA set (Conflict if another replica changed it meanwhile)."""
+        assert self.store is not None
+        current = [ca_rotation.material(e) for e in self.entries]
+        self.store.replace_ca_materials(current, [ca_rotation.material(e) for e in entries])
+        self.refresh()
+
+    def _apply(self, materials: list[CaMaterial]) -> None:
+        try:
+            entries = [ca_rotation.parse(m) for m in materials]
+        except TrustError as exc:
+            raise IdentityError(str(exc)) from None
+        old_tls = self.tls_ca.fingerprint if self.entries else None
+        self.entries = entries
+        tls = self.tls_ca
+        if tls.fingerprint != old_tls:
+            self._server_certificate(tls)
+        self._admin_certificate()
+        write_file_atomic(self.state_dir / "ca.crt", self.ca_pem, 0o644)
+        self.generation += 1
+
+    def _server_certificate(self, tls: ca_rotation.CaEntry) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _leaf(tls.certificate, tls.key, key, SERVER_NAME, _names(self.addresses),
+                     ExtendedKeyUsageOID.SERVER_AUTH, 825)  # fmt: skip
+        write_private_key(self.state_dir / "server.key", key)
+        write_certificate(self.state_dir / "server.crt", cert)
+        self.server_key_pem = (self.state_dir / "server.key").read_bytes()
+        self.server_cert_pem = pem(cert) + pem(tls.certificate)
+
+    def _admin_certificate(self) -> None:
+        """Made once, and again when no trusted CA issued it (a rotation finished)."""
+        path = self.state_dir / "admin.crt"
+        made = (self.state_dir / "admin.key").exists() and path.exists()
+        if made and any(_issued_by(read_certificate(path), c) for c in self.trusted):
+            return
+        admin_key = ec.generate_private_key(ec.SECP256R1())
+        admin = _leaf(self.issuer.certificate, self.issuer.key, admin_key, "admin",
+                      [x509.UniformResourceIdentifier(ADMIN_URI_PREFIX + "admin")],
+                      ExtendedKeyUsageOID.CLIENT_AUTH, 3650)  # fmt: skip
+        write_private_key(self.state_dir / "admin.key", admin_key)
+        write_certificate(path, admin)
+
+    def rotate(self, now: float) -> None:
+        """A new CA, cross-signed by the issuing one, trusted beside it (not issuing yet)."""
+        if len(self.entries) > 1:
+            raise StoreError(
+                f"a CA rotation is in progress ({self.phase}): finish it first (ca rotate --finish)"
+            )
+        moment = dt.datetime.fromtimestamp(now, dt.UTC)
+        self.replace([self.issuer, ca_rotation.new_ca(self.issuer, moment)])
+
+    def switch(self) -> None:
+        """The new CA issues from now on (every connected node trusts it)."""
+        if self.phase == "distributing":
+            self.replace([*self.entries[1:], self.entries[0]])
+
+    def finish(self) -> None:
+        """Only the issuing CA stays trusted."""
+        if self.phase == "distributing":
+            raise StoreError("the new CA does not issue yet: wait for the nodes to take it")
+        self.replace([self.issuer])
+
+    # ------------------------------------------------------------------ TLS
+
+    def server_configuration(self, mutual: bool) -> Any:
+        pair = [(self.server_key_pem, self.server_cert_pem)]
+        roots = self.ca_pem if mutual else None
+        return grpc.ssl_server_certificate_configuration(pair, root_certificates=roots)
+
+    def server_credentials(self, mutual: bool) -> grpc.ServerCredentials:
+        """Credentials that follow the CA set: a handshake after a change sees the new server
+        certificate and (mutual) the new client roots. The fetcher runs in gRPC's threads: it
+        only reads values the event loop replaced whole."""
+        seen = [self.generation]
+
+        def fetch() -> Any:
+            if seen[0] == self.generation:
+                return None
+            seen[0] = self.generation
+            return self.server_configuration(mutual)
+
+        return grpc.dynamic_ssl_server_credentials(
+            self.server_configuration(mutual), fetch, require_client_authentication=mutual
+        )
 
     @classmethod
-    def load_or_create(cls, state_dir: Path, addresses: list[str]) -> ControllerPki:
+    def load_or_create(
+        cls, state_dir: Path, addresses: list[str], store: Store | None = None
+    ) -> ControllerPki:
+        """The CAs of `store` (see `shared_ca`), or without one the CA in `state_dir/ca`."""
+        if store is not None:
+            shared_ca(store, state_dir / CA_DIR)
+            return cls(state_dir, addresses, store.ca_materials(), store)
         ca_dir = state_dir / CA_DIR
-        if (ca_dir / CA_KEY_FILE).exists():
-            ca = CertificateAuthority.load(ca_dir)
-        else:
-            ca = CertificateAuthority.create(ca_dir, "lispmesh controller CA")
-        ca_key = read_private_key(ca_dir / CA_KEY_FILE)
-        names: list[x509.GeneralName] = [
-            x509.DNSName(SERVER_NAME),
-            x509.DNSName("localhost"),
-            x509.DNSName(socket.gethostname()),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]
-        for address in addresses:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(address)))
-            except ValueError:
-                names.append(x509.DNSName(address))
-        unique = list(dict.fromkeys(names))
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _leaf(ca.certificate, ca_key, key, SERVER_NAME, unique,
-                     ExtendedKeyUsageOID.SERVER_AUTH, 825)  # fmt: skip
-        write_private_key(state_dir / "server.key", key)
-        write_certificate(state_dir / "server.crt", cert)
-        if not (state_dir / "admin.key").exists():
-            admin_key = ec.generate_private_key(ec.SECP256R1())
-            admin = _leaf(ca.certificate, ca_key, admin_key, "admin",
-                          [x509.UniformResourceIdentifier(ADMIN_URI_PREFIX + "admin")],
-                          ExtendedKeyUsageOID.CLIENT_AUTH, 3650)  # fmt: skip
-            write_private_key(state_dir / "admin.key", admin_key)
-            write_certificate(state_dir / "admin.crt", admin)
-        write_certificate(state_dir / "ca.crt", ca.certificate)
-        key_pem = (state_dir / "server.key").read_bytes()
-        return cls(state_dir, ca, pem(cert) + pem(ca.certificate), key_pem)
+        if not (ca_dir / CA_KEY_FILE).exists():
+            CertificateAuthority.create(ca_dir, "lispmesh controller CA")
+        material = ca_from_dir(ca_dir)
+        assert material is not None
+        return cls(state_dir, addresses, [material])
 
 
 def parse_csr(der: bytes) -> ec.EllipticCurvePublicKey:

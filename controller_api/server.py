@@ -189,12 +189,12 @@ class Controller:
         wildcard = s.listen_host in ("", "0.0.0.0", "::")
         advertise = s.advertise or (default_advertise() if wildcard else s.listen_host)
         try:
-            ca_pki = pki_mod.ControllerPki.load_or_create(state_dir, [advertise])
+            ca_pki = pki_mod.ControllerPki.load_or_create(state_dir, [advertise], store)
             cas = pki_mod.load_onboarding_cas(s.onboarding_ca) if s.onboarding_ca else []
         except IdentityError as exc:
             raise ControllerError(exc.reason) from None
         verifier = _tpm_verifier(s, store)
-        self.pin = ca_pin(ca_pki.ca.certificate)
+        self.pin = ca_pin(ca_pki.tls_ca.certificate)
         self.map_server = EmbeddedMapServer(
             s.listen_host if not wildcard else "0.0.0.0",
             s.map_server_port,
@@ -223,7 +223,8 @@ class Controller:
             )  # fmt: skip
             self.feed.start()
             core.fed = True
-        auth = Authenticator(store, ca_pki.ca.certificate, self.clock)
+        core.pki = ca_pki
+        auth = Authenticator(store, lambda: ca_pki.trusted, self.clock)
         enroller = Enroller(store, ca_pki, s, pools, cas, clock=self.clock, tpm=verifier)
         enroller.retired = core.retired
         self.store_errors = StoreErrors(
@@ -233,7 +234,7 @@ class Controller:
             interceptors=[self.store_errors],
             options=[("grpc.keepalive_permit_without_calls", 1)],
         )
-        admin = AdminService(core, auth, self.pin, verifier)
+        admin = AdminService(core, auth, lambda: ca_pin(ca_pki.tls_ca.certificate), verifier)
         for add, servicer in (
             (
                 enrollment_pb2_grpc.add_EnrollmentServicer_to_server,
@@ -255,14 +256,13 @@ class Controller:
             ),
         ):
             _add_servicer(add, servicer, server)
-        pair = [(ca_pki.server_key_pem, ca_pki.server_cert_pem)]
         bind = f"[{s.listen_host}]" if ":" in s.listen_host else s.listen_host or "0.0.0.0"
         # gRPC servers either require client certificates on a port or never ask for them:
         # the join port (TLS) serves enrollment, the API port (mutual TLS) everything else.
-        join = grpc.ssl_server_credentials(pair)
-        mutual = grpc.ssl_server_credentials(
-            pair, root_certificates=ca_pki.ca_pem, require_client_auth=True
-        )
+        # Both follow the CA set (a rotation changes the client roots, its finish the server
+        # certificate) without a restart.
+        join = ca_pki.server_credentials(mutual=False)
+        mutual = ca_pki.server_credentials(mutual=True)
         api_port = (
             s.api_port if s.api_port is not None else (s.listen_port + 1 if s.listen_port else 0)
         )

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from controller_api import pki
+from controller_api import ca_admin, pki
 from controller_api.attestation import AttestationRefused, TpmClock
 from controller_api.attestation_policies import AttestationPolicies, PolicyInForce
 from controller_api.auth import Authenticator, Denied
@@ -33,6 +33,7 @@ from controller_api.gen.lispmesh.v1 import (
     status_pb2_grpc,
 )
 from controller_api.settings import rfc3339
+from controller_api.store import StoreError
 from controller_api.tokens import new_token
 from controller_api.tpm_records import Attestation, TpmNode
 from controller_api.tpm_verifier import TpmVerifier
@@ -205,6 +206,7 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
             raise
         error = "" if request.ok else (request.error or "failed")[:500]
         self.core.store.record_ack(node.node_id, request.version, error, self.core.clock())
+        ca_admin.maybe_switch(self.core)  # during a CA rotation: was this the last node?
         if error:
             log.warning("node %s could not apply version %d: %s", node.name, request.version, error)
         return config_pb2.AckResponse()
@@ -266,7 +268,11 @@ class StatusService(status_pb2_grpc.StatusServicer):
 
 class AdminService(admin_pb2_grpc.AdminServicer):
     def __init__(
-        self, core: ControllerCore, auth: Authenticator, ca_pin: str, verifier: TpmVerifier
+        self,
+        core: ControllerCore,
+        auth: Authenticator,
+        ca_pin: Callable[[], str],
+        verifier: TpmVerifier,
     ) -> None:
         self.core = core
         self.auth = auth
@@ -283,6 +289,26 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the controller is starting")
         assert self.controller_status is not None
         return await asyncio.to_thread(self.controller_status)
+
+    async def RotateCa(
+        self, request: admin_pb2.RotateCaRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CaStatus:
+        who = await self._admin(context)
+        try:
+            return ca_admin.rotate(self.core, request.finish, request.force, who)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise  # not reached: abort raises
+
+    async def GetCaStatus(
+        self, request: admin_pb2.CaStatusRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CaStatus:
+        await self._admin(context)
+        try:
+            return ca_admin.status(self.core)
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise
 
     async def _admin(self, context: grpc.aio.ServicerContext) -> str:
         try:
@@ -327,7 +353,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if ttl < 0 or ttl > 10 * 365 * 86400:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"ttl {ttl:g} s out of range")
         now = self.core.clock()
-        token = new_token(self.ca_pin)
+        token = new_token(self.ca_pin())
         row = self.core.store.add_token(
             token.token_id, token.secret_hash, now, now + ttl, request.max_uses or 1,
             tuple(request.tags), request.description[:200],

@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from common.ca_trust import TrustError
 from controller_api.client import ControllerUnreachable, aio_channel, explain
 from controller_api.gen.lispmesh.v1 import (
     attestation_pb2,
@@ -37,7 +38,7 @@ from controller_api.settings import rfc3339
 from mesh.config import NodeConfig
 from mesh.control import ControlServer
 from mesh.node import NodeRuntime, NodeSetupError
-from node import telemetry
+from node import telemetry, trust
 from node.backoff import Backoff
 from node.desired import DesiredStateError, LocalFacts, to_node_config
 from node.node_key import NodeKey
@@ -122,6 +123,7 @@ class Agent:
         self.force_report = True
         self.renewal: RenewalSchedule | None = None
         self.credentials_changed = asyncio.Event()  # a renewal: reconnect with the new pair
+        self.renew_now = asyncio.Event()  # the issuing CA changed: renew before the schedule
         self.witness: TpmWitness | None = None
         self.attestation = ""  # TPM nodes: "ok at <time>" or "failed at <time>: <reason>"
         self.seal: Any = None  # TPM nodes: node.checkpoint_seal.CheckpointSeal
@@ -314,10 +316,30 @@ class Agent:
         async for desired in call:
             if desired.revoked:
                 raise Revoked(f"node {desired.node_name} was revoked by the controller")
-            ok, error = await self._apply(desired)
+            ok, error = self._follow_ca(desired)
+            if ok:
+                ok, error = await self._apply(desired)
             ack = config_pb2.AckRequest(version=desired.version, ok=ok, error=error)
             await config_stub.Ack(ack, timeout=5)
             self.force_report = True
+
+    def _follow_ca(self, desired: config_pb2.DesiredState) -> tuple[bool, str]:
+        """Take the controller's CA bundle (a CA rotation) before the rest of the state: the
+        controller lets a new CA issue only once every node acknowledged it, so a peer's
+        new-CA certificate never reaches a node that does not trust that CA yet."""
+        try:
+            if trust.update_bundle(self.state, desired):
+                log.info(
+                    "CA bundle updated: %d CA(s) trusted", desired.ca_bundle_pem.count(b"BEGIN")
+                )
+                if self.runtime is not None:
+                    self.runtime.reload_identity()
+        except (TrustError, OSError) as exc:
+            log.error("CA bundle refused: %s", exc)
+            return False, f"CA bundle refused: {exc}"
+        if trust.renew_for_new_issuer(self.state, desired):
+            self.renew_now.set()
+        return True, ""
 
     async def _attest_every(self, channel: grpc.aio.Channel, interval: float) -> None:
         """Attest again every `interval` seconds (as the controller last said) until a round
@@ -412,9 +434,15 @@ class Agent:
         cert = x509.load_pem_x509_certificate(self.state.cert.read_bytes())
         self.renewal = schedule = RenewalSchedule.for_certificate(cert, backoff)
         while True:
+            if self.renew_now.is_set():
+                self.renew_now.clear()
+                if schedule.retry_at is None:  # after a failure, the backoff stands
+                    schedule.renew_early(time.time())
+                    log.info("certificate from a CA that no longer issues: renewing now")
             wait = schedule.next_attempt() - time.time()
             if wait > 0:
-                await asyncio.sleep(min(wait, opts.renew_recheck))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.renew_now.wait(), min(wait, opts.renew_recheck))
                 continue
             try:
                 cert = await renew_certificate(self.state, self.enrollment.name, self.api_address)

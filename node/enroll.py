@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.errors import LispmeshError
+from common.files import write_file_atomic
 from controller_api.client import (
     ControllerRefused,
     ControllerUnreachable,
@@ -36,6 +37,7 @@ from node.node_key import NodeKey, NodeKeyError
 from node.state import Enrollment, StateDir
 from node.tpm import TpmError
 from node.tpm_evidence import TpmWitness
+from node.trust import bundle_pem, issued_by_any, take_bundle
 
 AGENT_VERSION = "0.1.0"
 ENROLL_TIMEOUT = 15.0
@@ -189,10 +191,17 @@ def _store(
 ) -> Enrollment:
     try:
         cert = x509.load_pem_x509_certificate(response.certificate_pem)
-        ca = x509.load_pem_x509_certificate(ca_pem)
-        cert.verify_directly_issued_by(ca)
+        # The CAs to trust from now on: the one the controller was authenticated with, and
+        # (during a CA rotation) the new one it cross-signed.
+        bundle = take_bundle(
+            x509.load_pem_x509_certificates(ca_pem),
+            response.ca_certificate_pem,
+            response.ca_cross_pem,
+        )
     except Exception as exc:
         raise EnrollError(f"the controller sent an unusable certificate: {exc}") from None
+    if issued_by_any(cert, bundle) is None:
+        raise EnrollError("the controller sent a certificate from a CA this node does not trust")
     if cert.public_key() != node_key.private_key.public_key():
         raise EnrollError("the controller sent a certificate for another key")
     host, _ = split_address(controller)
@@ -209,7 +218,7 @@ def _store(
         tpm=node_key.where if node_key.origin == "tpm" else "",
         api_addresses=tuple(response.api_addresses),
     )
-    write_certificate(state.ca, ca)
+    write_file_atomic(state.ca, bundle_pem(bundle), 0o644)
     write_certificate(state.cert, cert)
     state.save_enrollment(enrollment)
     return enrollment

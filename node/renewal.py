@@ -25,8 +25,10 @@ from common.errors import LispmeshError
 from controller_api.client import aio_channel, credentials, explain
 from controller_api.gen.lispmesh.v1 import config_pb2, config_pb2_grpc
 from controller_api.pki import make_csr
+from mesh.identity import read_ca_bundle
 from node.backoff import Backoff
 from node.state import StateDir
+from node.trust import issued_by_any
 
 RENEW_AT = 2 / 3  # of the certificate's lifetime
 RENEW_TIMEOUT = 10.0
@@ -69,6 +71,10 @@ class RenewalSchedule:
         self.last_error = error
         return self.retry_at
 
+    def renew_early(self, now: float) -> None:
+        """Renew at `now` (the certificate's CA no longer issues: a CA rotation)."""
+        self.retry_at = now
+
     def renewed(self, cert: x509.Certificate) -> None:
         self.not_before, self.not_after = lifetime(cert)
         self.retry_at = None
@@ -79,9 +85,12 @@ class RenewalSchedule:
 def _check(cert_pem: bytes, key: ec.EllipticCurvePrivateKey, state: StateDir) -> x509.Certificate:
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
-        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(state.ca.read_bytes()))
+        trusted = read_ca_bundle(state.ca)
     except Exception as exc:
         raise RenewalError(f"the controller sent an unusable certificate: {exc}") from None
+    if issued_by_any(cert, trusted) is None:
+        # The issuing CA changed and this node has not taken the bundle naming it yet.
+        raise RenewalError("the controller sent a certificate from a CA this node does not trust")
     if cert.public_key() != key.public_key():
         raise RenewalError("the controller sent a certificate for another key")
     old = x509.load_pem_x509_certificate(state.cert.read_bytes())

@@ -145,6 +145,30 @@ class EtcdStore:
         raw = self._create_default(self._k("ca"), codec.dumps(codec.ca_doc(material)))
         return codec.ca_material(codec.loads(raw, "ca"))
 
+    def ca_materials(self) -> list[CaMaterial]:
+        first = self.ca_material()
+        if first is None:
+            return []
+        doc, _ = self._doc(self._k("ca_others"))
+        return [first, *(codec.ca_material(d) for d in (doc or {}).get("cas", []))]
+
+    def replace_ca_materials(
+        self, expected: Sequence[CaMaterial], new: Sequence[CaMaterial]
+    ) -> None:
+        if not new:
+            raise StoreError("a controller needs at least one CA")
+        first_key, others_key = self._k("ca"), self._k("ca_others")
+        first, first_mod = self._doc(first_key)
+        others, others_mod = self._doc(others_key)
+        stored = [codec.ca_material(first)] if first is not None else []
+        stored += [codec.ca_material(d) for d in (others or {}).get("cas", [])]
+        rest = {"cas": [codec.ca_doc(m) for m in new[1:]]}
+        ops = [put(first_key, codec.dumps(codec.ca_doc(new[0]))),
+               put(others_key, codec.dumps(rest))]  # fmt: skip
+        checks = [compare_mod(first_key, first_mod), compare_mod(others_key, others_mod)]
+        if stored != list(expected) or not self.etcd.txn(checks, ops).succeeded:
+            raise Conflict("the controller's CAs changed meanwhile: look again")
+
     # ------------------------------------------------------------------ tokens
 
     def add_token(

@@ -62,6 +62,17 @@ class Store(Protocol):
         """The stored CA, storing `material` first if there is none (the first writer wins)."""
         ...
 
+    def ca_materials(self) -> list[CaMaterial]:
+        """Every trusted CA, the issuing one (`ca_material`) first: more than one during a CA
+        rotation (controller_api.ca_rotation)."""
+        ...
+
+    def replace_ca_materials(
+        self, expected: Sequence[CaMaterial], new: Sequence[CaMaterial]
+    ) -> None:
+        """Store `new` (the issuing CA first) if the stored CAs are `expected`; Conflict if not."""
+        ...
+
     # ------------------------------------------------------------------ tokens
 
     def add_token(

@@ -114,6 +114,12 @@ CREATE TABLE IF NOT EXISTS ca (
     cert_pem BLOB NOT NULL,
     key_pem BLOB NOT NULL
 );
+-- The other CAs trusted during a CA rotation (table ca holds the issuing one).
+CREATE TABLE IF NOT EXISTS ca_others (
+    position INTEGER PRIMARY KEY,
+    cert_pem BLOB NOT NULL,
+    key_pem BLOB NOT NULL
+);
 """
 
 _NODE_COLUMNS = (
@@ -267,6 +273,35 @@ class SqliteStore:
         stored = self.ca_material()
         assert stored is not None
         return stored
+
+    def ca_materials(self) -> list[CaMaterial]:
+        first = self.ca_material()
+        if first is None:
+            return []
+        rows = self._read("SELECT cert_pem, key_pem FROM ca_others ORDER BY position")
+        return [first, *(CaMaterial(bytes(c), bytes(k)) for c, k in rows)]
+
+    def replace_ca_materials(
+        self, expected: Sequence[CaMaterial], new: Sequence[CaMaterial]
+    ) -> None:
+        if not new:
+            raise StoreError("a controller needs at least one CA")
+        with self._write() as conn:
+            rows = conn.execute("SELECT cert_pem, key_pem FROM ca WHERE id = 1").fetchall()
+            rows += conn.execute(
+                "SELECT cert_pem, key_pem FROM ca_others ORDER BY position"
+            ).fetchall()
+            if [CaMaterial(bytes(c), bytes(k)) for c, k in rows] != list(expected):
+                raise Conflict("the controller's CAs changed meanwhile: look again")
+            conn.execute(
+                "INSERT OR REPLACE INTO ca (id, cert_pem, key_pem) VALUES (1, ?, ?)",
+                (new[0].cert_pem, new[0].key_pem),
+            )
+            conn.execute("DELETE FROM ca_others")
+            conn.executemany(
+                "INSERT INTO ca_others (position, cert_pem, key_pem) VALUES (?, ?, ?)",
+                [(i, m.cert_pem, m.key_pem) for i, m in enumerate(new[1:])],
+            )
 
     # ------------------------------------------------------------------ tokens
 

@@ -16,7 +16,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lispmesh.commands import attestation, ops
+from lispmesh.commands import attestation, ca, ops
 from lispmesh.commands.options import Subparsers, add_controller_target, group, parse_duration
 from lispmesh.commands.output import console, print_json
 from lispmesh.commands.rpc import ask_controller
@@ -478,5 +478,6 @@ def register(subparsers: Subparsers) -> None:
     migrate.set_defaults(handler=_migrate)
 
     attestation.register(sub)
+    ca.register(sub)
 
     ops.add_topology(sub, "topology", "nodes, EIDs, RLOCs and registrations (= lispmesh topology)")

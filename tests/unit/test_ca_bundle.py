@@ -51,7 +51,7 @@ def rotation(tmp_path: Path) -> tuple[ca_rotation.CaEntry, ca_rotation.CaEntry]:
         (tmp_path / "ca" / "ca.crt").read_bytes(), (tmp_path / "ca" / "ca.key").read_bytes()
     ))  # fmt: skip
     assert old_entry.certificate == old.certificate
-    return old_entry, ca_rotation.new_ca(old_entry, NOW, 2)
+    return old_entry, ca_rotation.new_ca(old_entry, NOW)
 
 
 def test_old_and_new_accepted_during_switch_old_refused_after(tmp_path: Path, rotation) -> None:
@@ -119,8 +119,8 @@ def test_cross_certificate_extends_trust_only_from_a_trusted_ca(tmp_path: Path, 
     after = ca_trust.extend_trust(offered, [new.certificate], [])
     assert after == [new.certificate]
     # the attack: a CA slipped into the bundle, without (or with a self-made) cross-certificate
-    rogue_entry = ca_rotation.new_ca(new, NOW, 3)
-    rogue = ca_rotation.new_ca(rogue_entry, NOW, 3)  # vouched for by the rogue only
+    rogue_entry = ca_rotation.new_ca(new, NOW)
+    rogue = ca_rotation.new_ca(rogue_entry, NOW)  # vouched for by the rogue only
     with pytest.raises(TrustError, match="not cross-signed by a CA this node trusts"):
         ca_trust.extend_trust([old.certificate], [*offered, rogue.certificate], [new.cross])
     assert rogue.cross is not None

@@ -250,3 +250,45 @@ class AttestationPolicyInfo(_message.Message):
     filename: str
     interval_seconds: float
     def __init__(self, policy_json: _Optional[str] = ..., source: _Optional[str] = ..., set_at: _Optional[str] = ..., set_by: _Optional[str] = ..., filename: _Optional[str] = ..., interval_seconds: _Optional[float] = ...) -> None: ...
+
+class RotateCaRequest(_message.Message):
+    __slots__ = ("finish", "force")
+    FINISH_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    finish: bool
+    force: bool
+    def __init__(self, finish: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class CaStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CaInfo(_message.Message):
+    __slots__ = ("fingerprint", "subject", "not_after", "issuing", "serves_tls", "nodes", "cross_signed_by")
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    ISSUING_FIELD_NUMBER: _ClassVar[int]
+    SERVES_TLS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    CROSS_SIGNED_BY_FIELD_NUMBER: _ClassVar[int]
+    fingerprint: str
+    subject: str
+    not_after: str
+    issuing: bool
+    serves_tls: bool
+    nodes: int
+    cross_signed_by: str
+    def __init__(self, fingerprint: _Optional[str] = ..., subject: _Optional[str] = ..., not_after: _Optional[str] = ..., issuing: _Optional[bool] = ..., serves_tls: _Optional[bool] = ..., nodes: _Optional[int] = ..., cross_signed_by: _Optional[str] = ...) -> None: ...
+
+class CaStatus(_message.Message):
+    __slots__ = ("cas", "phase", "nodes_on_old_ca", "nodes_without_bundle")
+    CAS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    NODES_ON_OLD_CA_FIELD_NUMBER: _ClassVar[int]
+    NODES_WITHOUT_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    cas: _containers.RepeatedCompositeFieldContainer[CaInfo]
+    phase: str
+    nodes_on_old_ca: int
+    nodes_without_bundle: int
+    def __init__(self, cas: _Optional[_Iterable[_Union[CaInfo, _Mapping]]] = ..., phase: _Optional[str] = ..., nodes_on_old_ca: _Optional[int] = ..., nodes_without_bundle: _Optional[int] = ...) -> None: ...

@@ -85,6 +85,16 @@ class AdminStub:
                 request_serializer=lispmesh_dot_v1_dot_admin__pb2.ControllerStatusRequest.SerializeToString,
                 response_deserializer=lispmesh_dot_v1_dot_admin__pb2.ControllerStatusInfo.FromString,
                 _registered_method=True)
+        self.RotateCa = channel.unary_unary(
+                '/lispmesh.v1.Admin/RotateCa',
+                request_serializer=lispmesh_dot_v1_dot_admin__pb2.RotateCaRequest.SerializeToString,
+                response_deserializer=lispmesh_dot_v1_dot_admin__pb2.CaStatus.FromString,
+                _registered_method=True)
+        self.GetCaStatus = channel.unary_unary(
+                '/lispmesh.v1.Admin/GetCaStatus',
+                request_serializer=lispmesh_dot_v1_dot_admin__pb2.CaStatusRequest.SerializeToString,
+                response_deserializer=lispmesh_dot_v1_dot_admin__pb2.CaStatus.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -152,6 +162,19 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateCa(self, request, context):
+        """CA rotation: a new CA cross-signed by the old one (finish: drop the old CA).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCaStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +227,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ControllerStatus,
                     request_deserializer=lispmesh_dot_v1_dot_admin__pb2.ControllerStatusRequest.FromString,
                     response_serializer=lispmesh_dot_v1_dot_admin__pb2.ControllerStatusInfo.SerializeToString,
+            ),
+            'RotateCa': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateCa,
+                    request_deserializer=lispmesh_dot_v1_dot_admin__pb2.RotateCaRequest.FromString,
+                    response_serializer=lispmesh_dot_v1_dot_admin__pb2.CaStatus.SerializeToString,
+            ),
+            'GetCaStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaStatus,
+                    request_deserializer=lispmesh_dot_v1_dot_admin__pb2.CaStatusRequest.FromString,
+                    response_serializer=lispmesh_dot_v1_dot_admin__pb2.CaStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -476,6 +509,60 @@ class Admin:
             '/lispmesh.v1.Admin/ControllerStatus',
             lispmesh_dot_v1_dot_admin__pb2.ControllerStatusRequest.SerializeToString,
             lispmesh_dot_v1_dot_admin__pb2.ControllerStatusInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateCa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lispmesh.v1.Admin/RotateCa',
+            lispmesh_dot_v1_dot_admin__pb2.RotateCaRequest.SerializeToString,
+            lispmesh_dot_v1_dot_admin__pb2.CaStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lispmesh.v1.Admin/GetCaStatus',
+            lispmesh_dot_v1_dot_admin__pb2.CaStatusRequest.SerializeToString,
+            lispmesh_dot_v1_dot_admin__pb2.CaStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,7 +76,7 @@ class EnrollRequest(_message.Message):
     def __init__(self, join_token: _Optional[str] = ..., onboarding: _Optional[_Union[OnboardingCredential, _Mapping]] = ..., csr_der: _Optional[bytes] = ..., requested_name: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., tpm: _Optional[_Union[TpmEvidence, _Mapping]] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("node_id", "node_name", "certificate_pem", "ca_certificate_pem", "instance_id", "eid_prefixes", "tags", "api_port", "api_addresses")
+    __slots__ = ("node_id", "node_name", "certificate_pem", "ca_certificate_pem", "instance_id", "eid_prefixes", "tags", "api_port", "api_addresses", "ca_cross_pem")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class EnrollResponse(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     API_PORT_FIELD_NUMBER: _ClassVar[int]
     API_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    CA_CROSS_PEM_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     node_name: str
     certificate_pem: bytes
@@ -95,4 +96,5 @@ class EnrollResponse(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     api_port: int
     api_addresses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., certificate_pem: _Optional[bytes] = ..., ca_certificate_pem: _Optional[bytes] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[_Union[_common_pb2.EidPrefix, _Mapping]]] = ..., tags: _Optional[_Iterable[str]] = ..., api_port: _Optional[int] = ..., api_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+    ca_cross_pem: bytes
+    def __init__(self, node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., certificate_pem: _Optional[bytes] = ..., ca_certificate_pem: _Optional[bytes] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[_Union[_common_pb2.EidPrefix, _Mapping]]] = ..., tags: _Optional[_Iterable[str]] = ..., api_port: _Optional[int] = ..., api_addresses: _Optional[_Iterable[str]] = ..., ca_cross_pem: _Optional[bytes] = ...) -> None: ...
