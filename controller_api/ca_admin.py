@@ -1,8 +1,8 @@
 """The controller's side of a CA rotation (controller_api.ca_rotation): which nodes hold which
 CA's certificate, when the new CA may start issuing, and the admin answers.
 
-The new CA starts issuing once every connected node has acknowledged a desired state that holds
-the bundle (checked after each Ack): from then on a node may be shown a new-CA certificate, and
+The new CA starts issuing once every live node has acknowledged a desired state that holds the
+bundle (checked after each Ack): from then on a node may be shown a new-CA certificate, and
 it trusts that CA already. A node that is not connected takes the bundle when it reconnects
 (the controller's TLS certificate is still from the old CA, which it trusts).
 """
@@ -20,6 +20,8 @@ from controller_api.settings import rfc3339
 from controller_api.store import NodeRow, StoreError
 
 log = logging.getLogger("lispmesh.controller")
+
+LIVE_WINDOW = 90.0  # seconds: three status reports (every 30 s)
 
 
 class CaRefused(StoreError):
@@ -46,11 +48,14 @@ def node_issuers(core: ControllerCore) -> dict[str, str]:
 
 
 def _without_bundle(core: ControllerCore) -> list[NodeRow]:
-    """Connected nodes that have not acknowledged a desired state holding the current bundle."""
+    """Live nodes that have not acknowledged a desired state holding the current bundle. Live:
+    connected here, or heard of lately by any replica (on etcd a node may be connected to
+    another one; its status reports keep `last_seen` fresh)."""
     out = []
-    for node_id, streams in list(core.streams.items()):
-        row = core.store.get_node(node_id) if streams else None
-        if row is None or row.revoked:
+    now = core.clock()
+    for row in core.store.list_nodes():
+        heard = row.last_seen is not None and now - row.last_seen < LIVE_WINDOW
+        if row.revoked or not (core.streams[row.node_id] > 0 or heard):
             continue
         state = core.desired_state(row)  # the current document (with the bundle), versioned
         if row.applied_version < state.version or row.apply_error:

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from controller_api.pki import CA_DIR, shared_ca
+from controller_api.pki import CA_DIR, tls_ca
 from controller_api.settings import StoreSettings
 from controller_api.store import TokenRow
 from controller_api.store_backend import open_store
@@ -27,8 +27,8 @@ def create_token(
     os.chmod(state_dir, 0o700)
     store = open_store(store_settings or StoreSettings(), state_dir)
     try:
-        ca = shared_ca(store, state_dir / CA_DIR)
-        token = new_token(ca_pin(ca.certificate))
+        # The CA of the controller's TLS certificate: during a CA rotation still the old one.
+        token = new_token(ca_pin(tls_ca(store, state_dir / CA_DIR)))
         now = time.time()
         row = store.add_token(
             token.token_id, token.secret_hash, now, now + ttl, max_uses, tags, description

@@ -113,6 +113,25 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+def oldest(entries: list[ca_rotation.CaEntry]) -> ca_rotation.CaEntry:
+    """The oldest CA of a set: the one no other CA of the set cross-signed."""
+    for entry in entries:
+        others = [o.certificate for o in entries if o is not entry]
+        cross = entry.cross
+        if cross is None or not any(cross_signed_by(cross, entry.certificate, o) for o in others):
+            return entry
+    return entries[0]
+
+
+def tls_ca(store: Store, ca_dir: Path) -> x509.Certificate:
+    """The CA a token made now must pin (the store's CA is made first if there is none)."""
+    shared_ca(store, ca_dir)
+    try:
+        return oldest([ca_rotation.parse(m) for m in store.ca_materials()]).certificate
+    except TrustError as exc:
+        raise StoreError(str(exc)) from None
+
+
 class ControllerPki:
     """The controller's CAs (one; two during a rotation, see controller_api.ca_rotation), its
     TLS server certificate (from the oldest CA: every node trusts that one) and the admin
@@ -158,15 +177,8 @@ class ControllerPki:
 
     @property
     def tls_ca(self) -> ca_rotation.CaEntry:
-        """The oldest CA: the one no other CA of the set cross-signed."""
-        for entry in self.entries:
-            others = [o.certificate for o in self.entries if o is not entry]
-            cross = entry.cross
-            if cross is None or not any(
-                cross_signed_by(cross, entry.certificate, o) for o in others
-            ):
-                return entry
-        return self.entries[0]
+        """The CA of the controller's TLS certificate (tokens pin it): the oldest."""
+        return oldest(self.entries)
 
     @property
     def phase(self) -> str:

@@ -17,6 +17,7 @@ from cryptography import x509
 from common.ca_trust import ca_fingerprint
 from controller_api.client import ControllerRefused, aio_channel, credentials, fetch_pinned_ca
 from controller_api.gen.lispmesh.v1 import admin_pb2, config_pb2, config_pb2_grpc
+from controller_api.offline import create_token
 from controller_api.tokens import parse_token
 from mesh.identity import read_ca_bundle
 from node import trust
@@ -185,9 +186,16 @@ def test_rotate_with_no_node_connected_switches_at_once_and_refuses_a_second(
     ctl.enroll(a, ctl.token())
     reply = _rotate(ctl)
     assert reply.phase == "switching" and reply.nodes_on_old_ca == 1
+    # A token made in the state dir meanwhile pins the CA the controller's TLS still shows.
+    token, _ = create_token(ctl.state_dir, 600, 1)
+    assert token.ca_pin == next(c.fingerprint for c in reply.cas if c.serves_tls)
+    assert not next(c.issuing for c in reply.cas if c.serves_tls)
+    b = StateDir(tmp_path / "b")
+    ctl.enroll(b, str(token))
+    assert _issuer(b) == next(c.fingerprint for c in reply.cas if c.issuing)
     with pytest.raises(grpc.RpcError, match="rotation is in progress"):
         _rotate(ctl)
     forced = _rotate(ctl, finish=True, force=True)
-    assert forced.phase == "stable" and forced.nodes_on_old_ca == 1
+    assert forced.phase == "stable" and forced.nodes_on_old_ca == 1  # a: it must join again
     with pytest.raises(grpc.RpcError, match="no CA rotation to finish"):
         _rotate(ctl, finish=True)
