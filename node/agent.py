@@ -124,6 +124,7 @@ class Agent:
         self.renewal: RenewalSchedule | None = None
         self.credentials_changed = asyncio.Event()  # a renewal: reconnect with the new pair
         self.renew_now = asyncio.Event()  # the issuing CA changed: renew before the schedule
+        self.issuing_ca = ""  # the CA that issues now, as the last desired state said
         self.witness: TpmWitness | None = None
         self.attestation = ""  # TPM nodes: "ok at <time>" or "failed at <time>: <reason>"
         self.seal: Any = None  # TPM nodes: node.checkpoint_seal.CheckpointSeal
@@ -337,7 +338,8 @@ class Agent:
         except (TrustError, OSError) as exc:
             log.error("CA bundle refused: %s", exc)
             return False, f"CA bundle refused: {exc}"
-        if trust.renew_for_new_issuer(self.state, desired):
+        self.issuing_ca = desired.issuing_ca
+        if trust.renew_for_new_issuer(self.state, desired.issuing_ca):
             self.renew_now.set()
         return True, ""
 
@@ -436,7 +438,9 @@ class Agent:
         while True:
             if self.renew_now.is_set():
                 self.renew_now.clear()
-                if schedule.retry_at is None:  # after a failure, the backoff stands
+                # Still from another CA (a desired state seen during a renewal asks again)?
+                early = trust.renew_for_new_issuer(self.state, self.issuing_ca)
+                if early and schedule.retry_at is None:  # after a failure, the backoff stands
                     schedule.renew_early(time.time())
                     log.info("certificate from a CA that no longer issues: renewing now")
             wait = schedule.next_attempt() - time.time()

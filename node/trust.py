@@ -68,13 +68,13 @@ def issued_by_any(cert: x509.Certificate, cas: list[x509.Certificate]) -> x509.C
     return None
 
 
-def renew_for_new_issuer(state: StateDir, desired: config_pb2.DesiredState) -> bool:
-    """True if the node's certificate is not from the CA that issues now."""
-    if not desired.issuing_ca:
+def renew_for_new_issuer(state: StateDir, issuing_ca: str) -> bool:
+    """True if the node's certificate is not from `issuing_ca` (a fingerprint; "": unknown)."""
+    if not issuing_ca:
         return False
     try:
         cert = x509.load_pem_x509_certificate(state.cert.read_bytes())
         issuer = issued_by_any(cert, read_ca_bundle(state.ca))
     except (OSError, ValueError, IdentityError):
         return False  # nothing to decide on: the regular schedule stands
-    return issuer is None or ca_fingerprint(issuer) != desired.issuing_ca
+    return issuer is None or ca_fingerprint(issuer) != issuing_ca

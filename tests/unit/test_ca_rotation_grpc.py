@@ -134,7 +134,8 @@ def test_rotate_switch_renew_finish(ctl: Running, tmp_path: Path) -> None:
     switched = [run(s.next()) for s in streams]
     assert all(d.issuing_ca == new_fp for d in switched)
     assert all(
-        trust.renew_for_new_issuer(s.state, d) for s, d in zip(streams, switched, strict=True)
+        trust.renew_for_new_issuer(s.state, d.issuing_ca)
+        for s, d in zip(streams, switched, strict=True)
     )
     for s in streams:
         run(s.close())
@@ -144,6 +145,7 @@ def test_rotate_switch_renew_finish(ctl: Running, tmp_path: Path) -> None:
     # A renewal gives a new-CA certificate, accepted over mTLS at once.
     run(renew_certificate(a, "a", ctl.controller.api_address))
     assert _issuer(a) == new_fp and _ack_code(ctl, _creds(a)) == grpc.StatusCode.OK
+    assert not trust.renew_for_new_issuer(a, new_fp)
     # A token made before the rotation still joins (it pins the old CA, which serves TLS), and
     # the node trusts both CAs (the new one through its cross-certificate).
     c = StateDir(tmp_path / "c")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from controller_api import ca_admin
 from controller_api.client import aio_channel, credentials
 from controller_api.gen.lispmesh.v1 import config_pb2, config_pb2_grpc, status_pb2, status_pb2_grpc
 from controller_api.settings import StoreSettings
@@ -229,3 +230,33 @@ def test_every_replica_serves_every_node_as_a_map_server(
         await stream.close()
 
     _run(loop, scenario())
+
+
+def test_a_ca_rotation_through_one_replica_reaches_nodes_on_the_other(
+    loop: asyncio.AbstractEventLoop, pair: tuple[Running, Running], tmp_path: Path
+) -> None:
+    a, b = pair
+    n1 = Node(a, tmp_path, "n1")
+    core_a, core_b = a.controller.core, b.controller.core
+    assert core_a is not None and core_b is not None and core_b.pki is not None
+
+    async def scenario() -> None:
+        s1 = await n1.watch(b)
+        first = await s1.next()
+        assert first.ca_bundle_pem.count(b"BEGIN") == 1
+        started = ca_admin.rotate(core_a, False, False, "test")
+        # n1 is live (on B): the new CA may not issue before n1 has taken the bundle.
+        assert started.phase == "distributing" and started.nodes_without_bundle == 1
+        bundle = await s1.next()  # came by the watch: B follows the stored CAs
+        while bundle.ca_bundle_pem.count(b"BEGIN") != 2:
+            bundle = await s1.next()
+        assert bundle.issuing_ca == first.issuing_ca
+        switched = await s1.next()  # its Ack on B was the last one: B switches the issuer
+        while switched.issuing_ca == first.issuing_ca:
+            switched = await s1.next()
+        assert switched.issuing_ca == started.cas[1].fingerprint
+        await s1.close()
+
+    _run(loop, scenario())
+    assert core_b.pki.phase == "switching"
+    assert ca_admin.status(core_a).phase == "switching"

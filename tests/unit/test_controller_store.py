@@ -262,6 +262,23 @@ def test_settings_and_the_ca_first_writer_wins(open_store: Opener) -> None:
     assert b.ca_material() == CaMaterial(b"cert1", b"key1")
 
 
+def test_ca_rotation_replaces_the_set_by_compare_and_set(open_store: Opener) -> None:
+    a, b = open_store(), open_store()
+    old, new = CaMaterial(b"cert1", b"key1"), CaMaterial(b"cert2", b"key2")
+    a.init_ca_material(old)
+    assert b.ca_materials() == [old]
+    a.replace_ca_materials([old], [old, new])  # rotate: both trusted, the old one issues
+    assert b.ca_materials() == [old, new] and b.ca_material() == old
+    with pytest.raises(Conflict):  # another replica's view was stale
+        b.replace_ca_materials([old], [old, CaMaterial(b"cert3", b"key3")])
+    b.replace_ca_materials([old, new], [new, old])  # switch: the new one issues
+    assert a.ca_material() == new
+    a.replace_ca_materials([new, old], [new])  # finish
+    assert b.ca_materials() == [new]
+    with pytest.raises(StoreError):
+        a.replace_ca_materials([new], [])
+
+
 def test_policies_version_and_generation(open_store: Opener) -> None:
     store = open_store()
     assert store.current_policy() is None and store.policy_generation() == 0
