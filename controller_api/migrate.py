@@ -58,8 +58,11 @@ def migrate_to_etcd(state_dir: Path, target: StoreSettings) -> Migration:
     source = SqliteStore(db)
     try:
         snap = source.snapshot()
+        rotating = len(source.ca_materials()) > 1
     finally:
         source.close()
+    if rotating:
+        raise StoreError("a CA rotation is in progress: finish it (ca rotate --finish) first")
     if snap.ca is None:
         snap = replace(snap, ca=ca_from_dir(state_dir / CA_DIR))
     store = open_store(target, state_dir)
