@@ -147,9 +147,9 @@ class FastPath:
         self.engine.set_mss_clamp(mss_clamp)
         self.cipher_suite = cipher_suite
         self.data_fd = data_fd
-        # Packets to and from peers reached through an RTR go through Python (counted).
+        # Packets to and from peers reached through an RTR go through Python (the xTR counts
+        # them: relayed-out, relayed-in).
         self.send_relayed = send_relayed
-        self.relayed_in_python = 0
         # The engine enforces the policy on every packet it handles, including those the xTR
         # injects: the xTR has nothing to check itself.
         self.egress_check: Callable[[bytes, float], str | None] | None = None
@@ -200,7 +200,6 @@ class FastPath:
             # front. Their keys are never installed, so sealing here keeps one counter per key.
             if id(path.encap) in self._path_ids or self.send_relayed is None:
                 return False
-            self.relayed_in_python += 1
             self.send_relayed(path.local, relay + path.encap.seal(packet), path.remote)
             return True
         # Once a key is in the engine only the engine seals with it (one counter per key).
@@ -209,7 +208,6 @@ class FastPath:
     def deliver(self, packet: bytes, rloc: str) -> bool:
         """A packet that came through an RTR, sealed by `rloc`: the engine holds its key (and
         replay window), so the engine opens it, checks it and writes it to the TUN."""
-        self.relayed_in_python += 1
         try:
             return bool(self.engine.deliver_outside(rloc, packet))
         except ValueError:

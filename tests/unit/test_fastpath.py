@@ -179,3 +179,29 @@ def test_c_requires_the_header_to_name_our_instance(
         sender.close()
         os.close(read_end)
         os.close(write_end)
+
+
+def test_c_opens_a_relayed_packet_by_the_sender_the_relay_frame_names() -> None:
+    # mesh.rtr: a packet that came through an RTR arrives from the RTR's address; the engine opens
+    # it with the key of the sender named in the relay frame, once (its replay window holds).
+    from mesh import _fastpath  # type: ignore[attr-defined]
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    try:
+        key = os.urandom(16)
+        engine = _fastpath.Engine(write_end, False, 0)
+        engine.set_slot(1, CS_AES128_GCM, key, [(4, bytes([10, 1, 1, 0]), 24)])
+        engine.set_decap_key("192.0.2.1", 1, 1)
+        inner = _inner(50)
+        packet = PacketCipher(CS_AES128_GCM, key, 1).seal(data_header(0, 1), inner, 1)
+        assert engine.deliver_outside("192.0.2.9", packet) is False  # no key for that sender
+        assert engine.deliver_outside("192.0.2.1", packet) is True
+        assert os.read(read_end, 4096) == inner
+        assert engine.deliver_outside("192.0.2.1", packet) is True  # handled: a replay, dropped
+        assert engine.stats()["replay"] == 1
+        with pytest.raises(BlockingIOError):
+            os.read(read_end, 4096)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
