@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from common import ca_trust
 from common.ca_trust import TrustError
 from controller_api import ca_rotation
+from controller_api.gen.lispmesh.v1 import config_pb2
 from mesh.identity import (
     CaBundleVerifier,
     CertificateAuthority,
@@ -21,6 +22,8 @@ from mesh.identity import (
     NodeIdentity,
     read_ca_bundle,
 )
+from node import trust
+from node.state import StateDir
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -133,3 +136,31 @@ def test_material_round_trip(rotation) -> None:
     again = ca_rotation.parse(ca_rotation.material(new))
     assert again.certificate == new.certificate and again.cross == new.cross
     assert again.key.private_numbers() == new.key.private_numbers()
+
+
+def test_a_node_refuses_a_desired_state_naming_an_unvouched_ca(tmp_path: Path, rotation) -> None:
+    """The attack: a desired state (a compromised or confused stream) adds a CA that no CA the
+    node trusts cross-signed. The node keeps its bundle, so certificates from that CA stay
+    refused by its key exchange; a proper rotation's bundle is taken."""
+    old, new = rotation
+    state = StateDir(tmp_path / "node")
+    state.path.mkdir()
+    state.ca.write_bytes(pem(old.certificate))
+    rogue = ca_rotation.new_ca(ca_rotation.new_ca(old, NOW), NOW)  # vouched for by a stranger
+    assert rogue.cross is not None
+    forged = config_pb2.DesiredState(
+        ca_bundle_pem=pem(old.certificate, rogue.certificate), ca_cross_pem=pem(rogue.cross)
+    )
+    with pytest.raises(TrustError, match="not cross-signed by a CA this node trusts"):
+        trust.update_bundle(state, forged)
+    assert read_ca_bundle(state.ca) == [old.certificate]
+    assert new.cross is not None
+    proper = config_pb2.DesiredState(
+        ca_bundle_pem=pem(old.certificate, new.certificate), ca_cross_pem=pem(new.cross)
+    )
+    assert trust.update_bundle(state, proper)
+    assert read_ca_bundle(state.ca) == [old.certificate, new.certificate]
+    assert not trust.update_bundle(state, proper)  # nothing new: no rewrite, no reload
+    # the finish: dropping a CA needs no proof
+    assert trust.update_bundle(state, config_pb2.DesiredState(ca_bundle_pem=pem(new.certificate)))
+    assert read_ca_bundle(state.ca) == [new.certificate]
