@@ -123,6 +123,20 @@ def _path_of(xtr: Xtr, entry: MapCacheEntry) -> tuple[str | None, str | None, st
     return path.encap.peer_name, path.remote[0], path.local.key
 
 
+def _relay_hop(xtr: Xtr, entry: MapCacheEntry) -> list[dict[str, Any]]:
+    """The RTR hop when the path goes through one (its time is inside the ETR hop's: the probe
+    crosses it both ways)."""
+    path = xtr.path_table.paths.get((entry.iid, entry.prefix))
+    if path is None or path.via is None:
+        return []
+    return [{"hop": 3, "role": "rtr", "name": path.via, "rloc": path.remote[0], "rtt_ms": None}]
+
+
+def _path_name(xtr: Xtr, entry: MapCacheEntry) -> str:
+    path = xtr.path_table.paths.get((entry.iid, entry.prefix))
+    return f"rtr:{path.via}" if path is not None and path.via is not None else PATH_DIRECT
+
+
 async def _probe(xtr: Xtr, entry: MapCacheEntry, rloc: str, timeout: float) -> dict[str, Any]:
     local = xtr.ctx.local_for(ip_address(rloc).version)
     sent = _now(xtr)
@@ -195,6 +209,7 @@ async def trace(xtr: Xtr, request: dict[str, Any]) -> dict[str, Any]:
     peer, in_use, local = _path_of(xtr, entry)
     target = in_use or str(entry.rlocs[0].address)
     probe = await _probe(xtr, entry, target, timeout)
+    relay = _relay_hop(xtr, entry)
     hops: list[dict[str, Any]] = [
         {
             "hop": 1,
@@ -211,9 +226,9 @@ async def trace(xtr: Xtr, request: dict[str, Any]) -> dict[str, Any]:
             "rtt_ms": lookup["rtt_ms"],
             "answered_by": lookup["answered_by"],
         },
-        # A relay hop (RTR) is not shown yet: `status` names it per peer (path rtr:<name>).
+        *relay,
         {
-            "hop": 3,
+            "hop": 3 + len(relay),
             "role": "etr",
             "name": peer,
             "rloc": target,
@@ -225,7 +240,7 @@ async def trace(xtr: Xtr, request: dict[str, Any]) -> dict[str, Any]:
         "eid": str(eid),
         "prefix": str(entry.prefix),
         "peer": peer,
-        "path": PATH_DIRECT if in_use else None,
+        "path": _path_name(xtr, entry) if in_use else None,
         "hops": hops,
         "reached": bool(probe["replied"]),
     }

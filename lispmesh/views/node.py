@@ -216,7 +216,9 @@ def trace(doc: dict[str, Any], console: Console) -> None:
         answered = hop.get("answered_by")
         extra = f" (answered by {answered})" if answered and answered != hop.get("rloc") else ""
         time_text = "-" if hop.get("rtt_ms") is None else f"{hop['rtt_ms']:.2f} ms"
-        if hop["role"] != "itr" and hop.get("rtt_ms") is None:
+        if hop["role"] == "rtr":
+            time_text = "relays (its time is in the ETR's)"
+        elif hop["role"] != "itr" and hop.get("rtt_ms") is None:
             time_text = "[red]no answer[/red]"
         console.print(
             f"  {hop['hop']}  {hop['role']:<13} {name:<16} {hop.get('rloc') or '-':<22} "

@@ -230,6 +230,9 @@ def test_public_and_natted_nodes_ping_and_tcp_through_the_rtr(
     p_doc = _status(run, "p")
     assert p_doc is not None and p_doc["xtr"]["dataplane"] == "c"
     assert p_doc["xtr"]["stats"]["relayed-in"] > 0 and p_doc["xtr"]["stats"]["relayed-out"] > 0
+    trace = query(run / "p.sock", "trace", timeout=15, eid=eid("n"), wait=2)
+    assert trace["path"] == "rtr:rtr" and trace["reached"], trace
+    assert [h["role"] for h in trace["hops"]] == ["itr", "map-resolver", "rtr", "etr"], trace
     print(f"\nn reachable from p {reachable_after:.1f} s after the lab started")
 
 
