@@ -14,6 +14,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from controller_api.apps.eids import AppPool
+from controller_api.apps.workloads import allowances, node_workloads
 from controller_api.change_feed import Changes
 from controller_api.desired import build, versioned
 from controller_api.embedded_ms import EmbeddedMapServer, site_name
@@ -37,8 +39,10 @@ class ControllerCore:
         advertise: str,
         map_server: EmbeddedMapServer | None,
         clock: Callable[[], float] = time.time,
+        app_pool: AppPool | None = None,
     ) -> None:
         self.store = store
+        self.app_pool = app_pool  # where app replicas' EIDs come from (None: no apps here)
         self.settings = settings
         self.pools = pools
         self.advertise = advertise
@@ -71,10 +75,14 @@ class ControllerCore:
     def desired_state(self, node: NodeRow) -> config_pb2.DesiredState:
         self.built += 1
         policy = self.policies.for_node(node)
+        workloads, app_pools = None, None
+        if self.app_pool is not None and not node.revoked:
+            workloads = node_workloads(self.store, node.name, self.app_pool)
+            app_pools = (self.app_pool.pool4, self.app_pool.pool6)
         document = build(
             node, self.settings, self.pools, self.advertise, policy, self.revoked_names(),
             self.retired.refused(self.clock()),
-            map_servers=self.map_servers,
+            map_servers=self.map_servers, workloads=workloads, app_pools=app_pools,
         )  # fmt: skip
         if self.pki is not None and not node.revoked:
             # The trust bundle (two CAs during a rotation) and which CA issues now: a node
@@ -240,7 +248,8 @@ class ControllerCore:
     def sync_map_server(self) -> int:
         if self.map_server is None:
             return 0
-        return self.map_server.set_nodes(self.store.list_nodes())
+        extra = allowances(self.store, self.app_pool) if self.app_pool is not None else None
+        return self.map_server.set_nodes(self.store.list_nodes(), extra)
 
     def node_enrolled(self, node: NodeRow) -> None:
         self.sync_map_server()

@@ -28,6 +28,8 @@ def build(
     revoked_nodes: list[str] | None = None,
     retired_certificates: list[str] | None = None,
     map_servers: Sequence[tuple[str, int]] = (),
+    workloads: list[config_pb2.Workload] | None = None,
+    app_pools: tuple[IPv4Network, IPv6Network] | None = None,
 ) -> config_pb2.DesiredState:
     """The document without its version. `policy`: the node's compiled network policy (None:
     no policy installed, the node allows everything). `revoked_nodes`: the names of every
@@ -41,13 +43,15 @@ def build(
     timers = settings.timers
     servers = list(map_servers) or [(map_server_address, settings.map_server_port)]
     prefixes: list[IPv4Network | IPv6Network] = [node.eid4, node.eid6]
+    app_eids = sorted({e for w in workloads or () for e in w.eids})
+    routes = [str(pools.pool4), str(pools.pool6), *(str(p) for p in app_pools or ())]
     return config_pb2.DesiredState(
         node_id=node.node_id,
         node_name=node.name,
         instance_id=node.instance_id,
-        eid_prefixes=[str(p) for p in prefixes],
+        eid_prefixes=[str(p) for p in prefixes] + app_eids,
         eid_addresses=[first_host(p) for p in prefixes],
-        overlay_routes=[str(pools.pool4), str(pools.pool6)],
+        overlay_routes=routes,
         map_servers=[
             config_pb2.MapServer(address=address, port=port, key_id=0, site_key=node.site_key)
             for address, port in servers
@@ -71,6 +75,7 @@ def build(
         revoked_nodes=sorted(set(revoked_nodes or ())),
         retired_certificates=sorted(set(retired_certificates or ())),
         rtrs=[config_pb2.Rtr(name=name, address=address) for name, address in settings.rtrs],
+        workloads=workloads or [],
     )
 
 

@@ -15,6 +15,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any
 
@@ -38,7 +39,7 @@ class EmbeddedMapServer:
         listen: str,
         port: int,
         instance_id: int,
-        pools: tuple[IPv4Network, IPv6Network],
+        pools: Sequence[IPv4Network | IPv6Network],
         node_more_specifics: bool = False,
     ) -> None:
         self.listen = listen
@@ -109,15 +110,23 @@ class EmbeddedMapServer:
             accept_more_specifics=False,
         )
 
-    def set_nodes(self, nodes: list[NodeRow]) -> int:
+    def set_nodes(
+        self,
+        nodes: list[NodeRow],
+        extra: Mapping[str, Sequence[IPv4Network | IPv6Network]] | None = None,
+    ) -> int:
         """One site per node that is not revoked, and a guard over the EID pools in every
-        instance-id in use; returns how many registrations went."""
+        instance-id in use; returns how many registrations went. `extra`: node name -> the app
+        EIDs (/32, /128) of the replicas placed on it, which it may register too (a replica
+        that moves takes its allowance along: the old node's registration is withdrawn)."""
         iids = {self.instance_id} | {n.instance_id for n in nodes if not n.revoked}
         sites = [self._guard_for(iid) for iid in sorted(iids)]
         for node in nodes:
             if node.revoked:
                 continue
-            allowed = ((node.instance_id, node.eid4), (node.instance_id, node.eid6))
+            mine: list[IPv4Network | IPv6Network] = [node.eid4, node.eid6]
+            mine += (extra or {}).get(node.name, ())
+            allowed = tuple((node.instance_id, p) for p in mine)
             sites.append(
                 Site(
                     site_name(node),

@@ -27,6 +27,9 @@ import grpc
 from common.errors import LispmeshError
 from common.prometheus import Exporter, LoopCollector, MetricsError, serve
 from controller_api import pki as pki_mod
+from controller_api.apps.eids import AppPool
+from controller_api.apps.loop import AppLoop
+from controller_api.apps_grpc import AppRunner, AppService
 from controller_api.attestation import AttestationPolicy, ManufacturerCAs
 from controller_api.attestation_policies import AttestationPolicies, PolicyInForce
 from controller_api.auth import Authenticator
@@ -36,6 +39,7 @@ from controller_api.embedded_ms import EmbeddedMapServer
 from controller_api.enrollment import Enroller
 from controller_api.gen.lispmesh.v1 import (
     admin_pb2_grpc,
+    apps_pb2_grpc,
     attestation_pb2_grpc,
     config_pb2_grpc,
     enrollment_pb2_grpc,
@@ -56,6 +60,7 @@ from controller_api.services import (
     StatusService,
 )
 from controller_api.settings import (
+    DEFAULT_APP_POOL4,
     DEFAULT_POOL4,
     ControllerSettings,
     Pools,
@@ -162,6 +167,7 @@ class Controller:
         self.pools: Pools | None = None
         self.leader: LeaderLoop | None = None
         self.feed: ChangeFeed | None = None
+        self.apps: AppRunner | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -179,6 +185,13 @@ class Controller:
                 int(_fixed(store, "prefix_len6", _text(s.prefix_len6), "64")),
             )
             _fixed(store, "instance_id", str(s.instance_id), "0")
+            app_pool = AppPool(
+                "apps",
+                IPv4Network(_fixed(store, "app_pool4", _text(s.app_pool4), str(DEFAULT_APP_POOL4))),
+                IPv6Network(
+                    _fixed(store, "app_pool6", _text(s.app_pool6), str(_ula64(random_ula())))
+                ),
+            )
         except StoreError as exc:
             raise ControllerError(str(exc)) from None
         if not (
@@ -199,7 +212,7 @@ class Controller:
             s.listen_host if not wildcard else "0.0.0.0",
             s.map_server_port,
             s.instance_id,
-            (pools.pool4, pools.pool6),
+            (pools.pool4, pools.pool6, app_pool.pool4, app_pool.pool6),
             node_more_specifics=s.node_more_specifics,
         )
         try:
@@ -213,7 +226,7 @@ class Controller:
             await self.map_server.stop()
             raise ControllerError(str(exc)) from None
         self.core = core = ControllerCore(
-            store, s, pools, advertise, self.map_server, clock=self.clock
+            store, s, pools, advertise, self.map_server, clock=self.clock, app_pool=app_pool
         )
         core.sync_map_server()
         if isinstance(store, EtcdStore):
@@ -235,6 +248,8 @@ class Controller:
             options=[("grpc.keepalive_permit_without_calls", 1)],
         )
         admin = AdminService(core, auth, lambda: ca_pin(ca_pki.tls_ca.certificate), verifier)
+        app_loop = AppLoop(store, app_pool, clock=self.clock, seen_now=lambda: set(core.streams))
+        self.apps = apps = AppRunner(core, app_loop, None, s.app_interval)
         for add, servicer in (
             (
                 enrollment_pb2_grpc.add_EnrollmentServicer_to_server,
@@ -250,6 +265,7 @@ class Controller:
                 admin,
             ),
             (policy_pb2_grpc.add_PolicyAdminServicer_to_server, PolicyService(core, auth)),
+            (apps_pb2_grpc.add_AppAdminServicer_to_server, AppService(core, auth, apps)),
             (
                 attestation_pb2_grpc.add_AttestationServicer_to_server,
                 AttestationService(core, auth, verifier),
@@ -301,6 +317,8 @@ class Controller:
             core.reload_replicas()
             self.leader.start()
             enroller.api_addresses = lambda: _replica_addresses(election)
+            apps.leader = self.leader
+        apps.start()
         where, election_or_none = s.store.where(state_dir), getattr(self.leader, "election", None)
         admin.controller_status = lambda: controller_status(
             store, where, s.replica_name or self.api_address, election_or_none
@@ -325,6 +343,9 @@ class Controller:
         if self.feed is not None:
             await asyncio.to_thread(self.feed.stop)
             self.feed = None
+        if self.apps is not None:
+            await self.apps.stop()
+            self.apps = None
         if self.leader is not None:
             await self.leader.stop()
             self.leader = None
@@ -352,6 +373,10 @@ class Controller:
         finally:
             await self.stop()
         log.info("controller stopped")
+
+
+def _ula64(net: IPv6Network) -> IPv6Network:
+    return IPv6Network((net.network_address, 64))
 
 
 def _replica_addresses(election: Election) -> list[str]:

@@ -14,6 +14,7 @@ from mesh.config import Timers
 DEFAULT_PORT = 7443
 DEFAULT_STATE_DIR = Path("/var/lib/lispmesh-controller")
 DEFAULT_POOL4 = IPv4Network("10.250.0.0/16")
+DEFAULT_APP_POOL4 = IPv4Network("10.251.0.0/16")  # app EIDs (controller_api/apps/eids.py)
 
 BACKENDS = ("sqlite", "etcd")
 
@@ -60,6 +61,12 @@ class ControllerSettings:
     prefix_len4: int | None = None
     pool6: IPv6Network | None = None
     prefix_len6: int | None = None
+    # The app EID pool "apps" (replicas' EIDs), fixed at first start (None: keep what the first
+    # start chose; the defaults are DEFAULT_APP_POOL4 and a random ULA /64).
+    app_pool4: IPv4Network | None = None
+    app_pool6: IPv6Network | None = None
+    # How often the leader reconciles the apps (placements, replacements, what nodes report).
+    app_interval: float = 2.0
     token_ttl: float = 24 * 3600.0
     map_server_port: int = 4342
     # May a node register more-specifics of its EID prefixes at the embedded map-server? Off: a

@@ -71,6 +71,8 @@ class AgentOptions:
     metrics_listen: str | None = None  # Prometheus /metrics, HOST:PORT (opt-in)
     workloads_dir: Path | None = None  # supervise the workloads there (node/workloads; opt-in)
     workload_interval: float = 1.0
+    workload_prefix: str = "lm-"  # runc ids and netns names (tests and labs: one per node)
+    workload_runc_root: Path | None = None
 
 
 class Revoked(Exception):
@@ -114,6 +116,9 @@ class Agent:
         self.config_source = "none"
         self.apply_error = ""
         self.workloads: list[dict[str, Any]] = []  # as `lispmesh app ls --json` (workloads_dir)
+        self.wanted_workloads: list[config_pb2.Workload] | None = None  # from the desired state
+        self.workload_report: list[Any] = []  # status_pb2.WorkloadStatus, for the controller
+        self.workload_capacity: Any = None  # status_pb2.WorkloadCapacity
         self.controller_state = "connecting"
         self.unreachable_since: float | None = None
         self.next_retry_at: float | None = None
@@ -170,16 +175,26 @@ class Agent:
 
     async def _workload_loop(self) -> None:
         """Restart crashed workloads and re-adopt running ones (they outlive the agent)."""
+        from node.workloads.managed import ManagedWorkloads, node_capacity
         from node.workloads.supervisor import node_supervisor, supervise_once
 
-        assert self.options.workloads_dir is not None
-        supervisor = node_supervisor(self.options.workloads_dir)
+        opts = self.options
+        assert opts.workloads_dir is not None
+        supervisor = node_supervisor(opts.workloads_dir, opts.workload_runc_root,
+                                     opts.workload_prefix)  # fmt: skip
+        managed = ManagedWorkloads(supervisor, opts.workload_prefix)
         while True:
             try:
+                wanted = self.wanted_workloads
+                if wanted is not None:  # the controller's list (the checkpoint's at first)
+                    await asyncio.to_thread(managed.apply, wanted)
                 self.workloads = await asyncio.to_thread(supervise_once, supervisor)
+                self.workload_report = managed.report(self.workloads)
+                if self.workload_capacity is None:
+                    self.workload_capacity = await asyncio.to_thread(node_capacity, supervisor)
             except Exception as exc:  # one bad step must not end supervision
                 log.error("workloads: %s", exc)
-            await asyncio.sleep(self.options.workload_interval)
+            await asyncio.sleep(opts.workload_interval)
 
     @property
     def api_address(self) -> str:
@@ -506,6 +521,10 @@ class Agent:
         if not checkpointed:
             self.state.save_checkpoint(desired)
         self.desired = desired
+        self.wanted_workloads = list(desired.workloads)
+        if desired.workloads and self.options.workloads_dir is None:
+            log.error("%d workloads placed here, but this node runs none (--workloads-dir)",
+                      len(desired.workloads))  # fmt: skip
         self.applied_version = desired.version
         self.config_source = "checkpoint" if checkpointed else "controller"
         self.apply_error = ""
@@ -615,6 +634,9 @@ class Agent:
                 continue
             status = runtime.status()
             report = telemetry.status_report(status, self.applied_version)
+            report.workloads.extend(self.workload_report)
+            if self.workload_capacity is not None:
+                report.workload_capacity.CopyFrom(self.workload_capacity)
             stable = telemetry.significant(report)
             # A state change (uplink, RLOC, peer, path) goes out at once; RTTs and traffic
             # counters alone at most every volatile_interval.

@@ -89,6 +89,8 @@ def significant(report: status_pb2.StatusReport) -> status_pb2.StatusReport:
         for rloc in peer.rlocs:
             rloc.rtt_ms = 1.0 if rloc.rtt_ms > 0 else 0.0
     stable.policy_json = _policy_head(stable.policy_json)  # counters and flow log: volatile
+    for workload in stable.workloads:
+        workload.memory_bytes, workload.cpu_seconds = 0, 0.0
     return stable
 
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from common.errors import LispmeshError
+from controller_api.apps.fenced import commit
 from controller_api.apps.spec import AppSpec
-from controller_api.store import PLACEMENTS, ObjectWrite, Store
+from controller_api.store import PLACEMENTS, Fence, ObjectWrite, Store
 
 ANYCAST = -1  # the replica key of an app's one shared EID
 _RECORD = "eid-pool/"
@@ -87,7 +88,15 @@ def _read(store: Store, pool: AppPool) -> tuple[dict[int, str], int]:
     return {int(k): v for k, v in json.loads(record.value).items()}, record.revision
 
 
-def claim_eids(store: Store, pool: AppPool, app: AppSpec) -> dict[int, AppEid]:
+def eids_by_replica(store: Store, pool: AppPool) -> dict[tuple[str, int], AppEid]:
+    """(app, replica or ANYCAST) -> its EID, for every address of the pool that is taken."""
+    owners, _ = _read(store, pool)
+    return {_parse_owner(v): pool.eid(o) for o, v in owners.items()}
+
+
+def claim_eids(
+    store: Store, pool: AppPool, app: AppSpec, fence: Fence | None = None
+) -> dict[int, AppEid]:
     """The EIDs of `app`'s replicas, assigning (and storing) those it has not got yet. Raises
     `controller_api.store.Conflict` if another writer changed the pool in between: call again."""
     owners, revision = _read(store, pool)
@@ -99,15 +108,17 @@ def claim_eids(store: Store, pool: AppPool, app: AppSpec) -> dict[int, AppEid]:
         for replica, offset in offsets.items():
             owners[offset] = _owner(app.name, replica)
         value = json.dumps({str(k): v for k, v in sorted(owners.items())})
-        store.commit_objects([ObjectWrite(PLACEMENTS, _RECORD + pool.name, value, revision)])
+        write = ObjectWrite(PLACEMENTS, _RECORD + pool.name, value, revision)
+        commit(store, [write], fence)
     return {r: pool.eid(o) for r, o in offsets.items()}
 
 
-def release_eids(store: Store, pool: AppPool, app: str) -> int:
+def release_eids(store: Store, pool: AppPool, app: str, fence: Fence | None = None) -> int:
     """Give back every EID of `app` (it was removed); how many."""
     owners, revision = _read(store, pool)
     kept = {o: v for o, v in owners.items() if _parse_owner(v)[0] != app}
     if len(kept) != len(owners):
         value = json.dumps({str(k): v for k, v in sorted(kept.items())}) if kept else None
-        store.commit_objects([ObjectWrite(PLACEMENTS, _RECORD + pool.name, value, revision)])
+        write = ObjectWrite(PLACEMENTS, _RECORD + pool.name, value, revision)
+        commit(store, [write], fence)
     return len(owners) - len(kept)

@@ -8,6 +8,8 @@ the line and the field (`app.yml:9: spec.resources.memory: '512MB' is not a size
       labels: {app: sensor}            # app labels, named by network policies
     spec:
       image: registry.local/sensor@sha256:<64 hex digits>   # pinned by digest, never a tag
+      source: /srv/images/sensor       # where each node finds it: an OCI layout (dir or
+                                       # tarball) on the node; over-the-mesh import is later
       kind: container                  # container | vm
       replicas: 3
       resources: {memory: 512Mi, cpu: 500m, disk: 1Gi}
@@ -53,7 +55,7 @@ UPDATE_STRATEGIES = ("rolling",)
 
 _TOP = ("apiVersion", "kind", "metadata", "spec")
 _METADATA = ("name", "labels")
-_SPEC = ("image", "kind", "replicas", "resources", "constraints", "scoring", "affinities",
+_SPEC = ("image", "source", "kind", "replicas", "resources", "constraints", "scoring", "affinities",
          "spread", "ports", "env", "eid", "update", "disconnect", "reschedule")  # fmt: skip
 _RESOURCES = ("memory", "cpu", "disk")
 _CONSTRAINTS = ("labels", "hypervisor", "distinct_hosts")
@@ -163,6 +165,7 @@ class AppSpec:
     update: UpdateStrategy = UpdateStrategy()
     disconnect: DisconnectPolicy = DisconnectPolicy()
     reschedule: Reschedule = Reschedule()
+    source: str = ""  # an absolute path on the nodes: the OCI layout (dir or tarball) to import
 
     @property
     def version(self) -> str:
@@ -218,6 +221,7 @@ def parse_app(text: str, filename: str = "app.yml") -> AppSpec:
         update=update,
         disconnect=_disconnect(spec.get("disconnect"), (*s, "disconnect"), doc),
         reschedule=_reschedule(spec.get("reschedule"), (*s, "reschedule"), doc),
+        source=_source(spec.get("source"), (*s, "source"), doc),
     )
 
 
@@ -298,6 +302,15 @@ def _image(value: Any, path: Path, doc: YamlDoc) -> str:
             path,
             f"{text!r} is not pinned by digest (write NAME@sha256:<64 hex digits>; tags can move)",
         )
+    return text
+
+
+def _source(value: Any, path: Path, doc: YamlDoc) -> str:
+    if value is None:
+        return ""
+    text = yamldoc.string(value, path, doc, "a path")
+    if not text.startswith("/") or "\0" in text or "/../" in f"{text}/":
+        raise doc.fail(path, f"{text!r} is not an absolute path (an OCI layout on the nodes)")
     return text
 
 

@@ -17,9 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 from common.errors import LispmeshError
+from controller_api.apps.fenced import commit
 from controller_api.apps.spec import Resources
 from controller_api.placement.model import Allocation, Node, Plan
-from controller_api.store import PLACEMENTS, ObjectWrite, Store
+from controller_api.store import PLACEMENTS, Fence, ObjectWrite, Store
 
 _RECORD = "node/"
 _GI = 1 << 30
@@ -58,7 +59,15 @@ def read_allocations(store: Store) -> tuple[Allocation, ...]:
     return tuple(out)
 
 
-def commit_plan(store: Store, plan: Plan, nodes: Mapping[str, Node], now: float) -> int:
+def read_node_allocations(store: Store, node: str) -> tuple[Allocation, ...]:
+    """The allocations committed to one node (its desired state's workloads)."""
+    record = store.get_object(PLACEMENTS, _RECORD + node)
+    return tuple(_decode(node, record.value)) if record else ()
+
+
+def commit_plan(
+    store: Store, plan: Plan, nodes: Mapping[str, Node], now: float, fence: Fence | None = None
+) -> int:
     """Write `plan` (stops done, placements made at `now`, not running until `mark_running`);
     the store's new revision. Raises
     `PlanRejected` if a node would be overcommitted or is unknown, `Conflict` if a touched node
@@ -96,10 +105,12 @@ def commit_plan(store: Store, plan: Plan, nodes: Mapping[str, Node], now: float)
         writes.append(
             ObjectWrite(PLACEMENTS, _RECORD + name, value, record.revision if record else 0)
         )
-    return store.commit_objects(writes)
+    return commit(store, writes, fence)
 
 
-def mark_running(store: Store, node: str, app: str, replica: int) -> bool:
+def mark_running(
+    store: Store, node: str, app: str, replica: int, fence: Fence | None = None
+) -> bool:
     """The node reports the replica running (a rolling update may go on); False if there is no
     such allocation. `Conflict` if the node's record changed in between: call again."""
     record = store.get_object(PLACEMENTS, _RECORD + node)
@@ -112,7 +123,7 @@ def mark_running(store: Store, node: str, app: str, replica: int) -> bool:
     if not hit[0].running:
         after = [replace(a, running=True) if a is hit[0] else a for a in allocations]
         write = ObjectWrite(PLACEMENTS, _RECORD + node, _encode(after), record.revision)
-        store.commit_objects([write])
+        commit(store, [write], fence)
     return True
 
 

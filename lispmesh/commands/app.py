@@ -5,6 +5,9 @@
     lispmesh app supervise            # the loop that restarts crashed workloads (the agent's job)
     lispmesh app deploy FILE --dry-run --nodes NODES.yml [--seed N]   # where the controller
                                                                       # would place an app spec
+    lispmesh app deploy FILE            # the controller stores and places it on the nodes
+    lispmesh app status NAME | explain NAME   # replicas, nodes, EIDs, states; why placed so
+    lispmesh app ls --cluster | rm NAME --cluster  # the controller's apps (not this node's)
 
 The manual path for tests and for a node without a controller: the verbs work on the node's
 workload state dir directly (under its lock), and workloads keep running without any of them.
@@ -159,9 +162,16 @@ def _supervise(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
-                        help=f"the node's workload state dir ({DEFAULT_STATE_DIR})")  # fmt: skip
+def _common(parser: argparse.ArgumentParser, cluster: bool = False) -> None:
+    if cluster:  # the controller's apps with --cluster: then --state-dir is the controller's
+        parser.add_argument("--cluster", action="store_true",
+                            help="the controller's apps, not this node's workloads")  # fmt: skip
+        _controller_flags(parser)
+        parser.add_argument("--state-dir", help=f"the node's workload state dir "
+                            f"({DEFAULT_STATE_DIR}); with --cluster, the controller's")  # fmt: skip
+    else:
+        parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
+                            help=f"the workload state dir ({DEFAULT_STATE_DIR})")  # fmt: skip
     parser.add_argument("--libvirt-uri", default="qemu:///system", help="libvirt for VMs")
     parser.add_argument("--stop-timeout", type=float, default=10.0,
                         help="seconds from the graceful stop to the forced one")  # fmt: skip
@@ -179,7 +189,7 @@ def _deploy(args: argparse.Namespace) -> int:
     from lispmesh.views.placement import plan_data, plan_table
 
     if not args.dry_run:
-        raise CliError("app deploy: only --dry-run exists yet (the controller has no app API)")
+        return _deploy_at_controller(args)
     if args.nodes is None:
         raise CliError("app deploy --dry-run: give the cluster with --nodes NODES.yml")
     spec = parse_app(_read_text(args.file), args.file)
@@ -190,6 +200,103 @@ def _deploy(args: argparse.Namespace) -> int:
     else:
         plan_table(plan, console())
     return 1 if plan.failures else 0
+
+
+def _ask(args: argparse.Namespace, rpc: str, request: Any) -> Any:
+    from lispmesh.commands.rpc import ask_controller
+
+    if getattr(args, "state_dir", None) is None:
+        from controller_api.settings import DEFAULT_STATE_DIR
+
+        args.state_dir = str(DEFAULT_STATE_DIR)
+    return ask_controller(args, rpc, request, service="AppAdmin")
+
+
+def _deploy_at_controller(args: argparse.Namespace) -> int:
+    from controller_api.gen.lispmesh.v1 import apps_pb2
+
+    document = apps_pb2.AppDocument(text=_read_text(args.file), filename=Path(args.file).name)
+    result = _ask(args, "Deploy", document)
+    if args.json:
+        print_json(result)
+    if not result.ok:
+        raise CliError(result.error)
+    if not args.json:
+        verb = "deployed" if result.created else "updated"
+        print(f"app {result.name} {verb} (version {result.version})")
+        for line in result.plan:
+            print(f"  {line}")
+    return 0
+
+
+def _app_status(args: argparse.Namespace) -> int:
+    from controller_api.gen.lispmesh.v1 import apps_pb2
+    from lispmesh.views.placement import app_status_table
+
+    status = _ask(args, "Status", apps_pb2.AppRequest(name=args.name))
+    if args.json:
+        print_json(status)
+    else:
+        app_status_table(status, console())
+    return 0
+
+
+def _app_explain(args: argparse.Namespace) -> int:
+    from controller_api.gen.lispmesh.v1 import apps_pb2
+
+    explanation = _ask(args, "Explain", apps_pb2.AppRequest(name=args.name))
+    if args.json:
+        print_json(explanation)
+    else:
+        for line in explanation.plan:
+            print(line)
+        if explanation.events:
+            print("last decisions:")
+            for line in explanation.events:
+                print(f"  {line}")
+    return 0
+
+
+def _cluster_ls(args: argparse.Namespace) -> int:
+    from controller_api.gen.lispmesh.v1 import apps_pb2
+    from lispmesh.views.placement import apps_table
+
+    result = _ask(args, "List", apps_pb2.ListAppsRequest())
+    if args.json:
+        print_json(result)
+    else:
+        apps_table(result.apps, console())
+    return 0
+
+
+def _cluster_rm(args: argparse.Namespace) -> int:
+    from controller_api.gen.lispmesh.v1 import apps_pb2
+    from lispmesh.views.placement import app_status_table
+
+    status = _ask(args, "Remove", apps_pb2.AppRequest(name=args.name))
+    if args.json:
+        print_json(status)
+    else:
+        app_status_table(status, console())
+    return 0
+
+
+def _controller_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--controller", help="the controller's API address HOST:PORT")
+    parser.add_argument("--admin-cert", help="admin certificate (default: STATE_DIR/admin.crt)")
+    parser.add_argument("--admin-key", help="admin key (default: STATE_DIR/admin.key)")
+    parser.add_argument("--ca-cert", help="controller CA (default: STATE_DIR/ca.crt)")
+
+
+def _node_or_cluster(node: Any, cluster: Any) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        if args.cluster:
+            return int(cluster(args))
+        if args.state_dir is None:
+            args.state_dir = str(DEFAULT_STATE_DIR)
+        return int(node(args))
+
+    return handler
 
 
 def _read_text(path: str) -> str:
@@ -216,9 +323,9 @@ def register(subparsers: Subparsers) -> None:
     _common(run)
     run.set_defaults(handler=_run)
 
-    ls = sub.add_parser("ls", help="the workloads on this node")
-    _common(ls)
-    ls.set_defaults(handler=_ls)
+    ls = sub.add_parser("ls", help="the workloads on this node (--cluster: the controller's apps)")
+    _common(ls, cluster=True)
+    ls.set_defaults(handler=_node_or_cluster(_ls, _cluster_ls))
 
     for verb, handler, text in (
         ("inspect", _inspect, "one workload in full: state, runtime, resources, usage"),
@@ -231,8 +338,10 @@ def register(subparsers: Subparsers) -> None:
         parser.add_argument("name")
         if verb == "logs":
             parser.add_argument("--bytes", type=int, default=65536, help="at most this much")
-        _common(parser)
-        parser.set_defaults(handler=handler)
+        _common(parser, cluster=verb == "rm")
+        parser.set_defaults(
+            handler=_node_or_cluster(handler, _cluster_rm) if verb == "rm" else handler
+        )
 
     supervise = sub.add_parser("supervise", help="restart crashed workloads (runs until killed)")
     supervise.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
@@ -247,5 +356,18 @@ def register(subparsers: Subparsers) -> None:
     )
     deploy.add_argument("--nodes", help="plan on the nodes described in this file")
     deploy.add_argument("--seed", type=int, default=0, help="the scheduler's seed (0)")
+    deploy.add_argument("--state-dir", help="the controller's state dir (admin certificate)")
+    _controller_flags(deploy)
     add_json(deploy)
     deploy.set_defaults(handler=_deploy)
+
+    for verb, handler, text in (
+        ("status", _app_status, "an app at the controller: replicas, nodes, EIDs, states"),
+        ("explain", _app_explain, "why the controller places an app where it does"),
+    ):
+        parser = sub.add_parser(verb, help=text)
+        parser.add_argument("name")
+        parser.add_argument("--state-dir", help="the controller's state dir (admin certificate)")
+        _controller_flags(parser)
+        add_json(parser)
+        parser.set_defaults(handler=handler)

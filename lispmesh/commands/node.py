@@ -182,6 +182,8 @@ def _run_managed(args: argparse.Namespace) -> int:
         metrics_listen=_metrics_listen(args.metrics_listen),
         event_log=Path(args.event_log),
         workloads_dir=Path(args.workloads_dir) if args.workloads_dir else None,
+        workload_prefix=args.workload_prefix,
+        workload_runc_root=Path(args.workload_runc_root) if args.workload_runc_root else None,
     )
     try:
         key = NodeKey.open(state, tpm_for(enrollment, args.tpm))
@@ -223,8 +225,12 @@ def _join_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workloads-dir",
-        help="supervise the workloads in this state dir (as `lispmesh app --state-dir`)",
+        help="supervise the workloads in this state dir (as `lispmesh app --state-dir`), and "
+        "run those the controller places here",
     )
+    # Labs and tests with several nodes on one machine: their own runc ids, netns names, runc root.
+    parser.add_argument("--workload-prefix", default="lm-", help=argparse.SUPPRESS)
+    parser.add_argument("--workload-runc-root", help=argparse.SUPPRESS)
     parser.add_argument(
         "--event-log",
         default="/sys/kernel/security/tpm0/binary_bios_measurements",

@@ -48,3 +48,26 @@ def plan_table(plan: Plan, console: Console) -> None:
         console.print(table)
     for line in plan.lines()[1 + len(plan.placements) :]:
         console.print(line, highlight=False)
+
+
+def app_status_table(status: Any, console: Console) -> None:
+    """One app as the controller sees it (`lispmesh app status NAME`)."""
+    console.print(
+        f"{status.name}: {status.running}/{status.replicas} running, {status.kind} "
+        f"{status.image}, version {status.version}" + (" (removed)" if status.removed else ""),
+        highlight=False,
+    )
+    table = Table("replica", "node", "EIDs", "state", "version", "error")
+    for r in status.placed:
+        table.add_row(str(r.replica), r.node, " ".join(r.eids), r.state, r.version, r.last_error)
+    console.print(table)
+    for line in status.events[-10:]:
+        console.print(f"  {line}", highlight=False)
+
+
+def apps_table(apps: Any, console: Console) -> None:
+    table = Table("app", "replicas", "running", "kind", "version", "nodes")
+    for a in apps:
+        nodes = ", ".join(sorted({r.node for r in a.placed}))
+        table.add_row(a.name, str(a.replicas), str(a.running), a.kind, a.version, nodes)
+    console.print(table)

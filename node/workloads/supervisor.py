@@ -22,18 +22,19 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 from common.errors import LispmeshError
+from common.workload_model import Port
 from node.workloads.admission import Capacity, admit, host_capacity
 from node.workloads.errors import WorkloadError
 from node.workloads.lifecycle import Action, Desired, Lifecycle, Restart, State
 from node.workloads.oci_image import image_from, load_image
 from node.workloads.oci_store import BlobStore, Descriptor
-from node.workloads.package import workload_spec
+from node.workloads.package import WorkloadSpec, workload_spec
 from node.workloads.runtime import Attachment, Runtime, Workload
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ MAX_ACTIONS_PER_STEP = 12  # a bound on one step's work for one workload
 class _Entry:
     workload: Workload
     machine: Lifecycle
+    # Placed by the controller (node/workloads/managed.py): app, replica, version, digest and
+    # the spec's overrides of the image's annotations. None: run by hand (`lispmesh app run`).
+    managed: dict[str, Any] | None = None
 
 
 class Supervisor:
@@ -100,8 +104,10 @@ class Supervisor:
             for key in ("eid4", "eid6"):
                 fields[key] = ip_address(fields[key]) if fields.get(key) else None
             attachment = Attachment(**fields)
-        workload = Workload(doc["name"], image, workload_spec(image), attachment)
-        return _Entry(workload, Lifecycle.restore(doc["lifecycle"], now))
+        managed = doc.get("managed")
+        spec = with_overrides(workload_spec(image), managed)
+        workload = Workload(doc["name"], image, spec, attachment)
+        return _Entry(workload, Lifecycle.restore(doc["lifecycle"], now), managed)
 
     def _save(self, entry: _Entry) -> None:
         workload = entry.workload
@@ -118,6 +124,7 @@ class Supervisor:
             "image": workload.image.chosen.doc(),
             "attachment": asdict(workload.attachment) if workload.attachment else None,
             "lifecycle": entry.machine.checkpoint(),
+            "managed": entry.managed,
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1, default=str))
@@ -145,10 +152,27 @@ class Supervisor:
         ref: str | None = None,
         attachment: Attachment | None = None,
         restart: Restart = Restart.ALWAYS,
+        managed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Import `source` (a layout dir or tarball), admit it, and drive it to running."""
-        image = load_image(self.store, self.store.import_layout(source), ref)
-        spec = workload_spec(image)
+        """Import `source` (a layout dir or tarball), admit it, and drive it to running.
+        `managed`: placed by the controller; its `digest` must be the image's (the index entry
+        or the manifest), and its resources, env, ports and labels override the annotations."""
+        layout = self.store.import_layout(source)
+        digest = (managed or {}).get("digest")
+        if digest:
+            chosen = [d for d in layout.manifests if d.digest == digest]
+            image = (
+                image_from(self.store, chosen[0], layout.source)
+                if chosen
+                else load_image(self.store, layout, ref)
+            )
+            if not chosen and image.manifest_digest != digest:
+                raise WorkloadError(
+                    f"{source}: holds image {image.manifest_digest}, not {digest} as pinned"
+                )
+        else:
+            image = load_image(self.store, layout, ref)
+        spec = with_overrides(workload_spec(image), managed)
         if not name:
             name = image.ref if image.ref not in ("", "latest") else source.name.split(".")[0]
         if not NAME.match(name):
@@ -162,7 +186,7 @@ class Supervisor:
             raise WorkloadError(f"{name}: refused by admission control: {reason}")
         self.runtime(spec.kind)  # fail now if there is no runtime for it
         machine = Lifecycle(name, restart=restart)
-        entry = _Entry(Workload(name, image, spec, attachment), machine)
+        entry = _Entry(Workload(name, image, spec, attachment), machine, managed)
         self.entries[name] = entry
         self._drive(entry, machine.want(Desired.RUNNING, self.clock()))
         return self.describe(name)
@@ -241,6 +265,7 @@ class Supervisor:
             "eids": [str(a) for a in (workload.attachment.eid4, workload.attachment.eid6) if a]
             if workload.attachment else [],
             "labels": spec.labels,
+            **({"managed": entry.managed} if entry.managed else {}),
         }  # fmt: skip
         if detail:
             runtime = self.runtime(spec.kind)
@@ -260,6 +285,34 @@ class Supervisor:
     def logs(self, name: str, max_bytes: int = 65536) -> str:
         entry = self.entry(name)
         return self.runtime(entry.workload.spec.kind).logs(name, max_bytes)
+
+
+def with_overrides(spec: WorkloadSpec, managed: dict[str, Any] | None) -> WorkloadSpec:
+    """The image's spec with what the controller's app spec says instead (resources, env over
+    the image's Env, ports, labels)."""
+    if not managed:
+        return spec
+    changes: dict[str, Any] = {}
+    r = managed.get("resources")
+    if r:
+        old = spec.resources
+        changes["resources"] = replace(
+            old,
+            memory=int(r["memory"]) or old.memory,
+            cpus=int(r["millicpu"]) / 1000 or old.cpus,
+            disk=int(r["disk"]) or old.disk,
+        )
+    env = managed.get("env") or {}
+    if env:
+        merged = {item.partition("=")[0]: item for item in spec.env}
+        merged.update({k: f"{k}={v}" for k, v in sorted(env.items())})
+        changes["env"] = tuple(merged.values())
+    if managed.get("ports"):
+        ports = [p.partition("/") for p in managed["ports"]]
+        changes["ports"] = tuple(Port(proto, int(number)) for proto, _, number in ports)
+    if managed.get("labels"):
+        changes["labels"] = {**spec.labels, **managed["labels"]}
+    return replace(spec, **changes)
 
 
 def node_supervisor(

@@ -67,10 +67,11 @@ def test_a_bad_spec_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 
 
 def test_deploy_without_dry_run_or_nodes_says_what_is_missing(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, _, err = run(capsys, "app", "deploy", APP)
-    assert code == 1 and "only --dry-run exists yet" in err
+    # Without --dry-run it asks the controller: here none, and no admin certificate either.
+    code, _, err = run(capsys, "app", "deploy", APP, "--state-dir", str(tmp_path))
+    assert code == 1 and "admin" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "app", "deploy", "--dry-run", APP)
     assert code == 1 and "--nodes NODES.yml" in err
 
