@@ -75,14 +75,16 @@ class ControllerCore:
     def desired_state(self, node: NodeRow) -> config_pb2.DesiredState:
         self.built += 1
         policy = self.policies.for_node(node)
-        workloads, app_pools = None, None
+        workloads, app_pools, delegated = None, None, None
         if self.app_pool is not None and not node.revoked:
             workloads = node_workloads(self.store, node.name, self.app_pool)
             app_pools = (self.app_pool.pool4, self.app_pool.pool6)
+            delegated = allowances(self.store, self.app_pool)  # O(replicas): fine for now
         document = build(
             node, self.settings, self.pools, self.advertise, policy, self.revoked_names(),
             self.retired.refused(self.clock()),
             map_servers=self.map_servers, workloads=workloads, app_pools=app_pools,
+            delegated=delegated,
         )  # fmt: skip
         if self.pki is not None and not node.revoked:
             # The trust bundle (two CAs during a rotation) and which CA issues now: a node

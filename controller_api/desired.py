@@ -7,7 +7,7 @@ hashed and compared with the stored hash), so it is monotonic per node and survi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network
 
 from controller_api.gen.lispmesh.v1 import config_pb2
@@ -30,6 +30,7 @@ def build(
     map_servers: Sequence[tuple[str, int]] = (),
     workloads: list[config_pb2.Workload] | None = None,
     app_pools: tuple[IPv4Network, IPv6Network] | None = None,
+    delegated: Mapping[str, Sequence[IPv4Network | IPv6Network]] | None = None,
 ) -> config_pb2.DesiredState:
     """The document without its version. `policy`: the node's compiled network policy (None:
     no policy installed, the node allows everything). `revoked_nodes`: the names of every
@@ -76,6 +77,12 @@ def build(
         retired_certificates=sorted(set(retired_certificates or ())),
         rtrs=[config_pb2.Rtr(name=name, address=address) for name, address in settings.rtrs],
         workloads=workloads or [],
+        delegated_eids=[
+            config_pb2.DelegatedEid(node=name, prefix=str(p))
+            for name, prefixes in sorted((delegated or {}).items())
+            if name != node.name
+            for p in prefixes
+        ],
     )
 
 

@@ -175,6 +175,10 @@ class Security:
     plaintext_fallback: bool = False
     # RLOC prefixes of lispers.net xTRs: their RFC 8061 profile (mesh.lispers_peer), opt-in.
     lispers_peers: tuple[IpNetwork, ...] = ()
+    # EIDs the controller assigned to a node beyond its certificate's (the app replicas placed
+    # on it, which move): (node name, prefix). A key exchange from that node may claim them and
+    # its packets may come from them, exactly as for the EIDs its certificate names.
+    delegated_eids: tuple[tuple[str, IpNetwork], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import json
 import re
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
@@ -761,12 +761,15 @@ def verify_proof(
     json_lcaf: JsonLcaf,
     transcript: KxTranscript,
     now: At,
+    delegated: Callable[[str], Sequence[Eid]] | None = None,
 ) -> PeerIdentity:
     """Check a peer's proof at `now` (the caller's clock: nothing here reads one) against the
     transcript rebuilt from its message; `trust` is the certificate verifier, or the CA
     certificate for the default one. IdentityError with a precise reason for: malformed proof,
     key-id mismatch, certificate refused by the verifier (not from the CA, not yet valid or
     expired), signature mismatch, an EID (or pinned RLOC) the certificate does not cover.
+    `delegated(name)`: EIDs the controller assigned to node `name` beyond its certificate's
+    (app replicas placed on it), which its replies may claim too.
     """
     proof = parse_proof(json_lcaf)
     if proof.key_id != transcript.key_id:
@@ -781,8 +784,9 @@ def verify_proof(
         raise IdentityError(f"signature does not match (node {name})") from None
     # A reply's EIDs are the signer's own (the certificate must cover them); a request's are
     # what it asks another node for.
+    extra = delegated(name) if delegated is not None else ()
     for iid, prefix in transcript.eids if transcript.role == "reply" else ():
-        if not _covered(cert.claims.eids, iid, prefix):
+        if not _covered(cert.claims.eids, iid, prefix) and not _covered(extra, iid, prefix):
             raise IdentityError(f"EID {prefix} iid {iid} not in certificate of node {name}")
     if cert.claims.rlocs is not None:
         for rloc in transcript.rlocs:

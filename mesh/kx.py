@@ -89,6 +89,9 @@ class KxAuthority:
         self.identity = identity
         # Which certificates a key exchange accepts (the mesh CA unless one is injected).
         self.verifier = as_verifier(trust)
+        # node name -> EIDs the controller assigned it beyond its certificate's (app replicas);
+        # set by the xTR from Security.delegated_eids, replaced whole on reconfigure.
+        self.delegations: dict[str, tuple[tuple[int, IpNetwork], ...]] = {}
         self.clock = clock  # wall-clock seconds: proof times and certificate validity
         self._newest: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # peer: (ms, key)
         self._proofs: OrderedDict[bytes, PeerIdentity] = OrderedDict()  # verified, by content
@@ -166,7 +169,8 @@ class KxAuthority:
         self._check_window(parsed.issued_at_ms, wall)
         peer = self._verified(proof, transcript, wall)
         self._check_fresh(peer.name, parsed.issued_at_ms, public)
-        return Peer(peer.name, peer.eids, parsed.key_id, peer.fingerprint)
+        eids = (*peer.eids, *self.delegations.get(peer.name, ()))
+        return Peer(peer.name, eids, parsed.key_id, peer.fingerprint)
 
     def _verified(self, proof: JsonLcaf, transcript: KxTranscript, wall: float) -> PeerIdentity:
         """verify_proof, remembering what verified: the same signed bytes again (a retry, a
@@ -221,5 +225,6 @@ class KxAuthority:
         # A reply is fresh by its nonce (ours, random, asked once); its time is only signed.
         issued = parse_proof(proof).issued_at_ms
         transcript = KxTranscript("reply", nonce, cipher_suite, key_id, public, eids, rlocs, issued)
-        peer = verify_proof(self.verifier, proof, transcript, self.clock())
+        peer = verify_proof(self.verifier, proof, transcript, self.clock(),
+                            lambda name: self.delegations.get(name, ()))  # fmt: skip
         return Peer(peer.name, peer.eids, key_id, peer.fingerprint)

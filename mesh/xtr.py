@@ -139,6 +139,19 @@ class Xtr:
         self.apply_policy(config.policy)
         security = config.security
         self.revocation.apply(security.revoked_peers, security.retired_certificates)
+        self._delegate(config)
+
+    def _delegate(self, config: NodeConfig) -> None:
+        """The EIDs the controller assigned to other nodes (their app replicas), for the key
+        exchange's checks of what they may claim and send from."""
+        kx = self.ctx.kx
+        if kx is None or config.xtr is None:
+            return
+        iid = config.xtr.instance_id
+        delegations: dict[str, list[tuple[int, Any]]] = {}
+        for name, prefix in config.security.delegated_eids:
+            delegations.setdefault(name, []).append((iid, prefix))
+        kx.delegations = {name: tuple(eids) for name, eids in delegations.items()}
 
     # The clock: whoever feeds the xTR an event sets the time first.
     @property
@@ -482,6 +495,7 @@ class Xtr:
             self.apply_policy(config.policy)
         security = config.security
         self.revocation.apply(security.revoked_peers, security.retired_certificates)
+        self._delegate(config)
 
 
 Prefixes = tuple[tuple[int, int, int], ...]  # (version, network, mask) as integers

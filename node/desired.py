@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -104,6 +105,7 @@ def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeC
             rekey_after_seconds=sec.rekey_after_seconds or 600.0,
             revoked_peers=frozenset(desired.revoked_nodes),
             retired_certificates=frozenset(desired.retired_certificates),
+            delegated_eids=_delegated(desired),
         ),
         identity=Identity(
             key=local.key, cert=local.cert, ca=local.ca, private_key=local.private_key
@@ -113,6 +115,13 @@ def to_node_config(desired: config_pb2.DesiredState, local: LocalFacts) -> NodeC
         policy=policy,
         metrics_listen=local.metrics_listen,
     )
+
+
+def _delegated(desired: config_pb2.DesiredState) -> tuple[tuple[str, Any], ...]:
+    try:
+        return tuple((d.node, ip_network(d.prefix)) for d in desired.delegated_eids)
+    except ValueError as exc:
+        raise DesiredStateError(f"desired state v{desired.version}: delegated EID: {exc}") from None
 
 
 def node_policy(desired: config_pb2.DesiredState) -> NodePolicy | None:

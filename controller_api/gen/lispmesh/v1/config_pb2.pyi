@@ -161,8 +161,16 @@ class Workload(_message.Message):
     version: str
     def __init__(self, name: _Optional[str] = ..., app: _Optional[str] = ..., replica: _Optional[int] = ..., image: _Optional[str] = ..., image_digest: _Optional[str] = ..., image_source: _Optional[str] = ..., kind: _Optional[str] = ..., resources: _Optional[_Union[WorkloadResources, _Mapping]] = ..., ports: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., eids: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ...) -> None: ...
 
+class DelegatedEid(_message.Message):
+    __slots__ = ("node", "prefix")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    prefix: str
+    def __init__(self, node: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+
 class DesiredState(_message.Message):
-    __slots__ = ("version", "node_id", "node_name", "instance_id", "eid_prefixes", "eid_addresses", "overlay_routes", "map_servers", "map_resolvers", "security", "timers", "revoked", "mtu", "policies", "workloads", "revoked_nodes", "retired_certificates", "rtrs", "ca_bundle_pem", "ca_cross_pem", "issuing_ca")
+    __slots__ = ("version", "node_id", "node_name", "instance_id", "eid_prefixes", "eid_addresses", "overlay_routes", "map_servers", "map_resolvers", "security", "timers", "revoked", "mtu", "policies", "workloads", "revoked_nodes", "retired_certificates", "rtrs", "ca_bundle_pem", "ca_cross_pem", "issuing_ca", "delegated_eids")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +192,7 @@ class DesiredState(_message.Message):
     CA_BUNDLE_PEM_FIELD_NUMBER: _ClassVar[int]
     CA_CROSS_PEM_FIELD_NUMBER: _ClassVar[int]
     ISSUING_CA_FIELD_NUMBER: _ClassVar[int]
+    DELEGATED_EIDS_FIELD_NUMBER: _ClassVar[int]
     version: int
     node_id: str
     node_name: str
@@ -205,7 +214,8 @@ class DesiredState(_message.Message):
     ca_bundle_pem: bytes
     ca_cross_pem: bytes
     issuing_ca: str
-    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., eid_addresses: _Optional[_Iterable[str]] = ..., overlay_routes: _Optional[_Iterable[str]] = ..., map_servers: _Optional[_Iterable[_Union[MapServer, _Mapping]]] = ..., map_resolvers: _Optional[_Iterable[str]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., revoked: _Optional[bool] = ..., mtu: _Optional[int] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., revoked_nodes: _Optional[_Iterable[str]] = ..., retired_certificates: _Optional[_Iterable[str]] = ..., rtrs: _Optional[_Iterable[_Union[Rtr, _Mapping]]] = ..., ca_bundle_pem: _Optional[bytes] = ..., ca_cross_pem: _Optional[bytes] = ..., issuing_ca: _Optional[str] = ...) -> None: ...
+    delegated_eids: _containers.RepeatedCompositeFieldContainer[DelegatedEid]
+    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., eid_addresses: _Optional[_Iterable[str]] = ..., overlay_routes: _Optional[_Iterable[str]] = ..., map_servers: _Optional[_Iterable[_Union[MapServer, _Mapping]]] = ..., map_resolvers: _Optional[_Iterable[str]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., revoked: _Optional[bool] = ..., mtu: _Optional[int] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., revoked_nodes: _Optional[_Iterable[str]] = ..., retired_certificates: _Optional[_Iterable[str]] = ..., rtrs: _Optional[_Iterable[_Union[Rtr, _Mapping]]] = ..., ca_bundle_pem: _Optional[bytes] = ..., ca_cross_pem: _Optional[bytes] = ..., issuing_ca: _Optional[str] = ..., delegated_eids: _Optional[_Iterable[_Union[DelegatedEid, _Mapping]]] = ...) -> None: ...
 
 class Rtr(_message.Message):
     __slots__ = ("name", "address")
