@@ -9,8 +9,8 @@ Each workload gets the EIDs the controller assigned (a /32 and a /128 from the a
 to its own link, and the node registers them as more-specifics (they are in its eid_prefixes).
 
 A workload that cannot be created (admission refused it, the image is missing or not the pinned
-one) is reported FAILED with the reason, and not tried again at that version: the controller
-places it elsewhere.
+one) is reported FAILED with the reason, and not tried again unless the controller changes it:
+the controller places it elsewhere.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _source(w: config_pb2.Workload) -> Path:
 class ManagedWorkloads:
     supervisor: Supervisor
     prefix: str = "lm-"
-    # name -> the workload that could not be created and why: not retried at that version
+    # name -> the workload that could not be created and why: not retried unless it changes
     failed: dict[str, tuple[config_pb2.Workload, str]] = field(default_factory=dict)
     forwarding: bool = False
 
@@ -100,7 +100,7 @@ class ManagedWorkloads:
             self.failed = {n: f for n, f in self.failed.items() if n in by_name}
             for name, w in sorted(by_name.items()):
                 failed = self.failed.get(name)
-                if name in sup.entries or (failed is not None and failed[0].version == w.version):
+                if name in sup.entries or (failed is not None and failed[0] == w):
                     continue
                 try:
                     source = _source(w)
@@ -111,6 +111,7 @@ class ManagedWorkloads:
                     log.error("workload %s (app %s): %s", name, w.app, exc)
                     self.failed[name] = (w, str(exc))
                     continue
+                self.failed.pop(name, None)
                 log.info("workload %s (app %s replica %d): %s", name, w.app, w.replica,
                          doc["state"])  # fmt: skip
 
@@ -132,7 +133,10 @@ class ManagedWorkloads:
                     image_digest=row.get("digest", ""),
                 )
             )
+        present = {row["name"] for row in rows}
         for name, (w, error) in sorted(self.failed.items()):
+            if name in present:
+                continue
             out.append(status_pb2.WorkloadStatus(name=name, app=w.app, replica=w.replica,
                                                  state="FAILED", last_error=error,
                                                  version=w.version, eids=list(w.eids)))  # fmt: skip
