@@ -110,7 +110,7 @@ class DecapSlot:
     python_only: bool = False
 
 
-def _allowed_sources(eids: tuple[tuple[int, IpNetwork], ...]) -> tuple[tuple[int, int, int], ...]:
+def allowed_sources(eids: tuple[tuple[int, IpNetwork], ...]) -> tuple[tuple[int, int, int], ...]:
     return tuple((net.version, int(net.network_address), int(net.netmask)) for _iid, net in eids)
 
 
@@ -271,7 +271,7 @@ class KeyStore:
                 installed_at=now,
                 itr_public=itr_public,
                 key=key,
-                allowed=_allowed_sources(peer_eids),
+                allowed=allowed_sources(peer_eids),
             )
         for rloc in itr_rlocs:
             self.decap[(rloc, key_id)] = slot

@@ -29,6 +29,7 @@ This module keeps the hot data path (inside_packet, outside_data) and routes eve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +53,7 @@ from mesh.config import NodeConfig
 from mesh.datapath import DataPath
 from mesh.etr_answer import Responder
 from mesh.itr_resolve import Resolver
-from mesh.keys import DecapSlot
+from mesh.keys import DecapSlot, allowed_sources
 from mesh.kx import KxAuthority
 from mesh.mtu_guard import MtuGuard
 from mesh.nat_check import NatCheck
@@ -143,15 +144,35 @@ class Xtr:
 
     def _delegate(self, config: NodeConfig) -> None:
         """The EIDs the controller assigned to other nodes (their app replicas), for the key
-        exchange's checks of what they may claim and send from."""
+        exchange's checks of what they may claim and send from. Keys already agreed with a
+        node whose delegated EIDs changed are re-scoped at once (a replica placed on a peer we
+        already have a key with sends from its new EID; one that moved away no longer may)."""
         kx = self.ctx.kx
         if kx is None or config.xtr is None:
             return
         iid = config.xtr.instance_id
-        delegations: dict[str, list[tuple[int, Any]]] = {}
+        grouped: dict[str, list[tuple[int, Any]]] = {}
         for name, prefix in config.security.delegated_eids:
-            delegations.setdefault(name, []).append((iid, prefix))
-        kx.delegations = {name: tuple(eids) for name, eids in delegations.items()}
+            grouped.setdefault(name, []).append((iid, prefix))
+        new = {name: tuple(eids) for name, eids in grouped.items()}
+        old, kx.delegations = kx.delegations, new
+        changed = {n for n in set(old) | set(new) if old.get(n) != new.get(n)}
+        if not changed:
+            return
+        decap = self.ctx.keys.decap
+        rescoped: dict[int, Any] = {}
+        for key, slot in list(decap.items()):
+            if slot.peer_name not in changed:
+                continue
+            if id(slot) not in rescoped:
+                base = tuple(e for e in slot.peer_eids if e not in old.get(slot.peer_name, ()))
+                eids = (*base, *new.get(slot.peer_name, ()))
+                rescoped[id(slot)] = dataclasses.replace(
+                    slot, peer_eids=eids, allowed=allowed_sources(eids)
+                )
+            decap[key] = rescoped[id(slot)]
+        if rescoped:
+            self.datapath.install_decap(decap)
 
     # The clock: whoever feeds the xTR an event sets the time first.
     @property

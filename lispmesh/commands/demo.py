@@ -3,8 +3,11 @@
 Deploys examples/demo.clab.yml with netlab (network namespaces), where each node gets nothing
 but the controller's address and a join token; waits until every node has joined and every
 pair reaches every other over the overlay; shows the topology as the controller sees it, a ping
-across the mesh and proof that the underlay carries only ciphertext; then destroys the lab
-(`--keep` leaves it up).
+across the mesh and proof that the underlay carries only ciphertext; then, where runc and
+busybox-static are installed (examples/apps.clab.yml: the nodes run workloads), deploys an app
+from the controller (`lispmesh app deploy`: two busybox echo replicas on distinct nodes) and
+shows both answering on their EIDs from the third node; then destroys the lab (`--keep` leaves
+it up).
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -26,6 +31,24 @@ from lispmesh.errors import CliError
 
 WAIT_JOIN = 60.0
 WAIT_MESH = 60.0
+ECHO = {"Cmd": ["/bin/nc", "-ll", "-p", "7", "-e", "/bin/cat"], "User": "app"}
+ECHO_APP = """apiVersion: lispmesh/v1
+kind: App
+metadata: {{name: echo, labels: {{app: echo}}}}
+spec:
+  image: demo/echo@{digest}
+  source: {source}
+  replicas: 2
+  resources: {{memory: 64Mi, cpu: 100m, disk: 64Mi}}
+  constraints: {{distinct_hosts: true}}
+  ports: [tcp/7]
+"""
+
+
+def _apps_possible() -> bool:
+    from node.workloads.layout_writer import BUSYBOX
+
+    return shutil.which("runc") is not None and BUSYBOX.exists()
 
 
 def _check_machine() -> None:
@@ -37,12 +60,21 @@ def _check_machine() -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     _check_machine()
-    from lispmesh.mesh_lab import CONTROLLER, TOPOLOGY, MeshLab, wait_for
+    from lispmesh.mesh_lab import CONTROLLER, REPO_ROOT, TOPOLOGY, MeshLab, wait_for
+
+    apps_topology = REPO_ROOT / "examples" / "apps.clab.yml"
     from netlab import NetlabError
 
     console = Console()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lispmesh-demo-"))
-    lab = MeshLab(workdir, name=args.name)
+    apps = _apps_possible()
+    if apps:
+        name = args.name or f"lm{os.urandom(3).hex()}"
+        env = {"TAG": name, "HOST_MNT": f"/proc/{os.getpid()}/ns/mnt"}
+        lab = MeshLab(workdir, name=name, topology=apps_topology, extra_env=env)
+    else:
+        console.print("(no runc or busybox-static here: the demo shows no app; bootstrap.sh)")
+        lab = MeshLab(workdir, name=args.name)
     console.rule("[bold]lispmesh demo: a controller and three nodes")
     console.print(f"lab [bold]{lab.name}[/bold] from {TOPOLOGY}, state in {lab.state}")
     console.print(f"join token (given to every node): lmj1.{lab.token.token_id}…")
@@ -82,6 +114,9 @@ def run_demo(args: argparse.Namespace) -> int:
         if ping.returncode != 0:
             keep = True
             raise CliError(f"the ping failed; the lab is kept for a look: {lab.name}")
+        if apps and not _demo_app(lab, console, workdir):
+            keep = True
+            raise CliError(f"the app did not answer; the lab is kept for a look: {lab.name}")
     except TimeoutError as exc:
         keep = True
         print(lab.dump(), file=sys.stderr)
@@ -94,9 +129,96 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"destroy it with: lispmesh demo --destroy {lab.workdir}"
             )
         else:
+            if apps:
+                _remove_workloads(lab)
             lab.destroy()
             console.print("lab destroyed")
     return 0
+
+
+def _demo_app(lab: object, console: Console, workdir: Path) -> bool:
+    """Deploy a 2-replica echo app from the controller (distinct hosts), reach both replicas on
+    their EIDs from the node that runs neither; remove it. False if it did not answer."""
+    import json
+
+    from lispmesh.mesh_lab import CONTROLLER, MeshLab, wait_for
+    from node.workloads.layout_writer import busybox_layer, write_layout
+
+    assert isinstance(lab, MeshLab)
+    image = workdir / "echo-image"
+    digest = write_layout(image, [busybox_layer()], config=ECHO)
+    spec = workdir / "echo.yml"
+    spec.write_text(ECHO_APP.format(digest=digest, source=image))
+    root = str(Path(__file__).resolve().parents[2])
+
+    def app(*args: str) -> Any:
+        argv = [sys.executable, "-m", "lispmesh", "app", *args,
+                "--state-dir", str(lab.state / CONTROLLER)]  # fmt: skip
+        return lab.lab.exec(CONTROLLER, argv, timeout=30, env={"PYTHONPATH": root})
+
+    console.rule("an app from the controller (lispmesh app deploy echo.yml)")
+    print(spec.read_text())
+    wait_for(partial(_capacity_reported, lab), 30, "the nodes to report their workload capacity")
+    out = app("deploy", str(spec))
+    print(out.stdout or out.stderr)
+
+    def placed() -> Any:
+        result = app("status", "echo", "--json")
+        doc = json.loads(result.stdout) if result.returncode == 0 else {}
+        rows = doc.get("placed", [])
+        return doc if len(rows) == 2 and all(r["state"] == "RUNNING" for r in rows) else None
+
+    started = time.monotonic()
+    doc = wait_for(placed, 120, "both replicas running")
+    console.print(f"both replicas running {time.monotonic() - started:.1f} s after the deploy")
+    print(app("status", "echo").stdout)
+    hosts = {r["node"] for r in doc["placed"]}
+    names = {lab.enrollment(n).name: n for n in lab.nodes}
+    client = next(n for name, n in names.items() if name not in hosts)
+    ok = True
+    for replica in doc["placed"]:
+        eid = replica["eids"][0]
+        console.rule(f"from {client}: replica {replica['replica']} on {replica['node']} at {eid}")
+        with contextlib.suppress(TimeoutError):
+            wait_for(partial(lab.ping, client, eid), 30, f"{client} to reach {eid}")
+        echo = lab.lab.exec(client, ["busybox", "sh", "-c", f"echo hello {eid} | nc -w 3 {eid} 7"],
+                            timeout=20)  # fmt: skip
+        print(f"TCP echo on {eid}:7 answered: {echo.stdout.strip() or echo.stderr.strip()}")
+        ok = ok and echo.stdout.strip() == f"hello {eid}"
+    print(app("rm", "echo", "--cluster").stdout.strip().splitlines()[0])
+    return ok
+
+
+def _capacity_reported(lab: object) -> bool:
+    import json
+
+    from lispmesh.mesh_lab import MeshLab
+
+    assert isinstance(lab, MeshLab)
+    try:
+        nodes = lab.admin("node", "list").get("nodes", [])
+        return len(nodes) == len(lab.nodes) and all(
+            json.loads(lab.admin("node", "describe", n["name"]).get("status_json") or "{}")
+            .get("workload_capacity") for n in nodes
+        )  # fmt: skip
+    except (RuntimeError, ValueError):
+        return False
+
+
+def _remove_workloads(lab: object) -> None:
+    """Workloads outlive their agents: whatever is left of the app goes by its runc ids."""
+    from lispmesh.mesh_lab import MeshLab
+    from node.workloads.runc import RuncRuntime
+
+    assert isinstance(lab, MeshLab)
+    for index, node in enumerate(lab.nodes, 1):
+        runtime = RuncRuntime(lab.state / f"{node}-workloads" / "containers",
+                              lab.state / f"{node}-runc", f"{lab.name}{index}-",
+                              node_netns=lab.lab.netns_name(node))  # fmt: skip
+        for name in runtime.names():
+            with contextlib.suppress(Exception):
+                runtime.destroy(name)
+                runtime.delete(name)
 
 
 def _all_report_peers(lab: object) -> bool:
@@ -146,7 +268,8 @@ def destroy_workdir(workdir: Path) -> int:
     for labdir in labs:
         name = labdir.name.removeprefix("clab-")
         # Destroy reads what was built from the lab's state file; the variables only parse.
-        env = dict.fromkeys(("LISPMESH", "PYTHONPATH_DIR", "LAB_STATE", "LISPMESH_TOKEN"), "unset")
+        env = dict.fromkeys(("LISPMESH", "PYTHONPATH_DIR", "LAB_STATE", "LISPMESH_TOKEN", "TAG",
+                             "HOST_MNT"), "unset")  # fmt: skip
         Lab.from_file(TOPOLOGY, name=name, env=env, workdir=workdir).destroy()
         print(f"lab {name} destroyed")
     return 0

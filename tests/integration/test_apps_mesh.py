@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("runc") is None, reason="runc not installed (bootstrap.sh)"),
     pytest.mark.skipif(not BUSYBOX.exists(), reason="busybox-static not installed"),
 ]
-TOPOLOGY = Path(__file__).with_name("apps_mesh.clab.yml")
+TOPOLOGY = REPO_ROOT / "examples" / "apps.clab.yml"
 ECHO = {"Cmd": ["/bin/nc", "-ll", "-p", "7", "-e", "/bin/cat"], "User": "app"}
 
 
@@ -96,10 +96,13 @@ def test_an_app_deployed_at_the_controller_answers_on_its_eids_from_another_node
     spec = tmp_path / "echo.yml"
     spec.write_text(app_spec(digest, image))
     # The nodes report their workload capacity once connected: until then nothing fits.
+    # The nodes already have keys with each other when the app comes (as in a running mesh):
+    # those keys must take the replicas' EIDs, delegated after they were agreed.
     try:
+        wait_for(lab.all_pairs_reach, 30, "every pair to reach every other", 0.05)
         wait_for(partial(_capacity_reported, lab), 30, "every node to report its capacity")
     except TimeoutError:
-        pytest.fail(f"no capacity reported\n{lab.dump()}")
+        pytest.fail(f"no full mesh, or no capacity reported\n{lab.dump()}")
     deployed = app(lab, "deploy", str(spec))
     assert deployed["ok"] and deployed["created"], deployed
 
