@@ -117,6 +117,7 @@ typedef struct {
     uint8_t addr[16];
     int key_id;
     int slot;
+    uint64_t packets; /* opened from this source: proof the source RLOC is alive (mesh.xtr) */
 } DecapKey;
 
 /* Network policy (mesh/policy/ is the reference: same parsing, matching, flow table and
@@ -574,7 +575,8 @@ static Route *lookup_route(Engine *e, int version, const uint8_t *dst) {
     return found;
 }
 
-static Slot *lookup_slot(Engine *e, const struct sockaddr_storage *src, int key_id) {
+static Slot *lookup_slot(Engine *e, const struct sockaddr_storage *src, int key_id,
+                         DecapKey **found) {
     uint8_t addr[16];
     int family = src->ss_family;
     if (family == AF_INET) {
@@ -591,6 +593,7 @@ static Slot *lookup_slot(Engine *e, const struct sockaddr_storage *src, int key_
             memcmp(k->addr, addr, (size_t)alen) == 0) {
             if (k->slot < 0 || k->slot >= e->n_slots) return NULL;
             Slot *s = &e->slots[k->slot];
+            if (found) *found = k;
             return s->used ? s : NULL;
         }
     }
@@ -1354,7 +1357,8 @@ static int handle_outside(Engine *e, const uint8_t *pkt, size_t len,
         if (!e->accept_plain) return 1;
         return deliver_plain(e, pkt, len, plain);
     }
-    Slot *s = lookup_slot(e, src, key_id);
+    DecapKey *k = NULL;
+    Slot *s = lookup_slot(e, src, key_id, &k);
     if (!s) return 1;
     uint64_t counter = 0;
     uint8_t *inner = plain + VNET_HDR_LEN;
@@ -1371,6 +1375,7 @@ static int handle_outside(Engine *e, const uint8_t *pkt, size_t len,
     if (!destination_ours(e, inner, (size_t)n)) { e->stats[ST_FOREIGN_DST]++; return 0; }
     s->packets++;
     s->bytes += (uint64_t)n;
+    if (k) k->packets++;
     e->stats[ST_OPENED]++;
     if (e->policy.active && !policy_allows(e, inner, (size_t)n, POL_INGRESS, 1, (uint64_t)n))
         return 0;
@@ -1675,6 +1680,23 @@ static PyObject *engine_set_decap_key(Engine *e, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* key_packets() -> [(source_ip, key_id, packets)]: packets opened per (source, key-id), for
+ * passive liveness (traffic received from an RLOC proves it is alive; no probe needed) */
+static PyObject *engine_key_packets(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    for (int i = 0; i < e->n_keys; i++) {
+        DecapKey *k = &e->keys[i];
+        if (!k->packets) continue;
+        char text[INET6_ADDRSTRLEN];
+        inet_ntop(k->family, k->addr, text, sizeof(text));
+        PyObject *item = Py_BuildValue("(siK)", text, k->key_id, (unsigned long long)k->packets);
+        if (!item || PyList_Append(list, item) < 0) { Py_XDECREF(item); Py_DECREF(list); return NULL; }
+        Py_DECREF(item);
+    }
+    return list;
+}
+
 /* remove_decap_key(source_ip, key_id) */
 static PyObject *engine_remove_decap_key(Engine *e, PyObject *args) {
     const char *ip;
@@ -1756,7 +1778,7 @@ static PyObject *engine_open_one(Engine *e, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bad source or packet");
         goto out;
     }
-    Slot *s = lookup_slot(e, &ss, ((uint8_t *)pkt.buf)[0] & 0x03);
+    Slot *s = lookup_slot(e, &ss, ((uint8_t *)pkt.buf)[0] & 0x03, NULL);
     int n = s ? open_packet(s, pkt.buf, (size_t)pkt.len, plain, &counter) : -1;
     if (n < 0 || !replay_accept(s, counter)) {
         result = Py_None;
@@ -2141,6 +2163,7 @@ static PyMethodDef engine_methods[] = {
     {"remove_slot", (PyCFunction)engine_remove_slot, METH_VARARGS, "remove a decap slot"},
     {"slot_state", (PyCFunction)engine_slot_state, METH_VARARGS, "(packets, bytes, highest)"},
     {"set_decap_key", (PyCFunction)engine_set_decap_key, METH_VARARGS, "map (source, key-id) to a slot"},
+    {"key_packets", (PyCFunction)engine_key_packets, METH_NOARGS, "[(source, key-id, packets)]"},
     {"remove_decap_key", (PyCFunction)engine_remove_decap_key, METH_VARARGS, "unmap (source, key-id)"},
     {"seal_one", (PyCFunction)engine_seal_one, METH_VARARGS, "seal one packet (tests)"},
     {"open_one", (PyCFunction)engine_open_one, METH_VARARGS, "open one packet (tests)"},

@@ -107,8 +107,12 @@ class RtrRole:
 class Timers:
     register_interval: float = 60.0  # seconds between Map-Register refreshes
     register_ttl_minutes: int = 3  # record TTL in Map-Registers (T bit set)
-    probe_interval: float = 0.5  # RLOC-probe period per map-cache RLOC
-    probe_dead_after: float = 2.0  # an RLOC with no probe reply for this long is down
+    # RLOC-probing (lisp.rloc_probe): only an RLOC we send to without hearing back is probed,
+    # every probe_interval, and is down after probe_dead_after (the failover time); idle RLOCs
+    # get one probe per probe_idle_interval, to notice a dead one before traffic starts.
+    probe_interval: float = 0.5
+    probe_dead_after: float = 2.0
+    probe_idle_interval: float = 300.0
     map_request_retry: float = 1.0  # minimum gap between Map-Requests for one EID
     queue_limit: int = 16  # packets held per EID while its Map-Request is out
 
@@ -316,6 +320,9 @@ def _timers(fields: _Fields | None) -> Timers:
         ),
         probe_interval=fields.number("probe_interval", defaults.probe_interval, 0.05, 60),
         probe_dead_after=fields.number("probe_dead_after", defaults.probe_dead_after, 0.1, 600),
+        probe_idle_interval=fields.number(
+            "probe_idle_interval", defaults.probe_idle_interval, 1, 86400
+        ),
         map_request_retry=fields.number("map_request_retry", defaults.map_request_retry, 0.05, 60),
         queue_limit=fields.integer("queue_limit", defaults.queue_limit, 0, 1024),
     )

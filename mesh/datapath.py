@@ -19,6 +19,8 @@ outside the two asks which one runs; the xTR and the node runtime only call this
     pump_inside / pump_outside      read a batch from the TUN / a data socket; what comes back
                                     is for the xTR's Python path (all of it, or the engine's misses)
     read_counters / drop_counts / traffic / stats   the engine's figures, for status and rekeying
+    received_from                   RLOCs whose packets the engine opened since the last call
+                                    (passive liveness: the xTR then need not probe them)
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class DataPath(Protocol):
     def drop_counts(self) -> dict[str, int]: ...
     def traffic(self) -> Traffic | None: ...
     def stats(self) -> dict[str, int]: ...
+    def received_from(self) -> set[str]: ...
 
 
 class PythonDataPath:
@@ -161,3 +164,5 @@ class PythonDataPath:
 
     def stats(self) -> dict[str, int]:
         return {}  # the xTR counts what this path does in its own stats and drops
+    def received_from(self) -> set[str]:
+        return set()  # the xTR opens these packets itself and notes their source

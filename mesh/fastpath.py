@@ -159,6 +159,7 @@ class FastPath:
         self._slot_ids: dict[int, int] = {}  # id(DecapSlot) -> engine slot id
         self._slots: dict[int, DecapSlot] = {}
         self._decap_keys: set[tuple[str, int]] = set()
+        self._key_packets: dict[tuple[str, int], int] = {}  # what received_from saw last
         self._next_id = 0
         self.policy: NodePolicy | None = None
         self._rule_names: RuleNames = {}
@@ -317,6 +318,19 @@ class FastPath:
             if found[0] > slot.packets:
                 slot.packets = found[0]
                 slot.last_used = now
+
+    def received_from(self) -> set[str]:
+        """Source RLOCs of packets the engine opened since the last call (per decap key, so a
+        peer with several uplinks vouches only for the one its packets came from)."""
+        seen: dict[tuple[str, int], int] = {}
+        fresh: set[str] = set()
+        for source, key_id, packets in self.engine.key_packets():
+            key = (source, key_id)
+            seen[key] = packets
+            if packets != self._key_packets.get(key, 0):
+                fresh.add(source)
+        self._key_packets = seen
+        return fresh
 
     def stats(self) -> dict[str, int]:
         return dict(self.engine.stats())

@@ -16,6 +16,7 @@ a rewritten key in a Map-Request or Map-Reply fails verification and installs no
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -287,16 +288,13 @@ class KeyStore:
 
     def expire_decap(self, now: float, idle_after: float) -> int:
         """Drop slots unused for `idle_after` seconds whose peer has a newer slot in use."""
+        newest: dict[str, float] = {}  # per RLOC, when its newest slot was installed
+        for (rloc, _key_id), slot in self.decap.items():
+            newest[rloc] = max(newest.get(rloc, -math.inf), slot.installed_at)
         removed = 0
         for key, slot in list(self.decap.items()):
-            rloc, key_id = key
-            newer = [
-                s
-                for (r, k), s in self.decap.items()
-                if r == rloc and k != key_id and s.installed_at > slot.installed_at
-            ]
             idle = now - max(slot.last_used, slot.installed_at)
-            if newer and idle > idle_after:
+            if newest[key[0]] > slot.installed_at and idle > idle_after:
                 del self.decap[key]
                 removed += 1
         return removed

@@ -10,6 +10,7 @@ resolver's job (`request`, wired by the xTR).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
@@ -38,6 +39,9 @@ class PathTable:
         self.paths: dict[tuple[int, IpNetwork], Path] = {}
         self.flow: dict[bytes, Path | None] = {}
         self.misses: dict[tuple[int, int], Miss] = {}
+        # When data was last sent on each mapping's path (the xTR notes it from the counters):
+        # only mappings in use are refreshed before they expire.
+        self.last_used: dict[tuple[int, IpNetwork], float] = {}
         # Wired by the xTR: ask the map-resolver about (address, mask length); send a packet
         # that waited for its mapping.
         self.request: Callable[[IpAddress, int], int | None] = _unwired
@@ -48,6 +52,7 @@ class PathTable:
         self.map_cache = MapCache()
         self.entry_encap.clear()
         self.misses.clear()
+        self.last_used.clear()
         self.recompute()
 
     # ------------------------------------------------------------------ the hot path's lookup
@@ -124,6 +129,7 @@ class PathTable:
         """No path (and no key) for this mapping any more."""
         self.entry_encap.pop((iid, prefix), None)
         self.paths.pop((iid, prefix), None)
+        self.last_used.pop((iid, prefix), None)
         self.flow.clear()
 
     def expire(self) -> list[MapCacheEntry]:
@@ -133,11 +139,15 @@ class PathTable:
         return expired
 
     def refresh_entries(self) -> None:
-        """Re-ask the map-resolver about mappings close to expiry while they are in use."""
+        """Re-ask the map-resolver about mappings close to expiry while they are in use (data
+        sent on them during their lifetime); an idle one lapses, and its next packet asks again:
+        an idle mesh sends no Map-Requests."""
         ctx = self.ctx
         margin = max(10.0, ctx.timers.map_request_retry * 3)
         for entry in self.map_cache.due_for_refresh(ctx.now, margin):
             if entry.negative:
+                continue
+            if self.last_used.get((entry.iid, entry.prefix), -math.inf) < entry.installed_at:
                 continue
             key = (entry.prefix.version, int(entry.prefix.network_address))
             miss = self.misses.get(key)

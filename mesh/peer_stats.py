@@ -8,6 +8,7 @@ counts come from the C data path; the Python data path counts packets only (byte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mesh.config import IpNetwork
@@ -42,35 +43,52 @@ class PeerTable:
     def forget(self, name: str) -> None:
         self.peers.pop(name, None)
 
-    def _traffic(self, name: str) -> dict[str, int | None]:
+    def _traffic(self) -> Callable[[str], dict[str, int | None]]:
+        """Packets and bytes sealed to and opened from each peer, by name: one pass over the
+        keys and one read of the engine's counters for the whole table."""
         ctx = self.ctx
         traffic = ctx.datapath.traffic()  # None: this data path counts no bytes
         fast_sent, fast_received = traffic if traffic is not None else ({}, {})
-        packets_sent = packets_received = 0
-        bytes_sent: int | None = 0 if traffic is not None else None
-        bytes_received: int | None = bytes_sent
-        for state in {id(s): s for s in ctx.keys.encap.values() if s.peer_name == name}.values():
+        zero: int | None = 0 if traffic is not None else None
+        table: dict[str, dict[str, int | None]] = {}
+
+        def row(name: str) -> dict[str, int | None]:
+            found = table.get(name)
+            if found is None:
+                found = table[name] = {
+                    "packets_sent": 0,
+                    "bytes_sent": zero,
+                    "packets_received": 0,
+                    "bytes_received": zero,
+                }
+            return found
+
+        def add(counts: dict[str, int | None], field: str, value: int) -> None:
+            current = counts[field]
+            if current is not None:
+                counts[field] = current + value
+
+        for state in {id(s): s for s in ctx.keys.encap.values()}.values():
             packets, octets = fast_sent.get(id(state), (state.counter, 0))
-            packets_sent += packets
-            if bytes_sent is not None:
-                bytes_sent += octets
-        for slot in {id(s): s for s in ctx.keys.decap.values() if s.peer_name == name}.values():
+            counts = row(state.peer_name)
+            add(counts, "packets_sent", packets)
+            add(counts, "bytes_sent", octets)
+        for slot in {id(s): s for s in ctx.keys.decap.values()}.values():
             packets, octets = fast_received.get(id(slot), (slot.packets, 0))
-            packets_received += packets
-            if bytes_received is not None:
-                bytes_received += octets
-        return {
-            "packets_sent": packets_sent,
-            "bytes_sent": bytes_sent,
-            "packets_received": packets_received,
-            "bytes_received": bytes_received,
-        }
+            counts = row(slot.peer_name)
+            add(counts, "packets_received", packets)
+            add(counts, "bytes_received", octets)
+        return row
 
     def rows(self, now: float) -> list[dict[str, Any]]:
         ctx, table = self.ctx, self.paths
         rows = []
+        traffic = self._traffic()
+        keys_of: dict[str, list[tuple[int, IpNetwork]]] = {}
+        for k, encap in table.entry_encap.items():
+            keys_of.setdefault(encap.peer_name, []).append(k)
         for info in self.peers.values():
-            keys = [k for k, encap in table.entry_encap.items() if encap.peer_name == info.name]
+            keys = keys_of.get(info.name, [])
             in_use = next((table.paths[k] for k in keys if k in table.paths), None)
             rlocs: dict[str, dict[str, Any]] = {}
             for iid, prefix in keys:
@@ -99,7 +117,7 @@ class PeerTable:
                     "rtt_ms": rtt_ms(ctx, rloc) if rloc is not None else None,
                     "encrypted": in_use is not None and ctx.encrypt,
                     "rlocs": list(rlocs.values()),
-                    **self._traffic(info.name),
+                    **traffic(info.name),
                 }
             )
         return rows

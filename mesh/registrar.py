@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -31,6 +32,10 @@ class Registrar:
         for ms, registration in self.registrations.values():
             if registration.due(self.ctx.now):
                 self.register(ms, registration)
+
+    def next_due(self) -> float:
+        """When the next Map-Register is due (math.inf: no map-server)."""
+        return min((reg.next_send for _, reg in self.registrations.values()), default=math.inf)
 
     def refresh_now(self) -> None:
         """Register again at the next tick (our RLOCs or EIDs changed)."""

@@ -99,6 +99,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("lispmesh.xtr")
+# How soon `tick` wants to run again: while packets flow (a path that goes silent must be seen
+# within its dead time) and at idle (new traffic, uplinks, expiry).
+ACTIVE_POLL = 0.1
+IDLE_POLL = 0.5
 
 
 class Xtr:
@@ -137,6 +141,7 @@ class Xtr:
         self.transport = transport
         self.datapath: DataPath = ctx.datapath
         self.policy: NodePolicy | None = None
+        self._sent_counters: dict[int, int] = {}  # id(EncapState) -> packets sealed, last look
         self.apply_policy(config.policy)
         security = config.security
         self.revocation.apply(security.revoked_peers, security.retired_certificates)
@@ -292,6 +297,7 @@ class Xtr:
         if slot is not None:
             slot.last_used = ctx.now
             slot.packets += 1
+            ctx.heard_from.add(source[0])
         ingress_check = self.datapath.ingress_check
         if ingress_check is not None:
             verdict = ingress_check(inner, ctx.now)
@@ -388,7 +394,9 @@ class Xtr:
 
     # ------------------------------------------------------------------ timers
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> float:
+        """Run what is due at `now`; returns when to call again at the latest (nothing here
+        needs the xTR sooner unless a packet or message arrives first)."""
         ctx = self.ctx
         ctx.now = now
         self._check_uplinks()
@@ -398,6 +406,7 @@ class Xtr:
         if self.rtr is not None:
             self.rtr.tick()
         expired = self.path_table.expire()
+        active = self._observe_traffic(now)
         self.path_table.refresh_entries()
         self.prober.probe()
         self.mtu.tick(bool(expired))
@@ -411,10 +420,37 @@ class Xtr:
             self.path_table.recompute()
         self.path_table.expire_misses()
         self.resolver.expire_pending()
-        self.datapath.read_counters(now)
         removed = ctx.keys.expire_decap(now, idle_after=max(30.0, 4 * ctx.timers.probe_dead_after))
         if removed:
             self.datapath.install_decap(ctx.keys.decap)
+        # Deadlines, not a fixed tick: the prober's and the registrar's own, and a poll of the
+        # traffic counters (fast while packets flow, so a path that stops answering is seen
+        # within its dead time; slow at idle). Expiry, refresh and the uplinks ride the poll.
+        poll = ACTIVE_POLL if active or self.path_table.misses else IDLE_POLL
+        return min(now + poll, ctx.prober.next_deadline(now), self.registrar.next_due())
+
+    def _observe_traffic(self, now: float) -> bool:
+        """Feed the prober what the data path did since the last look: data sent on a path (the
+        RLOC owes us a sign of life) and data received from an RLOC (that sign). True if any."""
+        ctx = self.ctx
+        self.datapath.read_counters(now)
+        seen: dict[int, int] = {}
+        used: set[str] = set()
+        for key, path in self.path_table.paths.items():
+            encap = path.encap
+            counter = seen[id(encap)] = encap.counter
+            if counter > self._sent_counters.get(id(encap), 0):
+                used.add(path.remote[0])
+                self.path_table.last_used[key] = now
+        self._sent_counters = seen
+        heard = ctx.heard_from | self.datapath.received_from()
+        ctx.heard_from = set()
+        # Sent first, then heard: a reply in the same interval answers what was sent.
+        for rloc in used:
+            ctx.prober.used(rloc, now)
+        for rloc in heard:
+            ctx.prober.heard(rloc, now)
+        return bool(used or heard)
 
     def path_mtu_signal(self, rloc: str, mtu: int) -> None:
         """The runtime read an ICMP "too big" (or the kernel's EMSGSIZE) for a datagram to

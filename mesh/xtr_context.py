@@ -59,8 +59,13 @@ class XtrContext:
         # Every decision about a peer's key (mesh.key_exchange), signing with `kx`.
         self.exchange = KeyExchange(self.keys, kx)
         self.prober = RlocProber(
-            config.xtr.timers.probe_interval, config.xtr.timers.probe_dead_after
+            config.xtr.timers.probe_interval,
+            config.xtr.timers.probe_dead_after,
+            config.xtr.timers.probe_idle_interval,
         )
+        # RLOCs whose data packets the Python data path opened since the last tick: proof they
+        # are alive (the C engine counts its own; see Xtr.tick).
+        self.heard_from: set[str] = set()
         self.drops: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         # Path MTU per remote RLOC; `route_mtu` (set by the runtime) reads the kernel's route
@@ -126,6 +131,7 @@ class XtrContext:
         self.keys.rekey_after_packets = config.security.rekey_after_packets
         self.prober.interval = self.timers.probe_interval
         self.prober.dead_after = self.timers.probe_dead_after
+        self.prober.idle_interval = self.timers.probe_idle_interval
 
     @property
     def kx(self) -> KxAuthority | None:

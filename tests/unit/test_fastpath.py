@@ -205,3 +205,42 @@ def test_c_opens_a_relayed_packet_by_the_sender_the_relay_frame_names() -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_c_counts_opened_packets_per_source_for_passive_liveness() -> None:
+    # Traffic received from an RLOC proves it alive (no probe needed), so the engine counts per
+    # (source, key-id), not per slot (one slot serves all of a peer's uplinks); a packet that
+    # fails to open proves nothing. Through the real receive path, as above.
+    import socket
+
+    from mesh import _fastpath  # type: ignore[attr-defined]
+    from mesh.fastpath import FastPath
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind(("127.0.0.1", 0))
+        key = os.urandom(16)
+        path = FastPath.__new__(FastPath)
+        path.engine = _fastpath.Engine(write_end, False, 0)
+        path._key_packets = {}
+        path.engine.set_slot(1, CS_AES128_GCM, key, [(4, bytes(4), 0)])
+        path.engine.set_decap_key("127.0.0.1", 1, 1)
+        path.engine.set_decap_key("192.0.2.7", 1, 1)  # the peer's other uplink, same slot
+        cipher = PacketCipher(CS_AES128_GCM, key, 1)
+        forged = bytearray(cipher.seal(data_header(0, 1), _inner(10), 1))
+        forged[-1] ^= 1
+        sender.sendto(bytes(forged), receiver.getsockname())
+        path.engine.pump_outside(receiver.fileno(), 8)
+        assert path.received_from() == set()
+        sender.sendto(cipher.seal(data_header(0, 1), _inner(10), 2), receiver.getsockname())
+        path.engine.pump_outside(receiver.fileno(), 8)
+        assert path.received_from() == {"127.0.0.1"}  # not 192.0.2.7
+        assert path.received_from() == set()  # nothing new since
+    finally:
+        receiver.close()
+        sender.close()
+        os.close(read_end)
+        os.close(write_end)

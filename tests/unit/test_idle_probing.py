@@ -1,0 +1,150 @@
+"""Probing only what is in use (issue 19.5), in memory with the injected clock.
+
+An idle path costs nothing but a rare keepalive probe, a path carrying traffic both ways is
+kept alive by that traffic alone, and a path we send on that stops answering fails over within
+the dead time. The timers are node_config's: probe_interval 0.3 s, probe_dead_after 1.5 s.
+"""
+
+from __future__ import annotations
+
+from lisp import MapRequest, decode_control
+from mesh.xtr import ACTIVE_POLL, CONTROL_PORT, IDLE_POLL
+from tests.unit import test_xtr_memory as memory
+from tests.unit.test_xtr_memory import MakeNode, Node, Wire, ipv4_packet, joined, rloc
+
+pki = memory.pki
+mesh = memory.mesh
+DEAD_AFTER = 1.5
+IDLE_INTERVAL = 300.0  # mesh.config's default probe_idle_interval
+
+
+def _send(wire: Wire, src: Node, dst: Node, payload: bytes = b"x") -> None:
+    a, b = src.name[1:], dst.name[1:]
+    src.xtr.now = wire.now
+    src.xtr.inside_packet(ipv4_packet(f"10.1.{a}.1", f"10.1.{b}.1", payload))
+    wire.pump()
+
+
+def _probes_to(wire: Wire, address: str, since: int = 0) -> int:
+    """RLOC-probes seen on the wire towards `address` (from the `since`-th datagram on)."""
+    count = 0
+    for _, dest, payload in wire.seen[since:]:
+        if dest == (address, CONTROL_PORT):
+            message = decode_control(payload)
+            if isinstance(message, MapRequest) and message.probe:
+                count += 1
+    return count
+
+
+def test_an_idle_peer_gets_no_probes_until_the_idle_keepalive(
+    mesh: tuple[Wire, MakeNode],
+) -> None:
+    wire, _ = mesh
+    n1, n2 = joined(mesh, 1, 2)
+    _send(wire, n1, n2, b"hello")
+    _send(wire, n2, n1, b"back")
+    assert n2.inside and n1.inside
+    wire.run(2.0)  # whatever the first exchange still owed is settled
+    mark = len(wire.seen)
+    wire.run(IDLE_INTERVAL - 10.0, step=1.0)
+    assert _probes_to(wire, rloc(2), mark) == 0 and _probes_to(wire, rloc(1), mark) == 0
+    # The idle xTR asks to be run again no sooner than its idle poll.
+    assert n1.xtr.tick(wire.now) >= wire.now + IDLE_POLL - 1e-9
+    wire.run(20.0, step=1.0)  # past the idle interval: one keepalive each way, answered
+    assert _probes_to(wire, rloc(2), mark) == 1 and _probes_to(wire, rloc(1), mark) == 1
+    assert n1.status()["map_cache"][0]["rlocs"][0]["up"] is True
+
+
+def test_traffic_both_ways_keeps_a_path_alive_without_probes(
+    mesh: tuple[Wire, MakeNode],
+) -> None:
+    wire, _ = mesh
+    n1, n2 = joined(mesh, 1, 2)
+    _send(wire, n1, n2)
+    _send(wire, n2, n1)
+    mark = len(wire.seen)
+    for _ in range(100):  # 10 s of a ping-like exchange
+        _send(wire, n1, n2)
+        _send(wire, n2, n1)
+        wire.tick(0.1)
+    assert len(n2.inside) == 101 and len(n1.inside) == 101
+    assert _probes_to(wire, rloc(2), mark) == 0 and _probes_to(wire, rloc(1), mark) == 0
+    # While packets flow the xTR polls its counters fast, to see a silent path in time.
+    _send(wire, n1, n2)
+    _send(wire, n2, n1)
+    assert n1.xtr.tick(wire.now) <= wire.now + ACTIVE_POLL + 1e-9
+
+
+def test_one_way_traffic_is_probed_and_fails_over_within_the_dead_time(
+    mesh: tuple[Wire, MakeNode],
+) -> None:
+    wire, _ = mesh
+    n1, n2 = joined(mesh, 1, (2, 2))
+    _send(wire, n1, n2)
+    mark = len(wire.seen)
+    for _ in range(20):  # n2 never answers with data: n1 probes the RLOC it sends to
+        _send(wire, n1, n2)
+        wire.tick(0.1)
+    assert _probes_to(wire, rloc(2, 0), mark) >= 4
+    assert _probes_to(wire, rloc(2, 1), mark) == 0  # the idle second uplink is left alone
+    cut_at = wire.now
+    wire.cut.add(rloc(2, 0))
+    failed_over = None
+    for _ in range(40):
+        _send(wire, n1, n2)
+        wire.tick(0.1)
+        if n1.status()["map_cache"][0]["in_use"] == rloc(2, 1):
+            failed_over = wire.now
+            break
+    assert failed_over is not None, "never failed over"
+    # Within the dead time (plus a counter poll and a tick of the harness).
+    assert failed_over - cut_at <= DEAD_AFTER + ACTIVE_POLL + 0.1 + 1e-9
+    delivered = len(n2.inside)
+    _send(wire, n1, n2, b"after the failover")
+    assert len(n2.inside) == delivered + 1
+
+
+def test_a_path_carrying_traffic_both_ways_fails_over_when_its_peer_goes_silent(
+    mesh: tuple[Wire, MakeNode],
+) -> None:
+    wire, _ = mesh
+    n1, n2 = joined(mesh, 1, (2, 2))
+    _send(wire, n1, n2)
+    _send(wire, n2, n1)
+    for _ in range(10):
+        _send(wire, n1, n2)
+        _send(wire, n2, n1)
+        wire.tick(0.1)
+    assert n1.xtr.ctx.stats["probes"] == 0
+    cut_at = wire.now
+    wire.cut.add(rloc(2, 0))  # n2 still sends from 10.77.0.12 in the harness: all of it lost
+    failed_over = None
+    for _ in range(40):
+        _send(wire, n1, n2)
+        wire.tick(0.1)
+        if n1.status()["map_cache"][0]["in_use"] == rloc(2, 1):
+            failed_over = wire.now
+            break
+    assert failed_over is not None and failed_over - cut_at <= DEAD_AFTER + ACTIVE_POLL + 0.2
+
+
+def test_a_down_rloc_is_probed_with_backoff_and_taken_back_when_it_answers(
+    mesh: tuple[Wire, MakeNode],
+) -> None:
+    wire, _ = mesh
+    n1, n2 = joined(mesh, 1, (2, 2))
+    _send(wire, n1, n2)
+    wire.cut.add(rloc(2, 0))
+    for _ in range(30):
+        _send(wire, n1, n2)
+        wire.tick(0.1)
+    assert n1.status()["map_cache"][0]["in_use"] == rloc(2, 1)
+    mark = len(wire.seen)
+    wire.run(60.0, step=0.5)  # no traffic: the dead RLOC is retried ever more rarely
+    retries = _probes_to(wire, rloc(2, 0), mark)
+    assert 2 <= retries <= 8
+    wire.cut.discard(rloc(2, 0))
+    wire.run(130.0, step=1.0)  # the next retry (at most the idle interval away) answers
+    assert n1.status()["map_cache"][0]["rlocs"][0]["up"] is True
+    _send(wire, n1, n2, b"back on the first uplink")
+    assert n1.status()["map_cache"][0]["in_use"] == rloc(2, 0)
