@@ -164,5 +164,6 @@ class PythonDataPath:
 
     def stats(self) -> dict[str, int]:
         return {}  # the xTR counts what this path does in its own stats and drops
+
     def received_from(self) -> set[str]:
         return set()  # the xTR opens these packets itself and notes their source

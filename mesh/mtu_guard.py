@@ -15,6 +15,7 @@ import logging
 from lisp.map_cache import MapCacheEntry
 from mesh import lispers_peer as lispers
 from mesh.paths import PathTable
+from mesh.pmtu import RAISE_AFTER
 from mesh.rate_limit import TokenBuckets
 from mesh.rloc_probing import Prober
 from mesh.too_big import clamp_mss, dont_fragment, fragment_v4, icmp_too_big
@@ -93,19 +94,35 @@ class MtuGuard:
                         targets.setdefault(str(record.address), entry)
             for rloc in [r for r in pmtu.rlocs if r not in targets]:
                 pmtu.untrack(rloc)
+            in_use = self._in_use(now)
+            companions: dict[str, MapCacheEntry] = {}
             for rloc, size, search in due:
                 if lispers.is_lispers(rloc, ctx.lispers_peers):
                     continue  # a keyless probe makes lispers.net drop our key
                 target = targets.get(rloc)
-                if target is None:
-                    continue
+                if target is None or rloc not in in_use:
+                    continue  # an idle path's MTU is found when it carries traffic again
                 nonce = self.prober.send_padded_probe(target, rloc, size)
                 if nonce is not None:
                     pmtu.sent(nonce, rloc, size, search, now)
+                    companions[rloc] = target
+            for rloc, target in companions.items():
+                # An ordinary probe beside the padded ones: a fresh sign of life, so a lost
+                # padded probe can be judged (idle RLOCs are not probed otherwise).
+                self.prober.send_probe(target, rloc, with_key=False)
         if pmtu.changed(now):
             for rloc, mtu in pmtu.status(now).items():
                 log.debug("path MTU to %s: %d", rloc, mtu)
             self.paths.recompute()
+
+    def _in_use(self, now: float) -> set[str]:
+        """RLOCs of paths that carried data lately: only their MTU is worth probing for."""
+        last_used = self.paths.last_used
+        return {
+            path.remote[0]
+            for key, path in self.paths.paths.items()
+            if now - last_used.get(key, float("-inf")) < RAISE_AFTER
+        }
 
     def _answers_probes(self, rloc: str) -> bool:
         """Did `rloc` answer an ordinary probe lately (so a lost padded probe means the size)?"""

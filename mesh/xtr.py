@@ -142,6 +142,7 @@ class Xtr:
         self.datapath: DataPath = ctx.datapath
         self.policy: NodePolicy | None = None
         self._sent_counters: dict[int, int] = {}  # id(EncapState) -> packets sealed, last look
+        self._observed_at = now  # when _observe_traffic last looked
         self.apply_policy(config.policy)
         security = config.security
         self.revocation.apply(security.revoked_peers, security.retired_certificates)
@@ -445,9 +446,14 @@ class Xtr:
         self._sent_counters = seen
         heard = ctx.heard_from | self.datapath.received_from()
         ctx.heard_from = set()
-        # Sent first, then heard: a reply in the same interval answers what was sent.
+        # Sent first, then heard: a reply in the same interval answers what was sent. What was
+        # sent went out after the last look: the wait is counted from then (at most one fast
+        # poll back, so a flow starting after a long idle look is not judged on time it had
+        # no chance to answer in).
+        since = min(now, max(self._observed_at, now - ACTIVE_POLL))
+        self._observed_at = now
         for rloc in used:
-            ctx.prober.used(rloc, now)
+            ctx.prober.used(rloc, since)
         for rloc in heard:
             ctx.prober.heard(rloc, now)
         return bool(used or heard)

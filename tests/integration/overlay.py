@@ -65,6 +65,7 @@ class XtrSpec:
     policy: dict[str, Any] | None = None  # the node config's `policy:` (a NodePolicy as a dict)
     metrics: str | None = None  # the node config's `metrics.listen` (Prometheus), if any
     xtr: dict[str, Any] = field(default_factory=dict)  # more `xtr:` keys (e.g. mss_clamp)
+    timers: dict[str, Any] | None = None  # over the lab's xtr.timers (fast ones for tests)
 
     @property
     def name(self) -> str:
@@ -160,6 +161,7 @@ class OverlayLab:
                         "probe_interval": 0.3,
                         "probe_dead_after": 1.5,
                         "map_request_retry": 0.5,
+                        **(spec.timers or {}),
                     },
                 },
             }
