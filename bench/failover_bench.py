@@ -22,6 +22,7 @@ Usage (root):  python3 bench/failover_bench.py [--rounds 3] [--only failover,joi
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -112,7 +113,7 @@ def failover_round(lab: OverlayLab, how: str) -> float:
     # The longest silence from the last reply before the cut on: replies already in flight
     # (and the time the cut takes to apply) come before the real gap.
     tail = [before[-1], *after]
-    return max(b - a for a, b in zip(tail, tail[1:]))
+    return max(b - a for a, b in itertools.pairwise(tail))
 
 
 def measure_failover(rounds: int, timers: dict[str, Any]) -> dict[str, Any]:

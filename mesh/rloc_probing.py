@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from ipaddress import ip_address
 
 from lisp import MapRequest, RequestRecord
@@ -136,8 +137,25 @@ class Prober:
         return nonce
 
     def rekey(self) -> None:
-        epoch = self.ctx.keys.rotate(self.ctx.now)
+        ctx, paths = self.ctx, self.paths
+        epoch_began = ctx.keys.epoch.created_at
+        epoch = ctx.keys.rotate(ctx.now)
         log.info("rekeying: new ITR key-id %d", epoch.key_id)
+        # Only mappings used during the old epoch are rekeyed; an idle one is forgotten with
+        # its key (as WireGuard lets an unused session lapse), and its next packet resolves it
+        # afresh under the new key: an idle mesh sends no key exchanges.
+        idle = [
+            entry
+            for entry in paths.map_cache
+            if not entry.negative
+            and paths.last_used.get((entry.iid, entry.prefix), -math.inf) < epoch_began
+        ]
+        for entry in idle:
+            paths.map_cache.remove(entry.iid, entry.prefix)
+            paths.forget(entry.iid, entry.prefix)
+        if idle:
+            ctx.stats["rekey-idle-forgotten"] += len(idle)
+            paths.recompute()
         # Make-before-break: the old key keeps sealing until each peer answers the new one.
         self.probe(with_key=True)
 

@@ -641,11 +641,12 @@ class Agent:
             # A state change (uplink, RLOC, peer, path) goes out at once; RTTs and traffic
             # counters alone at most every volatile_interval.
             volatile_due = time.monotonic() - last_sent >= self.options.volatile_interval
+            measured = telemetry.without_ages(report)
             try:
-                if self.force_report or stable != last or (volatile_due and report != last_full):
+                if self.force_report or stable != last or (volatile_due and measured != last_full):
                     await stub.Report(report, timeout=5)
                     last, self.force_report = stable, False
-                    last_full, last_sent = report, time.monotonic()
+                    last_full, last_sent = measured, time.monotonic()
                 now = time.monotonic()
                 if now - last_metrics >= self.options.metrics_interval:
                     await stub.ReportMetrics(telemetry.metrics(status, self.started), timeout=5)

@@ -94,6 +94,17 @@ def significant(report: status_pb2.StatusReport) -> status_pb2.StatusReport:
     return stable
 
 
+def without_ages(report: status_pb2.StatusReport) -> status_pb2.StatusReport:
+    """The report without the figures that change by time passing alone (ages): the periodic
+    refresh goes out only when something was measured anew (an RTT, a counter), so an idle
+    node reports nothing."""
+    timeless = status_pb2.StatusReport()
+    timeless.CopyFrom(report)
+    for peer in timeless.peers:
+        peer.ClearField("last_key_exchange_ago")
+    return timeless
+
+
 _VOLATILE_PEER_FIELDS = (
     "rtt_ms", "packets_sent", "bytes_sent", "packets_received", "bytes_received",
     "last_key_exchange_ago",

@@ -153,3 +153,30 @@ def test_a_down_rloc_is_probed_with_backoff_and_taken_back_when_it_answers(
     assert n1.status()["map_cache"][0]["rlocs"][0]["up"] is True
     _send(wire, n1, n2, b"back on the first uplink")
     assert n1.status()["map_cache"][0]["in_use"] == rloc(2, 0)
+
+
+def test_rekeying_skips_idle_peers_and_their_next_packet_resolves_afresh(
+    mesh: tuple[Wire, MakeNode],
+) -> None:
+    wire, _ = mesh
+    n1, n2, n3 = joined(mesh, 1, 2, 3)
+    _send(wire, n1, n2)
+    _send(wire, n1, n3)
+    wire.run(2.0)
+    n1.xtr.ctx.keys.epoch.created_at = wire.now  # the epoch that ends at the rekey begins here
+    _exchange(wire, n1, n2, 3)  # only n2's mapping is used during it
+    mark = len(wire.seen)
+    n1.xtr.prober.rekey()
+    wire.pump()
+    keyed_to = {  # n1's keyed probes (a key and a signed proof: far bigger than a liveness one)
+        d[0] for s, d, p in wire.seen[mark:] if s[0] == rloc(1) and d[1] == CONTROL_PORT
+        and len(p) > 512
+    }  # fmt: skip
+    assert keyed_to == {rloc(2)}  # not n3
+    prefixes = {e["prefix"] for e in n1.status()["map_cache"]}
+    assert prefixes == {"10.1.2.0/24"}  # n3's mapping went with its old key
+    assert n1.xtr.ctx.stats["rekey-idle-forgotten"] == 1
+    before = len(n3.inside)
+    _send(wire, n1, n3, b"after the rekey")
+    assert len(n3.inside) == before + 1 and n3.inside[-1].endswith(b"after the rekey")
+    assert n1.status()["keys"]["itr_key_id"] == 2
