@@ -46,6 +46,7 @@ class PathTable:
         # that waited for its mapping.
         self.request: Callable[[IpAddress, int], int | None] = _unwired
         self.deliver: Callable[[bytes], None] = _unwired
+        self.rekey_entry: Callable[[MapCacheEntry], None] = _unwired
 
     def reset(self) -> None:
         """Another virtual network: nothing learnt in the old one applies."""
@@ -80,6 +81,12 @@ class PathTable:
             return None
         path = self.paths.get((entry.iid, entry.prefix))
         if path is None:
+            if ctx.encrypt and (entry.iid, entry.prefix) not in self.entry_encap:
+                # A mapping without a key (let go idle at a rekey, or from the checkpoint):
+                # the packet waits while the key exchange runs with the peer directly.
+                self.rekey_entry(entry)
+                self.queue_miss(version, address, packet)
+                return None
             ctx.drops["no-path"] += 1
             return None
         if len(self.flow) >= FLOW_CACHE_LIMIT:
@@ -202,6 +209,13 @@ class PathTable:
             found = self.map_cache.lookup_int(ctx.iid, miss.version, miss.address, now)
             if found is None:
                 continue
+            if (
+                ctx.encrypt
+                and not found.negative
+                and (found.iid, found.prefix) not in paths
+                and (found.iid, found.prefix) not in self.entry_encap
+            ):
+                continue  # its key exchange is still out (rekey_entry): keep waiting
             del self.misses[key]
             if (found.iid, found.prefix) in paths:
                 for packet in miss.queue:

@@ -11,6 +11,7 @@ from lisp.address import Address
 from lisp.kx_lcaf import build_request_itr_rloc
 from lisp.map_cache import MapCacheEntry
 from mesh import lispers_peer as lispers
+from mesh.config import IpNetwork
 from mesh.itr_resolve import Resolver
 from mesh.keys import random_nonce
 from mesh.paths import PathTable
@@ -31,6 +32,7 @@ class Prober:
         self.paths = paths
         self.resolver = resolver
         self.smr_handled: dict[str, float] = {}
+        self.rekeyed: dict[tuple[int, IpNetwork], float] = {}  # rekey_entry's rate limit
 
     def probe(self, with_key: bool = False, only: set[str] | None = None) -> None:
         """RLOC-probe what is due. `with_key` probes every mapping (or those with an RLOC in
@@ -151,13 +153,35 @@ class Prober:
             and paths.last_used.get((entry.iid, entry.prefix), -math.inf) < epoch_began
         ]
         for entry in idle:
-            paths.map_cache.remove(entry.iid, entry.prefix)
-            paths.forget(entry.iid, entry.prefix)
+            paths.forget(entry.iid, entry.prefix)  # the mapping stays (and in the checkpoint)
         if idle:
             ctx.stats["rekey-idle-forgotten"] += len(idle)
             paths.recompute()
         # Make-before-break: the old key keeps sealing until each peer answers the new one.
-        self.probe(with_key=True)
+        idle_keys = {(e.iid, e.prefix) for e in idle}
+        for entry in list(paths.map_cache):
+            if entry.negative or (entry.iid, entry.prefix) in idle_keys:
+                continue
+            for record in entry.rlocs:
+                rloc = str(record.address)
+                ctx.prober.track(rloc, ctx.now)
+                self.send_probe(entry, rloc, with_key=True)
+
+    def rekey_entry(self, entry: MapCacheEntry) -> None:
+        """A packet for a mapping that has no key (forgotten idle at a rekey, or restored from
+        the checkpoint): run the key exchange with its RLOCs directly (rate-limited)."""
+        ctx = self.ctx
+        key = (entry.iid, entry.prefix)
+        if ctx.now - self.rekeyed.get(key, -math.inf) < ctx.timers.map_request_retry:
+            return
+        if len(self.rekeyed) > SMR_TABLE_LIMIT:
+            self.rekeyed.clear()
+        self.rekeyed[key] = ctx.now
+        ctx.stats["rekey-on-use"] += 1
+        for record in entry.rlocs:
+            rloc = str(record.address)
+            ctx.prober.track(rloc, ctx.now)
+            self.send_probe(entry, rloc, with_key=True)
 
     def on_smr(self, source: tuple[str, int]) -> None:
         """An ETR lost our key: probe its RLOC with our current key (rate-limited)."""

@@ -134,6 +134,7 @@ class Xtr:
         self.mss_clamp = config.xtr.mss_clamp if config.xtr is not None else False
         self.path_table.request = self.resolver.send_resolve
         self.path_table.deliver = self.inside_packet
+        self.path_table.rekey_entry = self.prober.rekey_entry
         # The hot path's own references (these objects are never replaced).
         self.flow = self.path_table.flow
         self.keys = ctx.keys

@@ -173,10 +173,12 @@ def test_rekeying_skips_idle_peers_and_their_next_packet_resolves_afresh(
         and len(p) > 512
     }  # fmt: skip
     assert keyed_to == {rloc(2)}  # not n3
-    prefixes = {e["prefix"] for e in n1.status()["map_cache"]}
-    assert prefixes == {"10.1.2.0/24"}  # n3's mapping went with its old key
+    in_use = {e["prefix"]: e["in_use"] for e in n1.status()["map_cache"]}
+    # n3's key went (its mapping stays, for the checkpoint): no path until it is used again.
+    assert in_use == {"10.1.2.0/24": rloc(2), "10.1.3.0/24": None}
     assert n1.xtr.ctx.stats["rekey-idle-forgotten"] == 1
     before = len(n3.inside)
     _send(wire, n1, n3, b"after the rekey")
     assert len(n3.inside) == before + 1 and n3.inside[-1].endswith(b"after the rekey")
     assert n1.status()["keys"]["itr_key_id"] == 2
+    assert n1.xtr.ctx.stats["rekey-on-use"] == 1
