@@ -143,9 +143,9 @@ class Prober:
         epoch_began = ctx.keys.epoch.created_at
         epoch = ctx.keys.rotate(ctx.now)
         log.info("rekeying: new ITR key-id %d", epoch.key_id)
-        # Only mappings used during the old epoch are rekeyed; an idle one is forgotten with
-        # its key (as WireGuard lets an unused session lapse), and its next packet resolves it
-        # afresh under the new key: an idle mesh sends no key exchanges.
+        # Only mappings used during the old epoch are rekeyed; an idle one loses its key (as
+        # WireGuard lets an unused session lapse) but keeps its mapping, and its next packet
+        # runs the key exchange with the peer (rekey_entry): an idle mesh sends no exchanges.
         idle = [
             entry
             for entry in paths.map_cache
