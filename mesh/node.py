@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -40,6 +41,23 @@ from mesh.underlay_mtu import enable_errors, read_mtu_errors, route_mtu
 from mesh.xtr import CONTROL_PORT, DATA_PORT, LocalRloc, Xtr
 
 log = logging.getLogger("lispmesh.node")
+# sendto() errors that say the destination cannot be reached from here (no route, an address
+# that is not unicast or not of this family), as opposed to this node's own trouble.
+DESTINATION_ERRORS = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EACCES, errno.EINVAL,
+     errno.EAFNOSUPPORT}
+)  # fmt: skip
+
+
+def _send(sock: socket.socket, packet: bytes, dest: tuple[str, int]) -> None:
+    """sendto, once more after ECONNREFUSED: the underlay sockets ask for ICMP errors
+    (IP_RECVERR, path MTU), so an earlier datagram's port-unreachable (a peer's closed port)
+    is reported by the next send, which then did not go out."""
+    try:
+        sock.sendto(packet, dest)
+    except ConnectionRefusedError:
+        sock.sendto(packet, dest)
+
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 IP_FREEBIND = 15
@@ -363,16 +381,23 @@ class NodeRuntime:
 
     def send_data(self, local: LocalRloc, packet: bytes, dest: tuple[str, int]) -> None:
         try:
-            self.data_socks[local.key].sendto(packet, dest)
+            _send(self.data_socks[local.key], packet, dest)
         except OSError:
             self.errors["send-data"] += 1
 
     def send_control(self, local: LocalRloc, packet: bytes, dest: tuple[str, int]) -> None:
         try:
-            self.control_socks[local.key].sendto(packet, dest)
+            _send(self.control_socks[local.key], packet, dest)
         except OSError as exc:
-            self.errors["send-control"] += 1
-            log.debug("control send to %s failed: %s", dest, exc)
+            if exc.errno in DESTINATION_ERRORS and self.xtr is not None:
+                # The address came from a peer's message (an ITR-RLOC, a probed RLOC) and this
+                # host has no route to it: a fact about that message, counted with the drops,
+                # not a fault of this node.
+                self.xtr.drops["control-destination-unreachable"] += 1
+                log.debug("control send to %s failed: %s", dest, exc)
+            else:
+                self.errors["send-control"] += 1
+                log.warning("control send to %s failed: %s", dest, exc)
 
     def write_inside(self, packet: bytes) -> None:
         assert self.tun is not None

@@ -227,7 +227,7 @@ def test_garbage_packets_are_counted_and_the_node_keeps_working(lab: OverlayLab)
     reasons = set(drops) - set(before)
     assert reasons & {"malformed", "malformed-control", "no-key", "decrypt-failure",
                       "plaintext-refused", "unexpected-control"}, drops  # fmt: skip
-    assert lab.status("n2")["runtime_errors"] == {}
+    assert lab.status("n2")["runtime_errors"] == {}, lab.logs("n2")[-4000:]
     lab.wait_ping("n1", eid4(2))
     lab.wait_ping("n2", eid6(1))
 
