@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -187,8 +188,8 @@ def measure(n: int, seconds: float, settle: float, keep: bool) -> Row:
     path = workdir / "idle.clab.yml"
     path.write_text(topology(n))
     lab = MeshLab(workdir, topology=path, token_uses=n + 1)
-    lab.deploy()
     try:
+        lab.deploy()
         started = time.monotonic()
         for node in lab.nodes:
             wait_for(lambda node=node: lab.enrollment(node), 120, f"{node} to join")  # type: ignore[misc]
@@ -265,6 +266,10 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="10", help="comma-separated lab sizes (default 10)")
@@ -280,6 +285,9 @@ def main() -> int:
     if not all(2 <= n <= 200 for n in sizes):
         print("idle_bench: --nodes: each size must be 2..200", file=sys.stderr)
         return 2
+    # `timeout` and Ctrl-C alike: unwind through measure()'s `finally`, which destroys the lab
+    # (a SIGTERM that killed this process outright once left a 10-node lab running).
+    signal.signal(signal.SIGTERM, _interrupt)
     rows = []
     for n in sizes:
         print(f"N={n}: deploying, joining, waiting for {n * (n - 1)} pairs ...", file=sys.stderr)
