@@ -32,6 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from common.ca_trust import TrustError, ca_fingerprint
 from controller_api.store import CaMaterial
+from mesh.identity import ca_certificate_builder
 
 CA_DAYS = 3650
 
@@ -86,30 +87,8 @@ def new_ca(previous: CaEntry, now: dt.datetime) -> CaEntry:
     start = now - dt.timedelta(minutes=5)
 
     def builder(issuer: x509.Name) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        return ca_certificate_builder(
+            name, issuer, key.public_key(), start, dt.timedelta(days=CA_DAYS)
         )
 
     cert = builder(name).sign(key, hashes.SHA256())
