@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from common.ca_trust import TrustError, ca_fingerprint
+from controller_api.ca import ca_certificate_builder
 from controller_api.store import CaMaterial
-from mesh.identity import ca_certificate_builder
 
 CA_DAYS = 3650
 

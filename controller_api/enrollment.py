@@ -19,6 +19,7 @@ from ipaddress import IPv4Network, IPv6Network
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certs.format import IdentityError
 from controller_api import pki
 from controller_api.attestation import AttestationRefused, ManufacturerCAs
 from controller_api.gen.lispmesh.v1 import common_pb2, enrollment_pb2
@@ -39,7 +40,6 @@ from controller_api.store import (
 from controller_api.tokens import TokenFormatError, display_id, parse_token, secret_matches
 from controller_api.tpm_records import Attestation, TpmNode, TpmRecords
 from controller_api.tpm_verifier import TpmVerifier, VerifiedTpm
-from mesh.identity import IdentityError
 
 
 class EnrollmentError(Exception):

@@ -27,19 +27,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from common.ca_trust import TrustError, cross_signed_by
-from common.files import write_file_atomic
-from controller_api import ca_rotation
-from controller_api.store import CaMaterial, Store, StoreError
-from mesh.identity import (
+from certs.files import (
     CA_CERT_FILE,
     CA_KEY_FILE,
-    CertificateAuthority,
-    IdentityError,
     read_certificate,
     write_certificate,
     write_private_key,
 )
+from certs.format import IdentityError
+from common.ca_trust import TrustError, cross_signed_by
+from common.files import write_file_atomic
+from controller_api import ca_rotation
+from controller_api.ca import CertificateAuthority
+from controller_api.store import CaMaterial, Store, StoreError
 
 SERVER_NAME = "controller.lispmesh"
 ADMIN_URI_PREFIX = "lispmesh://admin/"

@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from certs.format import IdentityError
 from common.errors import LispmeshError
 from common.prometheus import Exporter, LoopCollector, MetricsError, serve
 from controller_api import pki as pki_mod
@@ -72,7 +73,6 @@ from controller_api.store_backend import open_store
 from controller_api.store_errors import StoreErrors
 from controller_api.tokens import ca_pin
 from controller_api.tpm_verifier import DEFAULT_POLICY, TpmVerifier
-from mesh.identity import IdentityError
 
 log = logging.getLogger("lispmesh.controller")
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+from certs.format import Eid, IdentityError
 from lisp.address import Address
 from lisp.crypto import CryptoError
 from lisp.kx_lcaf import build_reply_rloc_address, build_request_itr_rloc, public_key_of
 from lisp.lcaf import JsonLcaf, SecurityKey
 from lisp.records import eid_prefix
 from mesh.config import IpAddress, IpNetwork
-from mesh.identity import Eid, IdentityError
 from mesh.keys import EncapState, KeyStore
 from mesh.kx import KxAuthority, KxReplayError
 from mesh.rate_limit import TokenBuckets

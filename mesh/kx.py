@@ -24,24 +24,19 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certs.files import read_ca_bundle, read_certificate, read_private_key
+from certs.format import Eid, IdentityError
+from certs.verify import CaBundleVerifier, CertificateVerifier, as_verifier
 from lisp import InstanceId, RequestRecord
 from lisp.lcaf import JsonLcaf
 from lisp.records import eid_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.identity import (
-    CaBundleVerifier,
-    CertificateVerifier,
-    Eid,
-    IdentityError,
     KxTranscript,
     NodeIdentity,
     PeerIdentity,
-    as_verifier,
     make_proof,
     parse_proof,
-    read_ca_bundle,
-    read_certificate,
-    read_private_key,
     verify_proof,
 )
 

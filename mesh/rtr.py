@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+from certs.format import IdentityError
 from lisp import EncapsulatedControl, InstanceId, MapRequest
 from lisp.address import DistinguishedName
 from lisp.errors import DecodeError
@@ -47,7 +48,6 @@ from lisp.relay import (
 from lisp.relay import decode as decode_relay
 from lisp.rtr_bindings import Endpoint, Learned, Moved, NatBindings
 from mesh.config import IpNetwork, RtrRole
-from mesh.identity import IdentityError
 from mesh.rtr_proof import reply_subject, request_subject, sign, verify
 from mesh.xtr_context import XtrContext
 from mesh.xtr_types import DATA_PORT

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from ipaddress import ip_address
 from typing import Any
 
+from certs.format import IdentityError
 from lisp.address import DistinguishedName
 from lisp.info import InfoMessage
 from lisp.relay import control_frame
 from mesh.config import RtrRef
-from mesh.identity import IdentityError
 from mesh.keys import random_nonce
 from mesh.rtr_proof import reply_subject, request_subject, sign, verify
 from mesh.xtr_context import XtrContext

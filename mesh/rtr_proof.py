@@ -10,15 +10,9 @@ certificate of the name the node was configured with.
 
 from __future__ import annotations
 
+from certs.format import IdentityError
 from lisp.lcaf import JsonLcaf
-from mesh.identity import (
-    IdentityError,
-    KxTranscript,
-    PeerIdentity,
-    make_proof,
-    parse_proof,
-    verify_proof,
-)
+from mesh.identity import KxTranscript, PeerIdentity, make_proof, parse_proof, verify_proof
 from mesh.kx import KxAuthority
 
 FRESHNESS = 60.0  # seconds a binding proof may be off the receiver's clock

@@ -18,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certs.files import read_private_key, write_certificate
+from certs.format import IdentityError
 from common.errors import LispmeshError
 from common.files import write_file_atomic
 from controller_api.client import (
@@ -32,7 +34,6 @@ from controller_api.client import (
 from controller_api.gen.lispmesh.v1 import enrollment_pb2, enrollment_pb2_grpc
 from controller_api.pki import make_csr
 from controller_api.tokens import TokenFormatError, parse_token
-from mesh.identity import IdentityError, read_private_key, write_certificate
 from node.node_key import NodeKey, NodeKeyError
 from node.state import Enrollment, StateDir
 from node.tpm import TpmError

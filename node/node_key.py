@@ -19,9 +19,10 @@ import grpc.experimental
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certs.files import read_certificate, read_private_key, write_private_key
+from certs.format import IdentityError
 from common.errors import LispmeshError
 from controller_api.client import credentials
-from mesh.identity import IdentityError, read_certificate, read_private_key, write_private_key
 from node.state import Enrollment, StateDir
 
 log = logging.getLogger("lispmesh.agent")

@@ -21,11 +21,11 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certs.files import read_ca_bundle
 from common.errors import LispmeshError
 from controller_api.client import aio_channel, credentials, explain
 from controller_api.gen.lispmesh.v1 import config_pb2, config_pb2_grpc
 from controller_api.pki import make_csr
-from mesh.identity import read_ca_bundle
 from node.backoff import Backoff
 from node.state import StateDir
 from node.trust import issued_by_any

@@ -26,10 +26,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import json_format
 
+from certs.files import write_certificate, write_private_key
 from common.errors import LispmeshError
 from common.files import write_file_atomic
 from controller_api.gen.lispmesh.v1 import config_pb2
-from mesh.identity import write_certificate, write_private_key
 
 log = logging.getLogger(__name__)
 

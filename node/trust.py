@@ -12,10 +12,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from certs.files import read_ca_bundle
+from certs.format import IdentityError
 from common.ca_trust import TrustError, ca_fingerprint, extend_trust
 from common.files import write_file_atomic
 from controller_api.gen.lispmesh.v1 import config_pb2
-from mesh.identity import IdentityError, read_ca_bundle
 from node.state import StateDir
 
 

@@ -9,7 +9,7 @@ echo "== ruff"
 ruff check .
 ruff format --check .
 echo "== mypy"
-mypy --strict lisp
+mypy --strict lisp certs
 mypy mesh node netlab controller_api lispmesh
 echo "== pytest"
 python -m pytest -q -p no:cacheprovider --timeout=600 "$@"

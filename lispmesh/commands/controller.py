@@ -191,10 +191,10 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_create_offline(args: argparse.Namespace) -> int:
+    from certs.format import IdentityError
     from controller_api.offline import create_token
     from controller_api.settings import rfc3339
     from controller_api.store import StoreError
-    from mesh.identity import IdentityError
 
     try:
         token, row = create_token(

@@ -68,7 +68,8 @@ def _days(text: str) -> float:
 
 
 def _certificate(path: Path) -> x509.Certificate:
-    from mesh.identity import IdentityError, read_certificate
+    from certs.files import read_certificate
+    from certs.format import IdentityError
 
     try:
         return read_certificate(path)
@@ -94,7 +95,9 @@ def _public_key(path: Path) -> ec.EllipticCurvePublicKey:
 
 
 def _ca_create(args: argparse.Namespace) -> int:
-    from mesh.identity import CA_CERT_FILE, CertificateAuthority, IdentityError
+    from certs.files import CA_CERT_FILE
+    from certs.format import IdentityError
+    from controller_api.ca import CertificateAuthority
 
     out = Path(args.out)
     try:
@@ -111,15 +114,10 @@ def _ca_create(args: argparse.Namespace) -> int:
 
 
 def _cert_issue(args: argparse.Namespace) -> int:
-    from mesh.identity import (
-        CA_CERT_FILE,
-        NODE_CERT_FILE,
-        NODE_KEY_FILE,
-        CertificateAuthority,
-        IdentityError,
-        NodeIdentity,
-        write_certificate,
-    )
+    from certs.files import CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE, write_certificate
+    from certs.format import IdentityError
+    from controller_api.ca import CertificateAuthority
+    from mesh.identity import NodeIdentity
 
     eids = [_eid(e) for e in args.eid]
     rlocs = [_rloc(r) for r in args.rloc] if args.rloc else None
@@ -154,7 +152,7 @@ def _cert_issue(args: argparse.Namespace) -> int:
 def _describe(cert: x509.Certificate) -> dict[str, Any]:
     from cryptography.hazmat.primitives import hashes
 
-    from mesh.identity import IdentityError, certificate_claims
+    from certs.format import IdentityError, certificate_claims
 
     try:
         claims = certificate_claims(cert)
@@ -192,7 +190,8 @@ def _cert_show(args: argparse.Namespace) -> int:
 
 
 def _cert_verify(args: argparse.Namespace) -> int:
-    from mesh.identity import IdentityError, verify_node_certificate
+    from certs.format import IdentityError
+    from mesh.identity import verify_node_certificate
 
     cert = _certificate(Path(args.file))
     ca = _certificate(Path(args.ca))

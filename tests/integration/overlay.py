@@ -26,8 +26,8 @@ import yaml
 
 from lispmesh.waiting import wait_until
 from mesh.control import ControlError, query
-from mesh.identity import provision_lab_identities
 from netlab import Lab
+from tests.lab_identities import provision_lab_identities
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MS_ADDRESS = "10.77.0.1"

@@ -24,10 +24,10 @@ from lisp.auth import AuthAlg
 from lisp.info import InfoMessage
 from lispmesh.waiting import wait_until
 from mesh.control import ControlError, query
-from mesh.identity import provision_lab_identities
 from netlab import netns
 from netlab.lab import Lab
 from netlab.testing import lab_up
+from tests.lab_identities import provision_lab_identities
 
 pytestmark = [
     pytest.mark.root,

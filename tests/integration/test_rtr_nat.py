@@ -24,23 +24,18 @@ from typing import Any
 import pytest
 import yaml
 
+from certs.files import read_certificate, read_private_key
 from lisp.address import DistinguishedName
 from lisp.info import InfoMessage
 from lisp.relay import control_frame
 from lispmesh.waiting import wait_until
 from mesh.control import ControlError, query
-from mesh.identity import (
-    KxTranscript,
-    NodeIdentity,
-    make_proof,
-    provision_lab_identities,
-    read_certificate,
-    read_private_key,
-)
+from mesh.identity import KxTranscript, NodeIdentity, make_proof
 from mesh.rtr_proof import request_subject
 from netlab import netns
 from netlab.lab import Lab
 from netlab.testing import lab_up
+from tests.lab_identities import provision_lab_identities
 
 pytestmark = [
     pytest.mark.root,

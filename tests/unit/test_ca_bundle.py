@@ -1,5 +1,5 @@
-"""Trust as a bundle of CAs (mesh.identity.CaBundleVerifier, read_ca_bundle) and the rotation
-material (controller_api.ca_rotation): a new CA cross-signed by the old one."""
+"""Trust as a bundle of CAs (certs.verify.CaBundleVerifier, certs.files.read_ca_bundle) and the
+rotation material (controller_api.ca_rotation): a new CA cross-signed by the old one."""
 
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certs.files import read_ca_bundle
+from certs.format import IdentityError
+from certs.verify import CaBundleVerifier
 from common import ca_trust
 from common.ca_trust import TrustError
 from controller_api import ca_rotation
+from controller_api.ca import CertificateAuthority
 from controller_api.gen.lispmesh.v1 import config_pb2
-from mesh.identity import (
-    CaBundleVerifier,
-    CertificateAuthority,
-    IdentityError,
-    NodeIdentity,
-    read_ca_bundle,
-)
+from mesh.identity import NodeIdentity
 from node import trust
 from node.state import StateDir
 

@@ -14,12 +14,12 @@ import grpc
 import pytest
 from cryptography import x509
 
+from certs.files import read_ca_bundle
 from common.ca_trust import ca_fingerprint
 from controller_api.client import ControllerRefused, aio_channel, credentials, fetch_pinned_ca
 from controller_api.gen.lispmesh.v1 import admin_pb2, config_pb2, config_pb2_grpc
 from controller_api.offline import create_token
 from controller_api.tokens import parse_token
-from mesh.identity import read_ca_bundle
 from node import trust
 from node.renewal import renew_certificate
 from node.state import StateDir

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from certs.format import certificate_claims
 from controller_api import desired
 from controller_api.enrollment import Enroller, EnrollmentError
 from controller_api.gen.lispmesh.v1 import enrollment_pb2
@@ -21,7 +22,6 @@ from controller_api.pki import ControllerPki, fingerprint, make_csr
 from controller_api.settings import ControllerSettings, Pools
 from controller_api.store import SqliteStore as Store
 from controller_api.tokens import JoinToken, ca_pin, new_token, parse_token
-from mesh.identity import certificate_claims
 
 POOLS = Pools(IPv4Network("10.250.0.0/16"), 24, IPv6Network("fd00:1::/48"), 64)
 

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certs.format import EID_EXTENSION_OID
 from controller_api.client import (
     ControllerRefused,
     ControllerUnreachable,
@@ -34,7 +35,6 @@ from controller_api.gen.lispmesh.v1 import (
 )
 from controller_api.pki import make_csr
 from controller_api.settings import rfc3339
-from mesh.identity import EID_EXTENSION_OID
 from node.agent import Agent, AgentOptions
 from node.enroll import EnrollError, enroll
 from node.node_key import NodeKey
@@ -253,7 +253,7 @@ def test_restart_keeps_ca_tokens_and_nodes(loop: asyncio.AbstractEventLoop, tmp_
 def test_node_key_is_never_sent(ctl: Running, tmp_path: Path) -> None:
     state = StateDir(tmp_path / "node")
     ctl.enroll(state, ctl.token())
-    from mesh.identity import read_private_key
+    from certs.files import read_private_key
 
     key = read_private_key(state.key)
     assert isinstance(key, ec.EllipticCurvePrivateKey)

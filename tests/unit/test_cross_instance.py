@@ -10,10 +10,10 @@ from pathlib import Path
 from lisp import MapRequest, RequestRecord
 from lisp.crypto import EcdhKeyPair, PacketCipher, derive_data_key
 from lisp.kx_lcaf import build_request_itr_rloc
-from mesh.identity import provision_lab_identities
 from mesh.keys import data_header
 from mesh.kx import KxAuthority, requested_eids
 from mesh.xtr import CONTROL_PORT, DATA_PORT
+from tests.lab_identities import provision_lab_identities
 from tests.unit import test_xtr_memory as memory
 from tests.unit.test_xtr_memory import MakeNode, Wire, ipv4_packet, joined, rloc
 

@@ -1,4 +1,5 @@
-"""mesh.identity (CA, node certificates, the signed key exchange) and lisp.kx_lcaf."""
+"""The identity code (certs/, controller_api.ca, mesh.identity: CA, node certificates, the signed
+key exchange) and lisp.kx_lcaf."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from certs import files as cert_files
+from certs import format as cert_format
+from certs import verify as cert_verify
+from certs.format import IdentityError, certificate_claims
+from controller_api.ca import CertificateAuthority
 from lisp.address import NO_ADDRESS
 from lisp.crypto import CS_AES128_GCM, CryptoError, EcdhKeyPair, derive_data_key
 from lisp.kx_lcaf import (
@@ -31,18 +37,8 @@ from lisp.map_reply import MapReply
 from lisp.map_request import MapRequest, RequestRecord
 from lisp.messages import decode_control
 from lisp.records import EidRecord, RlocRecord
-from mesh import identity as ident
-from mesh.identity import (
-    CertificateAuthority,
-    IdentityError,
-    KxTranscript,
-    NodeIdentity,
-    certificate_claims,
-    make_proof,
-    parse_proof,
-    provision_lab_identities,
-    verify_proof,
-)
+from mesh.identity import KxTranscript, NodeIdentity, make_proof, parse_proof, verify_proof
+from tests.lab_identities import provision_lab_identities
 
 EIDS_A = [(0, ip_network("10.1.0.0/24")), (7, ip_network("fd00:1::/64"))]
 EIDS_B = [(0, ip_network("10.2.0.0/24"))]
@@ -118,12 +114,12 @@ def test_load_round_trip_and_refusals(tmp_path: Path, ca: CertificateAuthority) 
 
 def test_actionable_file_errors(tmp_path: Path, ca: CertificateAuthority) -> None:
     with pytest.raises(IdentityError, match="cannot be read"):
-        ident.read_private_key(tmp_path / "missing.key")
+        cert_files.read_private_key(tmp_path / "missing.key")
     with pytest.raises(IdentityError, match="cannot be read"):
-        ident.read_certificate(tmp_path / "missing.crt")
+        cert_files.read_certificate(tmp_path / "missing.crt")
     (tmp_path / "junk.crt").write_text("not a certificate")
     with pytest.raises(IdentityError, match=r"not a PEM X\.509 certificate"):
-        ident.read_certificate(tmp_path / "junk.crt")
+        cert_files.read_certificate(tmp_path / "junk.crt")
     node(tmp_path, ca, "b", EIDS_B)
     (tmp_path / "b" / "node.key").unlink()
     NodeIdentity.load_or_create(tmp_path / "c", "c")
@@ -151,7 +147,7 @@ def test_node_certificate_contents(tmp_path: Path, ca: CertificateAuthority) -> 
     assert sorted(claims.eids) == sorted(EIDS_A)
     assert claims.rlocs == (ip_network("192.0.2.0/24"),)
     ext = cert.extensions
-    assert not ext.get_extension_for_oid(ident.EID_EXTENSION_OID).critical
+    assert not ext.get_extension_for_oid(cert_format.EID_EXTENSION_OID).critical
     assert ext.get_extension_for_class(x509.KeyUsage).value.digital_signature
     eku = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH}
@@ -169,7 +165,7 @@ def test_provision_lab_identities(tmp_path: Path) -> None:
     for name, d in dirs.items():
         assert {p.name for p in d.iterdir()} == {"node.key", "node.crt", "ca.crt"}
         assert mode(d / "node.key") == 0o600
-        assert certificate_claims(ident.read_certificate(d / "node.crt")).name == name
+        assert certificate_claims(cert_files.read_certificate(d / "node.crt")).name == name
     key_before = (dirs["a"] / "node.key").read_bytes()
     ca_before = (tmp_path / "lab" / "ca" / "ca.crt").read_bytes()
     provision_lab_identities(tmp_path / "lab", "lab CA", nodes)  # idempotent: keys and CA kept
@@ -266,17 +262,17 @@ def test_expired_and_not_yet_valid(tmp_path: Path, ca: CertificateAuthority) -> 
 
 
 def test_verified_certificates_are_cached(tmp_path: Path, ca: CertificateAuthority) -> None:
-    ident._cert_cache.clear()
+    cert_verify._cert_cache.clear()
     b = node(tmp_path, ca, "b", EIDS_B)
     for nonce in range(3):
         t = transcript(nonce=nonce)
         verify_proof(ca.certificate, make_proof(b, t), t, now=wall_now())
-    assert len(ident._cert_cache) == 1
+    assert len(cert_verify._cert_cache) == 1
     rogue = CertificateAuthority.create(tmp_path / "rogue", "rogue")
     c = node(tmp_path, rogue, "c", EIDS_B)
     with pytest.raises(IdentityError):
         verify_proof(ca.certificate, make_proof(c, transcript()), transcript(), now=wall_now())
-    assert len(ident._cert_cache) == 1  # only certificates that chained are cached
+    assert len(cert_verify._cert_cache) == 1  # only certificates that chained are cached
 
 
 GARBAGE = [

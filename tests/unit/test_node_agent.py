@@ -14,9 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certs.files import write_certificate, write_private_key
+from controller_api.ca import CertificateAuthority
 from controller_api.gen.lispmesh.v1 import config_pb2
 from mesh.config import Rloc
-from mesh.identity import CertificateAuthority, write_certificate, write_private_key
 from node.backoff import Backoff
 from node.desired import DesiredStateError, LocalFacts, to_node_config
 from node.renewal import RenewalSchedule

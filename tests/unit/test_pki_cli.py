@@ -10,8 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from certs.files import read_certificate, read_private_key
+from certs.format import certificate_claims
 from lispmesh.cli import main
-from mesh.identity import certificate_claims, read_certificate, read_private_key
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -19,12 +19,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mesh.identity import (
-    CertificateAuthority,
-    NodeIdentity,
-    certificate_claims,
-    read_certificate,
-)
+from certs.files import read_certificate
+from certs.format import certificate_claims
+from controller_api.ca import CertificateAuthority
+from mesh.identity import NodeIdentity
 from mesh.kx import KxAuthority
 from mesh.xtr import Xtr
 from tests.unit import test_xtr_memory as memory

@@ -19,19 +19,16 @@ from typing import Any
 
 import pytest
 
+from certs.files import read_certificate
+from certs.format import IdentityError
+from certs.verify import CaVerifier, VerifiedCertificate
 from lisp import EncapsulatedControl, decode_control
 from lisp.map_server import MapServer, Site
 from lisp.map_server.site import SendTo
 from mesh.config import NodeConfig, parse_config
-from mesh.identity import (
-    CaVerifier,
-    IdentityError,
-    VerifiedCertificate,
-    provision_lab_identities,
-    read_certificate,
-)
 from mesh.kx import Clock, KxAuthority
 from mesh.xtr import CONTROL_PORT, DATA_PORT, LocalRloc, Xtr
+from tests.lab_identities import provision_lab_identities
 
 MS = "10.77.0.1"
 SITE_KEY = "memory-site-key-0123"

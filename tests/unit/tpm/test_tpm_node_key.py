@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from certs.files import read_certificate
 from controller_api.client import aio_channel
 from controller_api.gen.lispmesh.v1 import config_pb2, config_pb2_grpc
-from mesh.identity import read_certificate
 from mesh.kx import KxAuthority
 from node.node_key import NodeKey, NodeKeyError, tpm_for
 from node.state import StateDir
