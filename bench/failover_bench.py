@@ -6,7 +6,7 @@ is cut, two ways: `link`, n1's uplink goes down (`ip link set eth1 down`: n1 kno
 not), and `path`, the path from n2 to n1's primary RLOC dies (an nftables drop in n2's
 namespace: nobody is told, n2's prober must find out). The outage is the gap between ping
 replies around the cut (ping -D timestamps). Repeated --rounds times each (restored, and the
-pings back on the primary, between rounds). Timers: the product defaults (mesh.config.Timers),
+pings back on the primary, between rounds). Timers: the product defaults (common.timers.Timers),
 unless given.
 
 Join: the demo lab (examples/demo.clab.yml: a controller and three nodes); once the mesh is
@@ -36,8 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.timers import Timers
 from lispmesh.mesh_lab import MeshLab, wait_for
-from mesh.config import Timers
 from tests.integration.overlay import OverlayLab, XtrSpec, eid4, rloc
 
 GOAL_FAILOVER = 1.0

@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any
 
+from common.udp import underlay_socket
 from controller_api.store import NodeRow
 from lisp.map_server import MapServer, Site
-from mesh.map_server import MapServerService
-from mesh.node import udp_socket
+from lisp.map_server.service import MapServerService
 
 log = logging.getLogger("lispmesh.controller.map_server")
 
@@ -63,7 +63,7 @@ class EmbeddedMapServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         address = IPv4Address("0.0.0.0") if self.listen in ("", "0.0.0.0") else None
-        sock = udp_socket(address or IPv4Address(self.listen), self.port, None)
+        sock = underlay_socket(address or IPv4Address(self.listen), self.port, None)
         self.socks.append(sock)
         self._loop.add_reader(sock.fileno(), self._readable, sock)
         await self.service.start()

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
+from common.timers import Timers
 from controller_api.store.model import EidPools
-from mesh.config import Timers
 
 DEFAULT_PORT = 7443
 DEFAULT_STATE_DIR = Path("/var/lib/lispmesh-controller")

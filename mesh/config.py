@@ -61,6 +61,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from common.errors import LispmeshError
 from common.policy_format import NodePolicy
 from common.prometheus import MetricsError, parse_listen
+from common.timers import Timers
 from lisp.crypto_suites import CIPHER_SUITE_NAMES
 from lisp.map_server.site import MAX_REGISTRATIONS
 
@@ -104,22 +105,6 @@ class RtrRole:
 
 
 @dataclass(frozen=True)
-class Timers:
-    register_interval: float = 60.0  # seconds between Map-Register refreshes
-    register_ttl_minutes: int = 3  # record TTL in Map-Registers (T bit set)
-    # RLOC-probing (lisp.rloc_probe): only an RLOC we send to without hearing back is probed,
-    # every probe_interval, and is down after probe_dead_after (the failover time); idle RLOCs
-    # get one probe per probe_idle_interval, to notice a dead one before traffic starts.
-    # (Fast timers are cheap here: only a path in use that stops answering is probed at that
-    # rate, so failover stays under a second; see bench/failover_bench.py.)
-    probe_interval: float = 0.2
-    probe_dead_after: float = 0.7
-    probe_idle_interval: float = 300.0
-    map_request_retry: float = 1.0  # minimum gap between Map-Requests for one EID
-    queue_limit: int = 16  # packets held per EID while its Map-Request is out
-
-
-@dataclass(frozen=True)
 class XtrConfig:
     tun: str
     instance_id: int
@@ -130,7 +115,7 @@ class XtrConfig:
     map_servers: tuple[MapServerRef, ...]
     map_resolvers: tuple[IpAddress, ...]
     mtu: int = 1400
-    timers: Timers = Timers()
+    timers: Timers = field(default_factory=Timers)
     # Path MTU (mesh.pmtu): padded RLOC-probes find black holes where ICMP is filtered;
     # mss_clamp lowers the MSS of TCP SYNs to what the path carries.
     mtu_probes: bool = True

@@ -25,15 +25,16 @@ from typing import Any
 
 from common.errors import LispmeshError
 from common.prometheus import Exporter, LoopCollector, serve
+from common.udp import UdpSocketError, underlay_socket
 from lisp import DecodeError, EncapsulatedControl, decode_control
 from lisp.ecm import TO_ETR_BIT
 from lisp.map_server import MapServer, Site
+from lisp.map_server.service import MapServerService
 from mesh import diagnostics, fastpath
 from mesh.config import ConfigError, IpAddress, NodeConfig, XtrConfig, load_config
 from mesh.control import ControlServer
 from mesh.fastpath import FastPath
 from mesh.kx import KxAuthority
-from mesh.map_server import MapServerService
 from mesh.metrics import node_families
 from mesh.netlink import configure_tun, link_is_up, remove_from_tun
 from mesh.tun import TunDevice
@@ -59,13 +60,6 @@ def _send(sock: socket.socket, packet: bytes, dest: tuple[str, int]) -> None:
         sock.sendto(packet, dest)
 
 
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
-IP_FREEBIND = 15
-IPV6_FREEBIND = 78
-IP_MTU_DISCOVER = 10
-IPV6_MTU_DISCOVER = 23
-IP_PMTUDISC_DO = 2
-SOCKET_BUFFER = 4 * 1024 * 1024  # several MB, or datagrams drop under load (platform.md)
 MIN_SLEEP = 0.005  # between two timer runs: a deadline in the past does not spin the loop
 MAX_SLEEP = 1.0
 CHECKPOINT_SECONDS = 5.0  # how often learnt mappings are written to the state directory
@@ -95,35 +89,14 @@ class NodeSetupError(LispmeshError):
 def udp_socket(
     address: IpAddress, port: int, device: str | None, mtu_errors: bool = False
 ) -> socket.socket:
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    """An underlay socket (common.udp); `mtu_errors`: ICMP "too big" for our datagrams, with
+    the MTU, on its error queue (mesh.pmtu), which NodeRuntime._mtu_errors drains."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # FREEBIND: an uplink that is down at start (no address yet) must not stop the node.
-        # DF on every datagram (also GSO segments): the underlay is never fragmented; an MTU
-        # problem shows up as an error instead of as fragments.
-        if family == socket.AF_INET:
-            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-        else:
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IP_PMTUDISC_DO)
-        if mtu_errors:
-            # ICMP "too big" for our datagrams, with the MTU, on its error queue (mesh.pmtu);
-            # whoever asks for it drains that queue (NodeRuntime._mtu_errors).
-            enable_errors(sock)
-        if device:
-            # Pin the socket to its uplink: the RLOC picks the interface, not the routing table.
-            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, device.encode())
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-        sock.bind((str(address), port))
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        where = f"{address}:{port}" + (f" on {device}" if device else "")
-        raise NodeSetupError(f"cannot open UDP socket {where}: {exc.strerror}") from None
+        sock = underlay_socket(address, port, device)
+    except UdpSocketError as exc:
+        raise NodeSetupError(str(exc)) from None
+    if mtu_errors:
+        enable_errors(sock)
     return sock
 
 

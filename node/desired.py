@@ -14,6 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.policy_format import NodePolicy
+from common.timers import Timers
 from controller_api.gen.lispmesh.v1 import config_pb2
 from controller_api.policy.compile import proto_to_node_policy
 from lisp.crypto_suites import CIPHER_SUITE_NAMES
@@ -25,7 +26,6 @@ from mesh.config import (
     RtrRef,
     RtrRole,
     Security,
-    Timers,
     XtrConfig,
 )
 

@@ -10,7 +10,9 @@ Bytes and `now` (monotonic seconds, passed in; nothing here reads a clock) go in
 - `register`: Map-Register in, Map-Notify out (`Registrar`: authentication, nonces, lifetimes);
 - `resolve`: Map-Requests answered, forwarded or refused (`Resolver`);
 - `info_reply`: Info-Requests answered with what the map-server sees (`InfoResponder`);
-- `server`: `MapServer`, these composed behind one `handle`.
+- `server`: `MapServer`, these composed behind one `handle`;
+- `service`: `MapServerService`, the core on the asyncio loop of a node or the controller
+  (expiry task, rate-limited logs; sockets stay with whoever owns them).
 """
 
 from lisp.map_server.eids import ip_of

@@ -22,8 +22,8 @@ from lisp import (
     auth,
 )
 from lisp.map_server import MapServer, Site
+from lisp.map_server.service import MapServerService
 from lisp.records import Action
-from mesh.map_server import MapServerService
 
 KEY = b"udp-test-key"
 LOOPBACK = IPv4Address("127.0.0.1")

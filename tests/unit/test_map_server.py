@@ -1,4 +1,4 @@
-"""The map-server / map-resolver core (lisp.map_server) and its service (mesh.map_server)."""
+"""The map-server / map-resolver core (lisp.map_server) and its service (its `service` module)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ from lisp.map_server import (
     Site,
     least_specific_hole,
 )
+from lisp.map_server.service import MapServerService
 from lisp.records import Action
-from mesh.map_server import MapServerService
 
 KEY_A = b"site-a-secret-0"
 KEY_A1 = b"site-a-secret-1"

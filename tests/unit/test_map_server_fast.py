@@ -37,8 +37,8 @@ from lisp import (
 from lisp.map_register import decode_record, notify_from_register, split_register
 from lisp.map_server import MapServer, SendTo, Site
 from lisp.map_server.prefixes import PrefixSet
+from lisp.map_server.service import MapServerService
 from lisp.wire import Reader
-from mesh.map_server import MapServerService
 from mesh.node import NodeRuntime
 from tests import lisp_strategies as s
 
