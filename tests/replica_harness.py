@@ -54,7 +54,12 @@ class Replica:
 
 
 def start_replicas(
-    directory: Path, endpoints: list[str], prefix: str, count: int, leader_ttl: int = 2
+    directory: Path,
+    endpoints: list[str],
+    prefix: str,
+    count: int,
+    leader_ttl: int = 2,
+    app_interval: float = 2.0,
 ) -> list[Replica]:
     replicas = [Replica(f"r{i}", directory / f"r{i}") for i in range(count)]
     try:
@@ -70,6 +75,7 @@ def start_replicas(
                         "--store", "etcd", "--etcd-endpoints", ",".join(endpoints),
                         "--etcd-prefix", prefix, "--leader-ttl", str(leader_ttl),
                         "--replica-name", r.name, "--config-cycle", "0.5",
+                        "--app-interval", str(app_interval),
                     ],
                     cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                 )  # fmt: skip

@@ -3,7 +3,7 @@
 Every row is one JSON document under the store's key prefix (default `/lispmesh/`):
 
     meta/<key>  ca  tokens/<id>  nodes/<id>  policies/<version>  objects/<kind>/<key>
-    retired/<cert_fp>  internal/policy_generation
+    retired/<cert_fp>  internal/policy_generation  internal/fenced (the last leader write's term)
     index/name/<name>  index/slot/<instance-id>/<slot>  index/cert/<fp>
     index/onboarding/<fp>  index/pubkey/<fp>/<node-id>          (each -> a node id)
 
@@ -451,6 +451,14 @@ class EtcdStore:
     def _fence(self, fence: Fence | None) -> list[Any]:
         return [] if fence is None else [compare_create(fence.key.encode(), fence.revision)]
 
+    def _witness(self, fence: Fence | None) -> list[Any]:
+        """A fenced transaction also writes the term it was fenced by to `internal/fenced`: at
+        the same revision as its other writes, so etcd's history says which term made every
+        leader write (the HA history check reads it; an unfenced write has none)."""
+        if fence is None:
+            return []
+        return [put(self._k("internal", "fenced"), codec.dumps({"term": fence.revision}))]
+
     def _check_fence(self, fence: Fence | None) -> None:
         """Raise `Fenced` if `fence`'s term is over (after a transaction lost a compare)."""
         if fence is None:
@@ -469,7 +477,7 @@ class EtcdStore:
             if w.expect_revision is not None:
                 compare.append(compare_mod(key, w.expect_revision))
             ops.append(delete(key) if w.value is None else put(key, w.value.encode()))
-        answer = self.etcd.txn(compare, ops)
+        answer = self.etcd.txn(compare, ops + self._witness(fence))
         if not answer.succeeded:
             self._check_fence(fence)
             for w in writes:
@@ -490,7 +498,8 @@ class EtcdStore:
         for start in range(0, len(due), _BATCH):
             batch = due[start : start + _BATCH]
             compare = self._fence(fence) + [compare_mod(kv.key, kv.mod_revision) for kv in batch]
-            if not self.etcd.txn(compare, [delete(kv.key) for kv in batch]).succeeded:
+            ops = [delete(kv.key) for kv in batch] + self._witness(fence)
+            if not self.etcd.txn(compare, ops).succeeded:
                 self._check_fence(fence)
                 return start  # a renewal touched one meanwhile: the next round finishes
         return len(due)

@@ -131,6 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
             attestation_policy=Path(args.attestation_policy) if args.attestation_policy else None,
             attestation_interval=args.attestation_interval,
             config_cycle=args.config_cycle,
+            app_interval=args.app_interval,
             rekey_after_seconds=args.rekey_after,
             cert_lifetime=args.cert_lifetime,
             cert_grace=args.cert_grace,
@@ -383,6 +384,8 @@ def register(subparsers: Subparsers) -> None:
         default=2.0,
         help="seconds between each node stream's re-check (2)",
     )
+    # For tests: the leader's app rounds (placement, rolling updates) this often.
+    serve.add_argument("--app-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     serve.add_argument(
         "--rekey-after",
         type=parse_duration,
