@@ -17,6 +17,7 @@ import grpc
 
 from controller_api.apps.eids import eids_by_replica
 from controller_api.apps.loop import AppLoop, placement_node, reported
+from controller_api.apps.members import policy_apps
 from controller_api.apps.registry import Deployed, delete_app, get_app, list_apps, put_app
 from controller_api.apps.spec import AppSpecError, parse_app
 from controller_api.apps.workloads import workload_name
@@ -81,6 +82,10 @@ class AppRunner:
         if allowed != self._allowed:
             self._allowed = allowed
             self.core.sync_map_server()
+        # Policies naming apps follow their replicas (placed, moved, scaled, removed).
+        apps = await asyncio.to_thread(policy_apps, self.core.store, pool)
+        if self.core.policies.apps_changed(apps):
+            self.core.notify_all()
 
     async def run(self) -> None:
         while True:

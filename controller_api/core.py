@@ -10,11 +10,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from google.protobuf import json_format
 
 from controller_api.apps.eids import AppPool
+from controller_api.apps.members import policy_apps
 from controller_api.apps.workloads import allowances, node_workloads
 from controller_api.change_feed import Changes
 from controller_api.desired import build, versioned
@@ -52,6 +54,8 @@ class ControllerCore:
         self._watches: dict[str, list[asyncio.Event]] = {}  # node id -> "end now", oldest first
         self._changed: dict[str, asyncio.Event] = {}
         self.policies = PolicyManager(store, clock)
+        if app_pool is not None:
+            self.policies.apps_source = partial(policy_apps, store, app_pool)
         self.retired = RetiredCertificates(store)
         self.tpm_records = TpmRecords(store)
         # What every node's document shares, computed once per change rather than once per

@@ -4,7 +4,8 @@ map-server's "may this node learn that EID?" (see controller_api/policy for the 
 The applied policy and its generation live in SQLite (`PolicyStore`). A node's compiled policy
 is part of its desired state, so a new policy, or a node joining or leaving while a policy is
 installed (the generation is bumped: every node's rules may change), reaches every node through
-its Watch stream at once.
+its Watch stream at once. So do the apps' placements (`app:NAME` and label selectors): the app
+runner reads them after every round on every replica and hands them over (`apps_changed`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from controller_api.gen.lispmesh.v1 import config_pb2, policy_pb2
 from controller_api.policy import (
     Evaluator,
     Inventory,
+    InventoryApp,
     InventoryNode,
     PolicyError,
     compile_node,
@@ -36,6 +38,7 @@ SITE_PREFIX = "node-"  # controller_api.embedded_ms.site_name
 
 
 def inventory_node(node: NodeRow) -> InventoryNode:
+    """The node's own EIDs; the app replicas it hosts are added by the Inventory."""
     return InventoryNode(
         node.name, node.instance_id, (node.eid4, node.eid6), node.tags, node.node_id
     )
@@ -70,6 +73,10 @@ class PolicyManager:
         self._evaluator: Evaluator | None = None
         self._compiled: dict[str, config_pb2.Policy] = {}
         self._generation = self.policies.generation()
+        # The apps' placed replicas (controller_api.apps.members), read once when first needed
+        # and then replaced by the app runner; None: no apps on this controller.
+        self.apps_source: Callable[[], tuple[InventoryApp, ...]] | None = None
+        self._apps: tuple[InventoryApp, ...] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -78,7 +85,21 @@ class PolicyManager:
         return self.row is not None
 
     def inventory(self) -> Inventory:
-        return Inventory.of(inventory_node(n) for n in self.store.list_nodes(include_revoked=False))
+        if self._apps is None:
+            self._apps = self.apps_source() if self.apps_source is not None else ()
+        nodes = (inventory_node(n) for n in self.store.list_nodes(include_revoked=False))
+        return Inventory.of(nodes, self._apps)
+
+    def apps_changed(self, apps: tuple[InventoryApp, ...]) -> bool:
+        """The apps' placed replicas as read now. True if that changes what nodes enforce (a
+        policy is installed): the caller tells every node. Not a new generation: each replica
+        reads the same placements from the store itself."""
+        if apps == self._apps:
+            return False
+        self._apps = apps
+        self._evaluator = None
+        self._compiled.clear()
+        return self.row is not None
 
     def evaluator(self) -> Evaluator | None:
         if self.row is None:
@@ -155,7 +176,9 @@ class PolicyManager:
         if cached is None:
             ev = self.evaluator()
             assert ev is not None
-            compiled = compile_node(ev, inventory_node(node), self._generation)
+            # The inventory's entry: with the app replicas the node hosts.
+            entry = ev.inventory.by_name.get(node.name) or inventory_node(node)
+            compiled = compile_node(ev, entry, self._generation)
             cached = node_policy_to_proto(compiled, self.row.filename, self.row.version)
             self._compiled[node.node_id] = cached
         return cached

@@ -31,7 +31,7 @@ def workload_name(app: str, replica: int) -> str:
     return f"{app[:keep].rstrip('-')}-{digest}-{replica}"
 
 
-def _eid(table: dict[tuple[str, int], AppEid], app: str, replica: int) -> AppEid | None:
+def eid_of(table: dict[tuple[str, int], AppEid], app: str, replica: int) -> AppEid | None:
     return table.get((app, replica)) or table.get((app, ANYCAST))
 
 
@@ -76,7 +76,7 @@ def node_workloads(store: Store, node: str, pool: AppPool) -> list[config_pb2.Wo
         deployed = apps[a.app]
         if deployed is None:
             continue  # removed: the controller's loop stops it next round
-        out.append(workload(a, deployed, _eid(table, a.app, a.replica)))
+        out.append(workload(a, deployed, eid_of(table, a.app, a.replica)))
     return sorted(out, key=lambda w: w.name)
 
 
@@ -91,7 +91,7 @@ def allowances(
     given: set[AppEid] = set()
     for a in sorted(allocations if allocations is not None else read_allocations(store),
                     key=lambda a: (-a.created, a.node, a.app, a.replica)):  # fmt: skip
-        eid = _eid(table, a.app, a.replica)
+        eid = eid_of(table, a.app, a.replica)
         if eid is None or eid in given:
             continue
         given.add(eid)

@@ -1,6 +1,7 @@
 """A policy compiled for one node: `NodePolicy` (common.policy_format) and its desired-state form.
 
-For node N (instance-id I, EID prefixes P), every rule in file order, resolved inside I:
+For node N (instance-id I, EID prefixes P: its own and those of the app replicas placed on it),
+every rule in file order, resolved inside I:
 - egress (packets leaving N's workloads): rules whose source can be N; the source narrowed to P;
 - ingress (packets arriving for N's workloads): rules whose destination can be N; the
   destination narrowed to P.
@@ -57,8 +58,8 @@ def compile_node(evaluator: Evaluator, node: InventoryNode, version: int) -> Nod
         if src_all == [] or dst_all == []:
             continue  # one side selects nothing: the rule cannot match
         protocols: tuple[int | None, ...] = rule.protocols or (None,)
-        own_src = _narrow(src, node.prefixes)
-        own_dst = _narrow(dst, node.prefixes)
+        own_src = _narrow(src, node.enforced)
+        own_dst = _narrow(dst, node.enforced)
         action: Literal["allow", "deny"] = "allow" if rule.action == "allow" else "deny"
         for k, protocol in enumerate(protocols):
             rule_id = 2 * rule.index + 1 + k

@@ -179,6 +179,8 @@ class Evaluator:
         node = self.inventory.by_name.get(body)
         if node is not None and iid is None:
             return node.instance_id, node, None
+        if body.startswith("app:"):
+            return self._app_endpoint(body, iid, where)
         if body in self.doc.hosts:
             return iid, None, self.doc.hosts[body]
         try:
@@ -191,6 +193,16 @@ class Evaluator:
             raise PolicyError(
                 f"{where}: {text!r} is not an enrolled node, a host of the policy or an address"
             ) from None
+
+    def _app_endpoint(self, body: str, iid: int | None, where: str) -> tuple[int, None, Any]:
+        """`app:NAME`: its first placed replica (every replica is judged alike unless the rules
+        name single EIDs)."""
+        app = self.inventory.apps_by_name.get(body[4:])
+        for r in app.replicas if app is not None else ():
+            host = self.inventory.by_name.get(r.node)
+            if host is not None and r.prefixes and (iid is None or iid == host.instance_id):
+                return host.instance_id, None, r.prefixes
+        raise PolicyError(f"{where}: {body!r}: the app has no replica placed (yet)")
 
     def endpoints(self, src: str, dst: str, where: str = "explain") -> tuple[Endpoint, Endpoint]:
         s_iid, s_node, s_fixed = self._parse(src, where)
@@ -298,9 +310,8 @@ class Evaluator:
             return False
         resolver = self.resolver(instance_id)
         host = (ip_network(eid),)
-        return self._may(resolver, requester.prefixes, host) or self._may(
-            resolver, host, requester.prefixes
-        )
+        own = requester.enforced  # its replicas' flows need the mappings too
+        return self._may(resolver, own, host) or self._may(resolver, host, own)
 
     def _may(
         self, resolver: Resolver, src: tuple[IpNetwork, ...], dst: tuple[IpNetwork, ...]

@@ -16,6 +16,7 @@ from typing import Any
 from common import yamldoc
 from common.errors import LispmeshError
 from common.yamldoc import Path, YamlDoc
+from controller_api.apps.spec import labels_field
 
 IpNetwork = IPv4Network | IPv6Network
 
@@ -31,7 +32,7 @@ PROTOCOLS: dict[str, tuple[int, ...]] = {
 KNOWN_PROTOCOLS = "tcp, udp, icmp, icmpv6, any"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _TOP = ("version", "name", "groups", "hosts", "rules", "tests")
-_GROUP = ("tags", "nodes", "hosts")
+_GROUP = ("tags", "nodes", "hosts", "apps", "labels")
 _RULE = ("name", "from", "to", "proto", "ports", "action")
 _TEST = ("name", "from", "to", "proto", "port", "expect")
 
@@ -47,6 +48,8 @@ class Group:
     nodes: tuple[str, ...]
     hosts: tuple[str, ...]  # host names or prefixes
     line: int
+    apps: tuple[str, ...] = ()  # app names: their replicas' EIDs
+    labels: tuple[tuple[str, str], ...] = ()  # the replicas of apps carrying all these labels
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,16 @@ def _selector(text: str, path: Path, loaded: _Loaded) -> str:
     if text.startswith("tag:"):
         if not _NAME.match(text[4:]):
             raise loaded.fail(path, f"{text!r}: a tag is a name (letters, digits, . _ -)")
+        return text
+    if text.startswith("app:"):
+        if not _NAME.match(text[4:]):
+            raise loaded.fail(path, f"{text!r}: app:NAME names an app (its metadata.name)")
+        return text
+    if text.startswith("label:"):
+        key, sep, value = text[6:].partition("=")
+        if not sep:
+            raise loaded.fail(path, f"{text!r}: expected label:KEY=VALUE (an app label)")
+        labels_field({key: value}, path, loaded)  # the app spec's rules for keys and values
         return text
     if looks_like_address(text):
         net = _network(text)
@@ -287,7 +300,7 @@ def _groups(
             raise loaded.fail(path, f"{key!r} is both a group and a host")
         fields = _mapping(item, path, loaded, _GROUP)
         if not fields:
-            raise loaded.fail(path, "a group needs tags, nodes or hosts")
+            raise loaded.fail(path, "a group needs tags, nodes, hosts, apps or labels")
         tag_items = _optional(fields, "tags", path, loaded)
         tags = tuple(_name(t, (*path, "tags"), loaded) for t in tag_items)
         node_items = _optional(fields, "nodes", path, loaded)
@@ -298,7 +311,14 @@ def _groups(
             if text not in hosts and _network(text) is None:
                 raise loaded.fail(where, f"{text!r} is not a host defined under hosts: or a prefix")
             members.append(text)
-        groups[key] = Group(key, tags, nodes, tuple(members), loaded.line(path))
+        app_items = _optional(fields, "apps", path, loaded)
+        apps = tuple(_name(a, (*path, "apps"), loaded) for a in app_items)
+        labels = labels_field(fields.get("labels"), (*path, "labels"), loaded)
+        if "labels" in fields and not labels:
+            raise loaded.fail((*path, "labels"), "an empty label selector would select every app")
+        groups[key] = Group(
+            key, tags, nodes, tuple(members), loaded.line(path), apps, labels
+        )  # fmt: skip
     return groups
 
 

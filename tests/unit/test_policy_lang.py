@@ -110,7 +110,7 @@ MALFORMED = [
     ("version: 1\nhosts:\n  backup: not-a-prefix\n",
      "policy.yml:3: hosts.backup: 'not-a-prefix' is not a prefix"),
     ("version: 1\ngroups:\n  web: {tag: [web]}\n",
-     "policy.yml:3: groups.web.tag: unknown field 'tag' (known: hosts, nodes, tags)"),
+     "policy.yml:3: groups.web.tag: unknown field 'tag' (known: apps, hosts, labels, nodes, tags)"),
     ("version: 1\nrules:\n  - {name: a, from: any, to: any}\n  - {name: a, from: any, to: any}\n",
      "policy.yml:4: rules[1].name: rule name 'a' is already rules[0]"),
     ("version: 1\nrules: [\n", "policy.yml:3: YAML syntax:"),
