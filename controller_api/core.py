@@ -69,6 +69,11 @@ class ControllerCore:
         # same document; empty: this controller's own alone (one controller, SQLite).
         self.map_servers: list[tuple[str, int]] = []
         self.replicas_source: Callable[[], list[dict[str, Any]]] | None = None
+        # Every live replica's API address, sorted (the same document on every replica), and
+        # this replica's own (listed even while its registration lapsed): nodes fail over
+        # along the list, so replicas added after a node enrolled reach it.
+        self.controller_addresses: list[str] = []
+        self.own_api_address = ""
         # Why this replica serves no config streams now (it cannot reach the store), or None.
         self.unavailable: str | None = None
         if map_server is not None:
@@ -96,6 +101,8 @@ class ControllerCore:
             document.ca_bundle_pem = self.pki.ca_pem
             document.ca_cross_pem = self.pki.cross_pem
             document.issuing_ca = self.pki.issuer.fingerprint
+        if not node.revoked:
+            document.controller_addresses.extend(self.controller_addresses)
         return versioned(self.store, document)
 
     def revoked_names(self) -> list[str]:
@@ -161,17 +168,24 @@ class ControllerCore:
             log.warning("replicas not read: %s", exc)
             return
         servers: set[tuple[str, int]] = set()
+        apis = {self.own_api_address} - {""}
         for doc in docs:
             host, _, port = str(doc.get("map_server", "")).rpartition(":")
             if host and port.isdigit():
                 servers.add((host.strip("[]"), int(port)))
+            apis |= {str(doc.get("api_address", ""))} - {""}
         own = self.own_map_server()
         if own is not None:
             servers.add(own)
+        changed = False
         if sorted(servers) != self.map_servers:
-            self.map_servers = sorted(servers)
+            self.map_servers, changed = sorted(servers), True
             log.info("map-servers of the replicas: %s",
                      ", ".join(f"{a}:{p}" for a, p in self.map_servers))  # fmt: skip
+        if sorted(apis) != self.controller_addresses:
+            self.controller_addresses, changed = sorted(apis), True
+            log.info("controller replicas: %s", ", ".join(self.controller_addresses))
+        if changed:
             self.notify_all()
 
     def own_map_server(self) -> tuple[str, int] | None:

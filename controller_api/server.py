@@ -314,6 +314,7 @@ class Controller:
             self.leader = LeaderLoop(store, election, clock=self.clock)
             self.leader.on_health = core.set_unavailable
             core.replicas_source = election.replicas
+            core.own_api_address = self.api_address
             core.reload_replicas()
             self.leader.start()
             enroller.api_addresses = lambda: _replica_addresses(election)

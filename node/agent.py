@@ -17,7 +17,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -332,12 +332,32 @@ class Agent:
         async for desired in call:
             if desired.revoked:
                 raise Revoked(f"node {desired.node_name} was revoked by the controller")
+            self._follow_controllers(desired)
             ok, error = self._follow_ca(desired)
             if ok:
                 ok, error = await self._apply(desired)
             ack = config_pb2.AckRequest(version=desired.version, ok=ok, error=error)
             await config_stub.Ack(ack, timeout=5)
             self.force_report = True
+
+    def _follow_controllers(self, desired: config_pb2.DesiredState) -> None:
+        """Take the controller replicas the desired state lists (replicas added or removed
+        since this node enrolled): the next failover goes along that list, the replica in use
+        first, and the enrollment file keeps it for the next start. An empty list (one
+        controller) leaves the enrollment's as it is."""
+        listed = tuple(desired.controller_addresses)
+        current = self.api_address
+        if not listed or (
+            listed == self.enrollment.api_addresses and current == self.enrollment.api_address
+        ):
+            return
+        self.enrollment = replace(self.enrollment, api_address=current, api_addresses=listed)
+        self.api_index = 0  # controllers() lists api_address, the one in use, first
+        try:
+            self.state.save_enrollment(self.enrollment)
+        except OSError as exc:  # the list in memory still serves this run
+            log.error("controller replicas not saved: %s", exc)
+        log.info("controller replicas: %s", ", ".join(listed))
 
     def _follow_ca(self, desired: config_pb2.DesiredState) -> tuple[bool, str]:
         """Take the controller's CA bundle (a CA rotation) before the rest of the state: the

@@ -60,8 +60,11 @@ def start_replicas(
     count: int,
     leader_ttl: int = 2,
     app_interval: float = 2.0,
+    first: int = 0,
 ) -> list[Replica]:
-    replicas = [Replica(f"r{i}", directory / f"r{i}") for i in range(count)]
+    """Replicas r{first} .. r{first + count - 1}, started and answering."""
+    names = [f"r{i}" for i in range(first, first + count)]
+    replicas = [Replica(name, directory / name) for name in names]
     try:
         for r in replicas:
             r.state_dir.mkdir(parents=True)

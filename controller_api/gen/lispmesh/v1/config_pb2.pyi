@@ -170,7 +170,7 @@ class DelegatedEid(_message.Message):
     def __init__(self, node: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("version", "node_id", "node_name", "instance_id", "eid_prefixes", "eid_addresses", "overlay_routes", "map_servers", "map_resolvers", "security", "timers", "revoked", "mtu", "policies", "workloads", "revoked_nodes", "retired_certificates", "rtrs", "ca_bundle_pem", "ca_cross_pem", "issuing_ca", "delegated_eids")
+    __slots__ = ("version", "node_id", "node_name", "instance_id", "eid_prefixes", "eid_addresses", "overlay_routes", "map_servers", "map_resolvers", "security", "timers", "revoked", "mtu", "policies", "workloads", "revoked_nodes", "retired_certificates", "rtrs", "ca_bundle_pem", "ca_cross_pem", "issuing_ca", "delegated_eids", "controller_addresses")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +193,7 @@ class DesiredState(_message.Message):
     CA_CROSS_PEM_FIELD_NUMBER: _ClassVar[int]
     ISSUING_CA_FIELD_NUMBER: _ClassVar[int]
     DELEGATED_EIDS_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     version: int
     node_id: str
     node_name: str
@@ -215,7 +216,8 @@ class DesiredState(_message.Message):
     ca_cross_pem: bytes
     issuing_ca: str
     delegated_eids: _containers.RepeatedCompositeFieldContainer[DelegatedEid]
-    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., eid_addresses: _Optional[_Iterable[str]] = ..., overlay_routes: _Optional[_Iterable[str]] = ..., map_servers: _Optional[_Iterable[_Union[MapServer, _Mapping]]] = ..., map_resolvers: _Optional[_Iterable[str]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., revoked: _Optional[bool] = ..., mtu: _Optional[int] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., revoked_nodes: _Optional[_Iterable[str]] = ..., retired_certificates: _Optional[_Iterable[str]] = ..., rtrs: _Optional[_Iterable[_Union[Rtr, _Mapping]]] = ..., ca_bundle_pem: _Optional[bytes] = ..., ca_cross_pem: _Optional[bytes] = ..., issuing_ca: _Optional[str] = ..., delegated_eids: _Optional[_Iterable[_Union[DelegatedEid, _Mapping]]] = ...) -> None: ...
+    controller_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., instance_id: _Optional[int] = ..., eid_prefixes: _Optional[_Iterable[str]] = ..., eid_addresses: _Optional[_Iterable[str]] = ..., overlay_routes: _Optional[_Iterable[str]] = ..., map_servers: _Optional[_Iterable[_Union[MapServer, _Mapping]]] = ..., map_resolvers: _Optional[_Iterable[str]] = ..., security: _Optional[_Union[Security, _Mapping]] = ..., timers: _Optional[_Union[Timers, _Mapping]] = ..., revoked: _Optional[bool] = ..., mtu: _Optional[int] = ..., policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., revoked_nodes: _Optional[_Iterable[str]] = ..., retired_certificates: _Optional[_Iterable[str]] = ..., rtrs: _Optional[_Iterable[_Union[Rtr, _Mapping]]] = ..., ca_bundle_pem: _Optional[bytes] = ..., ca_cross_pem: _Optional[bytes] = ..., issuing_ca: _Optional[str] = ..., delegated_eids: _Optional[_Iterable[_Union[DelegatedEid, _Mapping]]] = ..., controller_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Rtr(_message.Message):
     __slots__ = ("name", "address")
