@@ -3,8 +3,10 @@
 them, each hosting node's agent imports the image (a layout on the node's filesystem, checked
 against the pinned digest), runs it under runc with the EID the controller assigned from the app
 pool, and registers that EID; the third node reaches both replicas by EID through the encrypted
-mesh (ping and a TCP echo). `app status` shows nodes, EIDs and states; `app rm` stops them. A
-bad spec is refused with one line naming the field."""
+mesh (ping and a TCP echo). A policy naming the app by label (`label:app=echo`) then allows its
+port 7 and denies its port 8 (both served: before the policy both answer). `app status` shows
+nodes, EIDs and states; `app rm` stops them. A bad spec is refused with one line naming the
+field."""
 
 from __future__ import annotations
 
@@ -31,7 +33,14 @@ pytestmark = [
     pytest.mark.skipif(not BUSYBOX.exists(), reason="busybox-static not installed"),
 ]
 TOPOLOGY = REPO_ROOT / "examples" / "apps.clab.yml"
-ECHO = {"Cmd": ["/bin/nc", "-ll", "-p", "7", "-e", "/bin/cat"], "User": "app"}
+SERVE = "/bin/nc -ll -p 8 -e /bin/cat & exec /bin/nc -ll -p 7 -e /bin/cat"  # echo on 7 and 8
+ECHO = {"Cmd": ["/bin/sh", "-c", SERVE], "User": "app"}
+POLICY = """\
+version: 1
+rules:
+  - {name: echo-7, from: any, to: label:app=echo, proto: tcp, ports: [7]}
+  - {name: ping, from: any, to: any, proto: icmp}
+"""
 
 
 def app_spec(digest: str, source: Path, cpu: str = "100m") -> str:
@@ -130,14 +139,30 @@ def test_an_app_deployed_at_the_controller_answers_on_its_eids_from_another_node
                 wait_for(partial(lab.ping, client, address), 30, f"{client} to reach {address}")
             except TimeoutError:
                 pytest.fail(f"{client} cannot reach {address}\n{lab.dump()}")
-        echo = lab.lab.exec(client, ["busybox", "sh", "-c", f"echo hi-{eid4} | nc -w 3 {eid4} 7"],
-                            timeout=20)  # fmt: skip
-        assert echo.stdout == f"hi-{eid4}\n", (echo, lab.dump())
+        for port in (7, 8):
+            assert _echo(lab, client, eid4, port), (port, lab.dump())
     # Through the encrypted overlay: the client counted packets with both hosts.
     node_status = lab.status(client)
     assert node_status is not None
     peers = {p["name"]: p for p in node_status["xtr"]["peers"]}
     assert all(peers[h]["packets_received"] > 0 for h in hosts)
+
+    # A policy naming the app by its label: port 7 allowed, port 8 (served) denied.
+    path = tmp_path / "policy.yml"
+    path.write_text(POLICY)
+    argv = [sys.executable, "-m", "lispmesh", "policy", "apply", str(path),
+            "--state-dir", str(lab.state / CONTROLLER)]  # fmt: skip
+    applied = lab.lab.exec(CONTROLLER, argv, timeout=30, env={"PYTHONPATH": str(REPO_ROOT)})
+    assert applied.returncode == 0, applied
+    eid4 = placed[0]["eids"][0]
+    try:
+        wait_for(lambda: not _echo(lab, client, eid4, 8, wait=1), 30, "port 8 denied")
+    except TimeoutError:
+        pytest.fail(f"port 8 still answers under the policy\n{lab.dump()}")
+    for replica in placed:
+        assert _echo(lab, client, replica["eids"][0], 7), lab.dump()  # allowed by the label
+    denied = sum(_policy_drops(lab, names[h]) for h in hosts) + _policy_drops(lab, client)
+    assert denied > 0
 
     removed = app(lab, "rm", "echo", "--cluster")
     assert removed["removed"]
@@ -151,6 +176,18 @@ def test_an_app_deployed_at_the_controller_answers_on_its_eids_from_another_node
 
     wait_for(stopped, 60, "both replicas stopped and removed")
     assert app(lab, "ls", "--cluster").get("apps", []) == []
+
+
+def _echo(lab: MeshLab, node: str, address: str, port: int, wait: int = 3) -> bool:
+    line = f"hi-{address}-{port}"
+    command = f"echo {line} | nc -w {wait} {address} {port}"
+    echo = lab.lab.exec(node, ["busybox", "sh", "-c", command], timeout=20)
+    return echo.stdout == f"{line}\n"
+
+
+def _policy_drops(lab: MeshLab, node: str) -> int:
+    xtr = (lab.status(node) or {}).get("xtr", {})
+    return int(xtr.get("drops", {}).get("policy-denied", 0))
 
 
 def _capacity_reported(lab: MeshLab) -> bool:
