@@ -1,10 +1,13 @@
 """Test tiers.
 
-- unit (tests/unit, no root): deterministic tests, seconds in all
-  (`pytest tests/unit -m "not fuzz"`).
+- unit (tests/unit, no root): deterministic tests, under a minute in all on 2 cores
+  (`pytest tests/unit -m "not fuzz and not cluster"`).
 - fuzz: property-based tests (hypothesis) and the seeded fuzzers. They are the long runs, so they
   form their own tier; CI still runs them (scripts/test.sh runs every tier). A hypothesis test is
   put in this tier automatically; a non-hypothesis long run says so with `@pytest.mark.fuzz`.
+- cluster: tests that run several controller replica processes on a real etcd cluster and kill,
+  pause or cut them off (tests/unit/test_controller_quorum.py, ..._replicas.py,
+  test_ha_placement_history.py): tens of seconds each, their own tier; CI runs it.
 - root: namespace tests (tests/integration, tests/e2e).
 
 CI runs the whole suite in a random order (pytest-randomly; the seed is printed at the end of the

@@ -20,6 +20,9 @@ from node.state import StateDir
 from tests.controller_harness import Running
 from tests.etcd_cluster import EtcdCluster, unique_prefix
 
+# Several controller replica processes on a real etcd cluster: the cluster tier (tests/conftest.py).
+pytestmark = pytest.mark.cluster
+
 TTL = 2
 
 

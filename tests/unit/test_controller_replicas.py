@@ -29,6 +29,9 @@ from node.state import StateDir
 from tests.etcd_cluster import EtcdCluster, unique_prefix
 from tests.replica_harness import Replica, leader, leader_record, start_replicas
 
+# Several controller replica processes on a real etcd cluster: the cluster tier (tests/conftest.py).
+pytestmark = pytest.mark.cluster
+
 TTL = 2
 
 

@@ -36,6 +36,9 @@ from tests.etcd_cluster import EtcdCluster, unique_prefix
 from tests.placement_history import check_placements
 from tests.replica_harness import Replica, leader, start_replicas
 
+# Several controller replica processes on a real etcd cluster: the cluster tier (tests/conftest.py).
+pytestmark = pytest.mark.cluster
+
 TTL = 2
 REPLICAS = 6
 APP = """apiVersion: lispmesh/v1
