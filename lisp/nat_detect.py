@@ -151,6 +151,20 @@ class NatDetector:
             ):
                 self._restart(name, now, keep_result=False)
 
+    def rename(self, old: str, new: str, address: str, now: float) -> None:
+        """Uplink `old` is now `new` at `address` (it moved, mesh.mobility): check it at once,
+        keeping the old verdict until that round finishes, so a node behind a NAT does not
+        look public (and register its private address) for a round trip."""
+        uplink = self.uplinks.get(old)
+        result = self.results.get(old)
+        self._forget(old)
+        if uplink is None:
+            return
+        self.uplinks[new] = Uplink(new, address, uplink.port, uplink.up)
+        self._restart(new, now, keep_result=True)
+        if result is not None:
+            self.results[new] = result
+
     def recheck(self, now: float) -> None:
         """Check every uplink again now (the operator asked, e.g. `lispmesh netcheck`)."""
         for name in self.uplinks:

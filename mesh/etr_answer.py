@@ -79,26 +79,42 @@ class Responder:
         last = self.smr_sent.get(itr_rloc, float("-inf"))
         if ctx.now - last < SMR_INTERVAL:
             return
+        if len(self.smr_sent) > SMR_TABLE_LIMIT:
+            self.smr_sent.clear()
+        self.smr_sent[itr_rloc] = ctx.now
+        self.send_smr(itr_rloc)
+
+    def send_smr(self, rloc: str) -> None:
+        """A Solicit-Map-Request naming our EID prefixes to the peer at `rloc` (through its RTR
+        when we reach it through one): it asks about them again (mesh.rloc_probing.on_smr)."""
+        ctx = self.ctx
         try:
-            address = ip_address(itr_rloc)
+            address = ip_address(rloc)
         except ValueError:
             return
         local = ctx.local_for(address.version)
         if local is None or not ctx.xcfg.eid_prefixes:
             return
-        if len(self.smr_sent) > SMR_TABLE_LIMIT:
-            self.smr_sent.clear()
-        self.smr_sent[itr_rloc] = ctx.now
-        prefix = ctx.xcfg.eid_prefixes[0]
+        prefixes = ctx.xcfg.eid_prefixes
         request = MapRequest(
             nonce=random_nonce(),
             itr_rlocs=ctx.up_rloc_addresses(local),
-            records=(RequestRecord(ctx.eid_address(prefix.network_address), prefix.prefixlen),),
-            source_eid=ctx.eid_address(ctx.our_eid(prefix.version)),
+            records=tuple(
+                RequestRecord(ctx.eid_address(p.network_address), p.prefixlen) for p in prefixes
+            ),
+            source_eid=ctx.eid_address(ctx.our_eid(prefixes[0].version)),
             smr=True,
         )
         ctx.stats["smr-sent"] += 1
-        ctx.transport.send_control(local, request.encode(), (itr_rloc, CONTROL_PORT))
+        relayed = self._behind_rtr(rloc)
+        if relayed is not None:
+            rtr, name = relayed
+            frame = relay_prefix(name, local.address, CONTROL_PORT)
+            ctx.transport.send_data(
+                local, frame + control_frame(request.encode()), (str(rtr.address), DATA_PORT)
+            )
+            return
+        ctx.transport.send_control(local, request.encode(), (rloc, CONTROL_PORT))
 
     def on_map_request(
         self,
@@ -109,7 +125,7 @@ class Responder:
     ) -> None:
         ctx = self.ctx
         if request.smr and ecm is None:
-            self.prober.on_smr(source)
+            self.prober.on_smr(source, request)
             return
         key, proof, itr_ip = find_itr_security(request.itr_rlocs)
         itr_ips = [a for a in request.itr_rlocs if isinstance(a, IPv4Address | IPv6Address)]

@@ -44,6 +44,11 @@ class NatCheck:
         det.set_uplinks((Uplink(r.key, r.key, CONTROL_PORT, r.up) for r in ctx.locals), ctx.now)
         self._send()
 
+    def rename(self, old: str, new: str) -> None:
+        """An uplink moved to another address (mesh.mobility): check it again at once."""
+        self.detector.rename(old, new, new, self.ctx.now)
+        self._send()
+
     def on_info_reply(self, raw: bytes, source: tuple[str, int]) -> None:
         reason = self.detector.on_reply(raw, source, self.ctx.now)
         if reason is None:

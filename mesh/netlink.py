@@ -110,3 +110,94 @@ def interface_of(address: IpAddress) -> str | None:
                 for link in links:
                     return str(link.get("ifname"))
     return None
+
+
+# ---------------------------------------------------------------- uplink addresses (mobility)
+RTM_GETADDR = 22
+NLM_F_REQUEST_DUMP = 0x301
+NLMSG_DONE = 3
+NLMSG_ERROR = 2
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_ROUTE = 0x400
+IFA_F_SECONDARY_TEMPORARY = 0x01  # (IPv4: secondary; IPv6: a privacy address)
+IFA_F_DEPRECATED = 0x20
+IFA_F_TENTATIVE = 0x40
+RT_SCOPE_LINK = 253
+
+
+def interface_addresses(name: str, version: int) -> list[IpAddress]:
+    """The usable addresses of interface `name` (global scope, not tentative or deprecated), in
+    the kernel's order (an IPv4 primary first). One netlink dump on a socket of our own: safe
+    inside the asyncio loop, unlike pyroute2's IPRoute; pyroute2 only parses the messages."""
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        return []
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    found: list[IpAddress] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.bind((0, 0))
+        header = struct.pack("=LHHLL", 24, RTM_GETADDR, NLM_F_REQUEST_DUMP, 1, 0)
+        sock.send(header + struct.pack("=BBBBI", family, 0, 0, 0, 0))
+        marshal = MarshalRtnl()
+        for _ in range(64):  # a dump is a few datagrams; bounded all the same
+            messages = list(marshal.parse(sock.recv(1 << 16)))
+            for msg in messages:
+                if msg["header"]["type"] in (NLMSG_DONE, NLMSG_ERROR):
+                    return found
+                if msg["index"] != index or msg["family"] != family:
+                    continue
+                flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+                if msg["scope"] >= RT_SCOPE_LINK or flags & (IFA_F_TENTATIVE | IFA_F_DEPRECATED):
+                    continue
+                if version == 6 and flags & IFA_F_SECONDARY_TEMPORARY:
+                    continue
+                text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+                if text:
+                    found.append(IPv4Address(text) if version == 4 else IPv6Address(text))
+            if not messages:
+                break
+    return found
+
+
+class AddressWatch:
+    """Wakes the runtime when an address or a route is added or removed (the kernel's netlink
+    multicast; nothing is polled): a DHCP client sets the address first and the default route
+    after it, so what is sent between the two is lost and is sent again once the route is
+    there. `drain` empties the socket; the caller then reads the addresses it cares about with
+    `interface_addresses`."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+            self.sock.bind((0, groups))
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> bool:
+        """True if anything arrived (an overrun, ENOBUFS, counts: events were lost)."""
+        seen = False
+        for _ in range(256):
+            try:
+                if not self.sock.recv(1 << 16):
+                    break
+            except BlockingIOError:
+                break
+            except OSError:
+                seen = True  # ENOBUFS: the kernel dropped events; look anyway
+                continue
+            seen = True
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()

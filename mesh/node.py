@@ -36,7 +36,13 @@ from mesh.control import ControlServer
 from mesh.fastpath import FastPath
 from mesh.kx import KxAuthority
 from mesh.metrics import node_families
-from mesh.netlink import configure_tun, link_is_up, remove_from_tun
+from mesh.netlink import (
+    AddressWatch,
+    configure_tun,
+    interface_addresses,
+    link_is_up,
+    remove_from_tun,
+)
 from mesh.tun import TunDevice
 from mesh.underlay_mtu import enable_errors, read_mtu_errors, route_mtu
 from mesh.xtr import CONTROL_PORT, DATA_PORT, LocalRloc, Xtr
@@ -117,6 +123,7 @@ class NodeRuntime:
         self._readers: list[int] = []
         self.exporter: Exporter | None = None
         self._saved_mappings: str | None = None  # the checkpoint last written
+        self.address_watch: AddressWatch | None = None
 
     # ---------------------------------------------------------------- set-up and tear-down
 
@@ -201,6 +208,14 @@ class NodeRuntime:
                 control_sock = self.control_socks[local.key]
                 self._add_reader(data_sock.fileno(), self._data_readable, data_sock)
                 self._add_reader(control_sock.fileno(), self._control_readable, control_sock, local)
+            if any(local.interface for local in self.xtr.locals):
+                # Mobility: an uplink follows its interface's address (mesh.mobility).
+                try:
+                    self.address_watch = AddressWatch()
+                except OSError as exc:
+                    log.warning("cannot watch uplink addresses (no mobility): %s", exc)
+                else:
+                    self._add_reader(self.address_watch.fileno(), self._addresses_changed)
         if config.map_server is not None:
             msc = config.map_server
             core = MapServer(
@@ -217,6 +232,8 @@ class NodeRuntime:
             await self.map_server.start()
         self.control_server = ControlServer(config.control_socket, self._control_command)
         await self.control_server.start()
+        if self.address_watch is not None:
+            self._follow_addresses()
 
     def _use_fast_path(self) -> bool:
         config = self.config
@@ -286,6 +303,8 @@ class NodeRuntime:
             for s in [*self.data_socks.values(), *self.control_socks.values(), *self.ms_socks]
         }.values():
             sock.close()
+        if self.address_watch is not None:
+            self.address_watch.close()
         if self.tun is not None:
             self.tun.close()  # the kernel removes the device and its routes with it
         if self.control_server is not None:
@@ -506,6 +525,63 @@ class NodeRuntime:
             log.debug("malformed control packet from %s: %s", source, exc)
             return
         xtr.control(message, raw, source, local, ecm)
+
+    def _addresses_changed(self) -> None:
+        assert self.address_watch is not None
+        if self.address_watch.drain():
+            try:
+                self._follow_addresses()
+                assert self.xtr is not None
+                self.xtr.now = time.monotonic()
+                self.xtr.routes_changed()
+            except Exception:
+                self._internal_error("address change")
+
+    def _follow_addresses(self) -> None:
+        """An uplink whose address left its interface moves to the address the interface has
+        now (a DHCP renew, a new attach); while it has none, the uplink waits (its sends fail,
+        counted). An uplink whose control socket is also the map-server's stays put: the
+        map-server's listen addresses are configuration."""
+        assert self.xtr is not None
+        shared = {id(s) for s in self.ms_socks}
+        for local in self.xtr.locals:
+            if local.interface is None or id(self.control_socks[local.key]) in shared:
+                continue
+            present = interface_addresses(local.interface, local.address.version)
+            if present and local.address not in present:
+                self._rebind(local, present[0])
+
+    def _rebind(self, local: LocalRloc, address: IpAddress) -> None:
+        """Move uplink `local`'s sockets to `address`, then tell the xTR (mesh.mobility)."""
+        assert self.xtr is not None and self.loop is not None
+        try:
+            data = udp_socket(address, DATA_PORT, local.interface, mtu_errors=True)
+        except NodeSetupError as exc:
+            self.errors["uplink-rebind"] += 1
+            log.error("uplink %s moved to %s: %s", local.interface, address, exc)
+            return
+        try:
+            control = udp_socket(address, CONTROL_PORT, local.interface, mtu_errors=True)
+        except NodeSetupError as exc:
+            data.close()
+            self.errors["uplink-rebind"] += 1
+            log.error("uplink %s moved to %s: %s", local.interface, address, exc)
+            return
+        old_data = self.data_socks.pop(local.key)
+        old_control = self.control_socks.pop(local.key)
+        self.data_socks[str(address)] = data
+        self.control_socks[str(address)] = control
+        for sock in (old_data, old_control):
+            self.loop.remove_reader(sock.fileno())
+            self._readers.remove(sock.fileno())
+        self._add_reader(data.fileno(), self._data_readable, data)
+        self._add_reader(control.fileno(), self._control_readable, control, local)
+        self.xtr.now = time.monotonic()
+        # The xTR takes the address and recomputes its paths (the C engine gets the new
+        # socket) before the old ones close.
+        self.xtr.readdress(local, address)
+        old_data.close()
+        old_control.close()
 
     def _internal_error(self, what: str) -> None:
         self.errors[f"internal-{what.replace(' ', '-')}"] += 1

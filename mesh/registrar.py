@@ -37,6 +37,13 @@ class Registrar:
         """When the next Map-Register is due (math.inf: no map-server)."""
         return min((reg.next_send for _, reg in self.registrations.values()), default=math.inf)
 
+    def registered_since(self, when: float) -> bool:
+        """Has a map-server confirmed a registration of ours at or after `when`?"""
+        return any(
+            reg.last_notify is not None and reg.last_notify >= when
+            for _, reg in self.registrations.values()
+        )
+
     def refresh_now(self) -> None:
         """Register again at the next tick (our RLOCs or EIDs changed)."""
         for _, registration in self.registrations.values():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from lisp import MapRequest, RequestRecord
+from lisp import InstanceId, MapRequest, RequestRecord
 from lisp.address import Address
 from lisp.kx_lcaf import build_request_itr_rloc
 from lisp.map_cache import MapCacheEntry
@@ -33,6 +33,7 @@ class Prober:
         self.resolver = resolver
         self.smr_handled: dict[str, float] = {}
         self.rekeyed: dict[tuple[int, IpNetwork], float] = {}  # rekey_entry's rate limit
+        self.re_resolved: dict[tuple[int, IpNetwork], float] = {}  # on_smr's, per mapping
 
     def probe(self, with_key: bool = False, only: set[str] | None = None) -> None:
         """RLOC-probe what is due. `with_key` probes every mapping (or those with an RLOC in
@@ -183,8 +184,12 @@ class Prober:
             ctx.prober.track(rloc, ctx.now)
             self.send_probe(entry, rloc, with_key=True)
 
-    def on_smr(self, source: tuple[str, int]) -> None:
-        """An ETR lost our key: probe its RLOC with our current key (rate-limited)."""
+    def on_smr(self, source: tuple[str, int], request: MapRequest | None = None) -> None:
+        """A Solicit-Map-Request (rate-limited per source). From an RLOC we send to: that ETR
+        lost our key, probe it with our current key. From an address we do not know, naming
+        EIDs we hold a mapping for: the peer moved (mesh.mobility), so ask the mapping system
+        about them again (RFC 9301 §6.1's SMR-invoked Map-Request; the answer is the peer's
+        signed one, so a forged SMR costs at most one request per prefix per retry time)."""
         ctx = self.ctx
         last = self.smr_handled.get(source[0], float("-inf"))
         if ctx.now - last < SMR_INTERVAL:
@@ -193,8 +198,41 @@ class Prober:
         if len(self.smr_handled) > SMR_TABLE_LIMIT:
             self.smr_handled.clear()
         self.smr_handled[source[0]] = ctx.now
-        if source[0] not in ctx.prober.tracked():
+        tracked = source[0] in ctx.prober.tracked()
+        if tracked:
+            self.probe(with_key=True, only={source[0]})
+        # Mappings of the EIDs it names that do not send to where it spoke from: it moved.
+        entries = [
+            e
+            for e in (self._solicited(request) if request is not None else [])
+            if source[0] not in {str(r.address) for r in e.rlocs if r.reachable}
+        ]
+        if not tracked and not entries:
             ctx.drops["smr-unknown-rloc"] += 1
             return
         ctx.stats["smr-received"] += 1
-        self.probe(with_key=True, only={source[0]})
+        for entry in entries:
+            key = (entry.iid, entry.prefix)
+            if ctx.now - self.re_resolved.get(key, -math.inf) < ctx.timers.map_request_retry:
+                ctx.drops["smr-rate-limited"] += 1
+                continue
+            if len(self.re_resolved) > SMR_TABLE_LIMIT:
+                self.re_resolved.clear()
+            self.re_resolved[key] = ctx.now
+            ctx.stats["smr-re-resolved"] += 1
+            self.resolver.send_resolve(entry.prefix.network_address, entry.prefix.prefixlen)
+
+    def _solicited(self, request: MapRequest) -> list[MapCacheEntry]:
+        """The positive mappings we hold for the EIDs an SMR names."""
+        ctx = self.ctx
+        found: dict[tuple[int, IpNetwork], MapCacheEntry] = {}
+        for record in request.records[:8]:
+            eid = record.eid
+            iid = eid.iid if isinstance(eid, InstanceId) else 0
+            address = eid.address if isinstance(eid, InstanceId) else eid
+            if iid != ctx.iid or not isinstance(address, IPv4Address | IPv6Address):
+                continue
+            entry = self.paths.map_cache.lookup_int(iid, address.version, int(address), ctx.now)
+            if entry is not None and not entry.negative:
+                found[(entry.iid, entry.prefix)] = entry
+        return list(found.values())

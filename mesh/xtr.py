@@ -22,6 +22,7 @@ owns its state and is handed the parts it talks to (no part imports the xTR):
     Registrar  (mesh.registrar)    Map-Register/Notify with each map-server
     NatCheck   (mesh.nat_check)    Info-Request/Reply: is each uplink behind a NAT, which kind
     RtrClient  (mesh.rtr_client)   behind a NAT: keepalives to the RTRs, which one reaches us
+    Mobility   (mesh.mobility)     an uplink changed address: re-register, re-key, SMR the peers
     Rtr        (mesh.rtr)          the RTR role (optional): NAT bindings, relaying
     WarmStart  (mesh.warm_start)   the map-cache checkpoint
 This module keeps the hot data path (inside_packet, outside_data) and routes events and ticks.
@@ -49,12 +50,13 @@ from lisp.crypto import CryptoError, packet_key_id
 from lisp.nat_detect import NAT
 from lisp.relay import control_message, is_control, is_relay
 from lisp.relay import decode as decode_relay
-from mesh.config import NodeConfig
+from mesh.config import IpAddress, NodeConfig
 from mesh.datapath import DataPath
 from mesh.etr_answer import Responder
 from mesh.itr_resolve import Resolver
 from mesh.keys import DecapSlot, allowed_sources
 from mesh.kx import KxAuthority
+from mesh.mobility import Mobility
 from mesh.mtu_guard import MtuGuard
 from mesh.nat_check import NatCheck
 from mesh.paths import PathTable
@@ -130,6 +132,9 @@ class Xtr:
         role = ctx.xcfg.rtr
         self.rtr = Rtr(ctx, role) if role is not None else None
         self.warm_start = WarmStart(ctx, self.path_table, self.prober)
+        self.mobility = Mobility(
+            ctx, self.registrar.registered_since, self._peer_rlocs, self.responder.send_smr
+        )
         self.mtu = MtuGuard(ctx, self.path_table, self.prober)
         self.mss_clamp = config.xtr.mss_clamp if config.xtr is not None else False
         self.path_table.request = self.resolver.send_resolve
@@ -369,6 +374,37 @@ class Xtr:
         self.registrar.refresh_now()
         self.path_table.recompute()
 
+    def readdress(self, local: LocalRloc, address: IpAddress) -> None:
+        """The runtime moved uplink `local`'s sockets to `address` (a DHCP renew, a new
+        attach): take the new address and tell the mesh (mesh.mobility)."""
+        old = local.address
+        if address == old:
+            return
+        old_key = local.key
+        local.address = address
+        self.nat.rename(old_key, local.key)
+        self.mobility.moved(local.interface, old, address)
+        self.registrar.refresh_now()
+        self.registrar.tick()  # now, not at the next timer run
+        self.rtr_client.tick()
+        self.path_table.recompute()
+        # Our keys are per pair of RLOCs: re-key from the new address with every peer now.
+        self.prober.probe(with_key=True)
+
+    def routes_changed(self) -> None:
+        """Addresses or routes changed: while a move is not confirmed yet, what it sent may
+        have found no route (a DHCP client adds the route after the address), so again now."""
+        if self.mobility.unconfirmed():
+            self.registrar.refresh_now()
+            self.registrar.tick()
+            self.prober.probe(with_key=True)
+
+    def _peer_rlocs(self) -> set[str]:
+        """RLOCs of the peers that hold a key from us or that we send to."""
+        ctx = self.ctx
+        ours = {r.key for r in ctx.locals}
+        return ({r for r, _ in ctx.keys.decap} | set(ctx.prober.tracked())) - ours
+
     # ------------------------------------------------------------------ control plane
 
     def control(
@@ -389,6 +425,7 @@ class Xtr:
             self.responder.on_map_request(message, source, local, ecm)
         elif isinstance(message, MapNotify):
             self.registrar.on_map_notify(message, raw, source)
+            self.mobility.tick()  # a move waits for this confirmation to tell the peers
         elif isinstance(message, InfoMessage) and ecm is None:
             self.nat.on_info_reply(raw, source)
         else:
@@ -405,6 +442,7 @@ class Xtr:
         self.registrar.tick()
         self.nat.tick()
         self.rtr_client.tick()
+        self.mobility.tick()
         if self.rtr is not None:
             self.rtr.tick()
         expired = self.path_table.expire()
@@ -517,6 +555,7 @@ class Xtr:
             ctx, self.path_table, self.registrar, self.peers, self.revocation, policy, self.nat
         )
         doc["nat_relay"] = self.rtr_client.status()
+        doc["uplink_moves"] = self.mobility.status()
         if self.rtr is not None:
             doc["rtr"] = self.rtr.status()
         return doc

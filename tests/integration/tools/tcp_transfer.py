@@ -1,4 +1,5 @@
-"""A bounded TCP transfer for overlay tests: `serve PORT` or `send HOST PORT BYTES [MARKER]`.
+"""A bounded TCP transfer for overlay tests: `serve PORT` or `send HOST PORT BYTES [MARKER
+[RATE]]` (RATE: bytes per second, to keep one connection open across an event).
 
 The server accepts one connection, reads to EOF and prints `<bytes> <sha256>`; the client sends
 BYTES of deterministic data (with MARKER repeated through it, if given) and prints the same
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import sys
+import time
 
 TIMEOUT = 20.0
 
@@ -32,10 +34,16 @@ def serve(port: int) -> None:
     print(total, digest.hexdigest(), flush=True)
 
 
-def send(host: str, port: int, size: int, marker: bytes) -> None:
+def send(host: str, port: int, size: int, marker: bytes, rate: int = 0) -> None:
     data = payload(size, marker)
     with socket.create_connection((host, port), timeout=TIMEOUT) as conn:
-        conn.sendall(data)
+        if rate:
+            chunk = max(1, rate // 20)
+            for offset in range(0, size, chunk):
+                conn.sendall(data[offset : offset + chunk])
+                time.sleep(chunk / rate)
+        else:
+            conn.sendall(data)
         conn.shutdown(socket.SHUT_WR)
         conn.recv(1)  # wait for the server to close: everything was read
     print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
@@ -46,4 +54,5 @@ if __name__ == "__main__":
         serve(int(sys.argv[2]))
     else:
         marker = sys.argv[5].encode() if len(sys.argv) > 5 else b""
-        send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), marker)
+        rate = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+        send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), marker, rate)
