@@ -212,15 +212,23 @@ class Prober:
             return
         ctx.stats["smr-received"] += 1
         for entry in entries:
-            key = (entry.iid, entry.prefix)
-            if ctx.now - self.re_resolved.get(key, -math.inf) < ctx.timers.map_request_retry:
+            if self.re_resolve(entry):
+                ctx.stats["smr-re-resolved"] += 1
+            else:
                 ctx.drops["smr-rate-limited"] += 1
-                continue
-            if len(self.re_resolved) > SMR_TABLE_LIMIT:
-                self.re_resolved.clear()
-            self.re_resolved[key] = ctx.now
-            ctx.stats["smr-re-resolved"] += 1
-            self.resolver.send_resolve(entry.prefix.network_address, entry.prefix.prefixlen)
+
+    def re_resolve(self, entry: MapCacheEntry) -> bool:
+        """Ask the mapping system about `entry` again (at most once per retry time per
+        mapping); False when it was asked too recently."""
+        ctx = self.ctx
+        key = (entry.iid, entry.prefix)
+        if ctx.now - self.re_resolved.get(key, -math.inf) < ctx.timers.map_request_retry:
+            return False
+        if len(self.re_resolved) > SMR_TABLE_LIMIT:
+            self.re_resolved.clear()
+        self.re_resolved[key] = ctx.now
+        self.resolver.send_resolve(entry.prefix.network_address, entry.prefix.prefixlen)
+        return True
 
     def _solicited(self, request: MapRequest) -> list[MapCacheEntry]:
         """The positive mappings we hold for the EIDs an SMR names."""

@@ -175,8 +175,8 @@ class Rtr:
     ) -> bool:
         """A Map-Request (forwarded by the map-server, or an RLOC-probe) for an EID of a node
         behind us: relay it to the node, which answers the requester itself. False: not ours."""
-        if not isinstance(message, MapRequest) or not message.records:
-            return False
+        if not isinstance(message, MapRequest) or not message.records or message.smr:
+            return False  # (an SMR names its sender's EIDs, not where it goes)
         eid = message.records[0].eid
         iid = eid.iid if isinstance(eid, InstanceId) else 0
         address = eid.address if isinstance(eid, InstanceId) else eid

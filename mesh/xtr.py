@@ -149,6 +149,7 @@ class Xtr:
         self.policy: NodePolicy | None = None
         self._sent_counters: dict[int, int] = {}  # id(EncapState) -> packets sealed, last look
         self._observed_at = now  # when _observe_traffic last looked
+        self._stranded: set[tuple[int, Any]] = set()  # mappings in use with every RLOC down
         self.apply_policy(config.policy)
         security = config.security
         self.revocation.apply(security.revoked_peers, security.retired_certificates)
@@ -458,6 +459,8 @@ class Xtr:
         keys_expired = self._expire_keys(now)
         if changed or expired or keys_expired:
             self.path_table.recompute()
+        if changed or self._stranded:
+            self._ask_again_for_stranded(now)
         self.path_table.expire_misses()
         self.resolver.expire_pending()
         removed = ctx.keys.expire_decap(now, idle_after=max(30.0, 4 * ctx.timers.probe_dead_after))
@@ -468,6 +471,25 @@ class Xtr:
         # within its dead time; slow at idle). Expiry, refresh and the uplinks ride the poll.
         poll = ACTIVE_POLL if active or self.path_table.misses else IDLE_POLL
         return min(now + poll, ctx.prober.next_deadline(now), self.registrar.next_due())
+
+    def _ask_again_for_stranded(self, now: float) -> None:
+        """A mapping in use whose RLOCs are all down: its node may have moved and its SMR may
+        be lost (or a relay swallowed it), so ask the mapping system again, every retry time
+        while it lasts (mesh.rloc_probing.re_resolve), instead of waiting for its TTL."""
+        table = self.path_table
+        recent = now - max(30.0, 4 * self.ctx.timers.probe_dead_after)
+        stranded = set()
+        for entry in table.map_cache:
+            key = (entry.iid, entry.prefix)
+            if entry.negative or key in table.paths or table.last_used.get(key, -1e18) < recent:
+                continue
+            usable = [r for r in entry.rlocs if r.reachable and r.priority != 255]
+            if any(self.ctx.prober.is_up(str(r.address), now) for r in usable):
+                continue
+            stranded.add(key)
+            if self.prober.re_resolve(entry):
+                self.ctx.stats["re-resolved-stranded"] += 1
+        self._stranded = stranded
 
     def _observe_traffic(self, now: float) -> bool:
         """Feed the prober what the data path did since the last look: data sent on a path (the

@@ -75,3 +75,19 @@ def test_a_forged_smr_cannot_redirect_a_mapping(mesh: tuple[Wire, MakeNode]) -> 
     (entry,) = [e for e in n2.status()["map_cache"] if e["prefix"].startswith("10.1.1.0")]
     assert [r["address"] for r in entry["rlocs"]] == [rloc(1)]
     assert _send(wire, n2, "10.1.2.1", "10.1.1.1", b"after") in n1.inside
+
+
+def test_a_mapping_whose_rlocs_all_died_is_asked_for_again(mesh: tuple[Wire, MakeNode]) -> None:
+    """The SMRs of a moved node are lost: its peer's probes find the old RLOC dead while
+    traffic lasts, and the peer asks the mapping system again instead of waiting for the TTL."""
+    wire, _ = mesh
+    n1, n2 = joined(mesh, 1, 2)
+    assert _send(wire, n2, "10.1.2.1", "10.1.1.1", b"before") in n1.inside
+    n1.xtr.mobility.smr = lambda rloc: None  # every SMR is lost
+    _move(wire, n1, NEW)
+    for _ in range(30):
+        _send(wire, n2, "10.1.2.1", "10.1.1.1", b"lost")
+        wire.tick(0.1)
+    assert n2.xtr.ctx.stats["smr-re-resolved"] == 0
+    assert n2.xtr.ctx.stats["re-resolved-stranded"] >= 1
+    assert _send(wire, n2, "10.1.2.1", "10.1.1.1", b"after") in n1.inside
