@@ -21,7 +21,9 @@ import pytest
 
 from tests.integration.overlay import (
     EID_SUPERNET4,
+    MS_ADDRESS,
     REPO_ROOT,
+    SITE_KEY,
     OverlayLab,
     XtrSpec,
     eid4,
@@ -431,3 +433,39 @@ def test_node_restarted_while_the_map_server_is_down_rejoins_its_peers(tmp_path:
             assert lab.try_status("ms") is None  # no map-server helped
         finally:
             _kill(restarted)
+
+
+def test_a_constant_nonce_registration_stays_and_replays_that_change_it_are_refused(
+    lab: OverlayLab, tmp_path: Path
+) -> None:
+    """lispers.net's registrations (issue 16 item 2), from a namespace to the map-server node:
+    one nonce in every Map-Register; each refresh is accepted, each same-nonce register that would
+    move, stretch or remove the registration is refused and counted."""
+    refreshes = 6
+    prefix = "10.1.99.0/24"
+    before = lab.status("ms")["map_server"]["counters"]
+    key_file = tmp_path / "site.key"
+    key_file.write_text(SITE_KEY)
+    key_file.chmod(0o600)
+    tool = str(TOOLS / "constant_nonce_registrar.py")
+    result = lab.exec("n3", [sys.executable, tool, MS_ADDRESS, rloc(3), prefix,
+                             str(key_file), str(refreshes)])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"notifies": refreshes, "echoed_refresh": refreshes}
+
+    def counted() -> dict[str, int] | None:
+        counters = lab.status("ms")["map_server"]["counters"]
+        grew = counters.get("replayed-nonce", 0) - before.get("replayed-nonce", 0)
+        return counters if grew >= 3 * refreshes else None
+
+    after = wait_until(counted, 15, "the map-server to refuse every same-nonce replay")
+
+    def delta(name: str) -> int:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert delta("replayed-nonce") == 3 * refreshes
+    assert delta("nonce-refresh") == refreshes - 1
+    registration = next(
+        r for r in lab.status("ms")["map_server"]["registrations"] if r["eid_prefix"] == prefix
+    )
+    assert [r["address"] for r in registration["rlocs"]] == [rloc(3)]
