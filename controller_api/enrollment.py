@@ -157,6 +157,7 @@ class Enroller:
             )
         new = self._new_node(request, request.requested_name, row.tags, key_fp)
         new = NewNode(**{**new.__dict__, "token_id": row.token_id})
+        self._require_tpm_for(new.instance_id, tpm, f"token {shown}")
         try:
             # Counts the use atomically; the same key with the same token gets its node back.
             return self._create(new, public_key, now, tpm)
@@ -185,11 +186,13 @@ class Enroller:
             wish = request.requested_name or device.common_name
             new = self._new_node(request, wish, self.settings.onboarding_tags, key_fp)
             new = NewNode(**{**new.__dict__, "onboarding_fp": device.fingerprint})
+            self._require_tpm_for(new.instance_id, tpm, f"device {device.common_name}")
             try:
                 return self._create(new, public_key, now, tpm)
             except AlreadyEnrolled as exc:
                 known = exc.node  # a concurrent enrollment of the same device won
         # A device wiped and re-enrolled: same node and EIDs, a certificate for its new key.
+        self._require_tpm_for(known.instance_id, tpm, f"device {device.common_name}")
         if not known.revoked:
             cert = self._issue(known.name, public_key, known.eid4, known.eid6, known.instance_id)
             node = self.store.replace_certificate(
@@ -208,6 +211,15 @@ class Enroller:
         )
 
     # ------------------------------------------------------------------ the node
+
+    def _require_tpm_for(self, iid: int, tpm: VerifiedTpm | None, credential: str) -> None:
+        """Refuse a node without verified TPM evidence into an instance-id that requires one."""
+        if tpm is None and iid in self.settings.tpm_required_iids:
+            raise EnrollmentError(
+                "denied",
+                f"instance-id {iid} admits TPM-backed nodes only, and this node ({credential}) "
+                "sent no TPM evidence (join with --tpm on a machine with a TPM)",
+            )
 
     def _new_node(
         self,

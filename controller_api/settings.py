@@ -82,6 +82,9 @@ class ControllerSettings:
     tpm_allow_uncertified: tuple[str, ...] = ()
     attestation_policy: Path | None = None
     attestation_interval: float = 300.0  # TPM nodes attest again this often (0: on connect only)
+    # Instance-ids (virtual networks) only TPM-backed nodes may join, whatever token or
+    # onboarding certificate they come with (a token's tag tpm:required asks it per token).
+    tpm_required_iids: tuple[int, ...] = ()
     timers: Timers = field(default_factory=controller_timers)
     cipher_suite: str = "aes128-gcm"
     # The mesh's RTRs, (node name, public RLOC): every node is told them (mesh/rtr.py); the

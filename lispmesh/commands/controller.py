@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lispmesh.commands import attestation, ca, ops
-from lispmesh.commands.options import Subparsers, add_controller_target, group, parse_duration
+from lispmesh.commands.options import (
+    Subparsers,
+    add_controller_target,
+    group,
+    parse_duration,
+    parse_instance_id,
+)
 from lispmesh.commands.output import console, print_json
 from lispmesh.commands.rpc import ask_controller
 from lispmesh.errors import CliError
@@ -128,6 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
             onboarding_ca=Path(args.onboarding_ca) if args.onboarding_ca else None,
             tpm_ca=Path(args.tpm_ca) if args.tpm_ca else None,
             tpm_allow_uncertified=tuple(args.tpm_allow_ek or ()),
+            tpm_required_iids=tuple(args.require_tpm_iid or ()),
             attestation_policy=Path(args.attestation_policy) if args.attestation_policy else None,
             attestation_interval=args.attestation_interval,
             config_cycle=args.config_cycle,
@@ -368,6 +375,13 @@ def register(subparsers: Subparsers) -> None:
         "--attestation-policy",
         help="JSON attestation policy at first start (default: PCRs 0-7 quoted and replayed "
         "from the event log); `controller attestation policy set` replaces it at runtime",
+    )
+    serve.add_argument(
+        "--require-tpm-iid",
+        type=parse_instance_id,
+        action="append",
+        metavar="IID",
+        help="only TPM-backed nodes may join this instance-id, with any token (repeatable)",
     )
     serve.add_argument(
         "--attestation-interval",

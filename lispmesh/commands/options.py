@@ -73,3 +73,14 @@ def parse_duration(text: str) -> float:
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 90s, 30m, 1h, 7d)")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_instance_id(text: str) -> int:
+    """An instance-id: 0..16777215 (24 bits, RFC 9300)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 1 << 24:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an instance-id (0..16777215)")
+    return value

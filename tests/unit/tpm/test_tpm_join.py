@@ -134,6 +134,33 @@ def test_a_token_for_tpm_nodes_refuses_a_node_without_one(ctl: Running, tmp_path
     assert ctl.admin("ListNodes", admin_pb2.ListNodesRequest()).nodes == []
 
 
+def test_an_instance_id_for_tpm_nodes_refuses_a_node_without_one_whatever_its_token(
+    loop: asyncio.AbstractEventLoop,
+    swtpm: Swtpm,
+    booted: Path,
+    ca: ManufacturerCA,
+    tmp_path: Path,
+) -> None:
+    ca_file = tmp_path / "tpm-ca.pem"
+    ca_file.write_bytes(ca.pem())
+    ctl = Running(loop, tmp_path / "ctl", tpm_ca=ca_file, tpm_required_iids=(7,))
+    try:
+        token = ctl.token(uses=3, tags=("iid:7",))  # the token itself does not ask for a TPM
+        with pytest.raises(EnrollError, match="instance-id 7 admits TPM-backed nodes only"):
+            ctl.enroll(StateDir(tmp_path / "file-node"), token, name="plain")
+        assert ctl.admin("ListNodes", admin_pb2.ListNodesRequest()).nodes == []
+        enrollment = ctl.enroll(
+            StateDir(tmp_path / "tpm-node"), token, tpm=swtpm.tcti, event_log=booted, name="edge"
+        )
+        node = _node(ctl, enrollment.name)
+        assert (node.identity, node.instance_id) == ("tpm", 7)
+        # Other instance-ids are not affected: a file-key node joins the default one.
+        other = ctl.enroll(StateDir(tmp_path / "other"), ctl.token(), name="office")
+        assert _node(ctl, other.name).identity == "file"
+    finally:
+        ctl.stop()
+
+
 def test_a_name_bound_to_one_tpm_is_refused_from_another_and_kept_by_its_own(
     ctl: Running, swtpm: Swtpm, booted: Path, ca: ManufacturerCA, tmp_path: Path
 ) -> None:
