@@ -11,7 +11,7 @@ fi
 
 DEBS=(python3 python3-venv python3-dev gcc libssl-dev iproute2 nftables tshark tcpdump iperf3 graphviz
       procps iputils-ping tmux swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config
-      umoci conntrack etcd-server etcd-client
+      umoci conntrack etcd-server etcd-client golang-github-containers-common libc6-dev
       runc busybox-static libvirt-dev libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu
       qemu-system-x86)
 missing=()

@@ -1,7 +1,8 @@
 """The OCI runtime spec (runc's config.json) for a container workload, from its image.
 
 Secure by default: a read-only rootfs (tmpfs on /tmp and /run) unless the image asks for a
-writable one, no new privileges, Docker's default capabilities less MKNOD and NET_RAW, no
+writable one, no new privileges, the default seccomp filter (seccomp.py) unless the image opts
+out, Docker's default capabilities less MKNOD and NET_RAW, no
 devices beyond the standard few, the usual masked and read-only /proc and /sys paths, memory /
 CPU / pids limits from the annotations, and the workload's own network namespace (netattach.py),
 inside which any user may open ICMP echo sockets and low ports (NETNS_SYSCTLS). The user comes
@@ -19,6 +20,7 @@ from typing import Any
 from node.workloads.errors import ImageError, WorkloadError
 from node.workloads.layers import resolve_in_root
 from node.workloads.runtime import Workload
+from node.workloads.seccomp import default_filter
 
 CAPABILITIES = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID",
@@ -51,6 +53,9 @@ def runtime_spec(workload: Workload, rootfs: Path, netns: Path | None) -> dict[s
     if not any(item.startswith("PATH=") for item in env):
         env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     caps = list(CAPABILITIES)
+    linux_extra: dict[str, Any] = {}
+    if spec.seccomp != "unconfined":
+        linux_extra["seccomp"] = default_filter(caps)
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -77,6 +82,7 @@ def runtime_spec(workload: Workload, rootfs: Path, netns: Path | None) -> dict[s
             "sysctl": NETNS_SYSCTLS if netns else {},
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
+            **linux_extra,
         },
     }
 

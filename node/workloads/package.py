@@ -6,6 +6,7 @@
     io.lispmesh.resources.pids     most processes at once (containers; default 256)
     io.lispmesh.resources.disk     the rootfs or disk may grow to this (default 1Gi)
     io.lispmesh.rootfs             readonly (default) | writable
+    io.lispmesh.seccomp            default (the containers' default profile) | unconfined
     io.lispmesh.ports              tcp/80,udp/53 — what the workload serves on its EID
     io.lispmesh.env                JSON list of "KEY=value", added over the image's Env
     io.lispmesh.cmd                JSON list: the command, instead of the image's Entrypoint + Cmd
@@ -33,7 +34,7 @@ _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
 _LABEL_KEY = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?\Z")
 KNOWN = {
     "kind", "resources.memory", "resources.cpus", "resources.pids", "resources.disk", "ports",
-    "env", "cmd", "vm.cmdline", "vm.role", "rootfs",
+    "env", "cmd", "vm.cmdline", "vm.role", "rootfs", "seccomp",
 }  # fmt: skip
 
 
@@ -59,6 +60,7 @@ class WorkloadSpec:
     labels: dict[str, str] = field(default_factory=dict)
     kernel_cmdline: str = ""
     writable_rootfs: bool = False
+    seccomp: str = "default"  # node.workloads.seccomp.MODES
 
 
 def workload_spec(image: Image) -> WorkloadSpec:
@@ -94,9 +96,12 @@ def workload_spec(image: Image) -> WorkloadSpec:
     rootfs = get("rootfs") or "readonly"
     if rootfs not in ("readonly", "writable"):
         raise ImageError(f"{where}: {PREFIX}rootfs={rootfs!r} is not readonly or writable")
+    seccomp = get("seccomp") or "default"
+    if seccomp not in ("default", "unconfined"):
+        raise ImageError(f"{where}: {PREFIX}seccomp={seccomp!r} is not default or unconfined")
     return WorkloadSpec(image.kind, args, env, config.working_dir or "/", config.user, resources,
                         _ports(get("ports"), where), labels, get("vm.cmdline") or "",
-                        rootfs == "writable")  # fmt: skip
+                        rootfs == "writable", seccomp)  # fmt: skip
 
 
 def _size(text: str | None, default: int, key: str, where: str) -> int:

@@ -265,6 +265,8 @@ class Supervisor:
             "eids": [str(a) for a in (workload.attachment.eid4, workload.attachment.eid6) if a]
             if workload.attachment else [],
             "labels": spec.labels,
+            # Said for every container: an opted-out one must not pass for a confined one.
+            **({"seccomp": spec.seccomp} if spec.kind == "container" else {}),
             **({"managed": entry.managed} if entry.managed else {}),
         }  # fmt: skip
         if detail:

@@ -23,7 +23,7 @@ from node.workloads.oci_store import BlobStore
 from node.workloads.package import workload_spec
 from node.workloads.runc import RuncRuntime
 from node.workloads.runtime import Attachment, Workload
-from tests.oci_build import BUSYBOX, busybox_layer, write_layout
+from tests.oci_build import BUSYBOX, Entry, busybox_layer, layer, write_layout
 
 pytestmark = [
     pytest.mark.root,
@@ -143,3 +143,36 @@ def test_a_killed_container_is_seen_stopped_and_starts_again(node: Node) -> None
     node.runtime.start("echo")
     node.runtime.destroy("echo")
     assert node.runtime.status("echo").state == "stopped"
+
+
+PROBE_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {  /* move_pages(2) of nothing: allowed to anyone, refused by the profile */
+    long r = syscall(SYS_move_pages, 0, 0, 0, 0, 0, 0);
+    printf("move_pages: %s\n", r == 0 ? "ok" : strerror(errno));
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the probe (bootstrap.sh)")
+def test_the_default_seccomp_filter_blocks_a_syscall_and_the_opt_out_says_so(node: Node) -> None:
+    source, probe = node.tmp / "probe.c", node.tmp / "probe"
+    source.write_text(PROBE_C)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(probe), str(source)], check=True)
+    extra = layer([Entry("bin/probe", data=probe.read_bytes(), mode=0o755)])
+    script = "grep Seccomp: /proc/self/status; /bin/probe; sleep 600"
+    config = {"Cmd": ["/bin/sh", "-c", script], "User": "app"}
+    for name, notes in (("conf", {}), ("free", {"io.lispmesh.seccomp": "unconfined"})):
+        layout = node.tmp / f"layout-{name}"
+        write_layout(layout, [busybox_layer(), extra], config=config, annotations=notes)
+        image = load_image(node.store, node.store.import_layout(layout))
+        node.run(Workload(name, image, workload_spec(image), None))
+    for name, mode, verdict in (("conf", "2", "Operation not permitted"), ("free", "0", "ok")):
+        log = wait_until(lambda n=name: "move_pages" in (t := node.runtime.logs(n)) and t, 10,
+                         f"{name}'s output")  # fmt: skip
+        assert f"Seccomp:\t{mode}" in log and f"move_pages: {verdict}" in log, (name, log)
