@@ -258,16 +258,15 @@ class Enroller:
     def renew(self, node: NodeRow, csr_der: bytes) -> tuple[x509.Certificate, float]:
         """A new certificate for `node` (authenticated by its current or retired certificate)
         and the new key in `csr_der`; the replaced certificate is accepted until the returned
-        time. The key must be new: a renewal that kept a key would also keep a stolen one."""
+        time. A file-key node's key must be new: a renewal that kept a key would also keep a
+        stolen one. A TPM-bound node's must be the same, its TPM-resident mesh key (which cannot
+        be stolen): a new one could live anywhere, and would undo the TPM binding."""
         try:
             public_key = pki.parse_csr(csr_der)
         except IdentityError as exc:
             raise EnrollmentError("invalid", exc.reason) from None
         key_fp = pki.public_key_fingerprint(public_key)
-        if key_fp == node.public_key_fp:
-            raise EnrollmentError(
-                "invalid", "a renewal needs a new key (the CSR holds the old one)"
-            )
+        self._check_renewal_key(node, key_fp)
         now = self.clock()
         cert = self._issue(node.name, public_key, node.eid4, node.eid6, node.instance_id)
         grace_until = now + self.settings.cert_grace
@@ -280,6 +279,27 @@ class Enroller:
         # Once the grace period is over, every peer refuses the old certificate too.
         self.retired.retire(node.name, node.cert_fp, grace_until, node.cert_not_after)
         return cert, grace_until
+
+    def _check_renewal_key(self, node: NodeRow, key_fp: str) -> None:
+        tpm = self.tpm_records.get(node.node_id)
+        same = key_fp == node.public_key_fp
+        if tpm is None and same:
+            raise EnrollmentError(
+                "invalid", "a renewal needs a new key (the CSR holds the old one)"
+            )
+        if tpm is not None and not same:
+            raise EnrollmentError(
+                "denied",
+                f"node {node.name} is TPM-bound: its renewal must keep its TPM mesh key (the "
+                "CSR holds another key, which the TPM never certified)",
+            )
+        if tpm is not None and tpm.quarantined:
+            assert tpm.attestation is not None
+            raise EnrollmentError(
+                "denied",
+                f"node {node.name} is quarantined ({tpm.attestation.reason}): it renews after it "
+                "attests again",
+            )
 
     def _create(
         self,

@@ -461,11 +461,6 @@ class Agent:
     # ------------------------------------------------------------------ renewal
 
     async def _renewal_loop(self) -> None:
-        if self.key.origin == "tpm":
-            # Renewal makes a new key in a file: a TPM node keeps its TPM key, and gets a new
-            # certificate for it by joining again (its TPM gets its node back).
-            log.info("TPM identity: no automatic certificate renewal (join again to renew)")
-            return
         opts = self.options
         backoff = Backoff(opts.renew_backoff_base, opts.renew_backoff_cap)
         cert = x509.load_pem_x509_certificate(self.state.cert.read_bytes())
@@ -484,7 +479,11 @@ class Agent:
                     await asyncio.wait_for(self.renew_now.wait(), min(wait, opts.renew_recheck))
                 continue
             try:
-                cert = await renew_certificate(self.state, self.enrollment.name, self.api_address)
+                # A TPM node keeps its TPM-resident key: only its certificate is renewed.
+                tpm_key = self.key if self.key.origin == "tpm" else None
+                cert = await renew_certificate(
+                    self.state, self.enrollment.name, self.api_address, tpm_key
+                )
             except (RenewalError, OSError) as exc:
                 retry = schedule.failed(time.time(), str(exc))
                 log.warning("certificate renewal failed (%s); next try at %s", exc, rfc3339(retry))

@@ -2,8 +2,9 @@
 
 Node certificates expire (a year by default); a fleet enrolled on one day would lose its mTLS
 and every key exchange on one day a year later. So the agent renews at 2/3 of the lifetime: a
-new P-256 key made here, a CSR for it sent over mutual TLS with the current certificate
-(`NodeConfig.Renew`), the new pair installed so that a crash at any point leaves a usable pair.
+new P-256 key made here (a TPM node keeps its TPM-resident key), a CSR for it sent over mutual
+TLS with the current certificate (`NodeConfig.Renew`), the new pair installed so that a crash
+at any point leaves a usable pair.
 A failed attempt is retried with capped exponential backoff and jitter, so a controller that is
 down for a while (or a fleet renewing at once) is not hammered, and renewal keeps trying for the
 whole last third of the lifetime. The controller keeps accepting the old certificate for its
@@ -27,6 +28,7 @@ from controller_api.client import aio_channel, credentials, explain
 from controller_api.gen.lispmesh.v1 import config_pb2, config_pb2_grpc
 from controller_api.pki import make_csr
 from node.backoff import Backoff
+from node.node_key import NodeKey
 from node.state import StateDir
 from node.trust import issued_by_any
 
@@ -99,10 +101,18 @@ def _check(cert_pem: bytes, key: ec.EllipticCurvePrivateKey, state: StateDir) ->
     return cert
 
 
-async def renew_certificate(state: StateDir, name: str, api_address: str) -> x509.Certificate:
-    """Renew once: a new key, its certificate from the controller, both installed."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    creds = credentials(state.ca.read_bytes(), state.cert.read_bytes(), state.key.read_bytes())
+async def renew_certificate(
+    state: StateDir, name: str, api_address: str, tpm_key: NodeKey | None = None
+) -> x509.Certificate:
+    """Renew once: a new key, its certificate from the controller, both installed. A node
+    whose key lives in its TPM (`tpm_key`) keeps that key: the CSR is signed in the TPM and
+    only the new certificate is installed (a new key made here would not be TPM-resident)."""
+    if tpm_key is not None:
+        key = tpm_key.private_key
+        creds = tpm_key.channel_credentials(state.ca.read_bytes(), state.cert.read_bytes())
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        creds = credentials(state.ca.read_bytes(), state.cert.read_bytes(), state.key.read_bytes())
     request = config_pb2.RenewRequest(csr_der=make_csr(key, name))
     try:
         async with aio_channel(api_address, creds) as channel:
@@ -111,5 +121,8 @@ async def renew_certificate(state: StateDir, name: str, api_address: str) -> x50
     except grpc.aio.AioRpcError as exc:
         raise RenewalError(str(explain(exc, api_address))) from None
     cert = _check(reply.certificate_pem, key, state)
-    state.install_renewal(key, cert)
+    if tpm_key is not None:
+        state.install_certificate(cert)
+    else:
+        state.install_renewal(key, cert)
     return cert

@@ -128,6 +128,11 @@ class StateDir:
         os.replace(self.new_key, self.key)
         os.replace(self.new_cert, self.cert)
 
+    def install_certificate(self, cert: x509.Certificate) -> None:
+        """Put a renewed certificate for the same (TPM-resident) key in place, atomically."""
+        write_certificate(self.new_cert, cert)
+        os.replace(self.new_cert, self.cert)
+
     def finish_renewal(self) -> None:
         """After a crash during `install_renewal`: complete it, or drop a half-made one."""
         if self.new_cert.exists():

@@ -1,7 +1,7 @@
 """Enrollment bound to the TPM and attestation rounds, node (swtpm) against a real controller on
 127.0.0.1: the EK chain, credential activation, the certified mesh key and a quote at the join;
 a token that requires a TPM; a name bound to another TPM; an EK from another manufacturer; a PCR
-extended after boot quarantines the node until it attests again."""
+extended after boot quarantines the node until it attests again; renewal keeps the TPM key."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from controller_api.client import aio_channel
 from controller_api.gen.lispmesh.v1 import (
@@ -20,8 +22,10 @@ from controller_api.gen.lispmesh.v1 import (
     config_pb2,
     config_pb2_grpc,
 )
+from controller_api.pki import make_csr
 from node.enroll import EnrollError
 from node.node_key import NodeKey
+from node.renewal import RenewalError, renew_certificate
 from node.state import StateDir
 from node.tpm import Tpm
 from node.tpm_evidence import TpmWitness
@@ -200,3 +204,53 @@ def test_a_node_without_an_event_log_fails_the_default_policy(
         ctl.enroll(
             StateDir(tmp_path / "node"), ctl.token(), tpm=swtpm.tcti, event_log=tmp_path / "none"
         )
+
+
+def test_a_tpm_node_renews_keeping_its_tpm_key_and_never_onto_another_key(
+    ctl: Running, swtpm: Swtpm, booted: Path, tmp_path: Path
+) -> None:
+    state = StateDir(tmp_path / "node")
+    enrollment = ctl.enroll(
+        state, ctl.token(tags=REQUIRE_TPM), tpm=swtpm.tcti, event_log=booted, name="edge"
+    )
+    first = x509.load_pem_x509_certificate(state.cert.read_bytes())
+    address = enrollment.api_address
+
+    def renew(tpm_key: NodeKey) -> x509.Certificate:
+        return ctl.loop.run_until_complete(
+            asyncio.wait_for(renew_certificate(state, "edge", address, tpm_key), 20)
+        )
+
+    key = NodeKey.open(state, swtpm.tcti)
+    try:
+        renewed = renew(key)
+        # A new certificate for the same TPM-resident key, installed; no key file appears.
+        assert renewed.serial_number != first.serial_number
+        assert renewed.public_key() == first.public_key() == key.private_key.public_key()
+        assert x509.load_pem_x509_certificate(state.cert.read_bytes()) == renewed
+        assert not state.key.exists()
+        assert _node(ctl, enrollment.name).identity == "tpm"
+
+        # The attack: code on the node asks for a certificate for a key of its own (one it
+        # could carry away), over the TPM key's mutual TLS. Refused: the TPM never certified it.
+        stolen = ec.generate_private_key(ec.SECP256R1())
+        creds = key.channel_credentials(state.ca.read_bytes(), state.cert.read_bytes())
+
+        async def renew_onto(other: ec.EllipticCurvePrivateKey) -> None:
+            async with aio_channel(address, creds) as channel:
+                stub = config_pb2_grpc.NodeConfigStub(channel)
+                await stub.Renew(config_pb2.RenewRequest(csr_der=make_csr(other, "edge")))
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            ctl.loop.run_until_complete(asyncio.wait_for(renew_onto(stolen), 20))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "must keep its TPM mesh key" in (refused.value.details() or "")
+
+        # A quarantined node (a PCR extended behind the event log's back) renews nothing.
+        with Tpm.open(swtpm.tcti) as tpm:
+            tpm.pcr_extend(7, b"\x66" * 32)
+        assert not _attestation_round(ctl, state, swtpm.tcti, booted).ok
+        with pytest.raises(RenewalError, match="quarantined"):
+            renew(key)
+    finally:
+        key.close()
