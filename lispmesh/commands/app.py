@@ -1,7 +1,8 @@
 """`lispmesh app ...`: run edge containers (OCI image layouts: containers or VMs) on this node.
 
     lispmesh app run IMAGE [--name N] [--ref R] [--eid A] [--eid6 A]   # import, verify, start
-    lispmesh app ls | inspect NAME | logs NAME | start NAME | stop NAME | rm NAME
+    lispmesh app ls | inspect NAME | start NAME | stop NAME | rm NAME
+    lispmesh app logs NAME [--tail N] [--follow]   # a workload, or this node's replicas of app NAME
     lispmesh app supervise            # the loop that restarts crashed workloads (the agent's job)
     lispmesh app deploy FILE --dry-run --nodes NODES.yml [--seed N]   # where the controller
                                                                       # would place an app spec
@@ -118,14 +119,50 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
+    """The end of each log (prefixed `name | ` when there are several: an app's replicas), then,
+    with --follow, what they append until interrupted. The supervisor's lock is held only to
+    find the files: a follow never blocks the agent."""
+    from node.workloads.console_log import Follower, tail
+
+    if args.follow and args.json:
+        raise CliError("--follow prints text as it comes; leave out --json")
+    if args.tail is not None and args.tail < 0:
+        raise CliError(f"--tail {args.tail}: a number of lines, 0 or more")
     supervisor = _supervisor(args)
     with supervisor.locked():
-        text = supervisor.logs(args.name, args.bytes)
+        paths = supervisor.log_paths(args.name)
+    ends = {}
+    docs = []
+    for name, path in paths:
+        text, ends[name] = tail(path, args.tail, args.bytes)
+        docs.append({"name": name, "logs": text})
+        if not args.json:
+            _write_prefixed(text, name if len(paths) > 1 else "")
     if args.json:
-        print_json({"name": args.name, "logs": text})
-    else:
-        sys.stdout.write(text)
+        print_json(
+            docs[0] if args.name == docs[0]["name"] else {"app": args.name, "replicas": docs}
+        )
+        return 0
+    if not args.follow:
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    followers = [(name, Follower(path, ends[name])) for name, path in paths]
+    try:
+        while not stop.is_set():
+            for name, follower in followers:
+                _write_prefixed(follower.read(), name if len(paths) > 1 else "")
+            stop.wait(0.2)
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def _write_prefixed(text: str, name: str) -> None:
+    if name:
+        text = "".join(f"{name} | {line}" for line in text.splitlines(keepends=True))
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _want(desired: str) -> Any:
@@ -329,7 +366,11 @@ def register(subparsers: Subparsers) -> None:
 
     for verb, handler, text in (
         ("inspect", _inspect, "one workload in full: state, runtime, resources, usage"),
-        ("logs", _logs, "the end of a workload's console or stdout/stderr"),
+        (
+            "logs",
+            _logs,
+            "a workload's console or stdout/stderr (or this node's replicas of an app)",
+        ),
         ("start", _want("running"), "start a halted workload"),
         ("stop", _want("halted"), "stop a workload (graceful, then forced)"),
         ("rm", _want("absent"), "stop and remove a workload"),
@@ -337,7 +378,19 @@ def register(subparsers: Subparsers) -> None:
         parser = sub.add_parser(verb, help=text)
         parser.add_argument("name")
         if verb == "logs":
-            parser.add_argument("--bytes", type=int, default=65536, help="at most this much")
+            parser.add_argument(
+                "--bytes",
+                type=int,
+                default=1 << 20,
+                help="read at most this much from the end (1 MiB)",
+            )
+            parser.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+            parser.add_argument(
+                "--follow",
+                "-f",
+                action="store_true",
+                help="then print what comes, until interrupted",
+            )
         _common(parser, cluster=verb == "rm")
         parser.set_defaults(
             handler=_node_or_cluster(handler, _cluster_rm) if verb == "rm" else handler

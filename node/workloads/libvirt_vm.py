@@ -253,8 +253,11 @@ class LibvirtRuntime:
         _state, _max_kib, memory_kib, _vcpus, cpu_ns = domain.info()
         return Stats(memory_bytes=memory_kib * 1024, cpu_seconds=cpu_ns / 1e9)
 
+    def log_path(self, name: str) -> Path:
+        return self._dir(name) / "console.log"
+
     def logs(self, name: str, max_bytes: int = 65536) -> str:
-        path = self._dir(name) / "console.log"
+        path = self.log_path(name)
         try:
             with path.open("rb") as log:
                 log.seek(max(0, log.seek(0, 2) - max_bytes))

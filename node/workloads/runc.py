@@ -158,8 +158,11 @@ class RuncRuntime:
             pids=int(data.get("pids", {}).get("current", 0)),
         )
 
+    def log_path(self, name: str) -> Path:
+        return self._dir(name) / "console.log"
+
     def logs(self, name: str, max_bytes: int = 65536) -> str:
-        path = self._dir(name) / "console.log"
+        path = self.log_path(name)
         try:
             with path.open("rb") as log:
                 log.seek(max(0, log.seek(0, os.SEEK_END) - max_bytes))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 from node.workloads.oci_image import Image
@@ -82,6 +83,9 @@ class Runtime(Protocol):
 
     def logs(self, name: str, max_bytes: int = 65536) -> str:
         """The end of its console or stdout/stderr."""
+
+    def log_path(self, name: str) -> Path:
+        """The file its console or stdout/stderr goes to (it may not exist yet)."""
 
     def names(self) -> list[str]:
         """Every workload this runtime holds for us (to re-adopt after an agent restart)."""

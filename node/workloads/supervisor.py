@@ -14,6 +14,7 @@ runtime state, let its lifecycle react (restarts after backoff), do the actions,
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import json
 import logging
@@ -287,6 +288,20 @@ class Supervisor:
     def logs(self, name: str, max_bytes: int = 65536) -> str:
         entry = self.entry(name)
         return self.runtime(entry.workload.spec.kind).logs(name, max_bytes)
+
+    def log_paths(self, name: str) -> builtins.list[tuple[str, Path]]:  # (list: a method)
+        """(workload, its console log) for `name`: that workload, or else every replica of the
+        app `name` that this node runs (`<app>-<replica>`, placed by the controller)."""
+        if name in self.entries:
+            entry = self.entries[name]
+            return [(name, self.runtime(entry.workload.spec.kind).log_path(name))]
+        replicas = sorted(n for n, e in self.entries.items()
+                          if e.managed and e.managed.get("app") == name)  # fmt: skip
+        if not replicas:
+            raise WorkloadError(f"no workload named {name!r} on this node (nor replicas of an app "
+                                "so named)")  # fmt: skip
+        return [(n, self.runtime(self.entries[n].workload.spec.kind).log_path(n))
+                for n in replicas]  # fmt: skip
 
 
 def with_overrides(spec: WorkloadSpec, managed: dict[str, Any] | None) -> WorkloadSpec:

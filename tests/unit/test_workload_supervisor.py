@@ -147,6 +147,19 @@ def test_the_app_verbs(tmp_path: Path, prefix: str, capsys: pytest.CaptureFixtur
     assert error == "lispmesh: error: a workload named 'vm1' exists already (rm it first)\n"
     assert cli.main(["app", "run", str(tmp_path / "nothing"), *common]) == 1
     assert "no such image layout" in capsys.readouterr().err
+    # logs: the end of its console, by lines; an app's name gives its replicas (none here).
+    from node.workloads.supervisor import node_supervisor
+
+    node = node_supervisor(tmp_path / "s", None, prefix, "test:///default", None, 1.0)
+    with node.locked():
+        ((_, console),) = node.log_paths("vm1")
+    console.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert cli.main(["app", "logs", "vm1", "--tail", "2", *common]) == 0
+    assert capsys.readouterr().out == "line 98\nline 99\n"
+    assert cli.main(["app", "logs", "vm1", "--bytes", "12", "--json", *common]) == 0
+    assert json.loads(capsys.readouterr().out) == {"name": "vm1", "logs": "line 99\n"}
+    assert cli.main(["app", "logs", "vm1", "--follow", "--json", *common]) == 1
+    assert "leave out --json" in capsys.readouterr().err
     assert cli.main(["app", "stop", "vm1", *common]) == 0
     assert capsys.readouterr().out == "vm1: HALTED\n"
     assert cli.main(["app", "supervise", "--once", *common]) == 0
