@@ -6,6 +6,15 @@ every `xtr.rtr_keepalive` seconds once the RTR answered (holding the NAT's mappi
 RETRY seconds until then. The first RTR (in configuration order) whose signed answer is at most
 three keepalives old is the one we are reached through (`ctx.via_rtr`); when that changes, the
 xTR re-registers and recomputes its paths (`changed`).
+
+Failover (several RTRs): every RTR that answers is registered (`ctx.rtrs_up`, priority 254 after
+the one we send through), so a peer whose RTR dies moves to the next by its own RLOC-probing,
+within its probe dead time, with no new key exchange (the RTR is only a hop: keys are between the
+ends, the next RTR holds our binding already). We see an RTR die by its keepalive answers: a
+keepalive unanswered for RETRY is sent again, and an RTR with two unanswered for `dead` seconds
+is down; while relayed traffic flows the keepalives go every ACTIVE_KEEPALIVE seconds, so we
+move our own sending to the next RTR within about two seconds of its death (at idle, within a
+keepalive period and two seconds).
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from mesh.xtr_types import DATA_PORT, LocalRloc
 
 log = logging.getLogger("lispmesh.rtr")
 RETRY = 1.0
+ACTIVE_KEEPALIVE = 0.5  # while relayed traffic flows
+ACTIVE_FOR = 2.0  # seconds relayed traffic counts as flowing
 
 
 class RtrClient:
@@ -40,6 +51,11 @@ class RtrClient:
         self.outstanding: dict[int, tuple[str, str, float]] = {}  # nonce -> (rtr, uplink, sent)
         self.next_at: dict[tuple[str, str], float] = {}
         self.confirmed: dict[str, tuple[float, str]] = {}  # rtr address -> (when, seen as)
+        # rtr address -> (first keepalive since its last answer: when, how many since)
+        self.waiting: dict[str, tuple[float, int]] = {}
+        self.last_sent: dict[tuple[str, str], float] = {}
+        self._relayed = 0  # the relayed-packet counters, last look
+        self._active_until = float("-inf")
 
     def _natted(self) -> list[LocalRloc]:
         return [r for r in self.ctx.locals if r.up and self.behind_nat(r.key)]
@@ -50,15 +66,26 @@ class RtrClient:
             self._choose([])
             return
         natted = self._natted()
+        relayed = ctx.stats["relayed-out"] + ctx.stats["relayed-in"]
+        if relayed != self._relayed:
+            self._relayed, self._active_until = relayed, ctx.now + ACTIVE_FOR
+        pace = ctx.xcfg.rtr_keepalive
+        if ctx.now < self._active_until:
+            pace = min(pace, ACTIVE_KEEPALIVE)
         for local in natted:
             for rtr in ctx.xcfg.rtrs:
                 if rtr.address.version != local.address.version:
                     continue
-                key = (str(rtr.address), local.key)
-                if ctx.now >= self.next_at.get(key, float("-inf")):
+                address = str(rtr.address)
+                key = (address, local.key)
+                last = self.last_sent.get(key, float("-inf"))
+                due = min(self.next_at.get(key, float("-inf")), last + pace)
+                if address in self.waiting:  # unanswered: again after RETRY
+                    due = min(due, last + RETRY)
+                if ctx.now >= due:
+                    up = self._fresh(address)
                     self._send(rtr, local)
-                    up = self._fresh(str(rtr.address))
-                    self.next_at[key] = ctx.now + (ctx.xcfg.rtr_keepalive if up else RETRY)
+                    self.next_at[key] = ctx.now + (pace if up else RETRY)
         horizon = 4 * ctx.xcfg.rtr_keepalive
         for nonce, (_, _, sent) in list(self.outstanding.items()):
             if ctx.now - sent > horizon:
@@ -71,7 +98,11 @@ class RtrClient:
         nonce = random_nonce()
         proof = sign(ctx.kx, nonce, request_subject(rtr.name, local.key))
         request = InfoMessage(nonce, eid=DistinguishedName(local.key), payload=proof)
-        self.outstanding[nonce] = (str(rtr.address), local.key, ctx.now)
+        address = str(rtr.address)
+        self.outstanding[nonce] = (address, local.key, ctx.now)
+        self.last_sent[(address, local.key)] = ctx.now
+        since, count = self.waiting.get(address, (ctx.now, 0))
+        self.waiting[address] = (since, count + 1)
         ctx.stats["rtr-keepalives-sent"] += 1
         ctx.transport.send_data(
             local, control_frame(request.encode()), (str(rtr.address), DATA_PORT)
@@ -103,6 +134,7 @@ class RtrClient:
         del self.outstanding[message.nonce]
         was_up = self._fresh(source[0])
         self.confirmed[source[0]] = (ctx.now, seen)
+        self.waiting.pop(source[0], None)
         if not was_up:
             # Keep the mapping open from now on at the keepalive pace.
             self.next_at[(source[0], pending[1])] = ctx.now + ctx.xcfg.rtr_keepalive
@@ -110,22 +142,30 @@ class RtrClient:
 
     def _fresh(self, address: str) -> bool:
         found = self.confirmed.get(address)
-        horizon = 3 * self.ctx.xcfg.rtr_keepalive + RETRY
-        return found is not None and self.ctx.now - found[0] <= horizon
+        ctx = self.ctx
+        horizon = 3 * ctx.xcfg.rtr_keepalive + RETRY
+        if found is None or ctx.now - found[0] > horizon:
+            return False
+        since, count = self.waiting.get(address, (ctx.now, 0))
+        dead = max(ctx.timers.probe_dead_after, RETRY)
+        return not (count >= 2 and ctx.now - since > dead)
 
     def _choose(self, natted: list[LocalRloc]) -> None:
         ctx = self.ctx
-        active = None
+        up: tuple[RtrRef, ...] = ()
         if natted:
-            active = next((r for r in ctx.xcfg.rtrs if self._fresh(str(r.address))), None)
+            up = tuple(r for r in ctx.xcfg.rtrs if self._fresh(str(r.address)))
+        active = up[0] if up else None
         seen = None
         if active is not None:
             text = self.confirmed[str(active.address)][1].rsplit(":", 1)[0]
             with contextlib.suppress(ValueError):
                 seen = ip_address(text.strip("[]"))
-        if active != ctx.via_rtr or seen != ctx.via_seen:
-            log.info("reached through %s", f"RTR {active.name}" if active else "our own RLOCs")
-            ctx.via_rtr, ctx.via_seen = active, seen
+        if active != ctx.via_rtr or seen != ctx.via_seen or up != ctx.rtrs_up:
+            if active != ctx.via_rtr:
+                what = f"RTR {active.name}" if active else "our own RLOCs"
+                log.info("reached through %s", what)
+            ctx.via_rtr, ctx.via_seen, ctx.rtrs_up = active, seen, up
             self.changed()
 
     def status(self) -> dict[str, Any]:

@@ -83,6 +83,9 @@ class XtrContext:
         # The RTR this node is reached through while an uplink is behind a NAT (mesh.rtr_client
         # sets it once the RTR confirmed our binding); None: reached directly.
         self.via_rtr: RtrRef | None = None
+        # Every RTR that holds our binding now (via_rtr first): all are registered, so a peer
+        # whose RTR dies moves to the next by its own probing (mesh.rtr_client).
+        self.rtrs_up: tuple[RtrRef, ...] = ()
         self.plaintext_rlocs: set[str] = set()
         self.via_seen: IpAddress | None = None  # the NAT's outside address, as that RTR saw it
         # security.lispers_peers (mesh.lispers_peer): the states sealing for them, by
@@ -175,8 +178,9 @@ class XtrContext:
 
     def up_rloc_addresses(self, fallback: LocalRloc) -> tuple[Address, ...]:
         """The addresses of our uplinks that are up (or `fallback`'s), as ITR-RLOCs; behind a
-        NAT our RTR first (answers to us go through it) and the NAT's outside address last."""
-        rtr = (self.via_rtr.address,) if self.via_rtr is not None else ()
+        NAT our RTRs first (answers to us go through the first) and the NAT's outside address
+        last (the key exchange's proof names the same set as signed_rlocs)."""
+        rtr = tuple(r.address for r in self._rtrs())
         own = tuple(r.address for r in self.locals if r.up) or (fallback.address,)
         return rtr + own + self._nat_outside()
 
@@ -198,11 +202,18 @@ class XtrContext:
         rlocs = [(r.address, r.priority, r.weight, r.up and not behind) for r in self.locals]
         rlocs += [(a, RTR_PRIORITY, 0, False) for a in self._nat_outside()]
         if self.via_rtr is not None:
-            rlocs.append((self.via_rtr.address, RTR_PRIORITY, 0, True))
+            rlocs += [(r.address, RTR_PRIORITY, 0, True) for r in self._rtrs()]
         return rlocs
 
     def signed_rlocs(self) -> tuple[IpAddress, ...]:
         """The RLOCs our key-exchange proofs name: our uplinks, the NAT's outside address and
         the RTR we are reached by."""
-        rtr = (self.via_rtr.address,) if self.via_rtr is not None else ()
-        return tuple(r.address for r in self.locals) + self._nat_outside() + rtr
+        rtrs = tuple(r.address for r in self._rtrs())
+        return tuple(r.address for r in self.locals) + self._nat_outside() + rtrs
+
+    def _rtrs(self) -> list[RtrRef]:
+        """The RTRs we are reached through: the one we send through first, then the others
+        that hold our binding."""
+        if self.via_rtr is None:
+            return []
+        return [self.via_rtr, *(r for r in self.rtrs_up if r != self.via_rtr)]

@@ -49,19 +49,22 @@ KEY = "rtr-lab-site-key"
 MS = "10.0.9.2"
 NAT_TIMEOUT = 6  # seconds (conntrack UDP, both kinds)
 KEEPALIVE = 2.0
-ADDRESSES = {"rtr": "10.0.6.2", "p": "10.0.8.2", "n": "192.168.3.2"}
-EIDS = {"rtr": 1, "p": 2, "n": 3}
+ADDRESSES = {"rtr": "10.0.6.2", "p": "10.0.8.2", "n": "192.168.3.2", "rtr2": "10.0.7.2"}
+EIDS = {"rtr": 1, "p": 2, "n": 3, "rtr2": 4}
 
 
 def eid(node: str) -> str:
     return f"10.1.{EIDS[node]}.1"
 
 
-def topology(workdir: Path, natted_dataplane: str = "python") -> Path:
-    """The lab file (bench/rtr_bench.py builds it too, with the C data path on n)."""
+def topology(workdir: Path, natted_dataplane: str = "python", rtrs: int = 1) -> Path:
+    """The lab file (bench/rtr_bench.py builds it too, with the C data path on n); `rtrs=2`
+    adds a second RTR, rtr2 (10.0.7.2), listed after rtr in every node's configuration."""
+    names = ["rtr", "p", "n"] + (["rtr2"] if rtrs == 2 else [])
     idents = provision_lab_identities(
-        workdir / "pki", "rtr-ca", {n: [(0, f"10.1.{i}.0/24")] for n, i in EIDS.items()}
+        workdir / "pki", "rtr-ca", {n: [(0, f"10.1.{EIDS[n]}.0/24")] for n in names}
     )
+    relays = [{"name": r, "address": ADDRESSES[r]} for r in ("rtr", "rtr2")[:rtrs]]
     run = f"{sys.executable} -m lispmesh node run --config"
     env = {"PYTHONPATH": str(REPO)}
     nodes: dict[str, Any] = {"wan": {"kind": "router", "addresses": {}}}
@@ -92,7 +95,8 @@ def topology(workdir: Path, natted_dataplane: str = "python") -> Path:
     }
     nodes["ms"] = {"kind": "lispmesh-node", "cmd": command("ms", ms), "env": env, "addresses": {}}
     uplink("ms", MS)
-    for name, index in EIDS.items():
+    for name in names:
+        index = EIDS[name]
         ident = idents[name]
         xtr: dict[str, Any] = {
             "tun": "lm0",
@@ -101,11 +105,11 @@ def topology(workdir: Path, natted_dataplane: str = "python") -> Path:
             "overlay_routes": ["10.1.0.0/16"],
             "rlocs": [{"address": ADDRESSES[name], "interface": "eth1"}],
             "map_servers": [{"address": MS, "key": KEY}],
-            "rtrs": [{"name": "rtr", "address": ADDRESSES["rtr"]}],
+            "rtrs": relays,
             "rtr_keepalive": KEEPALIVE,
             "timers": {"register_interval": 5},
         }
-        if name == "rtr":
+        if name.startswith("rtr"):
             xtr["rtr"] = {"stale_after": 3 * KEEPALIVE}
         config = {
             "name": name,
