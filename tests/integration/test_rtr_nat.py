@@ -408,3 +408,36 @@ def test_a_node_whose_uplink_address_changes_keeps_its_sessions(
         if f"{old}/24" not in shown:
             _readdress(netlab_lab, "p", new, old)  # leave the lab as the other tests expect it
     print("\noutage after an address change (longest silence, 50 ms pings): " + "; ".join(gaps))
+
+
+def test_traffic_recovers_after_the_nat_forgets_its_mappings(
+    lab: tuple[Lab, Path, float],
+) -> None:
+    """conntrack -F on the NAT (a NAT reboot) during pings both ways: n's next keepalive (or
+    its traffic) makes a new mapping and the RTR's binding follows. The outage is printed."""
+    netlab_lab, workdir, _ = lab
+    run = workdir / "run"
+    wait_until(lambda: _ping(netlab_lab, "p", eid("n")), 60, "p reaches n")
+    pings: list[subprocess.Popen[str]] = []
+    try:
+        pings = [_pinger(netlab_lab, "p", eid("n")), _pinger(netlab_lab, "n", eid("p"))]
+        for ping in pings:
+            wait_until(lambda: _answered(ping), 20, "pings answered")  # noqa: B023
+        flushed = time.time()
+        subprocess.run(["ip", "netns", "exec", netlab_lab.netns_name("nat"), "conntrack", "-F"],
+                       check=True, capture_output=True)  # fmt: skip
+        for ping in pings:
+            wait_until(lambda: _answered(ping, after=flushed + 0.2), 30, "pings again")  # noqa: B023
+            ping.kill()
+            ping.wait(timeout=5)
+        to_n, to_p = (_longest_silence(p, flushed) for p in pings)
+    finally:
+        for ping in pings:
+            if ping.poll() is None:
+                ping.kill()
+                ping.wait(timeout=5)
+    try:
+        wait_until(lambda: _ping(netlab_lab, "p", eid("n")), 15, "p still reaches n")
+    except Exception as exc:
+        raise AssertionError(f"{exc}\n{_dump(run)}") from None
+    print(f"\noutage after conntrack -F on the NAT: p -> n {to_n:.2f} s, n -> p {to_p:.2f} s")
