@@ -194,6 +194,7 @@ class AppService(apps_pb2_grpc.AppAdminServicer):
                 eids=[str(eid.ipv4), str(eid.ipv6)] if eid else [],
                 state=state, running=a.running, version=a.version,
                 last_error=seen.get("last_error", ""), created_at=rfc3339(a.created),
+                restarts=int(seen.get("restarts", 0)), exit_code=seen.get("exit_code"),
             )  # fmt: skip
             out.running += 1 if state == "RUNNING" else 0
         return out

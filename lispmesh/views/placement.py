@@ -57,9 +57,11 @@ def app_status_table(status: Any, console: Console) -> None:
         f"{status.image}, version {status.version}" + (" (removed)" if status.removed else ""),
         highlight=False,
     )
-    table = Table("replica", "node", "EIDs", "state", "version", "error")
+    table = Table("replica", "node", "EIDs", "state", "restarts", "exit", "version", "error")
     for r in status.placed:
-        table.add_row(str(r.replica), r.node, " ".join(r.eids), r.state, r.version, r.last_error)
+        exited = str(r.exit_code) if r.HasField("exit_code") else ""
+        table.add_row(str(r.replica), r.node, " ".join(r.eids), r.state, str(r.restarts), exited,
+                      r.version, r.last_error)  # fmt: skip
     console.print(table)
     for line in status.events[-10:]:
         console.print(f"  {line}", highlight=False)

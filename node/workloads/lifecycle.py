@@ -122,7 +122,7 @@ class Lifecycle:
             state = State.INITIAL
         self._enter(state, now)
         if state == State.RUNNING:
-            self.last_error, self.exit_code = "", None
+            self.last_error = ""  # the exit code stays: how it last exited (a crash loop's why)
         return self._plan(now)
 
     def failed(self, action: Action, reason: str, now: float) -> list[Action]:
@@ -156,8 +156,11 @@ class Lifecycle:
         self._broken(Action.START, now)
         return self._plan(now)
 
-    def observed(self, runtime_state: str, now: float) -> list[Action]:
-        """What the runtime says (`running`, `stopped`, `absent`), e.g. when re-adopting."""
+    def observed(
+        self, runtime_state: str, now: float, exit_code: int | None = None
+    ) -> list[Action]:
+        """What the runtime says (`running`, `stopped`, `absent`; the exit code if it knows it),
+        e.g. when re-adopting."""
         if self.pending is not None:
             return []
         if runtime_state == "running" and self.state in _DEFINED:
@@ -166,7 +169,8 @@ class Lifecycle:
                 self.wake_at = self.retry = None
             return self._plan(now)
         if runtime_state == "stopped" and self.state == State.RUNNING:
-            return self.exited(None, "stopped (seen by the agent)", now)
+            why = "stopped (seen by the agent)" if exit_code is None else f"exited with {exit_code}"
+            return self.exited(exit_code, why, now)
         if runtime_state == "absent" and self.state in _DEFINED:
             self._enter(State.LOADED, now)  # the runtime lost it: install again
             self.wake_at = self.retry = None
@@ -257,6 +261,8 @@ class Lifecycle:
         machine.restarts = int(doc.get("restarts", 0))
         machine.purges = int(doc.get("purges", 0))
         machine.last_error = str(doc.get("last_error", ""))
+        code = doc.get("exit_code")
+        machine.exit_code = int(code) if code is not None else None
         machine.purging = bool(doc.get("purging", False))
         machine._backoff.attempts = int(doc.get("backoff_attempts", 0))
         if machine.state == State.BROKEN:

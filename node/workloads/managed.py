@@ -131,6 +131,7 @@ class ManagedWorkloads:
                     version=m.get("version", ""),
                     restarts=int(row.get("restarts", 0)),
                     image_digest=row.get("digest", ""),
+                    exit_code=row.get("exit_code"),
                 )
             )
         present = {row["name"] for row in rows}

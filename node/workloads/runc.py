@@ -10,12 +10,15 @@ runc's own state lives in `runc_root` (tmpfs: a reboot forgets containers that d
 so a restarted agent finds its running containers with `runc list` and adopts them. Container
 ids and network namespaces are `<prefix><name>`.
 
-A container is started with `runc run --detach`: runc exits once it runs, the container keeps
-the log file as its stdio, and nothing ties it to the agent's process.
+A container is started with `runc run --keep` in the foreground under a detached shell of its
+own session: runc waits for the container and its exit status lands in `<name>/exit` (what
+`status` reports as the exit code); the container keeps the log file as its stdio, and nothing
+ties it to the agent's process.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -106,14 +109,32 @@ class RuncRuntime:
         self._runc("delete", "--force", self._id(name), check=False)
         self.runc_root.mkdir(parents=True, exist_ok=True)
         directory = self._dir(name)
-        # The container keeps runc's stdio: both to the log (a pipe would die with runc).
-        with (directory / "console.log").open("ab") as log:
-            result = self._runc("run", "--detach", "--bundle", str(directory),
-                                "--pid-file", str(directory / "pid"), self._id(name),
-                                check=False, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                capture_output=False)  # fmt: skip
-        if result.returncode != 0:
-            raise WorkloadError(f"{name}: runc run: {_last_line(self.logs(name, 4096))}")
+        exit_file, pid_file = directory / "exit", directory / "pid"
+        exit_file.unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
+        # `runc run --keep` in the foreground, under a shell of its own session that outlives
+        # the agent (the outer shell returns at once): runc waits for the container and exits
+        # with its status (128 + signal if killed), which the shell writes to `exit`, all under
+        # the lock `shim` (held: the exit status is not written yet). The container keeps
+        # runc's stdio, the log (a pipe would die with the agent).
+        argv = [self.runc, "--root", str(self.runc_root), "run", "--keep", "--bundle",
+                str(directory), "--pid-file", str(pid_file), self._id(name)]  # fmt: skip
+        inner = '"$@" </dev/null >>"$LOG" 2>&1; echo $? >"$EXIT.tmp"; mv "$EXIT.tmp" "$EXIT"'
+        env = {**os.environ, "LOG": str(directory / "console.log"), "EXIT": str(exit_file),
+               "SHIM": str(directory / "shim"), "INNER": inner}  # fmt: skip
+        subprocess.run(["sh", "-c", 'flock "$SHIM" sh -c "$INNER" sh "$@" &', "sh", *argv],
+                       env=env, check=True, timeout=60, start_new_session=True,
+                       stdin=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.status(name).state in ("running", "paused"):
+                return
+            if exit_file.is_file():
+                break  # runc failed, or the container was over already
+            time.sleep(POLL)
+        if pid_file.is_file():
+            return  # it ran (and is over already): the lifecycle sees it stopped, and how
+        raise WorkloadError(f"{name}: runc run: {_last_line(self.logs(name, 4096))}")
 
     def stop(self, name: str, timeout: float) -> None:
         if self.status(name).state != "running":
@@ -144,10 +165,32 @@ class RuncRuntime:
             doc = json.loads(result.stdout)
             state = str(doc.get("status", "unknown"))
             pid = int(doc.get("pid") or 0) or None
+            if state == "stopped":
+                if self._shim_alive(name):
+                    return RuntimeStatus("running", pid, detail="exiting")  # status on its way
+                return RuntimeStatus(state, pid, self._exit_code(name))
             return RuntimeStatus("stopped" if state == "created" else state, pid)
         if (self._dir(name) / "config.json").is_file():
             return RuntimeStatus("stopped", detail="defined, not created")
         return RuntimeStatus("absent")
+
+    def _shim_alive(self, name: str) -> bool:
+        try:
+            with (self._dir(name) / "shim").open("rb") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        except FileNotFoundError:
+            pass
+        return False
+
+    def _exit_code(self, name: str) -> int | None:
+        try:
+            return int((self._dir(name) / "exit").read_text().strip())
+        except (OSError, ValueError):
+            return None  # not written (yet): the shell was killed, or runc is finishing
 
     def stats(self, name: str) -> Stats:
         result = self._runc("events", "--stats", self._id(name))

@@ -209,14 +209,16 @@ class Supervisor:
             now = self.clock()
             actions: list[Action] = []
             if entry.machine.state not in (State.INITIAL, State.FAILED, State.DELETED):
+                code = None
                 try:
-                    observed = self.runtime(entry.workload.spec.kind).status(name).state
+                    status = self.runtime(entry.workload.spec.kind).status(name)
+                    observed, code = status.state, status.exit_code
                 except LispmeshError as exc:
                     log.warning("workload %s: status: %s", name, exc)
                     observed = ""
                 if observed:
                     observed = "running" if observed in ("running", "paused") else observed
-                    actions = entry.machine.observed(observed, now)
+                    actions = entry.machine.observed(observed, now, code)
             actions += entry.machine.tick(now) if not actions else []
             self._drive(entry, actions)
 

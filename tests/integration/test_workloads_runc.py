@@ -132,7 +132,9 @@ def test_a_killed_container_is_seen_stopped_and_starts_again(node: Node) -> None
     pid = node.runtime.status("echo").pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: node.runtime.status("echo").state == "stopped", 10, "runc to see it dead")
+    wait_until(lambda: node.runtime.status("echo").exit_code is not None, 10, "its exit status")
+    assert node.runtime.status("echo").state == "stopped"
+    assert node.runtime.status("echo").exit_code == 128 + signal.SIGKILL  # as a shell says it
     assert node.runtime.names() == ["echo"]
     node.runtime.start("echo")
     assert node.runtime.status("echo").state == "running"

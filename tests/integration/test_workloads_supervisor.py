@@ -112,6 +112,7 @@ def test_supervised_container_restarts_and_outlives_its_supervisor(
 
     again = wait_until(restarted, 20, "the supervisor to restart the container")
     assert again["runtime"]["pid"] != pid
+    assert again["exit_code"] == 128 + signal.SIGKILL  # how it last exited, kept once restarted
     wait_until(echoed, 10, "the echo after the restart")
 
     supervisor.kill()  # the agent crashes: the workload does not notice

@@ -109,7 +109,8 @@ def test_an_app_deployed_at_the_controller_reaches_the_nodes_desired_state(
         assert "10.251.0.0/16" in d.overlay_routes
         eids.add(w.eids[0])
         running = status_pb2.WorkloadStatus(name=w.name, app="echo", replica=w.replica,
-                                            state="RUNNING", version=w.version)  # fmt: skip
+                                            state="RUNNING", version=w.version, restarts=2,
+                                            exit_code=137)  # fmt: skip
         seen = status_pb2.StatusReport(workload_capacity=CAPACITY, workloads=[running])
         report(ctl, nodes[r.node], seen)
     assert len(eids) == 2
@@ -122,6 +123,8 @@ def test_an_app_deployed_at_the_controller_reaches_the_nodes_desired_state(
     wait_until(lambda: all(r.running and r.state == "RUNNING" for r in placed().placed), 10,
                "both replicas reported running, and counted so")  # fmt: skip
     assert placed().running == 2
+    # Restarts and how it last exited, as the nodes report them (137: killed).
+    assert all(r.restarts == 2 and r.exit_code == 137 for r in placed().placed)
 
     explained = apps(ctl, "Explain", apps_pb2.AppRequest(name="echo"))
     assert "nothing to do" in explained.plan[-1] and explained.events

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lispmesh/v1/apps.proto\x12\x0blispmesh.v1\"-\n\x0b\x41ppDocument\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"g\n\x0c\x44\x65ployResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0c\n\x04plan\x18\x05 \x03(\t\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x08\"\x11\n\x0fListAppsRequest\"\x1a\n\nAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x95\x01\n\rReplicaStatus\x12\x0f\n\x07replica\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0c\n\x04\x65ids\x18\x03 \x03(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07running\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\t\"\xc4\x02\n\tAppStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\r\x12\x0f\n\x07running\x18\x05 \x01(\r\x12\x0f\n\x07version\x18\x06 \x01(\t\x12*\n\x06placed\x18\x07 \x03(\x0b\x32\x1a.lispmesh.v1.ReplicaStatus\x12\x0e\n\x06\x65vents\x18\x08 \x03(\t\x12\x13\n\x0b\x64\x65ployed_at\x18\t \x01(\t\x12\x13\n\x0b\x64\x65ployed_by\x18\n \x01(\t\x12\x32\n\x06labels\x18\x0b \x03(\x0b\x32\".lispmesh.v1.AppStatus.LabelsEntry\x12\x0f\n\x07removed\x18\x0c \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x10ListAppsResponse\x12$\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x16.lispmesh.v1.AppStatus\"<\n\x0e\x41ppExplanation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x03(\t\x12\x0e\n\x06\x65vents\x18\x03 \x03(\t2\xc5\x02\n\x08\x41ppAdmin\x12=\n\x06\x44\x65ploy\x12\x18.lispmesh.v1.AppDocument\x1a\x19.lispmesh.v1.DeployResult\x12\x43\n\x04List\x12\x1c.lispmesh.v1.ListAppsRequest\x1a\x1d.lispmesh.v1.ListAppsResponse\x12\x39\n\x06Status\x12\x17.lispmesh.v1.AppRequest\x1a\x16.lispmesh.v1.AppStatus\x12?\n\x07\x45xplain\x12\x17.lispmesh.v1.AppRequest\x1a\x1b.lispmesh.v1.AppExplanation\x12\x39\n\x06Remove\x12\x17.lispmesh.v1.AppRequest\x1a\x16.lispmesh.v1.AppStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lispmesh/v1/apps.proto\x12\x0blispmesh.v1\"-\n\x0b\x41ppDocument\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"g\n\x0c\x44\x65ployResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0c\n\x04plan\x18\x05 \x03(\t\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x08\"\x11\n\x0fListAppsRequest\"\x1a\n\nAppRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcd\x01\n\rReplicaStatus\x12\x0f\n\x07replica\x18\x01 \x01(\r\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0c\n\x04\x65ids\x18\x03 \x03(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07running\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x10\n\x08restarts\x18\t \x01(\r\x12\x16\n\texit_code\x18\n \x01(\x05H\x00\x88\x01\x01\x42\x0c\n\n_exit_code\"\xc4\x02\n\tAppStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\r\x12\x0f\n\x07running\x18\x05 \x01(\r\x12\x0f\n\x07version\x18\x06 \x01(\t\x12*\n\x06placed\x18\x07 \x03(\x0b\x32\x1a.lispmesh.v1.ReplicaStatus\x12\x0e\n\x06\x65vents\x18\x08 \x03(\t\x12\x13\n\x0b\x64\x65ployed_at\x18\t \x01(\t\x12\x13\n\x0b\x64\x65ployed_by\x18\n \x01(\t\x12\x32\n\x06labels\x18\x0b \x03(\x0b\x32\".lispmesh.v1.AppStatus.LabelsEntry\x12\x0f\n\x07removed\x18\x0c \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x10ListAppsResponse\x12$\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x16.lispmesh.v1.AppStatus\"<\n\x0e\x41ppExplanation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x03(\t\x12\x0e\n\x06\x65vents\x18\x03 \x03(\t2\xc5\x02\n\x08\x41ppAdmin\x12=\n\x06\x44\x65ploy\x12\x18.lispmesh.v1.AppDocument\x1a\x19.lispmesh.v1.DeployResult\x12\x43\n\x04List\x12\x1c.lispmesh.v1.ListAppsRequest\x1a\x1d.lispmesh.v1.ListAppsResponse\x12\x39\n\x06Status\x12\x17.lispmesh.v1.AppRequest\x1a\x16.lispmesh.v1.AppStatus\x12?\n\x07\x45xplain\x12\x17.lispmesh.v1.AppRequest\x1a\x1b.lispmesh.v1.AppExplanation\x12\x39\n\x06Remove\x12\x17.lispmesh.v1.AppRequest\x1a\x16.lispmesh.v1.AppStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,15 +43,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPREQUEST']._serialized_start=210
   _globals['_APPREQUEST']._serialized_end=236
   _globals['_REPLICASTATUS']._serialized_start=239
-  _globals['_REPLICASTATUS']._serialized_end=388
-  _globals['_APPSTATUS']._serialized_start=391
-  _globals['_APPSTATUS']._serialized_end=715
-  _globals['_APPSTATUS_LABELSENTRY']._serialized_start=670
-  _globals['_APPSTATUS_LABELSENTRY']._serialized_end=715
-  _globals['_LISTAPPSRESPONSE']._serialized_start=717
-  _globals['_LISTAPPSRESPONSE']._serialized_end=773
-  _globals['_APPEXPLANATION']._serialized_start=775
-  _globals['_APPEXPLANATION']._serialized_end=835
-  _globals['_APPADMIN']._serialized_start=838
-  _globals['_APPADMIN']._serialized_end=1163
+  _globals['_REPLICASTATUS']._serialized_end=444
+  _globals['_APPSTATUS']._serialized_start=447
+  _globals['_APPSTATUS']._serialized_end=771
+  _globals['_APPSTATUS_LABELSENTRY']._serialized_start=726
+  _globals['_APPSTATUS_LABELSENTRY']._serialized_end=771
+  _globals['_LISTAPPSRESPONSE']._serialized_start=773
+  _globals['_LISTAPPSRESPONSE']._serialized_end=829
+  _globals['_APPEXPLANATION']._serialized_start=831
+  _globals['_APPEXPLANATION']._serialized_end=891
+  _globals['_APPADMIN']._serialized_start=894
+  _globals['_APPADMIN']._serialized_end=1219
 # @@protoc_insertion_point(module_scope)

@@ -42,7 +42,7 @@ class AppRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica", "node", "eids", "state", "running", "version", "last_error", "created_at")
+    __slots__ = ("replica", "node", "eids", "state", "running", "version", "last_error", "created_at", "restarts", "exit_code")
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     EIDS_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,8 @@ class ReplicaStatus(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     replica: int
     node: str
     eids: _containers.RepeatedScalarFieldContainer[str]
@@ -59,7 +61,9 @@ class ReplicaStatus(_message.Message):
     version: str
     last_error: str
     created_at: str
-    def __init__(self, replica: _Optional[int] = ..., node: _Optional[str] = ..., eids: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., running: _Optional[bool] = ..., version: _Optional[str] = ..., last_error: _Optional[str] = ..., created_at: _Optional[str] = ...) -> None: ...
+    restarts: int
+    exit_code: int
+    def __init__(self, replica: _Optional[int] = ..., node: _Optional[str] = ..., eids: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., running: _Optional[bool] = ..., version: _Optional[str] = ..., last_error: _Optional[str] = ..., created_at: _Optional[str] = ..., restarts: _Optional[int] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class AppStatus(_message.Message):
     __slots__ = ("name", "image", "kind", "replicas", "running", "version", "placed", "events", "deployed_at", "deployed_by", "labels", "removed")

@@ -80,7 +80,7 @@ class StatusReport(_message.Message):
     def __init__(self, uplinks: _Optional[_Iterable[_Union[_common_pb2.Uplink, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., map_cache_size: _Optional[int] = ..., drops: _Optional[_Mapping[str, int]] = ..., applied_version: _Optional[int] = ..., registered: _Optional[bool] = ..., agent_version: _Optional[str] = ..., policy_json: _Optional[str] = ..., workloads: _Optional[_Iterable[_Union[WorkloadStatus, _Mapping]]] = ..., workload_capacity: _Optional[_Union[WorkloadCapacity, _Mapping]] = ...) -> None: ...
 
 class WorkloadStatus(_message.Message):
-    __slots__ = ("name", "app", "replica", "state", "eids", "last_error", "version", "memory_bytes", "cpu_seconds", "restarts", "image_digest")
+    __slots__ = ("name", "app", "replica", "state", "eids", "last_error", "version", "memory_bytes", "cpu_seconds", "restarts", "image_digest", "exit_code")
     NAME_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class WorkloadStatus(_message.Message):
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     app: str
     replica: int
@@ -103,7 +104,8 @@ class WorkloadStatus(_message.Message):
     cpu_seconds: float
     restarts: int
     image_digest: str
-    def __init__(self, name: _Optional[str] = ..., app: _Optional[str] = ..., replica: _Optional[int] = ..., state: _Optional[str] = ..., eids: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., restarts: _Optional[int] = ..., image_digest: _Optional[str] = ...) -> None: ...
+    exit_code: int
+    def __init__(self, name: _Optional[str] = ..., app: _Optional[str] = ..., replica: _Optional[int] = ..., state: _Optional[str] = ..., eids: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., version: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., restarts: _Optional[int] = ..., image_digest: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class WorkloadCapacity(_message.Message):
     __slots__ = ("memory_bytes", "millicpu", "disk_bytes", "kinds", "hypervisors")
