@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
-from controller_api.attestation import CredentialChallenge, activation_proof
-from controller_api.attestation.ek_certificate import ek_subject
 from controller_api.gen.lispmesh.v1 import attestation_pb2, enrollment_pb2
-from node.tpm import AttestationKey, EndorsementKey, MeshKey, Tpm, TpmError
+
+if TYPE_CHECKING:
+    # Only here for the types: node.tpm and controller_api.attestation are imported in the methods,
+    # once a TPM is used (tpm2-pytss costs a file-key node a tenth of a second at every start).
+    from node.tpm import MeshKey, Tpm
 
 log = logging.getLogger("lispmesh.agent")
 
@@ -32,6 +35,8 @@ class TpmWitness:
         self.tpm = tpm
         self.mesh = mesh
         self.event_log = event_log
+        from node.tpm import AttestationKey, EndorsementKey
+
         with tpm.lock:
             self.ek = EndorsementKey.read(tpm)
             self.ak = AttestationKey(tpm)
@@ -49,6 +54,8 @@ class TpmWitness:
     def answer(self, challenge: enrollment_pb2.TpmChallenge) -> enrollment_pb2.TpmEvidence:
         """Open the credential (only this TPM can), certify the mesh key and quote, all for the
         controller's nonce."""
+        from controller_api.attestation import CredentialChallenge, activation_proof
+
         credential = CredentialChallenge(challenge.credential_blob, challenge.encrypted_secret)
         with self.tpm.lock:
             secret = self.ak.activate(self.ek, credential)
@@ -80,6 +87,8 @@ class TpmWitness:
         except FileNotFoundError:
             return b""  # no measured boot here: the controller's policy decides what that means
         except OSError as exc:
+            from node.tpm import TpmError
+
             raise TpmError(f"event log {self.event_log}: {exc.strerror}") from None
 
 
@@ -88,6 +97,8 @@ def _ek_subject(certificate: bytes | None) -> str:
     if certificate is None:
         return ""
     try:
+        from controller_api.attestation.ek_certificate import ek_subject
+
         return ek_subject(x509.load_der_x509_certificate(certificate))
     except ValueError:
         return "(unreadable EK certificate)"

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from lispmesh.errors import CliError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def console() -> Console:
     """Wide enough for the tables when piped; the terminal's width when interactive. No emoji
-    codes: an IPv6 address such as fd00:1234:5678::1 holds one (`:1234:`)."""
+    codes: an IPv6 address such as fd00:1234:5678::1 holds one (`:1234:`). Rich is imported
+    here, not above: `lispmesh node run` prints no table and starts faster without it."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else 160, emoji=False)
 
 
