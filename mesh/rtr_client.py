@@ -28,6 +28,7 @@ from typing import Any
 from certs.format import IdentityError
 from lisp.address import DistinguishedName
 from lisp.info import InfoMessage
+from lisp.nat_detect import ENDPOINT_DEPENDENT, ENDPOINT_INDEPENDENT
 from lisp.relay import control_frame
 from mesh.config import RtrRef
 from mesh.keys import random_nonce
@@ -168,10 +169,21 @@ class RtrClient:
             ctx.via_rtr, ctx.via_seen, ctx.rtrs_up = active, seen, up
             self.changed()
 
+    def mapping(self) -> str | None:
+        """The NAT's mapping of our data port as the RTRs see it (what hole punching needs):
+        two or more RTRs that answer seeing one outside address:port, endpoint-independent;
+        different ones, endpoint-dependent (symmetric: only a relay reaches us); None with
+        fewer than two answering."""
+        seen = {self.confirmed[str(r.address)][1] for r in self.ctx.rtrs_up}
+        if len(self.ctx.rtrs_up) < 2:
+            return None
+        return ENDPOINT_INDEPENDENT if len(seen) == 1 else ENDPOINT_DEPENDENT
+
     def status(self) -> dict[str, Any]:
         ctx = self.ctx
         return {
             "via": ctx.via_rtr.name if ctx.via_rtr is not None else None,
+            "data_mapping": self.mapping(),
             "rtrs": [
                 {
                     "name": r.name,

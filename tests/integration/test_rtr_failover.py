@@ -60,6 +60,10 @@ def test_killing_the_rtr_moves_both_ends_to_the_other_one(lab: tuple[Lab, Path])
 
     wait_until(lambda: _ping(netlab_lab, "p", eid("n")) and registered_rtrs() == both, 30,
                "p knows both RTRs of n")  # fmt: skip
+    # Both RTRs saw n's data port at one outside address:port: the port-restricted NAT's
+    # mapping is endpoint-independent (hole punching could work).
+    relay = (_status(run, "n") or {}).get("xtr", {}).get("nat_relay", {})
+    assert relay.get("data_mapping") == "endpoint-independent", relay
     pings: list[Popen[str]] = []
     try:
         pings = [_pinger(netlab_lab, "p", eid("n")), _pinger(netlab_lab, "n", eid("p"))]
