@@ -68,24 +68,31 @@ class AppRunner:
                 except StoreError as exc:
                     log.warning("app round: %s", exc)
                 else:
+                    # The map-server first: a node told to register a moved EID is allowed to.
+                    if await self._sync_map_server():
+                        self.core.notify_all()  # every node's delegated EIDs changed
                     for node_id in result.notify:
                         self.core.notify(node_id)
+                    return
             await self._sync_map_server()
 
-    async def _sync_map_server(self) -> None:
+    async def _sync_map_server(self) -> bool:
+        """Give the map-server the placements' allowances; True if they changed."""
         from controller_api.apps.workloads import allowances
 
         pool = self.core.app_pool
         if pool is None:
-            return
+            return False
         allowed = await asyncio.to_thread(allowances, self.core.store, pool)
-        if allowed != self._allowed:
+        changed = allowed != self._allowed
+        if changed:
             self._allowed = allowed
             self.core.sync_map_server()
         # Policies naming apps follow their replicas (placed, moved, scaled, removed).
         apps = await asyncio.to_thread(policy_apps, self.core.store, pool)
         if self.core.policies.apps_changed(apps):
             self.core.notify_all()
+        return changed
 
     async def run(self) -> None:
         while True:

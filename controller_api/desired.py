@@ -44,7 +44,11 @@ def build(
     timers = settings.timers
     servers = list(map_servers) or [(map_server_address, settings.map_server_port)]
     prefixes: list[IPv4Network | IPv6Network] = [node.eid4, node.eid6]
-    app_eids = sorted({e for w in workloads or () for e in w.eids})
+    # The app EIDs this node registers are those the map-server allows it (`delegated`): a
+    # replica moving here from a draining node is registered only once it runs, while the
+    # old copy still serves (one site per prefix; a refused record would refuse the node's
+    # whole Map-Register).
+    app_eids = sorted({str(p) for p in (delegated or {}).get(node.name, ())})
     routes = [str(pools.pool4), str(pools.pool6), *(str(p) for p in app_pools or ())]
     return config_pb2.DesiredState(
         node_id=node.node_id,

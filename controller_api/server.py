@@ -248,7 +248,10 @@ class Controller:
             options=[("grpc.keepalive_permit_without_calls", 1)],
         )
         admin = AdminService(core, auth, lambda: ca_pin(ca_pki.tls_ca.certificate), verifier)
-        app_loop = AppLoop(store, app_pool, clock=self.clock, seen_now=lambda: set(core.streams))
+        app_loop = AppLoop(
+            store, app_pool, clock=self.clock, seen_now=lambda: set(core.streams),
+            heartbeat=s.node_timeout,
+        )  # fmt: skip
         self.apps = apps = AppRunner(core, app_loop, None, s.app_interval)
         for add, servicer in (
             (

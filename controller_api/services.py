@@ -7,6 +7,7 @@ its credential), and turns refusals into gRPC status codes with a one-line messa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -193,6 +194,10 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
                     )
         finally:
             core.close_watch(node_id, ended)
+            # Seen until now: its disconnection (and an app's lost_after) counts from here,
+            # not from its last status report, up to 30 s earlier.
+            with contextlib.suppress(Exception):
+                core.store.touch(node_id, core.clock())
             log.info("node %s disconnected", node.name)
 
     def _current(self, node_id: str) -> tuple[NodeRow, str | None, config_pb2.DesiredState | None]:

@@ -67,6 +67,10 @@ class ControllerSettings:
     app_pool6: IPv6Network | None = None
     # How often the leader reconciles the apps (placements, replacements, what nodes report).
     app_interval: float = 2.0
+    # A node whose Watch stream ended (or, streaming to another replica, that reported nothing)
+    # this long is `disconnected`; its replicas are replaced once the app's lost_after passed
+    # too. Keep it above the nodes' report interval (30 s) when nodes stream to other replicas.
+    node_timeout: float = 45.0
     token_ttl: float = 24 * 3600.0
     map_server_port: int = 4342
     # May a node register more-specifics of its EID prefixes at the embedded map-server? Off: a

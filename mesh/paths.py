@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv6Address
 from lisp import Action
 from lisp.data_header import HEADER_LEN
 from lisp.map_cache import MapCache, MapCacheEntry
+from lisp.records import RlocRecord
 from lisp.relay import relay_prefix
 from mesh.config import IpAddress, IpNetwork
 from mesh.keys import EncapState
@@ -42,6 +43,8 @@ class PathTable:
         # When data was last sent on each mapping's path (the xTR notes it from the counters):
         # only mappings in use are refreshed before they expire.
         self.last_used: dict[tuple[int, IpNetwork], float] = {}
+        # When each mapping was last asked again because it may have moved (resolve_again).
+        self.asked_again: dict[tuple[int, IpNetwork], float] = {}
         # Wired by the xTR: ask the map-resolver about (address, mask length); send a packet
         # that waited for its mapping.
         self.request: Callable[[IpAddress, int], int | None] = _unwired
@@ -54,6 +57,7 @@ class PathTable:
         self.entry_encap.clear()
         self.misses.clear()
         self.last_used.clear()
+        self.asked_again.clear()
         self.recompute()
 
     # ------------------------------------------------------------------ the hot path's lookup
@@ -87,12 +91,34 @@ class PathTable:
                 self.rekey_entry(entry)
                 self.queue_miss(version, address, packet)
                 return None
+            if entry.rlocs and not any(self._usable(r, ctx.now) for r in entry.rlocs):
+                self.resolve_again(entry)
             ctx.drops["no-path"] += 1
             return None
         if len(self.flow) >= FLOW_CACHE_LIMIT:
             self.flow.clear()
         self.flow[dst] = path
         return path
+
+    def _usable(self, rloc: RlocRecord, now: float) -> bool:
+        if rloc.priority == 255 or not rloc.reachable:
+            return False
+        return self.ctx.prober.is_up(str(rloc.address), now)
+
+    def resolve_again(self, entry: MapCacheEntry) -> None:
+        """Ask the map-resolver again about a mapping in use whose every RLOC is down (its node
+        died) or that its old ETR says moved (an SMR): the EID may live elsewhere now (a
+        workload replaced on another node keeps its EID). Once per map_request_retry while
+        traffic lasts; until an answer, the old mapping stays (it may come back)."""
+        ctx = self.ctx
+        key = (entry.iid, entry.prefix)
+        if ctx.now - self.asked_again.get(key, -math.inf) < ctx.timers.map_request_retry:
+            return
+        if len(self.asked_again) >= MISS_TABLE_LIMIT:
+            self.asked_again.clear()
+        self.asked_again[key] = ctx.now
+        ctx.stats["map-requests-moved"] += 1
+        self.request(entry.prefix.network_address, entry.prefix.prefixlen)
 
     # ------------------------------------------------------------------ misses
 

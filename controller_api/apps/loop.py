@@ -81,12 +81,13 @@ class AppLoop:
         pool: AppPool,
         clock: Callable[[], float] = time.time,
         seen_now: Callable[[], set[str]] = set,
+        heartbeat: float = HEARTBEAT,
     ) -> None:
         self.store = store
         self.pool = pool
         self.clock = clock
         self.seen_now = seen_now  # node ids with an open Watch stream on this replica
-        self.reconciler = Reconciler(heartbeat_timeout=HEARTBEAT)
+        self.reconciler = Reconciler(heartbeat_timeout=heartbeat)
         self.events: dict[str, deque[str]] = {}
 
     def event(self, app: str, line: str) -> None:

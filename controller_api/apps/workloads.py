@@ -85,12 +85,14 @@ def allowances(
 ) -> dict[str, list[IPv4Network | IPv6Network]]:
     """node name -> the app EIDs it may register (its replicas'). An anycast EID is allowed to
     one node only for now: the map-server takes one site per prefix. A replica with two copies
-    (a replacement while the original is unreachable) is registered from the newest."""
+    is registered from the newest one that runs, else from the newest: a replacement for a copy
+    on a lost node at once (commit_plan marks that copy not running), one for a copy on a
+    draining node once it runs (make-before-break: the old copy serves until then)."""
     table = eids_by_replica(store, pool)
     out: dict[str, list[IPv4Network | IPv6Network]] = {}
     given: set[AppEid] = set()
-    for a in sorted(allocations if allocations is not None else read_allocations(store),
-                    key=lambda a: (-a.created, a.node, a.app, a.replica)):  # fmt: skip
+    found = allocations if allocations is not None else read_allocations(store)
+    for a in sorted(found, key=lambda a: (not a.running, -a.created, a.node, a.app, a.replica)):
         eid = eid_of(table, a.app, a.replica)
         if eid is None or eid in given:
             continue

@@ -72,7 +72,16 @@ def commit_plan(
     the store's new revision. Raises
     `PlanRejected` if a node would be overcommitted or is unknown, `Conflict` if a touched node
     changed since it was read here."""
-    touched = sorted({p.node for p in plan.placements} | {s.node for s in plan.stops})
+    # A copy replaced because its node is lost (not draining: that one serves until its
+    # replacement runs) no longer counts as running, so its EID moves to the replacement now.
+    replaced = {
+        (p.replaces, p.replica)
+        for p in plan.placements
+        if p.replaces is not None and not getattr(nodes.get(p.replaces), "draining", False)
+    }
+    touched = sorted(
+        {p.node for p in plan.placements} | {s.node for s in plan.stops} | {n for n, _ in replaced}
+    )
     if not touched:
         return store.revision()
     writes = []
@@ -80,7 +89,13 @@ def commit_plan(
         record = store.get_object(PLACEMENTS, _RECORD + name)
         current = _decode(name, record.value) if record else []
         gone = {s.replica for s in plan.stops if s.node == name}
-        after = [a for a in current if not (a.app == plan.app and a.replica in gone)]
+        after = [
+            replace(a, running=False) if (name, a.replica) in replaced and a.app == plan.app else a
+            for a in current
+            if not (a.app == plan.app and a.replica in gone)
+        ]
+        if record is None and not after and not any(p.node == name for p in plan.placements):
+            continue  # a vanished node's record: nothing to write
         added = [
             Allocation(plan.app, p.replica, name, p.resources, now, plan.version, running=False)
             for p in plan.placements

@@ -153,7 +153,9 @@ class _Planner:
         for replica in range(app.replicas):
             old = draining.get(replica)
             if replica in live and replica not in updating:
-                if old is not None:  # the replacement exists: the drained copy may stop
+                if old is not None and any(c.running for c in live[replica]):
+                    # Make-before-break: the drained copy stops once its replacement runs
+                    # (until then it serves, and keeps the EID: apps/workloads.allowances).
                     stops.append(Stop(replica, old.node, f"node {old.node} is draining", True))
                 continue
             if replica in updating:
@@ -170,8 +172,6 @@ class _Planner:
                 failures.append(placed)
                 continue
             placements.append(placed)
-            if old is not None:
-                stops.append(Stop(replica, old.node, reason, True))
         return Plan(
             app.name,
             tuple(placements),

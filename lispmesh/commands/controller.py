@@ -139,6 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
             attestation_interval=args.attestation_interval,
             config_cycle=args.config_cycle,
             app_interval=args.app_interval,
+            node_timeout=args.node_timeout,
             rekey_after_seconds=args.rekey_after,
             cert_lifetime=args.cert_lifetime,
             cert_grace=args.cert_grace,
@@ -391,6 +392,12 @@ def register(subparsers: Subparsers) -> None:
     )
     serve.add_argument(
         "--token-ttl", type=parse_duration, default=86400.0, help="default token lifetime (24h)"
+    )
+    serve.add_argument(
+        "--node-timeout",
+        type=parse_duration,
+        default=45.0,
+        help="a node unheard this long is disconnected (45s; its apps' lost_after then runs)",
     )
     serve.add_argument(
         "--config-cycle",

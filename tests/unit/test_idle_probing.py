@@ -182,3 +182,23 @@ def test_rekeying_skips_idle_peers_and_their_next_packet_resolves_afresh(
     assert len(n3.inside) == before + 1 and n3.inside[-1].endswith(b"after the rekey")
     assert n1.status()["keys"]["itr_key_id"] == 2
     assert n1.xtr.ctx.stats["rekey-on-use"] == 1
+
+
+def test_a_mapping_whose_rlocs_are_all_down_is_asked_again_while_traffic_lasts(
+    mesh: tuple[Wire, MakeNode],
+) -> None:
+    """Its node died, and the EID may have moved (a replica replaced elsewhere keeps its EID):
+    the map-resolver is asked again, once per map_request_retry (0.5 s here), only while
+    packets come for it."""
+    wire, _ = mesh
+    n1, n2 = joined(mesh, 1, 2)
+    _send(wire, n1, n2)
+    assert n2.inside
+    wire.cut.add(rloc(2))
+    for _ in range(30):  # 3 s: down after 1.5 s, then asked again about every 0.5 s
+        _send(wire, n1, n2)
+        wire.tick(0.1)
+    asked = n1.xtr.ctx.stats["map-requests-moved"]
+    assert 2 <= asked <= 4
+    wire.run(5.0)  # no traffic: no more questions
+    assert n1.xtr.ctx.stats["map-requests-moved"] == asked

@@ -213,11 +213,33 @@ CASES = [
         ["node a is gone"],
     ),
     (
-        "drain-moves-then-stops",
+        "drain-moves-first",
         [node("a", draining=True), node("b")],
         [Allocation("web", 0, "a", Resources(512 * MI, 500, GI))],
         app(),
         {0: "b"},
+        ["replica 0 -> b (moved from a: node a is draining)"],
+    ),
+    (
+        "drain-waits-for-the-replacement-to-run",
+        [node("a", draining=True), node("b")],
+        [
+            Allocation("web", 0, "a", Resources(512 * MI, 500, GI)),
+            Allocation("web", 0, "b", Resources(512 * MI, 500, GI), created=1.0, running=False),
+        ],
+        app(),
+        {},
+        ["0 to place, 0 to stop"],
+    ),
+    (
+        "drain-stops-once-the-replacement-runs",
+        [node("a", draining=True), node("b")],
+        [
+            Allocation("web", 0, "a", Resources(512 * MI, 500, GI)),
+            Allocation("web", 0, "b", Resources(512 * MI, 500, GI), created=1.0),
+        ],
+        app(),
+        {},
         ["stop replica 0 on a once its replacement runs: node a is draining"],
     ),
     (
@@ -395,7 +417,14 @@ def test_never_overcommits_and_constraints_hold(
 def test_a_satisfied_app_gets_an_empty_plan(case: tuple[ClusterState, AppSpec], seed: int) -> None:
     state, spec = case
     plan = schedule(state, spec, seed)
-    again = schedule(state.with_plan(plan, now=100.0), spec, seed)
+    settled = state.with_plan(plan, now=100.0)
+    again = schedule(settled, spec, seed)
+    # Make-before-break: drained copies stop in the plan after their replacements run.
+    assert all(s.after_replacement for s in again.stops), again.lines()
+    if again.stops:
+        assert plan.failures or not again.placements, again.lines()
+        settled = settled.with_plan(again, now=101.0)
+        again = schedule(settled, spec, seed)
     if not plan.failures:
         assert again.empty, again.lines()
     else:  # a drained copy gone may make room; nothing is left to stop

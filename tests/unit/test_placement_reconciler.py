@@ -182,7 +182,11 @@ def test_drain_moves_replicas_away_gracefully() -> None:
     c.nodes[drained] = replace(c.nodes[drained], draining=True)
     plan = c.step(10.0, spec).plans[0]
     (moved,) = plan.placements
+    assert moved.replaces == drained and plan.stops == ()  # make-before-break
+    assert drained in {n for nodes in c.where().values() for n in nodes}
+    # The replacement runs (the harness carries plans out at once): the drained copy stops.
+    plan = c.step(11.0, spec).plans[0]
     (stop,) = plan.stops
-    assert moved.replaces == drained and stop.node == drained and stop.after_replacement
+    assert plan.placements == () and stop.node == drained and stop.after_replacement
     assert drained not in {n for nodes in c.where().values() for n in nodes}
-    assert c.step(11.0, spec).plans[0].empty
+    assert c.step(12.0, spec).plans[0].empty
