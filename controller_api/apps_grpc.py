@@ -84,7 +84,7 @@ class AppRunner:
         if pool is None:
             return False
         allowed = await asyncio.to_thread(allowances, self.core.store, pool)
-        changed = allowed != self._allowed
+        changed: bool = allowed != self._allowed
         if changed:
             self._allowed = allowed
             self.core.sync_map_server()
