@@ -201,7 +201,7 @@ class Enroller:
             )  # fmt: skip
             if node is not None:
                 # The wiped device's old key may live on elsewhere: peers refuse it at once.
-                self.retired.retire(known.name, known.cert_fp, now, known.cert_not_after)
+                self.retired.retire(known.name, known.cert_fp, now, known.cert_not_after, now)
                 return Enrolled(node, pki.pem(cert))
             known = self.store.get_node(known.node_id) or known  # revoked meanwhile
         raise EnrollmentError(
@@ -277,7 +277,7 @@ class Enroller:
         if renewed is None:
             raise EnrollmentError("denied", f"node {node.name} was revoked")
         # Once the grace period is over, every peer refuses the old certificate too.
-        self.retired.retire(node.name, node.cert_fp, grace_until, node.cert_not_after)
+        self.retired.retire(node.name, node.cert_fp, grace_until, node.cert_not_after, now)
         return cert, grace_until
 
     def _check_renewal_key(self, node: NodeRow, key_fp: str) -> None:
@@ -378,7 +378,7 @@ class Enroller:
             )  # fmt: skip
             if node is None:
                 raise EnrollmentError("denied", f"node {known.name} (this TPM) was revoked")
-            self.retired.retire(known.name, known.cert_fp, now, known.cert_not_after)
+            self.retired.retire(known.name, known.cert_fp, now, known.cert_not_after, now)
             self._bind_tpm(node.node_id, tpm, now, replaces=node.node_id)
             return Enrolled(node, pki.pem(cert))
         if bound is not None:  # a binding whose node was never created (a crash): take it over

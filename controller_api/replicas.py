@@ -1,8 +1,9 @@
 """The leader loop of a controller replica on etcd: elect, then do the singleton chores, fenced.
 
 Every replica serves joins, config streams, status and admin reads; only the leader does the
-chores that must happen once (now: forgetting retired certificates past their grace period, and
-a record of its round, `controller/leader`, that `controller status` reads). Each chore is a
+chores that must happen once (now: forgetting retired certificates past their grace period and
+the records of those expired since, and a record of its round, `controller/leader`, that
+`controller status` reads). Each chore is a
 fenced write: a leader paused past its lease and replaced is refused by etcd, logs it once and
 campaigns again as a follower.
 """
@@ -18,6 +19,7 @@ from collections.abc import Callable
 
 from controller_api.gen.lispmesh.v1 import admin_pb2
 from controller_api.leader import Election
+from controller_api.retired_certs import RetiredCertificates
 from controller_api.settings import rfc3339
 from controller_api.store import CONTROLLER, Fenced, ObjectWrite, Store, StoreError
 
@@ -33,6 +35,7 @@ class LeaderLoop:
         self.clock = clock
         self.leading = False
         self.rounds = 0
+        self.retired = RetiredCertificates(store)
         self._task: asyncio.Task[None] | None = None
         # Told why this replica cannot reach etcd for a lease TTL (None: it can again).
         self.on_health: Callable[[str | None], None] | None = None
@@ -49,6 +52,7 @@ class LeaderLoop:
             return False
         try:
             self.store.expire_retired_certs(self.clock(), fence)
+            self.retired.collect(self.clock(), fence)  # certificates expired since renewed
             record = {"replica": self.election.me.replica, "term": fence.revision,
                       "at": self.clock()}  # fmt: skip
             self.store.commit_objects(

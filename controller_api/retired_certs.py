@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from controller_api.store import RETIRED_CERTS, ObjectWrite, Store
+from controller_api.store import RETIRED_CERTS, Conflict, Fence, ObjectWrite, Store
 
 CACHE_SECONDS = 60.0  # other replicas' renewals are seen within this (grace periods are longer)
 
@@ -24,11 +24,39 @@ class RetiredCertificates:
         self._cached: tuple[float, list[str]] | None = None  # (valid until, fingerprints)
         self._next: float | None = None  # the next time the list changes, as last read
 
-    def retire(self, node_name: str, fingerprint: str, refuse_from: float, until: float) -> None:
-        """`fingerprint` is refused by every peer from `refuse_from` until `until`."""
+    def retire(
+        self, node_name: str, fingerprint: str, refuse_from: float, until: float, now: float
+    ) -> None:
+        """`fingerprint` is refused by every peer from `refuse_from` until `until` (its
+        certificate's expiry). Records only come with renewals, so each renewal also drops
+        the records whose certificate expired by `now`, in the same transaction: the table
+        holds only certificates still valid, on SQLite (no leader chores) as on etcd."""
         doc = {"node": node_name, "refuse_from": refuse_from, "until": until}
-        self.store.commit_objects([ObjectWrite(RETIRED_CERTS, fingerprint, json.dumps(doc))])
+        writes = [ObjectWrite(RETIRED_CERTS, fingerprint, json.dumps(doc))]
+        writes += [d for d in self._expired(now) if d.key != fingerprint]
+        try:
+            self.store.commit_objects(writes)
+        except Conflict:  # another replica collected (or renewed) meanwhile: just record it
+            self.store.commit_objects(writes[:1])
         self._cached = None
+
+    def _expired(self, now: float) -> list[ObjectWrite]:
+        """Deletions of the records whose certificate expired by `now`, each compared with the
+        revision read, so two replicas collecting at once never delete a fresh record."""
+        return [
+            ObjectWrite(RETIRED_CERTS, record.key, None, record.revision)
+            for record in self.store.list_objects(RETIRED_CERTS)
+            if float(json.loads(record.value)["until"]) <= now
+        ]
+
+    def collect(self, now: float, fence: Fence | None = None) -> int:
+        """Drop the records whose certificate expired by `now` (the leader's chore, fenced);
+        how many."""
+        expired = self._expired(now)
+        if expired:
+            self.store.commit_objects(expired, fence)
+            self._cached = None
+        return len(expired)
 
     def forget(self) -> None:
         """Read the records again on the next use (the change feed saw one change)."""
