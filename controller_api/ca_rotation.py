@@ -35,6 +35,7 @@ from controller_api.ca import ca_certificate_builder
 from controller_api.store import CaMaterial
 
 CA_DAYS = 3650
+BACKDATE = dt.timedelta(minutes=5)  # a new CA is valid from a little before its rotation
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -84,7 +85,7 @@ def new_ca(previous: CaEntry, now: dt.datetime) -> CaEntry:
             )
         ]
     )
-    start = now - dt.timedelta(minutes=5)
+    start = now - BACKDATE
 
     def builder(issuer: x509.Name) -> x509.CertificateBuilder:
         return ca_certificate_builder(

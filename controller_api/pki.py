@@ -256,6 +256,20 @@ class ControllerPki:
         if self.phase == "distributing":
             self.replace([*self.entries[1:], self.entries[0]])
 
+    @property
+    def distributing_since(self) -> float | None:
+        """When the rotation under way began (from its new CA's validity), while distributing."""
+        if self.phase != "distributing":
+            return None
+        start = self.entries[1].certificate.not_valid_before_utc + ca_rotation.BACKDATE
+        return start.timestamp()
+
+    def abandon(self) -> None:
+        """Drop the new CA that never issued: the old one alone, as before the rotation."""
+        if self.phase != "distributing":
+            raise StoreError(f"no CA rotation to abandon ({self.phase})")
+        self.replace([self.issuer])
+
     def finish(self) -> None:
         """Only the issuing CA stays trusted."""
         if self.phase == "distributing":

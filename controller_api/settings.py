@@ -102,6 +102,9 @@ class ControllerSettings:
     # replaced by a renewal is still accepted (a node whose renewal answer was lost asks again).
     cert_lifetime: float = 365 * 86400.0
     cert_grace: float = 86400.0
+    # A CA rotation waits this long for every live node to take the new CA's bundle; then it
+    # is abandoned (the old CA alone, as before), never left half-done.
+    ca_distribute_timeout: float = 3600.0
     # How often each Watch stream re-reads its node's row (revocation, config changes made by
     # another controller process): the "config cycle".
     config_cycle: float = 2.0

@@ -33,6 +33,13 @@ def _show(reply: Any) -> None:
     if reply.phase != "stable":
         print(f"nodes on another CA than the issuer: {reply.nodes_on_old_ca}")
         print(f"connected nodes without the bundle: {reply.nodes_without_bundle}")
+    if reply.distributing_since:
+        print(f"distributing since {reply.distributing_since}, abandoned at "
+              f"{reply.distribute_deadline} unless every live node takes the bundle")  # fmt: skip
+        for line in reply.waiting_for:
+            print(f"  waiting for {line}")
+    if reply.last_outcome:
+        print(f"last unfinished rotation: {reply.last_outcome}")
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -143,6 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
             rekey_after_seconds=args.rekey_after,
             cert_lifetime=args.cert_lifetime,
             cert_grace=args.cert_grace,
+            ca_distribute_timeout=args.ca_distribute_timeout,
             metrics_listen=args.metrics_listen,
             store=_store_settings(args),
             leader_ttl=args.leader_ttl,
@@ -418,6 +419,12 @@ def register(subparsers: Subparsers) -> None:
         type=parse_duration,
         default=365 * 86400.0,
         help="node certificate lifetime (365d); nodes renew at 2/3 of it",
+    )
+    serve.add_argument(
+        "--ca-distribute-timeout",
+        type=parse_duration,
+        default=3600.0,
+        help="a CA rotation is abandoned if a live node has not taken the new CA by then (1h)",
     )
     serve.add_argument(
         "--cert-grace",

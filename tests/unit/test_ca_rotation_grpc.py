@@ -201,3 +201,39 @@ def test_rotate_with_no_node_connected_switches_at_once_and_refuses_a_second(
     assert forced.phase == "stable" and forced.nodes_on_old_ca == 1  # a: it must join again
     with pytest.raises(grpc.RpcError, match="no CA rotation to finish"):
         _rotate(ctl, finish=True)
+
+
+def test_a_rotation_a_node_never_takes_is_abandoned_at_its_deadline(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    """A node that refuses the new CA's bundle (or never acknowledges it) kept the rotation
+    distributing for ever, its status saying only a count. Now the status names the node and
+    why, and at the deadline the rotation is abandoned: the old CA alone, as before."""
+    ctl = Running(loop, tmp_path / "ctl", ca_distribute_timeout=600.0)
+    try:
+        run = loop.run_until_complete
+        a = StateDir(tmp_path / "a")
+        name = ctl.enroll(a, ctl.token()).name
+        stream = Stream(ctl, a)
+        run(stream.take(run(stream.open())))
+        (old_fp,) = [c.fingerprint for c in _status(ctl).cas]
+        assert _rotate(ctl).phase == "distributing"
+        offered = run(stream.next())
+        assert offered.ca_bundle_pem.count(b"BEGIN") == 2
+        refusal = "CA bundle refused: CA CN=x is not cross-signed by a CA this node trusts"
+        ack = config_pb2.AckRequest(version=offered.version, ok=False, error=refusal)
+        run(stream.stub.Ack(ack, timeout=5))
+        waiting = _status(ctl)
+        assert waiting.phase == "distributing" and waiting.distribute_deadline
+        assert list(waiting.waiting_for) == [f"{name}: refused it: {refusal}"]
+        with pytest.raises(grpc.RpcError, match=f"{name}: refused it.*abandoned at"):
+            _rotate(ctl, finish=True)
+        ctl.clock_offset = 601.0  # past the deadline, the node still connected
+        after = _status(ctl)
+        assert after.phase == "stable" and [c.fingerprint for c in after.cas] == [old_fp]
+        assert "abandoned" in after.last_outcome and name in after.last_outcome
+        back = run(stream.next())  # the node is told: the old CA alone
+        assert back.ca_bundle_pem.count(b"BEGIN") == 1 and back.issuing_ca == old_fp
+        run(stream.close())
+    finally:
+        ctl.stop()

@@ -282,13 +282,21 @@ class CaInfo(_message.Message):
     def __init__(self, fingerprint: _Optional[str] = ..., subject: _Optional[str] = ..., not_after: _Optional[str] = ..., issuing: _Optional[bool] = ..., serves_tls: _Optional[bool] = ..., nodes: _Optional[int] = ..., cross_signed_by: _Optional[str] = ...) -> None: ...
 
 class CaStatus(_message.Message):
-    __slots__ = ("cas", "phase", "nodes_on_old_ca", "nodes_without_bundle")
+    __slots__ = ("cas", "phase", "nodes_on_old_ca", "nodes_without_bundle", "distributing_since", "distribute_deadline", "waiting_for", "last_outcome")
     CAS_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     NODES_ON_OLD_CA_FIELD_NUMBER: _ClassVar[int]
     NODES_WITHOUT_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTING_SINCE_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTE_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
+    LAST_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     cas: _containers.RepeatedCompositeFieldContainer[CaInfo]
     phase: str
     nodes_on_old_ca: int
     nodes_without_bundle: int
-    def __init__(self, cas: _Optional[_Iterable[_Union[CaInfo, _Mapping]]] = ..., phase: _Optional[str] = ..., nodes_on_old_ca: _Optional[int] = ..., nodes_without_bundle: _Optional[int] = ...) -> None: ...
+    distributing_since: str
+    distribute_deadline: str
+    waiting_for: _containers.RepeatedScalarFieldContainer[str]
+    last_outcome: str
+    def __init__(self, cas: _Optional[_Iterable[_Union[CaInfo, _Mapping]]] = ..., phase: _Optional[str] = ..., nodes_on_old_ca: _Optional[int] = ..., nodes_without_bundle: _Optional[int] = ..., distributing_since: _Optional[str] = ..., distribute_deadline: _Optional[str] = ..., waiting_for: _Optional[_Iterable[str]] = ..., last_outcome: _Optional[str] = ...) -> None: ...
