@@ -8,7 +8,6 @@ admin URI. Everything but Enrollment goes through one of these.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 
@@ -75,15 +74,7 @@ class Authenticator:
         raise Denied(grpc.StatusCode.UNAUTHENTICATED, "client certificate not from this controller")
 
     def node(self, context: grpc.aio.ServicerContext) -> NodeRow:
-        return self._known(self._chained(peer_certificate(context), "a node"))
-
-    async def node_async(self, context: grpc.aio.ServicerContext) -> NodeRow:
-        """`node`, with the store lookup off the event loop (a slow etcd stalls this call
-        only, not every other call the loop serves)."""
         cert = self._chained(peer_certificate(context), "a node")
-        return await asyncio.to_thread(self._known, cert)
-
-    def _known(self, cert: x509.Certificate) -> NodeRow:
         fp = pki.fingerprint(cert)
         node = self.store.node_by_cert(fp) or self.store.node_by_retired_cert(fp, self.clock())
         if node is None:

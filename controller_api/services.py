@@ -34,7 +34,7 @@ from controller_api.gen.lispmesh.v1 import (
     status_pb2_grpc,
 )
 from controller_api.settings import rfc3339
-from controller_api.store import NodeRow, StoreError
+from controller_api.store import StoreError
 from controller_api.tokens import new_token
 from controller_api.tpm_records import Attestation, TpmNode
 from controller_api.tpm_verifier import TpmVerifier
@@ -62,7 +62,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
         self, request: enrollment_pb2.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> enrollment_pb2.EnrollResponse:
         try:
-            response = await asyncio.to_thread(self.enroller.enroll, request)
+            response = self.enroller.enroll(request)
         except EnrollmentError as exc:
             log.warning("enrollment refused (%s): %s", context.peer(), exc)
             await context.abort(_ENROLL_CODES[exc.code], str(exc))
@@ -71,7 +71,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServicer):
             "enrolled node %s (%s): %s", response.node_name, response.node_id,
             ", ".join(p.prefix for p in response.eid_prefixes),
         )  # fmt: skip
-        node = await asyncio.to_thread(self.core.store.get_node, response.node_id)
+        node = self.core.store.get_node(response.node_id)
         assert node is not None
         self.core.node_enrolled(node)
         return response
@@ -97,7 +97,7 @@ class AttestationService(attestation_pb2_grpc.AttestationServicer):
 
     async def _tpm_node(self, context: grpc.aio.ServicerContext) -> tuple[Any, TpmNode]:
         try:
-            node = await self.auth.node_async(context)
+            node = self.auth.node(context)
         except Denied as denied:
             await _deny(context, denied)
             raise
@@ -153,7 +153,7 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
         self, request: config_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[config_pb2.DesiredState]:
         try:
-            node = await self.auth.node_async(context)
+            node = self.auth.node(context)
         except Denied as denied:
             await _deny(context, denied)
             return
@@ -166,17 +166,18 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
         # itself connected (and starts reporting status).
         await context.send_initial_metadata(())
         ended = core.open_watch(node_id)
-        await asyncio.to_thread(core.store.touch, node_id, core.clock())
+        core.store.touch(node_id, core.clock())
         log.info("node %s connected (has version %d)", node.name, known)
         try:
             while True:
-                # The store's part off the event loop: a slow etcd stalls this stream only.
-                row, quarantine, state = await asyncio.to_thread(self._current, node_id)
+                row = core.store.get_node(node_id)
+                assert row is not None
+                quarantine = core.quarantine(row)
                 if quarantine is not None:
                     # No new desired state for a node that failed attestation: it keeps
                     # retrying (attesting on each connection) and recovers when it passes.
                     await context.abort(grpc.StatusCode.FAILED_PRECONDITION, quarantine)
-                assert state is not None
+                state = core.desired_state(row)
                 if state.version != known or row.revoked:
                     yield state
                     known = state.version
@@ -200,26 +201,16 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
                 core.store.touch(node_id, core.clock())
             log.info("node %s disconnected", node.name)
 
-    def _current(self, node_id: str) -> tuple[NodeRow, str | None, config_pb2.DesiredState | None]:
-        """The node's row, why it is quarantined (if it is) or else its desired state
-        (blocking: the store)."""
-        row = self.core.store.get_node(node_id)
-        assert row is not None
-        quarantine = self.core.quarantine(row)
-        return row, quarantine, None if quarantine is not None else self.core.desired_state(row)
-
     async def Ack(
         self, request: config_pb2.AckRequest, context: grpc.aio.ServicerContext
     ) -> config_pb2.AckResponse:
         try:
-            node = await self.auth.node_async(context)
+            node = self.auth.node(context)
         except Denied as denied:
             await _deny(context, denied)
             raise
         error = "" if request.ok else (request.error or "failed")[:500]
-        await asyncio.to_thread(
-            self.core.store.record_ack, node.node_id, request.version, error, self.core.clock()
-        )
+        self.core.store.record_ack(node.node_id, request.version, error, self.core.clock())
         ca_admin.maybe_switch(self.core)  # during a CA rotation: was this the last node?
         if error:
             log.warning("node %s could not apply version %d: %s", node.name, request.version, error)
@@ -229,14 +220,12 @@ class NodeConfigService(config_pb2_grpc.NodeConfigServicer):
         self, request: config_pb2.RenewRequest, context: grpc.aio.ServicerContext
     ) -> config_pb2.RenewResponse:
         try:
-            node = await self.auth.node_async(context)
+            node = self.auth.node(context)
         except Denied as denied:
             await _deny(context, denied)
             raise
         try:
-            cert, previous_until = await asyncio.to_thread(
-                self.enroller.renew, node, request.csr_der
-            )
+            cert, previous_until = self.enroller.renew(node, request.csr_der)
         except EnrollmentError as exc:
             log.warning("renewal for node %s refused: %s", node.name, exc)
             await context.abort(_ENROLL_CODES[exc.code], str(exc))
@@ -261,28 +250,24 @@ class StatusService(status_pb2_grpc.StatusServicer):
         self, request: status_pb2.StatusReport, context: grpc.aio.ServicerContext
     ) -> status_pb2.ReportAck:
         try:
-            node = await self.auth.node_async(context)
+            node = self.auth.node(context)
         except Denied as denied:
             await _deny(context, denied)
             raise
         status = json_format.MessageToDict(request, preserving_proto_field_name=True)
-        await asyncio.to_thread(
-            self.core.store.record_status, node.node_id, status, self.core.clock()
-        )
+        self.core.store.record_status(node.node_id, status, self.core.clock())
         return status_pb2.ReportAck()
 
     async def ReportMetrics(
         self, request: status_pb2.Metrics, context: grpc.aio.ServicerContext
     ) -> status_pb2.ReportAck:
         try:
-            node = await self.auth.node_async(context)
+            node = self.auth.node(context)
         except Denied as denied:
             await _deny(context, denied)
             raise
         metrics = json_format.MessageToDict(request, preserving_proto_field_name=True)
-        await asyncio.to_thread(
-            self.core.store.record_metrics, node.node_id, metrics, self.core.clock()
-        )
+        self.core.store.record_metrics(node.node_id, metrics, self.core.clock())
         return status_pb2.ReportAck()
 
 

@@ -222,7 +222,11 @@ def test_a_rotation_a_node_never_takes_is_abandoned_at_its_deadline(
         assert offered.ca_bundle_pem.count(b"BEGIN") == 2
         refusal = "CA bundle refused: CA CN=x is not cross-signed by a CA this node trusts"
         ack = config_pb2.AckRequest(version=offered.version, ok=False, error=refusal)
-        run(stream.stub.Ack(ack, timeout=5))
+
+        async def send_ack() -> None:  # the call object needs the loop running (grpc.aio)
+            await stream.stub.Ack(ack, timeout=5)
+
+        run(send_ack())
         waiting = _status(ctl)
         assert waiting.phase == "distributing" and waiting.distribute_deadline
         assert list(waiting.waiting_for) == [f"{name}: refused it: {refusal}"]
